@@ -1,0 +1,265 @@
+//! Typed ids and validated names: parsed once at the boundary, trusted after.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Namespace for deriving a user's id from the normalised user name (UUIDv5).
+const USER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_7d0c_4a2f_4c1e_9d7b_2f0e_8c3a_1d64);
+/// Namespace for deriving a contact's id from its account and handle (UUIDv5).
+const CONTACT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x0c9f_3b52_6e1d_4b8a_a0f4_7c2d_5e91_3b07);
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new_random() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A Switchboard user; derived from the normalised user name, so two registrations of one
+    /// name address the same event stream and the store's sequence key decides the winner.
+    UserId
+);
+uuid_id!(
+    /// One third-party account bound to a user.
+    AccountId
+);
+uuid_id!(
+    /// One contact of one bound account; derived from account and handle.
+    ContactId
+);
+uuid_id!(
+    /// A meta-contact: several contacts bound together as one real person.
+    MetaContactId
+);
+
+impl UserId {
+    pub fn for_name(name: &UserName) -> Self {
+        Self(Uuid::new_v5(
+            &USER_ID_NAMESPACE,
+            name.normalized().as_bytes(),
+        ))
+    }
+}
+
+impl ContactId {
+    pub fn for_handle(account: AccountId, handle: &Handle) -> Self {
+        let mut key = account.0.as_bytes().to_vec();
+        key.extend_from_slice(handle.as_str().as_bytes());
+        Self(Uuid::new_v5(&CONTACT_ID_NAMESPACE, &key))
+    }
+}
+
+/// Why a name or handle was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must be between {min} and {max} characters long")]
+    Length { min: usize, max: usize },
+    #[error(
+        "may contain only letters a-z, digits, '.', '_' and '-', and must start with a letter"
+    )]
+    Characters,
+    #[error("must not be blank or contain control characters")]
+    Blank,
+}
+
+/// A Switchboard user name: 3–32 characters, ASCII letters, digits, `.`, `_`, `-`, starting with
+/// a letter. Compared case-insensitively; shown as typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MIN: usize = 3;
+    pub const MAX: usize = 32;
+
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let raw = raw.trim();
+        let len = raw.chars().count();
+        if !(Self::MIN..=Self::MAX).contains(&len) {
+            return Err(NameError::Length {
+                min: Self::MIN,
+                max: Self::MAX,
+            });
+        }
+        let mut chars = raw.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(NameError::Characters);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form uniqueness is decided on.
+    pub fn normalized(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A human-chosen name such as a meta-contact's: 1–64 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub const MAX: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.chars().any(char::is_control) {
+            return Err(NameError::Blank);
+        }
+        if trimmed.chars().count() > Self::MAX {
+            return Err(NameError::Length {
+                min: 1,
+                max: Self::MAX,
+            });
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DisplayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The IM networks Switchboard can speak (some arrive in later builds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protocol {
+    Xmpp,
+    Irc,
+    Matrix,
+    Nostr,
+}
+
+impl Protocol {
+    /// Whether handles on this network compare case-insensitively.
+    fn folds_case(self) -> bool {
+        matches!(self, Protocol::Xmpp | Protocol::Irc | Protocol::Matrix)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Xmpp => "XMPP",
+            Protocol::Irc => "IRC",
+            Protocol::Matrix => "MATRIX",
+            Protocol::Nostr => "NOSTR",
+        })
+    }
+}
+
+/// A user's or contact's id on one network, normalised for that network (e.g. a bare JID in
+/// lower case for XMPP).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Handle(String);
+
+impl Handle {
+    pub const MAX: usize = 256;
+
+    pub fn parse(protocol: Protocol, raw: &str) -> Result<Self, NameError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(NameError::Blank);
+        }
+        if trimmed.len() > Self::MAX {
+            return Err(NameError::Length {
+                min: 1,
+                max: Self::MAX,
+            });
+        }
+        let value = if protocol.folds_case() {
+            trimmed.to_lowercase()
+        } else {
+            trimmed.to_owned()
+        };
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_validated_and_compared_case_insensitively() {
+        let a = UserName::parse("Alice.B").unwrap();
+        let b = UserName::parse("alice.b").unwrap();
+        assert_eq!(a.as_str(), "Alice.B");
+        assert_eq!(UserId::for_name(&a), UserId::for_name(&b));
+        assert_eq!(
+            UserName::parse("al"),
+            Err(NameError::Length { min: 3, max: 32 })
+        );
+        assert!(matches!(
+            UserName::parse(&"a".repeat(33)),
+            Err(NameError::Length { .. })
+        ));
+        assert_eq!(UserName::parse("9lives"), Err(NameError::Characters));
+        assert_eq!(UserName::parse("al ice"), Err(NameError::Characters));
+        assert_eq!(UserName::parse("alïce"), Err(NameError::Characters));
+    }
+
+    #[test]
+    fn display_names_refuse_blank_and_overlong() {
+        assert_eq!(DisplayName::parse("  Bob  ").unwrap().as_str(), "Bob");
+        assert_eq!(DisplayName::parse("   "), Err(NameError::Blank));
+        assert_eq!(DisplayName::parse("a\nb"), Err(NameError::Blank));
+        assert!(DisplayName::parse(&"x".repeat(65)).is_err());
+        assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn handles_fold_case_where_the_network_does() {
+        let jid = Handle::parse(Protocol::Xmpp, "Bob@LocalHost").unwrap();
+        assert_eq!(jid.as_str(), "bob@localhost");
+        let npub = Handle::parse(Protocol::Nostr, "NpubABC").unwrap();
+        assert_eq!(npub.as_str(), "NpubABC");
+        assert!(Handle::parse(Protocol::Xmpp, "a b").is_err());
+    }
+}

@@ -1,0 +1,4 @@
+//! The domain: pure rules and types, no IO (no sqlx, axum, async-graphql or sockets).
+
+pub mod ids;
+pub mod user;

@@ -1,0 +1,452 @@
+//! The user aggregate: one event stream per Switchboard user holds every decision about their
+//! accounts, contacts and meta-contacts. Its state is what the rules need, nothing more.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{AccountId, ContactId, Handle, MetaContactId, UserName};
+use crate::domain::user::commands::{NewAccount, RosterItem, UserCommand};
+use crate::domain::user::error::UserError;
+use crate::domain::user::events::{BoundAccount, MetaContactState, UserEvent};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub user_name: UserName,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountState {
+    pub account: BoundAccount,
+    pub roster_imported: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactState {
+    pub account_id: AccountId,
+    pub handle: Handle,
+    pub display_name: Option<String>,
+    pub meta_contact: Option<MetaContactId>,
+    pub is_new: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct User {
+    registration: Option<Registration>,
+    accounts: BTreeMap<AccountId, AccountState>,
+    contacts: BTreeMap<ContactId, ContactState>,
+    meta_contacts: BTreeMap<MetaContactId, MetaContactState>,
+    /// Sequence of the last event that changed each meta-contact or contact, kept after they
+    /// are gone, so an undo refused as ambiguous can name the event that made it so.
+    meta_contact_touched: HashMap<MetaContactId, usize>,
+    contact_touched: HashMap<ContactId, usize>,
+    /// Number of events applied: the stream's current sequence.
+    sequence: usize,
+}
+
+impl User {
+    pub fn registration(&self) -> Option<&Registration> {
+        self.registration.as_ref()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &AccountState> {
+        self.accounts.values()
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&AccountState> {
+        self.accounts.get(&id)
+    }
+
+    pub fn contacts(&self) -> &BTreeMap<ContactId, ContactState> {
+        &self.contacts
+    }
+
+    pub fn meta_contacts(&self) -> &BTreeMap<MetaContactId, MetaContactState> {
+        &self.meta_contacts
+    }
+
+    pub fn sequence(&self) -> usize {
+        self.sequence
+    }
+
+    fn require_registered(&self) -> Result<(), UserError> {
+        self.registration
+            .as_ref()
+            .map(|_| ())
+            .ok_or(UserError::NotRegistered)
+    }
+
+    fn check_new_account(&self, new: &NewAccount) -> Result<(), UserError> {
+        let clash = self.accounts.values().any(|a| {
+            a.account.account_id == new.account_id
+                || (a.account.protocol == new.protocol
+                    && a.account.handle == new.handle
+                    && a.account.server.eq_ignore_ascii_case(&new.server))
+        });
+        if clash {
+            return Err(UserError::DuplicateAccount {
+                handle: new.handle.to_string(),
+                server: new.server.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn contact(&self, id: ContactId) -> Result<&ContactState, UserError> {
+        self.contacts.get(&id).ok_or(UserError::UnknownContact(id))
+    }
+
+    fn meta_contact(&self, id: MetaContactId) -> Result<&MetaContactState, UserError> {
+        self.meta_contacts
+            .get(&id)
+            .ok_or(UserError::UnknownMetaContact(id))
+    }
+
+    fn free_contact(&self, id: ContactId) -> Result<(), UserError> {
+        match self.contact(id)?.meta_contact {
+            Some(meta_contact_id) => Err(UserError::ContactAlreadyBound {
+                contact_id: id,
+                meta_contact_id,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The events that bring the account's contacts in line with the upstream roster.
+    fn roster_sync_events(&self, account_id: AccountId, roster: &[RosterItem]) -> Vec<UserEvent> {
+        let Some(account) = self.accounts.get(&account_id) else {
+            return Vec::new();
+        };
+        let upstream: BTreeMap<&Handle, &RosterItem> =
+            roster.iter().map(|item| (&item.handle, item)).collect();
+        let mut events = Vec::new();
+        for (contact_id, contact) in &self.contacts {
+            if contact.account_id == account_id && !upstream.contains_key(&contact.handle) {
+                events.push(UserEvent::RosterContactRemoved {
+                    contact_id: *contact_id,
+                    account_id,
+                    left_meta_contact: contact.meta_contact,
+                });
+            }
+        }
+        for (handle, item) in upstream {
+            let contact_id = ContactId::for_handle(account_id, handle);
+            if !self.contacts.contains_key(&contact_id) {
+                events.push(UserEvent::RosterContactAdded {
+                    contact_id,
+                    account_id,
+                    handle: handle.clone(),
+                    display_name: item.display_name.clone(),
+                    is_new: account.roster_imported,
+                });
+            }
+        }
+        if !account.roster_imported {
+            events.push(UserEvent::RosterImported { account_id });
+        }
+        events
+    }
+
+    /// Checks that reversing `target` restores exactly the state before it, and builds the
+    /// event that does.
+    fn undo_event(
+        &self,
+        target_sequence: usize,
+        target: &UserEvent,
+    ) -> Result<UserEvent, UserError> {
+        let change = target
+            .binding_change()
+            .filter(|_| target_sequence <= self.sequence)
+            .ok_or(UserError::NotUndoable(target_sequence))?;
+        let id = change.meta_contact_id;
+        let conflict = |conflicting: Option<&usize>| UserError::UndoConflict {
+            target: target_sequence,
+            conflicting: conflicting.copied().unwrap_or(self.sequence),
+        };
+        let current = self.meta_contacts.get(&id);
+        if current != change.after.as_ref() {
+            return Err(conflict(self.meta_contact_touched.get(&id)));
+        }
+        // Contacts that the undo puts back must still exist and be free of other meta-contacts.
+        if let Some(restored) = &change.before {
+            for member in &restored.members {
+                let back_in_place = self
+                    .contacts
+                    .get(member)
+                    .is_some_and(|c| c.meta_contact.is_none() || c.meta_contact == Some(id));
+                if !back_in_place {
+                    return Err(conflict(self.contact_touched.get(member)));
+                }
+            }
+        }
+        Ok(UserEvent::BindingUndone {
+            undone_sequence: target_sequence,
+            meta_contact_id: id,
+            before: change.after,
+            after: change.before,
+        })
+    }
+
+    /// Sets a meta-contact to `state` (or dissolves it), keeping contacts' membership in step.
+    fn set_meta_contact(&mut self, id: MetaContactId, state: Option<MetaContactState>) {
+        let seq = self.sequence;
+        if let Some(old) = self.meta_contacts.remove(&id) {
+            for member in old.members {
+                if let Some(contact) = self.contacts.get_mut(&member) {
+                    contact.meta_contact = None;
+                }
+                self.contact_touched.insert(member, seq);
+            }
+        }
+        if let Some(new) = state {
+            for member in &new.members {
+                if let Some(contact) = self.contacts.get_mut(member) {
+                    contact.meta_contact = Some(id);
+                }
+                self.contact_touched.insert(*member, seq);
+            }
+            self.meta_contacts.insert(id, new);
+        }
+        self.meta_contact_touched.insert(id, seq);
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+    type Services = ();
+
+    /// Every check runs before the first event is written, so a refused command leaves the
+    /// aggregate untouched.
+    async fn handle(
+        &mut self,
+        command: UserCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        let events = self.decide(command)?;
+        for event in events {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: UserEvent) {
+        self.sequence += 1;
+        let seq = self.sequence;
+        if let Some(change) = event.binding_change() {
+            self.set_meta_contact(change.meta_contact_id, change.after);
+            return;
+        }
+        match event {
+            UserEvent::UserRegistered {
+                user_name,
+                password_hash,
+            } => {
+                self.registration = Some(Registration {
+                    user_name,
+                    password_hash,
+                });
+            }
+            UserEvent::AccountBound(account) => {
+                self.accounts.insert(
+                    account.account_id,
+                    AccountState {
+                        account,
+                        roster_imported: false,
+                    },
+                );
+            }
+            UserEvent::AccountUnbound { account_id } => {
+                self.accounts.remove(&account_id);
+            }
+            UserEvent::RosterContactAdded {
+                contact_id,
+                account_id,
+                handle,
+                display_name,
+                is_new,
+            } => {
+                self.contacts.insert(
+                    contact_id,
+                    ContactState {
+                        account_id,
+                        handle,
+                        display_name,
+                        meta_contact: None,
+                        is_new,
+                    },
+                );
+                self.contact_touched.insert(contact_id, seq);
+            }
+            UserEvent::RosterContactRemoved {
+                contact_id,
+                left_meta_contact,
+                ..
+            } => {
+                self.contacts.remove(&contact_id);
+                self.contact_touched.insert(contact_id, seq);
+                if let Some(meta_id) = left_meta_contact {
+                    if let Some(meta) = self.meta_contacts.get_mut(&meta_id) {
+                        meta.members.retain(|m| *m != contact_id);
+                        if meta.members.is_empty() {
+                            self.meta_contacts.remove(&meta_id);
+                        }
+                    }
+                    self.meta_contact_touched.insert(meta_id, seq);
+                }
+            }
+            UserEvent::RosterImported { account_id } => {
+                if let Some(account) = self.accounts.get_mut(&account_id) {
+                    account.roster_imported = true;
+                }
+            }
+            // Binding events were handled above through their change.
+            UserEvent::ContactsMerged { .. }
+            | UserEvent::ContactAddedToMetaContact { .. }
+            | UserEvent::ContactRemovedFromMetaContact { .. }
+            | UserEvent::MetaContactRenamed { .. }
+            | UserEvent::BindingUndone { .. } => {}
+        }
+    }
+}
+
+impl User {
+    /// Decides which events a command produces, without changing anything.
+    pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        if !matches!(command, UserCommand::Register { .. }) {
+            self.require_registered()?;
+        }
+        match command {
+            UserCommand::Register {
+                user_name,
+                password_hash,
+                accounts,
+            } => {
+                if self.registration.is_some() {
+                    return Err(UserError::UserNameTaken);
+                }
+                let mut events = vec![UserEvent::UserRegistered {
+                    user_name,
+                    password_hash,
+                }];
+                for (i, account) in accounts.iter().enumerate() {
+                    let repeated = accounts[..i].iter().any(|earlier| {
+                        earlier.account_id == account.account_id
+                            || (earlier.protocol == account.protocol
+                                && earlier.handle == account.handle
+                                && earlier.server.eq_ignore_ascii_case(&account.server))
+                    });
+                    if repeated {
+                        return Err(UserError::DuplicateInRequest);
+                    }
+                    events.push(UserEvent::AccountBound(bound(account.clone())));
+                }
+                Ok(events)
+            }
+            UserCommand::BindAccount(account) => {
+                self.check_new_account(&account)?;
+                Ok(vec![UserEvent::AccountBound(bound(account))])
+            }
+            UserCommand::UnbindAccount { account_id } => {
+                if !self.accounts.contains_key(&account_id) {
+                    return Err(UserError::UnknownAccount(account_id));
+                }
+                let mut events = self.roster_sync_events(account_id, &[]);
+                events.retain(|e| matches!(e, UserEvent::RosterContactRemoved { .. }));
+                events.push(UserEvent::AccountUnbound { account_id });
+                Ok(events)
+            }
+            UserCommand::SyncRoster { account_id, roster } => {
+                if !self.accounts.contains_key(&account_id) {
+                    return Err(UserError::UnknownAccount(account_id));
+                }
+                Ok(self.roster_sync_events(account_id, &roster))
+            }
+            UserCommand::MergeContacts {
+                meta_contact_id,
+                name,
+                contact_ids,
+            } => {
+                if self.meta_contact_touched.contains_key(&meta_contact_id) {
+                    return Err(UserError::MetaContactExists(meta_contact_id));
+                }
+                let merged = MetaContactState::new(name, contact_ids);
+                if merged.members.len() < 2 {
+                    return Err(UserError::TooFewContacts);
+                }
+                for id in &merged.members {
+                    self.free_contact(*id)?;
+                }
+                Ok(vec![UserEvent::ContactsMerged {
+                    meta_contact_id,
+                    name: merged.name,
+                    contact_ids: merged.members,
+                }])
+            }
+            UserCommand::AddToMetaContact {
+                meta_contact_id,
+                contact_id,
+            } => {
+                let before = self.meta_contact(meta_contact_id)?.clone();
+                self.free_contact(contact_id)?;
+                Ok(vec![UserEvent::ContactAddedToMetaContact {
+                    meta_contact_id,
+                    contact_id,
+                    before,
+                }])
+            }
+            UserCommand::RemoveFromMetaContact {
+                meta_contact_id,
+                contact_id,
+            } => {
+                let before = self.meta_contact(meta_contact_id)?.clone();
+                self.contact(contact_id)?;
+                if !before.members.contains(&contact_id) {
+                    return Err(UserError::ContactNotInMetaContact {
+                        contact_id,
+                        meta_contact_id,
+                    });
+                }
+                Ok(vec![UserEvent::ContactRemovedFromMetaContact {
+                    meta_contact_id,
+                    contact_id,
+                    before,
+                }])
+            }
+            UserCommand::RenameMetaContact {
+                meta_contact_id,
+                name,
+            } => {
+                let before = self.meta_contact(meta_contact_id)?.clone();
+                if before.name == name {
+                    // Nothing changes, so nothing is recorded.
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::MetaContactRenamed {
+                    meta_contact_id,
+                    before,
+                    name,
+                }])
+            }
+            UserCommand::Undo {
+                target_sequence,
+                target,
+            } => Ok(vec![self.undo_event(target_sequence, &target)?]),
+        }
+    }
+}
+
+fn bound(account: NewAccount) -> BoundAccount {
+    BoundAccount {
+        account_id: account.account_id,
+        protocol: account.protocol,
+        server: account.server,
+        handle: account.handle,
+    }
+}

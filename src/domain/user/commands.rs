@@ -1,0 +1,65 @@
+//! Commands to the user aggregate: what a person (or the system on their behalf) asks for.
+
+use crate::domain::ids::{
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
+};
+use crate::domain::user::events::UserEvent;
+
+/// An account to bind; its secret has already been verified upstream and put in the vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub account_id: AccountId,
+    pub protocol: Protocol,
+    pub server: String,
+    pub handle: Handle,
+}
+
+/// One contact as a connector read it from the upstream roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterItem {
+    pub handle: Handle,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    /// Registers the user, binding `accounts` in the same commit (all or nothing).
+    Register {
+        user_name: UserName,
+        password_hash: String,
+        accounts: Vec<NewAccount>,
+    },
+    BindAccount(NewAccount),
+    UnbindAccount {
+        account_id: AccountId,
+    },
+    /// The account's upstream roster as just read: contacts missing here are added, contacts
+    /// gone upstream are removed.
+    SyncRoster {
+        account_id: AccountId,
+        roster: Vec<RosterItem>,
+    },
+    MergeContacts {
+        meta_contact_id: MetaContactId,
+        name: DisplayName,
+        contact_ids: Vec<ContactId>,
+    },
+    AddToMetaContact {
+        meta_contact_id: MetaContactId,
+        contact_id: ContactId,
+    },
+    RemoveFromMetaContact {
+        meta_contact_id: MetaContactId,
+        contact_id: ContactId,
+    },
+    RenameMetaContact {
+        meta_contact_id: MetaContactId,
+        name: DisplayName,
+    },
+    /// Reverses the binding event stored at `target_sequence` of this user's stream; `target` is
+    /// that stored event, loaded by the application from the event store.
+    Undo {
+        target_sequence: usize,
+        target: Box<UserEvent>,
+    },
+}

@@ -1,0 +1,41 @@
+//! Why the user aggregate refused a command.
+
+use crate::domain::ids::{AccountId, ContactId, MetaContactId};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("this user name is already taken")]
+    UserNameTaken,
+    #[error("no such user")]
+    NotRegistered,
+    #[error("the account {handle} on {server} is already bound")]
+    DuplicateAccount { handle: String, server: String },
+    #[error("the same account appears twice in the request")]
+    DuplicateInRequest,
+    #[error("no bound account {0}")]
+    UnknownAccount(AccountId),
+    #[error("no contact {0}")]
+    UnknownContact(ContactId),
+    #[error("no meta-contact {0}")]
+    UnknownMetaContact(MetaContactId),
+    #[error("a meta-contact {0} already exists")]
+    MetaContactExists(MetaContactId),
+    #[error("merging needs at least two different contacts")]
+    TooFewContacts,
+    #[error(
+        "contact {contact_id} is already in meta-contact {meta_contact_id}: remove it there first"
+    )]
+    ContactAlreadyBound {
+        contact_id: ContactId,
+        meta_contact_id: MetaContactId,
+    },
+    #[error("contact {contact_id} is not in meta-contact {meta_contact_id}")]
+    ContactNotInMetaContact {
+        contact_id: ContactId,
+        meta_contact_id: MetaContactId,
+    },
+    #[error("event {0} is not a binding event and cannot be undone")]
+    NotUndoable(usize),
+    #[error("event {target} cannot be undone exactly: event {conflicting} changed the same contacts since")]
+    UndoConflict { target: usize, conflicting: usize },
+}

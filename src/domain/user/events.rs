@@ -1,0 +1,237 @@
+//! Events of the user aggregate: past tense, stable `event_type`, versioned payloads.
+//!
+//! Events are forever: never change the shape of one that has been stored. Add a new version
+//! and an upcaster instead (see `store::upcasters`).
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
+};
+
+/// A meta-contact as it stood at one moment: enough to restore it exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaContactState {
+    pub name: DisplayName,
+    /// Sorted, no duplicates.
+    pub members: Vec<ContactId>,
+}
+
+/// An account as bound: where and as whom. The secret is in the credential vault, never here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundAccount {
+    pub account_id: AccountId,
+    pub protocol: Protocol,
+    pub server: String,
+    pub handle: Handle,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// A unified user name was registered. `password_hash` is an argon2id PHC string.
+    UserRegistered {
+        user_name: UserName,
+        password_hash: String,
+    },
+    AccountBound(BoundAccount),
+    /// The account and its contacts are gone; the contacts' own removals precede this event.
+    AccountUnbound {
+        account_id: AccountId,
+    },
+    /// A connector saw this contact on the account's upstream roster.
+    RosterContactAdded {
+        contact_id: ContactId,
+        account_id: AccountId,
+        handle: Handle,
+        display_name: Option<String>,
+        /// True when the account's roster had been imported before, i.e. the contact is new
+        /// upstream rather than part of a freshly bound account.
+        is_new: bool,
+    },
+    /// The contact disappeared upstream (or its account was unbound). If it was in a
+    /// meta-contact it left it; a meta-contact left without members is dissolved.
+    RosterContactRemoved {
+        contact_id: ContactId,
+        account_id: AccountId,
+        left_meta_contact: Option<MetaContactId>,
+    },
+    /// The account's roster was read for the first time.
+    RosterImported {
+        account_id: AccountId,
+    },
+    /// Contacts bound into a new meta-contact ("friend binding").
+    ContactsMerged {
+        meta_contact_id: MetaContactId,
+        name: DisplayName,
+        contact_ids: Vec<ContactId>,
+    },
+    ContactAddedToMetaContact {
+        meta_contact_id: MetaContactId,
+        contact_id: ContactId,
+        before: MetaContactState,
+    },
+    /// Friend unbinding. When `before` had only this member the meta-contact is dissolved.
+    ContactRemovedFromMetaContact {
+        meta_contact_id: MetaContactId,
+        contact_id: ContactId,
+        before: MetaContactState,
+    },
+    MetaContactRenamed {
+        meta_contact_id: MetaContactId,
+        before: MetaContactState,
+        name: DisplayName,
+    },
+    /// An earlier binding event (possibly itself an undo) was reversed: the meta-contact is set
+    /// from `before` (as it stood, equal to the undone event's result) to `after` (as it stood
+    /// before the undone event). `None` means "does not exist".
+    BindingUndone {
+        undone_sequence: usize,
+        meta_contact_id: MetaContactId,
+        before: Option<MetaContactState>,
+        after: Option<MetaContactState>,
+    },
+}
+
+/// What a binding event did to one meta-contact; the basis of exact undo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingChange {
+    pub meta_contact_id: MetaContactId,
+    pub before: Option<MetaContactState>,
+    pub after: Option<MetaContactState>,
+}
+
+impl UserEvent {
+    /// The meta-contact change of a binding event (merge, add, remove, rename, undo); `None`
+    /// for every other event, which cannot be undone.
+    pub fn binding_change(&self) -> Option<BindingChange> {
+        let change = |id: &MetaContactId, before: Option<&MetaContactState>, after| BindingChange {
+            meta_contact_id: *id,
+            before: before.cloned(),
+            after,
+        };
+        match self {
+            UserEvent::ContactsMerged {
+                meta_contact_id,
+                name,
+                contact_ids,
+            } => Some(change(
+                meta_contact_id,
+                None,
+                Some(MetaContactState::new(
+                    name.clone(),
+                    contact_ids.iter().copied(),
+                )),
+            )),
+            UserEvent::ContactAddedToMetaContact {
+                meta_contact_id,
+                contact_id,
+                before,
+            } => Some(change(
+                meta_contact_id,
+                Some(before),
+                Some(before.with_member(*contact_id)),
+            )),
+            UserEvent::ContactRemovedFromMetaContact {
+                meta_contact_id,
+                contact_id,
+                before,
+            } => Some(change(
+                meta_contact_id,
+                Some(before),
+                before.without_member(*contact_id),
+            )),
+            UserEvent::MetaContactRenamed {
+                meta_contact_id,
+                before,
+                name,
+            } => Some(change(
+                meta_contact_id,
+                Some(before),
+                Some(MetaContactState {
+                    name: name.clone(),
+                    members: before.members.clone(),
+                }),
+            )),
+            UserEvent::BindingUndone {
+                meta_contact_id,
+                before,
+                after,
+                ..
+            } => Some(change(meta_contact_id, before.as_ref(), after.clone())),
+            _ => None,
+        }
+    }
+
+    /// The stable kind name, as stored in `event_type` and filtered on in the history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+            UserEvent::AccountBound(_) => "AccountBound",
+            UserEvent::AccountUnbound { .. } => "AccountUnbound",
+            UserEvent::RosterContactAdded { .. } => "RosterContactAdded",
+            UserEvent::RosterContactRemoved { .. } => "RosterContactRemoved",
+            UserEvent::RosterImported { .. } => "RosterImported",
+            UserEvent::ContactsMerged { .. } => "ContactsMerged",
+            UserEvent::ContactAddedToMetaContact { .. } => "ContactAddedToMetaContact",
+            UserEvent::ContactRemovedFromMetaContact { .. } => "ContactRemovedFromMetaContact",
+            UserEvent::MetaContactRenamed { .. } => "MetaContactRenamed",
+            UserEvent::BindingUndone { .. } => "BindingUndone",
+        }
+    }
+
+    /// Every kind, for filters and documentation.
+    pub const KINDS: [&'static str; 11] = [
+        "UserRegistered",
+        "AccountBound",
+        "AccountUnbound",
+        "RosterContactAdded",
+        "RosterContactRemoved",
+        "RosterImported",
+        "ContactsMerged",
+        "ContactAddedToMetaContact",
+        "ContactRemovedFromMetaContact",
+        "MetaContactRenamed",
+        "BindingUndone",
+    ];
+}
+
+impl MetaContactState {
+    pub fn new(name: DisplayName, members: impl IntoIterator<Item = ContactId>) -> Self {
+        let mut members: Vec<ContactId> = members.into_iter().collect();
+        members.sort();
+        members.dedup();
+        Self { name, members }
+    }
+
+    fn with_member(&self, contact: ContactId) -> Self {
+        Self::new(
+            self.name.clone(),
+            self.members.iter().copied().chain([contact]),
+        )
+    }
+
+    /// `None` when the last member leaves: the meta-contact is dissolved.
+    fn without_member(&self, contact: ContactId) -> Option<Self> {
+        let members: Vec<ContactId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != contact)
+            .collect();
+        (!members.is_empty()).then(|| Self {
+            name: self.name.clone(),
+            members,
+        })
+    }
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        self.kind().to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
