@@ -211,6 +211,11 @@ impl Handle {
         Ok(Self(value))
     }
 
+    /// A handle read back from storage, where it was stored already normalised.
+    pub fn from_stored(normalized: &str) -> Self {
+        Self(normalized.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

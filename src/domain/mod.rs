@@ -1,4 +1,5 @@
 //! The domain: pure rules and types, no IO (no sqlx, axum, async-graphql or sockets).
 
 pub mod ids;
+pub mod metadata;
 pub mod user;

@@ -1,0 +1,571 @@
+#!/usr/bin/env bash
+# scripts/test-env.sh — throwaway PostgreSQL and Prosody (XMPP) servers on loopback for the tests.
+#
+# Usage
+#   source scripts/test-env.sh          start both, export the variables below into the calling
+#                                       shell; they are stopped when that shell exits (EXIT trap).
+#                                       This is what scripts/test.sh does.
+#   scripts/test-env.sh --check         start both, check them for real (SQL query, XMPP login of
+#                                       every test user and their rosters), stop, exit 0 if all ok.
+#   scripts/test-env.sh CMD [ARG...]    start both, run CMD with the variables set, stop; exits
+#                                       with CMD's status. E.g. `scripts/test-env.sh cargo test foo`.
+#   scripts/test-env.sh                 start both, print the exports, wait for Ctrl-C, stop.
+#
+# Exported (all on 127.0.0.1, ports chosen free at start):
+#   SWITCHBOARD_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:PORT/postgres  (trust auth)
+#   SWITCHBOARD_TEST_XMPP_SERVER   127.0.0.1:PORT   (Prosody c2s, plain TCP, no TLS offered)
+#   SWITCHBOARD_TEST_XMPP_DOMAIN   localhost
+#   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of both servers
+#
+# Knobs: SWITCHBOARD_PG_BIN (folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin),
+#        SWITCHBOARD_TEST_KEEP_TMP=1 (keep the temporary folder, e.g. to read the logs).
+#
+# Why this exists: CI runs on a fresh Debian machine as root, where neither server may be
+# installed, and nothing may listen on anything but loopback. So we install what is missing with
+# apt (without letting the packages start their system services), then run private instances of
+# both servers out of a temporary folder and tear everything down at exit.
+#
+# XMPP test users, all on domain "localhost"; the password of each is "<name>-pw-7Q":
+#   alice, alice2, bob, carol, dave, mallory      (e.g. alice@localhost / alice-pw-7Q)
+#
+# Rosters. They come from Prosody's mod_groups (a groups_file). mod_groups makes every member of a
+# group a contact of every other member of that group, with subscription "both", and puts the
+# contact in a roster group named after the group. To get exactly the rosters wanted, every group
+# below has exactly two members, so every group is one mutual contact relation. Resulting rosters
+# (contact JID — display name — roster group), exactly, nothing else in them:
+#   alice@localhost:    bob@localhost "Bob" [Friends]; carol@localhost "Carol" [Family];
+#                       dave@localhost "Dave" [Work]
+#   alice2@localhost:   bob@localhost "Bob" [Club]; carol@localhost "Carol" [Neighbours]
+#   bob@localhost:      alice@localhost "Alice" [Friends]; alice2@localhost "Alice2" [Club];
+#                       mallory@localhost "Mallory" [Chess]
+#   carol@localhost:    alice@localhost "Alice" [Family]; alice2@localhost "Alice2" [Neighbours]
+#   dave@localhost:     alice@localhost "Alice" [Work]
+#   mallory@localhost:  bob@localhost "Bob" [Chess]
+# Note: roster items from mod_groups are not stored (persist=false) and cannot be removed by a
+# client; contacts a client adds itself are stored normally and disappear with the temp folder.
+# The `--check` mode logs in as each user and asserts exactly these rosters.
+#
+# Sourcing sets `set -euo pipefail` and EXIT/INT/TERM traps in the calling shell; its own names
+# are prefixed with _sbt_ to stay out of the caller's way.
+
+set -euo pipefail
+
+# Sourced a second time into the same shell: the servers of the first time are still running.
+if [[ ${BASH_SOURCE[0]} != "$0" && -n ${_sbt_prosody_pid:-} ]]; then
+	printf '[test-env] already running in this shell (%s)\n' "${SWITCHBOARD_TEST_TMPDIR:-}" >&2
+	return 0
+fi
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------
+
+_sbt_log() { printf '[test-env] %s\n' "$*" >&2; }
+
+# Exit (the whole calling shell when sourced: a test run without its services must fail loudly).
+_sbt_die() {
+	_sbt_log "ERROR: $*"
+	_sbt_logs_shown=1 # the failing step showed its log already; cleanup need not repeat it
+	exit 1
+}
+
+# Print the last lines of a log file, framed, so a failed start in CI shows why.
+_sbt_tail() {
+	local file=$1 lines=${2:-40}
+	[[ -s $file ]] || return 0
+	printf '[test-env] ---- last %s lines of %s ----\n' "$lines" "$file" >&2
+	tail -n "$lines" "$file" >&2 || true
+	printf '[test-env] ---- end of %s ----\n' "$file" >&2
+}
+
+# Newest PostgreSQL server binaries folder (Debian puts them in /usr/lib/postgresql/VERSION/bin,
+# not on PATH). Not hard-coded to 15 so a newer Debian works too.
+_sbt_pg_bindir() {
+	if [[ -n ${SWITCHBOARD_PG_BIN:-} ]]; then
+		[[ -x $SWITCHBOARD_PG_BIN/initdb ]] && { echo "$SWITCHBOARD_PG_BIN"; return 0; }
+		return 1
+	fi
+	local dir
+	for dir in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
+		if [[ -x $dir/initdb && -x $dir/pg_ctl ]]; then
+			echo "$dir"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Run a command as the `postgres` user: initdb and postgres refuse to run as root, and there is no
+# sudo on these machines. setpriv (util-linux, on every Debian) switches user and then execs the
+# command, so a `&` job's $! is the server's own pid. `env -C`: the postgres user cannot read
+# /root, and PostgreSQL wants a readable working directory. As a non-root user we run it as
+# ourselves. Filled in by _sbt_start.
+_sbt_pg_prefix=()
+_sbt_as_pg() { "${_sbt_pg_prefix[@]}" "$@"; }
+
+# Print N distinct free TCP ports on 127.0.0.1. python3 binds port 0 N times while holding all the
+# sockets, so the kernel hands out N distinct unused ports. Fallback without python: random ports
+# on which nothing accepts a connection (bash's /dev/tcp).
+_sbt_free_ports() {
+	local n=$1 out
+	if out=$(python3 - "$n" 2>/dev/null <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+	) && [[ -n $out ]]; then
+		echo "$out"
+		return 0
+	fi
+	local ports=() port tries=0
+	while ((${#ports[@]} < n)); do
+		((++tries < 1000)) || return 1
+		port=$((20000 + RANDOM % 30000))
+		[[ " ${ports[*]} " == *" $port "* ]] && continue
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			ports+=("$port")
+		fi
+	done
+	echo "${ports[*]}"
+}
+
+# True once something accepts TCP connections on 127.0.0.1:$1.
+_sbt_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ----------------------------------------------------------------------------------------------
+# Install what is missing (Debian, as root)
+# ----------------------------------------------------------------------------------------------
+
+_sbt_install_missing() {
+	local pkgs=()
+	_sbt_pg_bindir >/dev/null || pkgs+=(postgresql)
+	command -v psql >/dev/null || pkgs+=(postgresql-client)
+	{ command -v prosody && command -v prosodyctl; } >/dev/null || pkgs+=(prosody)
+	((${#pkgs[@]} > 0)) || return 0
+
+	[[ $EUID -eq 0 ]] || _sbt_die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
+	command -v apt-get >/dev/null || _sbt_die "missing ${pkgs[*]} and no apt-get to install them"
+
+	# The packages would start their system services: Debian's Prosody listens on all interfaces,
+	# and postgresql creates and starts a "main" cluster on port 5432. We want neither: only our own
+	# loopback instances. A policy-rc.d that exits 101 tells invoke-rc.d/deb-systemd-invoke not to
+	# start anything (Docker-style images already ship one; we add ours only if there is none,
+	# and remove it afterwards). The cluster files are still created, but not running.
+	local own_policy=""
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\n# Temporary, from switchboard scripts/test-env.sh: start no services during apt install.\nexit 101\n' \
+			>/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
+
+	_sbt_log "installing ${pkgs[*]} with apt (services kept stopped)"
+	local ok=1 aptlog=${TMPDIR:-/tmp}/switchboard-test-apt.$$.log
+	export DEBIAN_FRONTEND=noninteractive
+	# apt-get update only now that something must be installed: a fresh machine has stale lists.
+	if ! apt-get -o DPkg::Lock::Timeout=300 update -q >"$aptlog" 2>&1 ||
+		! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
+			-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+			"${pkgs[@]}" >>"$aptlog" 2>&1; then
+		ok=""
+	fi
+	[[ -z $own_policy ]] || rm -f /usr/sbin/policy-rc.d
+	if [[ -z $ok ]]; then
+		_sbt_tail "$aptlog" 60
+		_sbt_die "apt-get install ${pkgs[*]} failed (full log: $aptlog)"
+	fi
+	rm -f "$aptlog"
+
+	# Belt and braces, in case a service started anyway (e.g. no policy-rc.d support): whatever is
+	# running now came from this install, since the package was not there before.
+	if [[ " ${pkgs[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null; then
+		local ver name _port status _rest
+		while read -r ver name _port status _rest; do
+			if [[ $status == online* ]]; then
+				_sbt_log "stopping packaged PostgreSQL cluster $ver/$name started by the install"
+				pg_ctlcluster "$ver" "$name" stop || true
+			fi
+		done < <(pg_lsclusters -h 2>/dev/null || true)
+	fi
+	if [[ " ${pkgs[*]} " == *" prosody "* && -s /run/prosody/prosody.pid ]]; then
+		local pid
+		pid=$(cat /run/prosody/prosody.pid)
+		if kill -0 "$pid" 2>/dev/null; then
+			_sbt_log "stopping packaged Prosody service started by the install"
+			service prosody stop >/dev/null 2>&1 || kill -TERM "$pid" || true
+		fi
+	fi
+}
+
+# ----------------------------------------------------------------------------------------------
+# Cleanup (EXIT trap): stop both servers, remove the temp folder. Keeps the exit status.
+# ----------------------------------------------------------------------------------------------
+
+_sbt_tmp=""
+_sbt_prosody_pid=""
+_sbt_pg_pid=""
+_sbt_logs_shown=""
+
+_sbt_cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	# A failing run (tests or start-up) shows the servers' last words before they disappear; not
+	# when stopped on purpose by Ctrl-C (130) or SIGTERM (143).
+	if ((rc != 0 && rc != 130 && rc != 143)) && [[ -z $_sbt_logs_shown && -n $_sbt_tmp && -d $_sbt_tmp ]]; then
+		_sbt_tail "$_sbt_tmp/prosody/prosody.log" 20
+		_sbt_tail "$_sbt_tmp/pg/postgres.log" 20
+	fi
+	if [[ -n $_sbt_prosody_pid ]]; then
+		kill -TERM "$_sbt_prosody_pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
+			kill -0 "$_sbt_prosody_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$_sbt_prosody_pid" 2>/dev/null || true
+		wait "$_sbt_prosody_pid" 2>/dev/null || true
+		_sbt_prosody_pid=""
+	fi
+	if [[ -n $_sbt_pg_pid ]]; then
+		# "fast" shutdown: roll back open transactions, disconnect clients, stop. pg_ctl waits for
+		# the postmaster to finish; then SIGKILL as a last resort, and reap it.
+		if ! _sbt_as_pg "$_sbt_pg_bin/pg_ctl" -D "$_sbt_tmp/pg/data" -m fast -w -t 30 stop >/dev/null 2>&1; then
+			kill -KILL "$_sbt_pg_pid" 2>/dev/null || true
+		fi
+		wait "$_sbt_pg_pid" 2>/dev/null || true
+		_sbt_pg_pid=""
+	fi
+	if [[ -n $_sbt_tmp && -d $_sbt_tmp ]]; then
+		if [[ ${SWITCHBOARD_TEST_KEEP_TMP:-} == 1 ]]; then
+			_sbt_log "kept $_sbt_tmp"
+		else
+			rm -rf "$_sbt_tmp"
+		fi
+	fi
+	return "$rc"
+}
+
+# ----------------------------------------------------------------------------------------------
+# PostgreSQL: private cluster, trust auth, 127.0.0.1 only, unix socket inside the temp folder.
+# ----------------------------------------------------------------------------------------------
+
+_sbt_start_postgres() {
+	local port=$1 dir=$_sbt_tmp/pg
+	mkdir -p "$dir/data" "$dir/run"
+	[[ $EUID -ne 0 ]] || chown -R postgres:postgres "$dir"
+
+	if ! _sbt_as_pg "$_sbt_pg_bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-locale \
+		--no-sync >"$dir/initdb.log" 2>&1; then
+		_sbt_tail "$dir/initdb.log"
+		_sbt_die "PostgreSQL initdb failed"
+	fi
+	# Settings for a disposable test database: durability off (fsync etc.) for speed; plenty of
+	# connections because parallel tests each open a pool.
+	cat >>"$dir/data/postgresql.conf" <<-EOF
+
+		# --- scripts/test-env.sh ---
+		listen_addresses = '127.0.0.1'
+		port = $port
+		unix_socket_directories = '$dir/run'
+		max_connections = 300
+		fsync = off
+		synchronous_commit = off
+		full_page_writes = off
+	EOF
+
+	# The postmaster runs as a child of this shell (not daemonized by `pg_ctl start`) so that this
+	# shell reaps it when it stops: otherwise it lingers as a zombie until PID 1 gets round to it.
+	"${_sbt_pg_prefix[@]}" "$_sbt_pg_bin/postgres" -D "$dir/data" </dev/null >"$dir/postgres.log" 2>&1 &
+	_sbt_pg_pid=$!
+	local i up=""
+	for ((i = 0; i < 600; i++)); do # up to 60 s; it normally takes ~0.5 s
+		if "$_sbt_pg_bin/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres; then
+			up=1
+			break
+		fi
+		kill -0 "$_sbt_pg_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $up ]]; then
+		_sbt_tail "$dir/postgres.log"
+		_sbt_die "PostgreSQL did not start on 127.0.0.1:$port"
+	fi
+	export SWITCHBOARD_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+	_sbt_log "PostgreSQL $("$_sbt_pg_bin/postgres" --version | awk '{print $3}') up: $SWITCHBOARD_TEST_DATABASE_URL"
+}
+
+# ----------------------------------------------------------------------------------------------
+# Prosody: foreground process, plain c2s on 127.0.0.1, no s2s, no TLS, users + groups rosters.
+# ----------------------------------------------------------------------------------------------
+
+# user:Display name — the test users. Password of each: "<user>-pw-7Q".
+_sbt_xmpp_users=(alice:Alice alice2:Alice2 bob:Bob carol:Carol dave:Dave mallory:Mallory)
+
+# Each group has exactly two members, i.e. it is one mutual contact relation (see the header for
+# the resulting rosters). Format: "Group:user1 user2". No comments or blank lines go into the
+# generated file: mod_groups reads every line that is not a [Group] header as a member JID.
+_sbt_xmpp_groups=(
+	"Friends:alice bob"
+	"Family:alice carol"
+	"Work:alice dave"
+	"Club:alice2 bob"
+	"Neighbours:alice2 carol"
+	"Chess:mallory bob"
+)
+
+_sbt_start_prosody() {
+	local port=$1 dir=$_sbt_tmp/prosody
+	local cfg=$dir/prosody.cfg.lua
+	mkdir -p "$dir/data" "$dir/certs" # certs stays empty: no TLS, but Prosody wants the folder
+
+	# Groups file: "[Group]" then "user@domain=Display name" lines.
+	local entry group members member name u
+	: >"$dir/groups.txt"
+	for entry in "${_sbt_xmpp_groups[@]}"; do
+		group=${entry%%:*}
+		members=${entry#*:}
+		printf '[%s]\n' "$group" >>"$dir/groups.txt"
+		for member in $members; do
+			name=$member
+			for u in "${_sbt_xmpp_users[@]}"; do
+				if [[ ${u%%:*} == "$member" ]]; then name=${u#*:}; fi
+			done
+			printf '%s@localhost=%s\n' "$member" "$name" >>"$dir/groups.txt"
+		done
+	done
+
+	cat >"$cfg" <<-EOF
+		-- Generated by scripts/test-env.sh: throwaway Prosody for tests, loopback only.
+		run_as_root = true   -- CI runs as root; nothing here is worth a separate user
+		pidfile = "$dir/prosody.pid"
+		data_path = "$dir/data"
+		interfaces = { "127.0.0.1" }
+		local_interfaces = { "127.0.0.1" }
+		c2s_ports = { $port }
+		c2s_direct_tls_ports = { }
+		s2s_ports = { }
+		http_ports = { }
+		https_ports = { }
+		c2s_require_encryption = false
+		s2s_require_encryption = false
+		allow_unencrypted_plain_auth = true
+		authentication = "internal_hashed"
+		storage = "internal"
+		certificates = "$dir/certs"
+		modules_enabled = { "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
+		modules_disabled = { "s2s"; "tls"; "offline" }
+		groups_file = "$dir/groups.txt"
+		log = { { levels = { min = "info" }; to = "file"; filename = "$dir/prosody.log" } }
+		VirtualHost "localhost"
+	EOF
+
+	# Accounts are created with the server down, straight into data_path.
+	for u in "${_sbt_xmpp_users[@]}"; do
+		u=${u%%:*}
+		if ! prosodyctl --config "$cfg" register "$u" localhost "$u-pw-7Q" >>"$dir/prosodyctl.log" 2>&1; then
+			_sbt_tail "$dir/prosodyctl.log"
+			_sbt_die "prosodyctl register $u failed"
+		fi
+	done
+
+	prosody -F --config "$cfg" </dev/null >"$dir/prosody.stdout" 2>&1 &
+	_sbt_prosody_pid=$!
+
+	local i up=""
+	for ((i = 0; i < 300; i++)); do # up to 30 s; it normally takes ~0.1 s
+		if _sbt_port_open "$port"; then
+			up=1
+			break
+		fi
+		kill -0 "$_sbt_prosody_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $up ]]; then
+		_sbt_tail "$dir/prosody.stdout"
+		_sbt_tail "$dir/prosody.log"
+		_sbt_die "Prosody did not accept connections on 127.0.0.1:$port"
+	fi
+	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$port"
+	export SWITCHBOARD_TEST_XMPP_DOMAIN="localhost"
+	_sbt_log "Prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || true) up: $SWITCHBOARD_TEST_XMPP_SERVER (domain $SWITCHBOARD_TEST_XMPP_DOMAIN)"
+}
+
+# ----------------------------------------------------------------------------------------------
+# Self-check (--check): the services answer, the users log in, the rosters are as documented.
+# ----------------------------------------------------------------------------------------------
+
+_sbt_self_check() {
+	local fail=0
+	_sbt_log "check: SQL via psql"
+	local got
+	got=$(psql "$SWITCHBOARD_TEST_DATABASE_URL" -Atc 'select 1' 2>&1) || true
+	[[ $got == 1 ]] || { _sbt_log "FAIL: psql select 1 gave: $got"; fail=1; }
+	got=$(psql "$SWITCHBOARD_TEST_DATABASE_URL" -Atc 'show max_connections' 2>&1) || true
+	[[ $got == 300 ]] || { _sbt_log "FAIL: max_connections is $got"; fail=1; }
+
+	_sbt_log "check: listening sockets of our servers are on 127.0.0.1 only"
+	if command -v ss >/dev/null; then
+		local line
+		while read -r line; do
+			_sbt_log "  $line"
+			[[ $line == *"127.0.0.1:"* ]] || { _sbt_log "FAIL: not loopback: $line"; fail=1; }
+		done < <(ss -Hltnp | awk -v a="pid=$_sbt_prosody_pid," -v b="pid=$_sbt_pg_pid," \
+			'index($0, a) || index($0, b) {print $4}')
+		# The packaged services must not be running (they would listen on 5222/5269/5432).
+		if ss -Hltn | awk '{print $4}' | grep -Eq ':(5222|5269|5432)$'; then
+			_sbt_log "FAIL: something listens on a default XMPP/PostgreSQL port:"
+			ss -Hltnp | grep -E ':(5222|5269|5432) ' >&2 || true
+			fail=1
+		fi
+	fi
+
+	_sbt_log "check: XMPP stream features, login of every user, rosters"
+	# The expected rosters below must match the header of this file.
+	python3 - "$SWITCHBOARD_TEST_XMPP_SERVER" "$SWITCHBOARD_TEST_XMPP_DOMAIN" <<'PY' >&2 || fail=1
+import base64, socket, sys, xml.etree.ElementTree as ET
+
+host, port = sys.argv[1].rsplit(":", 1)
+domain = sys.argv[2]
+expected = {
+    "alice":   {"bob": ("Bob", "Friends"), "carol": ("Carol", "Family"), "dave": ("Dave", "Work")},
+    "alice2":  {"bob": ("Bob", "Club"), "carol": ("Carol", "Neighbours")},
+    "bob":     {"alice": ("Alice", "Friends"), "alice2": ("Alice2", "Club"), "mallory": ("Mallory", "Chess")},
+    "carol":   {"alice": ("Alice", "Family"), "alice2": ("Alice2", "Neighbours")},
+    "dave":    {"alice": ("Alice", "Work")},
+    "mallory": {"bob": ("Bob", "Chess")},
+}
+OPEN = ("<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" % domain)
+
+class Conn:
+    def __init__(self):
+        self.s = socket.create_connection((host, int(port)), timeout=10)
+        self.buf = b""
+    def send(self, text):
+        self.s.sendall(text.encode())
+    def until(self, *markers):
+        while not any(m.encode() in self.buf for m in markers):
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed; got: %r" % self.buf)
+            self.buf += chunk
+        out, self.buf = self.buf.decode(), b""
+        return out
+
+def login(user, password):
+    c = Conn()
+    c.send(OPEN)
+    feats = c.until("</stream:features>")
+    if "<mechanism>PLAIN</mechanism>" not in feats:
+        raise RuntimeError("no PLAIN mechanism offered: " + feats)
+    if "starttls" in feats:
+        raise RuntimeError("TLS is offered, expected none: " + feats)
+    cred = base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
+    c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>" % cred)
+    r = c.until("<success", "<failure")
+    return c, "<success" in r
+
+ok = True
+for user, want in expected.items():
+    c, success = login(user, user + "-pw-7Q")
+    if not success:
+        print("FAIL: %s could not log in" % user); ok = False; continue
+    c.send(OPEN); c.until("</stream:features>")
+    c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+           "<resource>check</resource></bind></iq>")
+    c.until("</iq>")
+    c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+    text = c.until("</iq>", "/></iq>")
+    start = text.index("<iq")
+    iq = ET.fromstring(text[start:text.index("</iq>", start) + 5])
+    got = {}
+    for item in iq.iter("{jabber:iq:roster}item"):
+        groups = [g.text for g in item.iter("{jabber:iq:roster}group")]
+        got[item.get("jid").split("@")[0]] = (item.get("name"), ",".join(groups))
+        if item.get("subscription") != "both" or not item.get("jid").endswith("@" + domain):
+            print("FAIL: %s: unexpected item %s" % (user, item.attrib)); ok = False
+    print("  %-8s roster: %s" % (user, ", ".join("%s@%s %r [%s]" % (j, domain, n, g)
+                                                  for j, (n, g) in sorted(got.items()))))
+    if got != want:
+        print("FAIL: %s roster %r != expected %r" % (user, got, want)); ok = False
+    c.send("</stream:stream>"); c.s.close()
+
+c, success = login("alice", "wrong-password")
+if success:
+    print("FAIL: login with a wrong password succeeded"); ok = False
+else:
+    print("  wrong password refused: ok")
+sys.exit(0 if ok else 1)
+PY
+	((fail == 0)) || _sbt_die "self-check failed"
+	_sbt_log "check: all ok"
+}
+
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
+
+_sbt_start() {
+	_sbt_install_missing
+	_sbt_pg_bin=$(_sbt_pg_bindir) || _sbt_die "no PostgreSQL server binaries (initdb) found"
+	command -v prosody >/dev/null || _sbt_die "prosody not found"
+	if [[ $EUID -eq 0 ]]; then
+		command -v setpriv >/dev/null || _sbt_die "setpriv (util-linux) is needed to run PostgreSQL as user postgres"
+		id postgres >/dev/null 2>&1 || _sbt_die "no postgres user (is the postgresql package installed?)"
+	fi
+
+	trap _sbt_cleanup EXIT
+	# Turn Ctrl-C / kill into a normal exit so the EXIT trap stops the servers.
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+
+	_sbt_tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-test.XXXXXX")
+	chmod 0711 "$_sbt_tmp" # the postgres user must be able to reach its subfolder
+	export SWITCHBOARD_TEST_TMPDIR=$_sbt_tmp
+	if [[ $EUID -eq 0 ]]; then
+		_sbt_pg_prefix=(setpriv --reuid=postgres --regid=postgres --init-groups --
+			env -C "$_sbt_tmp/pg" HOME="$_sbt_tmp/pg")
+	fi
+
+	local ports pg_port xmpp_port
+	ports=$(_sbt_free_ports 2) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r pg_port xmpp_port <<<"$ports"
+
+	_sbt_start_postgres "$pg_port"
+	_sbt_start_prosody "$xmpp_port"
+}
+
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+	# Sourced: start and leave the variables and the EXIT trap in the caller's shell. The caller's
+	# positional arguments are not ours to interpret.
+	_sbt_start
+else
+	case ${1:-} in
+	--check)
+		_sbt_start
+		_sbt_self_check
+		;;
+	-h | --help)
+		sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
+		;;
+	"")
+		_sbt_start
+		printf 'export SWITCHBOARD_TEST_DATABASE_URL=%q\n' "$SWITCHBOARD_TEST_DATABASE_URL"
+		printf 'export SWITCHBOARD_TEST_XMPP_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_SERVER"
+		printf 'export SWITCHBOARD_TEST_XMPP_DOMAIN=%q\n' "$SWITCHBOARD_TEST_XMPP_DOMAIN"
+		_sbt_log "servers running; press Ctrl-C to stop them"
+		# Short sleeps: bash runs a trap only between commands, so a TERM is handled within 1 s.
+		while :; do sleep 1; done
+		;;
+	*)
+		_sbt_start
+		rc=0
+		"$@" || rc=$?
+		exit "$rc"
+		;;
+	esac
+fi

@@ -1,0 +1,106 @@
+//! Errors of the application layer, each with the stable code the API shows.
+
+use crate::connectors::ConnectorError;
+use crate::domain::ids::NameError;
+use crate::domain::user::UserError;
+use crate::store::vault::VaultError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("not logged in, or the session has expired")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A third-party server refused the account's credentials.
+    #[error("{0}")]
+    AuthFailed(String),
+    #[error("{0}")]
+    UpstreamUnavailable(String),
+    /// Logged in full on the server; clients only see the code.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The `extensions.code` of the GraphQL error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadInput(_) => "BAD_USER_INPUT",
+            AppError::Unauthenticated => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::AuthFailed(_) => "AUTH_FAILED",
+            AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        AppError::Internal(error.to_string())
+    }
+
+    pub fn bad_input(field: &str, error: impl std::fmt::Display) -> Self {
+        AppError::BadInput(format!("{field}: {error}"))
+    }
+}
+
+impl From<UserError> for AppError {
+    fn from(e: UserError) -> Self {
+        let text = e.to_string();
+        match e {
+            UserError::UserNameTaken
+            | UserError::DuplicateAccount { .. }
+            | UserError::MetaContactExists(_)
+            | UserError::ContactAlreadyBound { .. }
+            | UserError::UndoConflict { .. } => AppError::Conflict(text),
+            UserError::NotRegistered
+            | UserError::UnknownAccount(_)
+            | UserError::UnknownContact(_)
+            | UserError::UnknownMetaContact(_) => AppError::NotFound(text),
+            UserError::DuplicateInRequest
+            | UserError::TooFewContacts
+            | UserError::ContactNotInMetaContact { .. }
+            | UserError::NotUndoable(_) => AppError::BadInput(text),
+        }
+    }
+}
+
+impl From<ConnectorError> for AppError {
+    fn from(e: ConnectorError) -> Self {
+        let text = e.to_string();
+        match e {
+            ConnectorError::AuthFailed => AppError::AuthFailed(text),
+            ConnectorError::Unreachable(_) | ConnectorError::Protocol(_) => {
+                AppError::UpstreamUnavailable(text)
+            }
+            ConnectorError::InvalidAccount(_) | ConnectorError::Unsupported(_) => {
+                AppError::BadInput(text)
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<VaultError> for AppError {
+    fn from(e: VaultError) -> Self {
+        AppError::internal(e)
+    }
+}
+
+impl From<NameError> for AppError {
+    fn from(e: NameError) -> Self {
+        AppError::BadInput(e.to_string())
+    }
+}

@@ -1,0 +1,122 @@
+//! The command line: `serve`, `migrate`, `replay`, `schema`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::startup::{database, Application};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "One user name, many IM networks, one contact list"
+)]
+pub struct Cli {
+    /// A TOML settings file (keys: database_url, listen, data_dir, master_key, web_assets,
+    /// connect_timeout_secs, max_db_connections). The environment overrides it.
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the server (with a private PostgreSQL in the data folder when DATABASE_URL is unset).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (overrides SWITCHBOARD_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Runs the database migrations and exits.
+    Migrate,
+    /// Rebuilds projections from the first event, showing progress.
+    Replay {
+        /// Only this projection (`contacts` or `history`); all when omitted.
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Prints the GraphQL schema (SDL), as kept in `schema.graphql`.
+    Schema,
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        if let Command::Schema = self.command {
+            print!("{}", crate::graphql::sdl());
+            return Ok(());
+        }
+        let mut settings = Settings::load(self.config.as_deref(), |k| std::env::var(k).ok())?;
+        match self.command {
+            Command::Serve { listen } => {
+                if let Some(listen) = listen {
+                    settings.listen = listen;
+                }
+                Application::build(settings)
+                    .await?
+                    .run_until_stopped()
+                    .await
+            }
+            Command::Migrate => with_database(&settings, |_| async { Ok(()) }).await,
+            Command::Replay { projection } => {
+                with_database(&settings, |pool| async move {
+                    replay(&pool, projection.as_deref()).await
+                })
+                .await
+            }
+            Command::Schema => Ok(()),
+        }
+    }
+}
+
+/// Opens (and migrates) the database for a one-off command, stopping an embedded one after.
+async fn with_database<F, Fut>(settings: &Settings, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (url, embedded) = database(settings).await?;
+    let result = async {
+        let pool = crate::store::connect(&url, 4)
+            .await
+            .context("connecting to PostgreSQL")?;
+        crate::store::migrate(&pool)
+            .await
+            .context("running migrations")?;
+        let result = work(pool.clone()).await;
+        pool.close().await;
+        result
+    }
+    .await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await?;
+    }
+    result
+}
+
+async fn replay(pool: &sqlx::PgPool, only: Option<&str>) -> anyhow::Result<()> {
+    let projections = match only {
+        Some(name) => vec![crate::projections::by_name(name)
+            .with_context(|| format!("no projection named {name} (try contacts or history)"))?],
+        None => crate::projections::all(),
+    };
+    for projection in projections {
+        let started = std::time::Instant::now();
+        let name = projection.name();
+        let done = crate::projections::runner::rebuild(pool, projection.as_ref(), |done, total| {
+            eprint!("\r{name}: {done}/{total} events");
+            let _ = std::io::stderr().flush();
+        })
+        .await?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "\r{name}: rebuilt from {done} events in {secs:.2} s ({:.0} events/s)",
+            done as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Typed settings: defaults, then an optional TOML file, then the environment, then flags.
+//! Secrets are wrapped so they never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `None`: run a private PostgreSQL in the data folder.
+    pub database_url: Option<Secret>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Base64 of 32 bytes. `None` in embedded mode: generated into the data folder.
+    pub master_key: Option<Secret>,
+    /// Where GraphiQL's files are (the npm install of `web/`).
+    pub web_assets: PathBuf,
+    pub connect_timeout: Duration,
+    pub max_db_connections: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("switchboard-data"),
+            master_key: None,
+            web_assets: PathBuf::from("web/node_modules"),
+            connect_timeout: Duration::from_secs(10),
+            max_db_connections: 20,
+        }
+    }
+}
+
+/// The file's form: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    master_key: Option<String>,
+    web_assets: Option<PathBuf>,
+    connect_timeout_secs: Option<u64>,
+    max_db_connections: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the settings file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{name} is not valid: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given), then the environment read through `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let parsed: FileSettings = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            settings.apply_file(parsed);
+        }
+        settings.apply_env(env)?;
+        Ok(settings)
+    }
+
+    fn apply_file(&mut self, f: FileSettings) {
+        if let Some(v) = f.database_url {
+            self.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = f.listen {
+            self.listen = v;
+        }
+        if let Some(v) = f.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = f.master_key {
+            self.master_key = Some(Secret::new(v));
+        }
+        if let Some(v) = f.web_assets {
+            self.web_assets = v;
+        }
+        if let Some(v) = f.connect_timeout_secs {
+            self.connect_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = f.max_db_connections {
+            self.max_db_connections = v;
+        }
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        if let Some(v) = get("DATABASE_URL") {
+            self.database_url = Some(Secret::new(v));
+        }
+        if let Some(v) = get("SWITCHBOARD_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                    name: "SWITCHBOARD_LISTEN",
+                    message: e.to_string(),
+                })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("SWITCHBOARD_MASTER_KEY") {
+            self.master_key = Some(Secret::new(v));
+        }
+        if let Some(v) = get("SWITCHBOARD_WEB_ASSETS") {
+            self.web_assets = PathBuf::from(v);
+        }
+        if let Some(v) = get("SWITCHBOARD_CONNECT_TIMEOUT_SECS") {
+            let secs: u64 = v.parse().map_err(|_| ConfigError::Env {
+                name: "SWITCHBOARD_CONNECT_TIMEOUT_SECS",
+                message: "must be a whole number of seconds".into(),
+            })?;
+            self.connect_timeout = Duration::from_secs(secs);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file), |name| {
+            (name == "SWITCHBOARD_DATA_DIR").then(|| "/tmp/y".to_owned())
+        })
+        .unwrap();
+        assert_eq!(settings.listen.port(), 9000);
+        assert_eq!(settings.data_dir, PathBuf::from("/tmp/y"));
+        assert!(settings.database_url.is_none());
+        std::fs::write(&file, "lisen = 1\n").unwrap();
+        assert!(matches!(
+            Settings::load(Some(&file), |_| None),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let settings = Settings::load(None, |name| match name {
+            "DATABASE_URL" => Some("postgres://u:pw-SECRET@h/db".into()),
+            "SWITCHBOARD_MASTER_KEY" => Some("KEY-SECRET".into()),
+            _ => None,
+        })
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+}

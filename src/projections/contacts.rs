@@ -1,0 +1,310 @@
+//! The unified contact list and bound accounts: a projection into `user_view`,
+//! `account_view`, `meta_contact_view` and `contact_view`, plus the read model both the live
+//! view and time travel return.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::ids::{AccountId, ContactId, MetaContactId, UserId};
+use crate::domain::user::{MetaContactState, User, UserEvent};
+use crate::projections::runner::Projection;
+use crate::store::event_store::StoredEvent;
+
+pub const NAME: &str = "contacts";
+
+/// One contact in the unified list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactEntry {
+    pub contact_id: ContactId,
+    pub account_id: AccountId,
+    pub protocol: String,
+    pub handle: String,
+    pub display_name: Option<String>,
+    pub meta_contact_id: Option<MetaContactId>,
+    pub is_new: bool,
+}
+
+/// A meta-contact with its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaContactEntry {
+    pub meta_contact_id: MetaContactId,
+    pub name: String,
+    pub members: Vec<ContactEntry>,
+}
+
+/// The whole unified list: meta-contacts, and contacts that are in none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContactList {
+    pub meta_contacts: Vec<MetaContactEntry>,
+    pub single_contacts: Vec<ContactEntry>,
+}
+
+impl ContactList {
+    /// Groups contacts under their meta-contacts; both sorted for a stable order.
+    fn assemble(metas: Vec<(MetaContactId, String)>, contacts: Vec<ContactEntry>) -> Self {
+        let mut members: BTreeMap<MetaContactId, Vec<ContactEntry>> = BTreeMap::new();
+        let mut single_contacts = Vec::new();
+        for contact in contacts {
+            match contact.meta_contact_id {
+                Some(meta) => members.entry(meta).or_default().push(contact),
+                None => single_contacts.push(contact),
+            }
+        }
+        let key = |c: &ContactEntry| (c.handle.clone(), c.protocol.clone(), c.contact_id);
+        single_contacts.sort_by_key(key);
+        let mut meta_contacts: Vec<MetaContactEntry> = metas
+            .into_iter()
+            .map(|(meta_contact_id, name)| {
+                let mut members = members.remove(&meta_contact_id).unwrap_or_default();
+                members.sort_by_key(key);
+                MetaContactEntry {
+                    meta_contact_id,
+                    name,
+                    members,
+                }
+            })
+            .collect();
+        meta_contacts
+            .sort_by(|a, b| (&a.name, a.meta_contact_id).cmp(&(&b.name, b.meta_contact_id)));
+        Self {
+            meta_contacts,
+            single_contacts,
+        }
+    }
+
+    /// The list as the aggregate's state has it (time travel folds events into a `User`).
+    pub fn from_user(user: &User) -> Self {
+        let contacts = user
+            .contacts()
+            .iter()
+            .map(|(id, c)| ContactEntry {
+                contact_id: *id,
+                account_id: c.account_id,
+                protocol: user
+                    .account(c.account_id)
+                    .map(|a| a.account.protocol.to_string())
+                    .unwrap_or_default(),
+                handle: c.handle.to_string(),
+                display_name: c.display_name.clone(),
+                meta_contact_id: c.meta_contact,
+                is_new: c.is_new,
+            })
+            .collect();
+        let metas = user
+            .meta_contacts()
+            .iter()
+            .map(|(id, m)| (*id, m.name.to_string()))
+            .collect();
+        Self::assemble(metas, contacts)
+    }
+
+    /// The live list from the view tables.
+    pub async fn load(pool: &PgPool, user: UserId) -> Result<Self, sqlx::Error> {
+        let metas =
+            sqlx::query("SELECT meta_contact_id, name FROM meta_contact_view WHERE user_id = $1")
+                .bind(user.0)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        MetaContactId(r.try_get("meta_contact_id")?),
+                        r.try_get("name")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let contacts = sqlx::query(
+            "SELECT contact_id, account_id, protocol, handle, display_name, meta_contact_id, is_new \
+             FROM contact_view WHERE user_id = $1",
+        )
+        .bind(user.0)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ContactEntry {
+                contact_id: ContactId(r.try_get("contact_id")?),
+                account_id: AccountId(r.try_get("account_id")?),
+                protocol: r.try_get("protocol")?,
+                handle: r.try_get("handle")?,
+                display_name: r.try_get("display_name")?,
+                meta_contact_id: r.try_get::<Option<Uuid>, _>("meta_contact_id")?.map(MetaContactId),
+                is_new: r.try_get("is_new")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Self::assemble(metas, contacts))
+    }
+
+    pub fn all_contacts(&self) -> impl Iterator<Item = &ContactEntry> {
+        self.meta_contacts
+            .iter()
+            .flat_map(|m| m.members.iter())
+            .chain(self.single_contacts.iter())
+    }
+}
+
+/// Keeps the account and contact views.
+pub struct ContactsProjection;
+
+async fn set_meta_contact(
+    conn: &mut PgConnection,
+    event: &StoredEvent,
+    id: MetaContactId,
+    state: Option<&MetaContactState>,
+) -> Result<(), sqlx::Error> {
+    let user = event.user_id.0;
+    sqlx::query("UPDATE contact_view SET meta_contact_id = NULL WHERE user_id = $1 AND meta_contact_id = $2")
+        .bind(user)
+        .bind(id.0)
+        .execute(&mut *conn)
+        .await?;
+    match state {
+        None => {
+            sqlx::query(
+                "DELETE FROM meta_contact_view WHERE user_id = $1 AND meta_contact_id = $2",
+            )
+            .bind(user)
+            .bind(id.0)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Some(state) => {
+            sqlx::query(
+                "INSERT INTO meta_contact_view (user_id, meta_contact_id, name, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, meta_contact_id) \
+                 DO UPDATE SET name = EXCLUDED.name, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(user)
+            .bind(id.0)
+            .bind(state.name.as_str())
+            .bind(event.recorded_at)
+            .execute(&mut *conn)
+            .await?;
+            let members: Vec<Uuid> = state.members.iter().map(|m| m.0).collect();
+            sqlx::query(
+                "UPDATE contact_view SET meta_contact_id = $2 WHERE user_id = $1 AND contact_id = ANY($3)",
+            )
+            .bind(user)
+            .bind(id.0)
+            .bind(&members)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Projection for ContactsProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
+        let user = event.user_id.0;
+        if let Some(change) = event.event.binding_change() {
+            return set_meta_contact(conn, event, change.meta_contact_id, change.after.as_ref())
+                .await;
+        }
+        match &event.event {
+            UserEvent::UserRegistered { user_name, .. } => {
+                sqlx::query(
+                    "INSERT INTO user_view (user_id, user_name, registered_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user)
+                .bind(user_name.as_str())
+                .bind(event.recorded_at)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::AccountBound(account) => {
+                sqlx::query(
+                    "INSERT INTO account_view (user_id, account_id, protocol, server, handle, bound_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, account_id) DO NOTHING",
+                )
+                .bind(user)
+                .bind(account.account_id.0)
+                .bind(account.protocol.to_string())
+                .bind(&account.server)
+                .bind(account.handle.as_str())
+                .bind(event.recorded_at)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::AccountUnbound { account_id } => {
+                sqlx::query("DELETE FROM account_view WHERE user_id = $1 AND account_id = $2")
+                    .bind(user)
+                    .bind(account_id.0)
+                    .execute(conn)
+                    .await?;
+            }
+            UserEvent::RosterContactAdded {
+                contact_id,
+                account_id,
+                handle,
+                display_name,
+                is_new,
+            } => {
+                sqlx::query(
+                    "INSERT INTO contact_view (user_id, contact_id, account_id, protocol, handle, \
+                       display_name, meta_contact_id, is_new, added_at) \
+                     SELECT $1, $2, $3, a.protocol, $4, $5, NULL, $6, $7 FROM account_view a \
+                      WHERE a.user_id = $1 AND a.account_id = $3 \
+                     ON CONFLICT (user_id, contact_id) DO NOTHING",
+                )
+                .bind(user)
+                .bind(contact_id.0)
+                .bind(account_id.0)
+                .bind(handle.as_str())
+                .bind(display_name)
+                .bind(is_new)
+                .bind(event.recorded_at)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::RosterContactRemoved {
+                contact_id,
+                left_meta_contact,
+                ..
+            } => {
+                sqlx::query("DELETE FROM contact_view WHERE user_id = $1 AND contact_id = $2")
+                    .bind(user)
+                    .bind(contact_id.0)
+                    .execute(&mut *conn)
+                    .await?;
+                if let Some(meta) = left_meta_contact {
+                    // A meta-contact left without members is dissolved.
+                    sqlx::query(
+                        "DELETE FROM meta_contact_view m WHERE m.user_id = $1 AND m.meta_contact_id = $2 \
+                         AND NOT EXISTS (SELECT 1 FROM contact_view c \
+                                          WHERE c.user_id = $1 AND c.meta_contact_id = $2)",
+                    )
+                    .bind(user)
+                    .bind(meta.0)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            UserEvent::RosterImported { .. } => {}
+            // Binding events were handled above through their change.
+            UserEvent::ContactsMerged { .. }
+            | UserEvent::ContactAddedToMetaContact { .. }
+            | UserEvent::ContactRemovedFromMetaContact { .. }
+            | UserEvent::MetaContactRenamed { .. }
+            | UserEvent::BindingUndone { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("TRUNCATE user_view, account_view, meta_contact_view, contact_view")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}

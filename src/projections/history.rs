@@ -1,0 +1,241 @@
+//! The audit log: one row per event with who, when, what, and which contacts it involved.
+//! Password hashes never reach it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::ids::UserId;
+use crate::domain::user::UserEvent;
+use crate::projections::runner::Projection;
+use crate::store::event_store::StoredEvent;
+
+pub const NAME: &str = "history";
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub position: i64,
+    pub sequence: i64,
+    pub kind: String,
+    pub summary: String,
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    pub contact_ids: Vec<Uuid>,
+    pub meta_contact_ids: Vec<Uuid>,
+    pub details: Value,
+}
+
+/// What a history query asks for; `before` is a position cursor (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub kinds: Vec<String>,
+    pub contact_id: Option<Uuid>,
+    pub meta_contact_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A one-line description of an event for people reading the log.
+pub fn summary(event: &UserEvent) -> String {
+    match event {
+        UserEvent::UserRegistered { user_name, .. } => format!("Registered as {user_name}"),
+        UserEvent::AccountBound(a) => {
+            format!("Bound {} account {} on {}", a.protocol, a.handle, a.server)
+        }
+        UserEvent::AccountUnbound { .. } => "Unbound an account".to_owned(),
+        UserEvent::RosterContactAdded { handle, is_new, .. } if *is_new => {
+            format!("New contact {handle} appeared upstream")
+        }
+        UserEvent::RosterContactAdded { handle, .. } => format!("Imported contact {handle}"),
+        UserEvent::RosterContactRemoved { .. } => "A contact was removed".to_owned(),
+        UserEvent::RosterImported { .. } => "Roster imported".to_owned(),
+        UserEvent::ContactsMerged {
+            name, contact_ids, ..
+        } => {
+            format!(
+                "Merged {} contacts into \u{201c}{name}\u{201d}",
+                contact_ids.len()
+            )
+        }
+        UserEvent::ContactAddedToMetaContact { before, .. } => {
+            format!("Added a contact to \u{201c}{}\u{201d}", before.name)
+        }
+        UserEvent::ContactRemovedFromMetaContact { before, .. } => {
+            format!("Removed a contact from \u{201c}{}\u{201d}", before.name)
+        }
+        UserEvent::MetaContactRenamed { before, name, .. } => {
+            format!(
+                "Renamed \u{201c}{}\u{201d} to \u{201c}{name}\u{201d}",
+                before.name
+            )
+        }
+        UserEvent::BindingUndone {
+            undone_sequence, ..
+        } => format!("Undid event #{undone_sequence}"),
+    }
+}
+
+/// Contacts and meta-contacts an event involves, for filtering.
+fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
+    let mut contacts: Vec<Uuid> = match event {
+        UserEvent::RosterContactAdded { contact_id, .. }
+        | UserEvent::RosterContactRemoved { contact_id, .. } => vec![contact_id.0],
+        UserEvent::ContactAddedToMetaContact { contact_id, .. }
+        | UserEvent::ContactRemovedFromMetaContact { contact_id, .. } => vec![contact_id.0],
+        _ => Vec::new(),
+    };
+    let mut metas = Vec::new();
+    if let Some(change) = event.binding_change() {
+        metas.push(change.meta_contact_id.0);
+        for state in [&change.before, &change.after].into_iter().flatten() {
+            contacts.extend(state.members.iter().map(|m| m.0));
+        }
+    }
+    if let UserEvent::RosterContactRemoved {
+        left_meta_contact: Some(meta),
+        ..
+    } = event
+    {
+        metas.push(meta.0);
+    }
+    contacts.sort();
+    contacts.dedup();
+    (contacts, metas)
+}
+
+/// The event as JSON, minus anything secret.
+pub fn public_details(event: &UserEvent) -> Value {
+    fn scrub(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("password_hash");
+                map.values_mut().for_each(scrub);
+            }
+            Value::Array(items) => items.iter_mut().for_each(scrub),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    scrub(&mut value);
+    value
+}
+
+pub struct HistoryProjection;
+
+#[async_trait]
+impl Projection for HistoryProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
+        let (contacts, metas) = involved(&event.event);
+        sqlx::query(
+            "INSERT INTO history_view (position, user_id, sequence, kind, summary, actor, request_id, \
+               recorded_at, contact_ids, meta_contact_ids, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (position) DO NOTHING",
+        )
+        .bind(event.position)
+        .bind(event.user_id.0)
+        .bind(i64::try_from(event.sequence).unwrap_or(i64::MAX))
+        .bind(event.event.kind())
+        .bind(summary(&event.event))
+        .bind(&event.actor)
+        .bind(&event.request_id)
+        .bind(event.recorded_at)
+        .bind(&contacts)
+        .bind(&metas)
+        .bind(public_details(&event.event))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query("TRUNCATE history_view").execute(conn).await?;
+        Ok(())
+    }
+}
+
+const ENTRY_COLUMNS: &str = "position, sequence, kind, summary, actor, request_id, recorded_at, \
+     contact_ids, meta_contact_ids, details";
+
+fn entry(row: &sqlx::postgres::PgRow) -> Result<HistoryEntry, sqlx::Error> {
+    Ok(HistoryEntry {
+        position: row.try_get("position")?,
+        sequence: row.try_get("sequence")?,
+        kind: row.try_get("kind")?,
+        summary: row.try_get("summary")?,
+        actor: row.try_get("actor")?,
+        request_id: row.try_get("request_id")?,
+        recorded_at: row.try_get("recorded_at")?,
+        contact_ids: row.try_get("contact_ids")?,
+        meta_contact_ids: row.try_get("meta_contact_ids")?,
+        details: row.try_get("details")?,
+    })
+}
+
+/// A page of one user's history, newest first, strictly before the `before` position.
+pub async fn page(
+    pool: &PgPool,
+    user: UserId,
+    filter: &HistoryFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    let query = format!(
+        "SELECT {ENTRY_COLUMNS} FROM history_view \
+         WHERE user_id = $1 AND ($2::bigint IS NULL OR position < $2) \
+           AND (cardinality($3::text[]) = 0 OR kind = ANY($3)) \
+           AND ($4::uuid IS NULL OR contact_ids @> ARRAY[$4]) \
+           AND ($5::uuid IS NULL OR meta_contact_ids @> ARRAY[$5]) \
+           AND ($6::timestamptz IS NULL OR recorded_at >= $6) \
+           AND ($7::timestamptz IS NULL OR recorded_at <= $7) \
+         ORDER BY position DESC LIMIT $8"
+    );
+    sqlx::query(&query)
+        .bind(user.0)
+        .bind(before)
+        .bind(&filter.kinds)
+        .bind(filter.contact_id)
+        .bind(filter.meta_contact_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(entry)
+        .collect()
+}
+
+/// Entries of one user after `after` position, oldest first (for the subscription).
+pub async fn since(
+    pool: &PgPool,
+    user: UserId,
+    after: i64,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    let query = format!(
+        "SELECT {ENTRY_COLUMNS} FROM history_view WHERE user_id = $1 AND position > $2 ORDER BY position"
+    );
+    sqlx::query(&query)
+        .bind(user.0)
+        .bind(after)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(entry)
+        .collect()
+}
+
+/// The newest position in a user's history (0 when empty).
+pub async fn latest_position(pool: &PgPool, user: UserId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COALESCE(max(position), 0) FROM history_view WHERE user_id = $1")
+        .bind(user.0)
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,252 @@
+//! Catch-up projection runner: reads the events table in commit order and writes each batch's
+//! view rows and checkpoint in one transaction, so no event is skipped or applied twice, even
+//! across crashes or several nodes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cqrs_es::persist::EventUpcaster;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+
+use crate::domain::ids::UserId;
+use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
+
+/// How many events one transaction applies at most.
+pub const BATCH: i64 = 500;
+/// How often to look again when a notification may have come before its rows were readable
+/// (an older transaction was still open).
+const POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("event at position {position} cannot be decoded: {reason}")]
+    Decode { position: String, reason: String },
+}
+
+/// One read model built from the events.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// The checkpoint's name, and the view name sent to subscribers.
+    fn name(&self) -> &'static str;
+    /// Applies one event inside the batch's transaction.
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error>;
+    /// Empties the views so the projection can be rebuilt from the first event.
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error>;
+}
+
+/// Applies the next batch of unread events; returns how many it applied.
+pub async fn catch_up(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<usize, ProjectionError> {
+    let name = projection.name();
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    let mut tx = pool.begin().await?;
+    // The row lock serialises runners of one projection across nodes.
+    let checkpoint = sqlx::query(
+        "SELECT tx_id::text AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
+    let after_tx: String = checkpoint.try_get("tx_id")?;
+    let after_position: i64 = checkpoint.try_get("position")?;
+    let query = format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE (tx_id, position) > ($1::text::xid8, $2) \
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         ORDER BY tx_id, position LIMIT $3"
+    );
+    let rows = sqlx::query(&query)
+        .bind(&after_tx)
+        .bind(after_position)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    let mut touched: BTreeSet<UserId> = BTreeSet::new();
+    let mut last = (after_tx, after_position);
+    for row in &rows {
+        let event = decode(row, upcasters).map_err(|e| ProjectionError::Decode {
+            position: row
+                .try_get::<i64, _>("position")
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        projection.apply(&mut tx, &event).await?;
+        touched.insert(event.user_id);
+        last = (event.tx_id.clone(), event.position);
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
+         WHERE name = $1",
+    )
+    .bind(name)
+    .bind(&last.0)
+    .bind(last.1)
+    .execute(&mut *tx)
+    .await?;
+    for user in &touched {
+        sqlx::query("SELECT notify_view_change($1, $2)")
+            .bind(user.0)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len())
+}
+
+/// Runs every projection until `stop` turns true, woken by the events table's notifications.
+pub async fn run(
+    pool: PgPool,
+    projections: Vec<Arc<dyn Projection>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let upcasters = upcasters();
+    let mut listener = match listen(&pool).await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "projections cannot LISTEN; polling only");
+            None
+        }
+    };
+    let mut failures = 0u32;
+    loop {
+        let mut more = false;
+        let mut failed = false;
+        for projection in &projections {
+            match catch_up(&pool, projection.as_ref(), &upcasters).await {
+                Ok(n) => more |= n as i64 == BATCH,
+                Err(e) => {
+                    failed = true;
+                    tracing::error!(projection = projection.name(), error = %e, "projection stalled; retrying");
+                }
+            }
+        }
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        if more && !failed {
+            continue;
+        }
+        let pause = if failed {
+            POLL * 2u32.saturating_pow(failures.min(5))
+        } else {
+            POLL
+        };
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = wait_for_notification(&mut listener) => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen("switchboard_events").await?;
+    Ok(listener)
+}
+
+async fn wait_for_notification(listener: &mut Option<PgListener>) {
+    match listener {
+        Some(l) => {
+            if let Err(e) = l.recv().await {
+                tracing::warn!(error = %e, "event notifications interrupted");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Rebuilds one projection from the first event, reporting progress as (done, total).
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, ProjectionError> {
+    let upcasters = upcasters();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+            .bind(projection.name())
+            .execute(&mut *tx)
+            .await?;
+        projection.reset(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) \
+             DO UPDATE SET tx_id = '0', position = 0, updated_at = now()",
+        )
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let mut done = 0u64;
+    loop {
+        let n = catch_up(pool, projection, &upcasters).await? as u64;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        progress(done, total.max(0) as u64);
+    }
+    Ok(done)
+}
+
+/// Waits until `projection` has applied every event of `user` up to `sequence`, or `timeout`.
+pub async fn wait_until_applied(
+    pool: &PgPool,
+    projection: &str,
+    user: UserId,
+    sequence: usize,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let applied: bool = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT (e.tx_id, e.position) <= (c.tx_id, c.position) \
+               FROM events e, projection_checkpoints c \
+              WHERE e.aggregate_type = 'User' AND e.aggregate_id = $2 AND e.sequence = $3 \
+                AND c.name = $1), false)",
+        )
+        .bind(projection)
+        .bind(user.to_string())
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .fetch_one(pool)
+        .await?;
+        if applied {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,192 @@
+//! Building and running the server, callable from `main` and from tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::{ServiceSettings, Switchboard};
+use crate::config::Settings;
+use crate::connectors::ConnectorRegistry;
+use crate::projections::notify::ViewChanges;
+use crate::store::embedded::EmbeddedPostgres;
+use crate::store::vault::{MasterKey, Vault};
+
+/// A built server: bound to its port, background work running, not yet serving HTTP.
+pub struct Application {
+    address: SocketAddr,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    app: Arc<Switchboard>,
+    stop: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+/// Reads the master key from the data folder, creating it (mode 0600) on first use.
+pub fn master_key_in(data_dir: &Path) -> anyhow::Result<MasterKey> {
+    let path = data_dir.join("master.key");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return MasterKey::from_base64(&text)
+            .with_context(|| format!("{} is not a valid key", path.display()));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let key = MasterKey::generate();
+    write_private(&path, &key.to_base64())?;
+    tracing::info!(path = %path.display(), "generated a new master key; back it up with the database");
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Opens the database: the configured one, or a private PostgreSQL in the data folder.
+pub async fn database(settings: &Settings) -> anyhow::Result<(String, Option<EmbeddedPostgres>)> {
+    match &settings.database_url {
+        Some(url) => Ok((url.expose().to_owned(), None)),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)?;
+            let embedded = EmbeddedPostgres::start(&settings.data_dir)
+                .await
+                .context("starting the embedded PostgreSQL (set DATABASE_URL to use another)")?;
+            tracing::info!(port = embedded.port(), data_dir = %settings.data_dir.display(), "embedded PostgreSQL running");
+            Ok((embedded.database_url(), Some(embedded)))
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (url, embedded) = database(&settings).await?;
+        let key = match (&settings.master_key, &embedded) {
+            (Some(key), _) => MasterKey::from_base64(key.expose())?,
+            (None, Some(_)) => master_key_in(&settings.data_dir)?,
+            (None, None) => {
+                anyhow::bail!("SWITCHBOARD_MASTER_KEY is required when DATABASE_URL is set")
+            }
+        };
+        let pool = crate::store::connect(&url, settings.max_db_connections)
+            .await
+            .context("connecting to PostgreSQL")?;
+        crate::store::migrate(&pool)
+            .await
+            .context("running migrations")?;
+
+        let (stop, stopped) = watch::channel(false);
+        let views = ViewChanges::default();
+        let app = Switchboard::new(
+            pool.clone(),
+            Vault::new(pool.clone(), &key),
+            ConnectorRegistry::with_builtin(),
+            views.clone(),
+            ServiceSettings {
+                connect_timeout: settings.connect_timeout,
+                ..ServiceSettings::default()
+            },
+        );
+        let background = vec![
+            tokio::spawn(crate::projections::runner::run(
+                pool.clone(),
+                crate::projections::all(),
+                stopped.clone(),
+            )),
+            tokio::spawn(views.run(pool.clone(), stopped)),
+        ];
+        let schema = crate::graphql::schema(app.clone());
+        let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        Ok(Self {
+            address,
+            listener,
+            router,
+            app,
+            stop,
+            background,
+            embedded,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn app(&self) -> Arc<Switchboard> {
+        self.app.clone()
+    }
+
+    /// A handle that stops the server when sent `true`.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
+    /// Serves until `stop` is sent or the process gets SIGINT/SIGTERM, then shuts down:
+    /// upstream connections, background tasks, and the embedded PostgreSQL.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let mut stopped = self.stop.subscribe();
+        let stop = self.stop.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => {}
+                _ = os_signal() => { tracing::info!("shutting down"); }
+            }
+            let _ = stop.send(true);
+        };
+        tracing::info!(address = %self.address, "serving GraphQL at /graphql");
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = self.stop.send(true);
+        self.app.shutdown().await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.app.pool().close().await;
+        if let Some(embedded) = self.embedded {
+            embedded
+                .stop()
+                .await
+                .context("stopping the embedded PostgreSQL")?;
+        }
+        served.context("HTTP server failed")
+    }
+}
+
+async fn os_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,241 @@
+//! The user event store: postgres-es writes, reads go through one decoder with the upcasters,
+//! and loaded aggregates are cached and checked against the stored sequence, so a command's
+//! cost does not grow with the length of the user's history.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{
+    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, PersistenceError,
+    SerializedEvent,
+};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::ids::UserId;
+use crate::domain::user::{User, UserEvent};
+
+/// Upcasters for stored events of older versions. None yet: every event is at version 1.0.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    Vec::new()
+}
+
+/// One stored event with everything the store adds to it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Global position: the public id of an event.
+    pub position: i64,
+    /// The writing transaction, as text (xid8).
+    pub tx_id: String,
+    pub user_id: UserId,
+    pub sequence: usize,
+    pub event: UserEvent,
+    pub actor: String,
+    pub request_id: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Columns every reader selects, in the order [`decode`] expects.
+pub const EVENT_COLUMNS: &str = "position, tx_id::text AS tx_id, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata, recorded_at";
+
+/// Decodes one row selected with [`EVENT_COLUMNS`], upcasting older versions.
+pub fn decode(
+    row: &sqlx::postgres::PgRow,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Result<StoredEvent, PersistenceError> {
+    let aggregate_id: String = row.try_get("aggregate_id").map_err(sql)?;
+    let user_id = Uuid::parse_str(&aggregate_id)
+        .map(UserId)
+        .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
+    let sequence: i64 = row.try_get("sequence").map_err(sql)?;
+    let metadata: Value = row.try_get("metadata").map_err(sql)?;
+    let serialized = SerializedEvent::new(
+        aggregate_id,
+        usize::try_from(sequence).unwrap_or_default(),
+        User::TYPE.to_owned(),
+        row.try_get("event_type").map_err(sql)?,
+        row.try_get("event_version").map_err(sql)?,
+        row.try_get("payload").map_err(sql)?,
+        metadata.clone(),
+    );
+    let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            upcaster.upcast(event)
+        } else {
+            event
+        }
+    });
+    let event: UserEvent = serde_json::from_value(serialized.payload)?;
+    let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+    Ok(StoredEvent {
+        position: row.try_get("position").map_err(sql)?,
+        tx_id: row.try_get("tx_id").map_err(sql)?,
+        user_id,
+        sequence: serialized.sequence,
+        event,
+        actor: text("actor").unwrap_or_else(|| "unknown".to_owned()),
+        request_id: text("request_id"),
+        recorded_at: row.try_get("recorded_at").map_err(sql)?,
+    })
+}
+
+fn sql(e: sqlx::Error) -> PersistenceError {
+    PersistenceError::UnknownError(Box::new(e))
+}
+
+/// How many users' aggregates stay cached.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// The event store the command side uses. Clones share one cache.
+#[derive(Clone)]
+pub struct UserStore {
+    pool: PgPool,
+    repo: Arc<PostgresEventRepository>,
+    upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
+    cache: Arc<Mutex<HashMap<String, (User, usize)>>>,
+}
+
+impl UserStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            repo: Arc::new(PostgresEventRepository::new(pool.clone())),
+            pool,
+            upcasters: Arc::new(upcasters()),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Events of one user after `after_sequence`, in stream order.
+    pub async fn read_stream(
+        &self,
+        user: UserId,
+        after_sequence: usize,
+    ) -> Result<Vec<StoredEvent>, PersistenceError> {
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence"
+        );
+        let rows = sqlx::query(&query)
+            .bind(User::TYPE)
+            .bind(user.to_string())
+            .bind(i64::try_from(after_sequence).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?;
+        rows.iter().map(|r| decode(r, &self.upcasters)).collect()
+    }
+
+    /// Drops a cached aggregate, e.g. after a failed commit.
+    fn forget(&self, aggregate_id: &str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(aggregate_id);
+        }
+    }
+
+    fn remember(&self, aggregate_id: &str, user: &User, sequence: usize) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAPACITY && !cache.contains_key(aggregate_id) {
+                // Crude but bounded: start over rather than track recency.
+                cache.clear();
+            }
+            cache.insert(aggregate_id.to_owned(), (user.clone(), sequence));
+        }
+    }
+
+    fn cached(&self, aggregate_id: &str) -> Option<(User, usize)> {
+        self.cache.lock().ok()?.get(aggregate_id).cloned()
+    }
+}
+
+fn parse_user(
+    aggregate_id: &str,
+) -> Result<UserId, AggregateError<crate::domain::user::UserError>> {
+    Uuid::parse_str(aggregate_id)
+        .map(UserId)
+        .map_err(|e| AggregateError::UnexpectedError(Box::new(e)))
+}
+
+impl EventStore<User> for UserStore {
+    type AC = EventStoreAggregateContext<User>;
+
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope<User>>, AggregateError<crate::domain::user::UserError>> {
+        let user = parse_user(aggregate_id)?;
+        let events = self.read_stream(user, 0).await?;
+        Ok(events
+            .into_iter()
+            .map(|e| EventEnvelope {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: e.sequence,
+                payload: e.event,
+                metadata: HashMap::from([("actor".to_owned(), e.actor)]),
+            })
+            .collect())
+    }
+
+    /// Starts from the cached aggregate and applies only what was stored since: one indexed
+    /// read of usually no rows, whatever the length of the history.
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Self::AC, AggregateError<crate::domain::user::UserError>> {
+        let user = parse_user(aggregate_id)?;
+        let (mut aggregate, mut sequence) = self.cached(aggregate_id).unwrap_or_default();
+        for stored in self.read_stream(user, sequence).await? {
+            sequence = stored.sequence;
+            aggregate.apply(stored.event);
+        }
+        self.remember(aggregate_id, &aggregate, sequence);
+        Ok(EventStoreAggregateContext {
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate,
+            current_sequence: sequence,
+            current_snapshot: None,
+        })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<UserEvent>,
+        context: Self::AC,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<EventEnvelope<User>>, AggregateError<crate::domain::user::UserError>> {
+        let aggregate_id = context.aggregate_id.clone();
+        let first = context.current_sequence + 1;
+        let envelopes: Vec<EventEnvelope<User>> = events
+            .into_iter()
+            .zip(first..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: aggregate_id.clone(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        if envelopes.is_empty() {
+            return Ok(envelopes);
+        }
+        let serialized = envelopes
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.repo.persist::<User>(&serialized, None).await {
+            Ok(()) => {
+                let last = context.current_sequence + envelopes.len();
+                self.remember(&aggregate_id, &context.aggregate, last);
+                Ok(envelopes)
+            }
+            Err(e) => {
+                self.forget(&aggregate_id);
+                Err(e.into())
+            }
+        }
+    }
+}

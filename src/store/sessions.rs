@@ -1,0 +1,73 @@
+//! Bearer-token sessions. A token is 32 random bytes shown once to the client; only its SHA-256
+//! is stored, so a leaked table does not log anyone in.
+
+use base64::Engine;
+use chrono::{Duration, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Row};
+
+use crate::domain::ids::UserId;
+
+/// How long a session lasts without a new login.
+pub const SESSION_TTL_DAYS: i64 = 30;
+
+#[derive(Debug, Clone)]
+pub struct SessionStore {
+    pool: PgPool,
+}
+
+fn digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+impl SessionStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Creates a session and returns its token.
+    pub async fn create(&self, user: UserId) -> Result<String, sqlx::Error> {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(digest(&token))
+            .bind(user.0)
+            .bind(Utc::now() + Duration::days(SESSION_TTL_DAYS))
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    /// The user a live token belongs to.
+    pub async fn user_of(&self, token: &str) -> Result<Option<UserId>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_at > now()",
+        )
+        .bind(digest(token))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("user_id").map(UserId)).transpose()
+    }
+
+    /// Ends one session; returns whether it existed.
+    pub async fn end(&self, token: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(digest(token))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether the user still has any live session (e.g. on another device).
+    pub async fn any_for(&self, user: UserId) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM sessions WHERE user_id = $1 AND expires_at > now())",
+        )
+        .bind(user.0)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_get(0)
+    }
+}

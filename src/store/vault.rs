@@ -1,0 +1,154 @@
+//! The credential vault: third-party secrets encrypted at rest, outside the event history, so
+//! that unbinding an account can really destroy its secret.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sqlx::{PgExecutor, PgPool, Row};
+
+use crate::domain::ids::{AccountId, UserId};
+use crate::secret::Secret;
+
+/// The 32-byte key every secret is encrypted under.
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn generate() -> Self {
+        Self(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// Parses the base64 form used in configuration.
+    pub fn from_base64(text: &str) -> Result<Self, VaultError> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| VaultError::BadKey)?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| VaultError::BadKey)?;
+        Ok(Self(bytes))
+    }
+
+    pub fn to_base64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("the master key must be 32 bytes, base64-encoded")]
+    BadKey,
+    #[error("no secret stored for account {0}")]
+    Missing(AccountId),
+    /// Wrong master key, or the row was tampered with or moved to another account.
+    #[error("the secret of account {0} cannot be decrypted with this master key")]
+    Undecryptable(AccountId),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+pub struct Vault {
+    pool: PgPool,
+    cipher: XChaCha20Poly1305,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Vault")
+    }
+}
+
+impl Vault {
+    pub fn new(pool: PgPool, key: &MasterKey) -> Self {
+        Self {
+            pool,
+            cipher: XChaCha20Poly1305::new(&key.0.into()),
+        }
+    }
+
+    /// Stores (or replaces) the secret of an account.
+    pub async fn put(
+        &self,
+        user: UserId,
+        account: AccountId,
+        secret: &Secret,
+    ) -> Result<(), VaultError> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: secret.expose().as_bytes(),
+                    aad: account.0.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Undecryptable(account))?;
+        sqlx::query(
+            "INSERT INTO credentials (account_id, user_id, nonce, ciphertext) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+        )
+        .bind(account.0)
+        .bind(user.0)
+        .bind(nonce.as_slice())
+        .bind(ciphertext)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, account: AccountId) -> Result<Secret, VaultError> {
+        let row = sqlx::query("SELECT nonce, ciphertext FROM credentials WHERE account_id = $1")
+            .bind(account.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(VaultError::Missing(account))?;
+        let nonce: Vec<u8> = row.try_get("nonce")?;
+        let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
+        if nonce.len() != 24 {
+            return Err(VaultError::Undecryptable(account));
+        }
+        let plain = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: account.0.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Undecryptable(account))?;
+        String::from_utf8(plain)
+            .map(Secret::new)
+            .map_err(|_| VaultError::Undecryptable(account))
+    }
+
+    /// Destroys the secret of an account (unbinding, or a binding that was refused).
+    pub async fn destroy(
+        &self,
+        executor: impl PgExecutor<'_>,
+        account: AccountId,
+    ) -> Result<(), VaultError> {
+        sqlx::query("DELETE FROM credentials WHERE account_id = $1")
+            .bind(account.0)
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}

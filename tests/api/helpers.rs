@@ -1,0 +1,236 @@
+//! Shared test helpers: each test gets its own database and its own server on a free port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use switchboard::config::Settings;
+use switchboard::secret::Secret;
+use switchboard::startup::Application;
+use switchboard::store::vault::MasterKey;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A variable the test command (`scripts/test.sh`) sets; missing means the test cannot run,
+/// which is a failure, not a skip.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts the servers")
+    })
+}
+
+pub fn xmpp_server() -> String {
+    env("SWITCHBOARD_TEST_XMPP_SERVER")
+}
+
+/// The password of a test user on Prosody (see scripts/test-env.sh).
+pub fn xmpp_password(name: &str) -> String {
+    format!("{name}-pw-7Q")
+}
+
+/// A bindable XMPP account of a Prosody test user.
+pub fn xmpp_account(name: &str) -> Value {
+    json!({
+        "protocol": "XMPP",
+        "server": xmpp_server(),
+        "handle": format!("{name}@{}", env("SWITCHBOARD_TEST_XMPP_DOMAIN")),
+        "secret": xmpp_password(name),
+    })
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin_url = env("SWITCHBOARD_TEST_DATABASE_URL");
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .expect("test PostgreSQL reachable");
+    let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("URL with a database name");
+    format!("{base}/{name}")
+}
+
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings {
+        database_url: Some(Secret::new(database_url)),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: std::env::temp_dir(),
+        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
+        web_assets: std::env::var("SWITCHBOARD_WEB_ASSETS")
+            .map(Into::into)
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web/node_modules").into()),
+        connect_timeout: Duration::from_secs(5),
+        max_db_connections: 8,
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let database_url = fresh_database().await;
+    spawn_app_on(&database_url).await
+}
+
+pub async fn spawn_app_on(database_url: &str) -> TestApp {
+    let app = Application::build(test_settings(database_url))
+        .await
+        .expect("the application builds");
+    let address = app.address();
+    let stop = app.stopper();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        pool: PgPool::connect(database_url).await.expect("test pool"),
+        http: reqwest::Client::new(),
+        stop,
+        server: Some(server),
+    }
+}
+
+/// One GraphQL response.
+#[derive(Debug, Clone)]
+pub struct Response(pub Value);
+
+impl Response {
+    /// The data, panicking with the errors if there are any.
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.0.get("errors").is_none(),
+            "unexpected GraphQL errors: {}",
+            self.0["errors"]
+        );
+        &self.0["data"]
+    }
+
+    /// The `extensions.code` of the first error, panicking if there is none.
+    pub fn code(&self) -> String {
+        self.0["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code, got {}", self.0))
+            .to_owned()
+    }
+
+    pub fn message(&self) -> String {
+        self.0["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn raw(&self, token: Option<&str>, query: &str, variables: Value) -> String {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("server answers");
+        response.text().await.expect("a body")
+    }
+
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Response {
+        let body = self.raw(token, query, variables).await;
+        Response(serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
+    }
+
+    /// Registers `user_name` with the given accounts and returns the token.
+    pub async fn register(&self, user_name: &str, accounts: Value) -> String {
+        let response = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
+                   register(userName: $u, password: $p, accounts: $a) { token accounts { ok errorCode } }
+                 }",
+                json!({ "u": user_name, "p": "correct horse battery", "a": accounts }),
+            )
+            .await;
+        let data = response.data();
+        for account in data["register"]["accounts"].as_array().unwrap() {
+            assert_eq!(
+                account["ok"], true,
+                "an account failed to log in: {account}"
+            );
+        }
+        data["register"]["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn contacts(&self, token: &str) -> Value {
+        self.gql(Some(token), CONTACTS, json!({})).await.data()["contacts"].clone()
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        self.pool.close().await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub const CONTACTS: &str = "query { contacts {
+    metaContacts { id name members { id accountId protocol handle displayName metaContactId isNew } }
+    contacts { id accountId protocol handle displayName metaContactId isNew }
+} }";
+
+/// Handles of a contact list's single contacts, sorted.
+pub fn single_handles(list: &Value) -> Vec<String> {
+    let mut handles: Vec<String> = list["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["handle"].as_str().unwrap().to_owned())
+        .collect();
+    handles.sort();
+    handles
+}
+
+/// The ids of every contact with this handle, in any meta-contact or none.
+pub fn ids_of(list: &Value, handle: &str) -> Vec<String> {
+    let singles = list["contacts"].as_array().unwrap().iter();
+    let members = list["metaContacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["members"].as_array().unwrap().iter());
+    singles
+        .chain(members)
+        .filter(|c| c["handle"] == handle)
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
