@@ -71,7 +71,16 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(String, Option<Emb
 }
 
 impl Application {
+    /// Builds the server with every connector of this build.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, ConnectorRegistry::with_builtin()).await
+    }
+
+    /// Builds the server with the given connectors (benchmarks plug in a synthetic one).
+    pub async fn build_with(
+        settings: Settings,
+        connectors: ConnectorRegistry,
+    ) -> anyhow::Result<Self> {
         let (url, embedded) = database(&settings).await?;
         let key = match (&settings.master_key, &embedded) {
             (Some(key), _) => MasterKey::from_base64(key.expose())?,
@@ -92,7 +101,7 @@ impl Application {
         let app = Switchboard::new(
             pool.clone(),
             Vault::new(pool.clone(), &key),
-            ConnectorRegistry::with_builtin(),
+            connectors,
             views.clone(),
             ServiceSettings {
                 connect_timeout: settings.connect_timeout,

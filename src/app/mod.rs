@@ -5,6 +5,7 @@ pub mod error;
 pub mod live;
 pub mod password;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,9 @@ pub struct Switchboard {
     live: LiveConnections,
     views: ViewChanges,
     settings: ServiceSettings,
+    /// One writer per user at a time on this node, so parallel account logins do not fight
+    /// over the stream's next sequence (across nodes, conflicts are retried).
+    writers: std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const MAX_SERVER_LEN: usize = 255;
@@ -128,7 +132,15 @@ impl Switchboard {
             live: LiveConnections::default(),
             views,
             settings,
+            writers: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    fn writer(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays as small as the activity.
+        writers.retain(|_, lock| Arc::strong_count(lock) > 1);
+        writers.entry(user).or_default().clone()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -164,6 +176,8 @@ impl Switchboard {
         request_id: Uuid,
     ) -> Result<usize, AppError> {
         let id = user.to_string();
+        let writer = self.writer(user);
+        let _turn = writer.lock().await;
         for attempt in 1..=COMMAND_ATTEMPTS {
             let metadata = EventMetadata::new(actor.clone(), request_id, Utc::now());
             match self

@@ -13,6 +13,7 @@ use crate::projections::history::HistoryFilter;
 pub struct ContactQuery;
 
 const MAX_PAGE: i32 = 200;
+const DEFAULT_PAGE: i32 = 50;
 
 #[Object]
 impl ContactQuery {
@@ -32,15 +33,16 @@ impl ContactQuery {
     async fn history(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(desc = "Page size, 1 to 200 (default 50).")] first: Option<i32>,
         after: Option<String>,
-        #[graphql(default)] kinds: Vec<EventKind>,
+        #[graphql(desc = "Only these kinds (default: all).")] kinds: Option<Vec<EventKind>>,
         contact_id: Option<ID>,
         meta_contact_id: Option<ID>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<HistoryPage> {
         let (app, caller) = caller(ctx).await?;
+        let first = first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(api_error(AppError::BadInput(format!(
                 "first: must be between 1 and {MAX_PAGE}"
@@ -52,7 +54,11 @@ impl ContactQuery {
             ))
         })?;
         let filter = HistoryFilter {
-            kinds: kinds.into_iter().map(EventKind::stored_name).collect(),
+            kinds: kinds
+                .unwrap_or_default()
+                .into_iter()
+                .map(EventKind::stored_name)
+                .collect(),
             contact_id: contact_id
                 .map(|id| parse_id("contactId", &id, |u| u))
                 .transpose()?,

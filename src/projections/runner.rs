@@ -65,6 +65,7 @@ pub async fn catch_up(
         "SELECT {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, position) > ($1::text::xid8, $2) \
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND aggregate_type = 'User' \
          ORDER BY tx_id, position LIMIT $3"
     );
     let rows = sqlx::query(&query)
@@ -187,9 +188,10 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, ProjectionError> {
     let upcasters = upcasters();
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'User'")
+            .fetch_one(pool)
+            .await?;
     {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")

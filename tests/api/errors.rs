@@ -181,10 +181,16 @@ async fn unknown_ids_too_long_names_and_bad_input_have_codes() {
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
+    // Two server nodes on one database: only the event store can decide between them.
     let app = spawn_app().await;
+    let other = spawn_app_on(&app.database_url).await;
     let attempts = (0..8).map(|i| {
-        let name = if i % 2 == 0 { "Zed" } else { "zed" };
-        app.gql(
+        let (node, name) = if i % 2 == 0 {
+            (&app, "Zed")
+        } else {
+            (&other, "zed")
+        };
+        node.gql(
             None,
             REGISTER,
             json!({ "u": name, "p": format!("password number {i}"), "a": [] }),
@@ -205,5 +211,6 @@ async fn concurrent_registrations_of_one_name_let_exactly_one_win() {
             .await
             .unwrap();
     assert_eq!(registrations, 1);
+    other.stop().await;
     app.stop().await;
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-const HISTORY: &str = "query($kinds: [EventKind!], $contact: ID, $after: String, $first: Int) {
+const HISTORY: &str = "query($kinds: [EventKind!], $contact: ID, $after: String, $first: Int = 50) {
   history(kinds: $kinds, contactId: $contact, after: $after, first: $first) {
     entries { id sequence kind summary actor requestId at contactIds metaContactIds undoable details }
     pageInfo { hasNextPage endCursor }

@@ -73,6 +73,7 @@ pub fn test_settings(database_url: &str) -> Settings {
 
 pub struct TestApp {
     pub address: SocketAddr,
+    pub database_url: String,
     pub pool: PgPool,
     pub http: reqwest::Client,
     stop: watch::Sender<bool>,
@@ -93,6 +94,7 @@ pub async fn spawn_app_on(database_url: &str) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        database_url: database_url.to_owned(),
         pool: PgPool::connect(database_url).await.expect("test pool"),
         http: reqwest::Client::new(),
         stop,

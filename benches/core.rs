@@ -1,0 +1,456 @@
+//! `cargo bench --bench core`: throughput and latency of the event-sourced core.
+//!
+//! Reports
+//! - mutations per second through the whole GraphQL path (HTTP, auth, command, event store,
+//!   projections caught up before the answer) at 1 and 32 concurrent clients, beside the same
+//!   burst as raw single-row inserts into the events table;
+//! - replay rate of both projections over 100,000 events;
+//! - the latency of one command for a user whose history holds 10,000 events, against a fresh
+//!   user (the aggregate cache keeps it flat; the first, cold load is shown too).
+//!
+//! Uses `SWITCHBOARD_TEST_DATABASE_URL` when set (scripts/test-env.sh), else a private
+//! PostgreSQL in a temporary folder. The upstream network is a synthetic connector: this bench
+//! measures Switchboard, not an IM server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use switchboard::config::Settings;
+use switchboard::connectors::{
+    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, RosterEntry,
+    SessionControl,
+};
+use switchboard::domain::ids::{
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
+};
+use switchboard::domain::user::{BoundAccount, MetaContactState, UserEvent};
+use switchboard::secret::Secret;
+use switchboard::startup::Application;
+use switchboard::store::embedded::EmbeddedPostgres;
+use switchboard::store::sessions::SessionStore;
+use switchboard::store::vault::MasterKey;
+
+const PASSWORD: &str = "bench password 1";
+
+/// A network where every login works and the roster has four people.
+struct Synthetic;
+
+struct Idle;
+
+#[async_trait]
+impl SessionControl for Idle {
+    async fn close(&mut self) {}
+}
+
+#[async_trait]
+impl Connector for Synthetic {
+    fn protocol(&self) -> Protocol {
+        Protocol::Xmpp
+    }
+
+    async fn connect(&self, _: &AccountLogin, _: Duration) -> Result<LiveSession, ConnectorError> {
+        let roster = ["ann", "ben", "cat", "dan"]
+            .iter()
+            .map(|n| RosterEntry {
+                handle: Handle::parse(Protocol::Xmpp, &format!("{n}@bench")).unwrap(),
+                display_name: None,
+            })
+            .collect();
+        let (_tx, events) = tokio::sync::mpsc::channel(1);
+        Ok(LiveSession {
+            roster,
+            events,
+            shutdown: Box::new(Idle),
+        })
+    }
+}
+
+struct Bench {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let body: Value = request.send().await.unwrap().json().await.unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        body["data"].clone()
+    }
+
+    /// A user with a synthetic account and one meta-contact; returns (token, meta id).
+    async fn user(&self, name: &str) -> (String, String) {
+        let data = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) { register(userName: $u, password: $p, accounts: $a) { token } }",
+                json!({ "u": name, "p": PASSWORD, "a": [{ "protocol": "XMPP", "server": "bench:1", "handle": format!("{name}@bench"), "secret": "x" }] }),
+            )
+            .await;
+        let token = data["register"]["token"].as_str().unwrap().to_owned();
+        let list = self
+            .gql(Some(&token), "{ contacts { contacts { id } } }", json!({}))
+            .await;
+        let ids: Vec<Value> = list["contacts"]["contacts"].as_array().unwrap()[..2].to_vec();
+        let merged = self
+            .gql(
+                Some(&token),
+                "mutation($ids: [ID!]!) { mergeContacts(name: \"A\", contactIds: $ids) { metaContactId } }",
+                json!({ "ids": ids }),
+            )
+            .await;
+        (
+            token,
+            merged["mergeContacts"]["metaContactId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    }
+
+    async fn rename(&self, token: &str, meta: &str, i: usize) {
+        self.gql(
+            Some(token),
+            "mutation($m: ID!, $n: String!) { renameMetaContact(metaContactId: $m, name: $n) { metaContacts { name } } }",
+            json!({ "m": meta, "n": format!("name {i}") }),
+        )
+        .await;
+    }
+}
+
+fn per_second(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn p95(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() * 95 / 100]
+}
+
+async fn graphql_throughput(
+    bench: &Arc<Bench>,
+    clients: usize,
+    per_client: usize,
+    tag: &str,
+) -> f64 {
+    let mut users = Vec::new();
+    for c in 0..clients {
+        users.push(bench.user(&format!("{tag}{c}")).await);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = users
+        .into_iter()
+        .map(|(token, meta)| {
+            let bench = bench.clone();
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    bench.rename(&token, &meta, i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    per_second(clients * per_client, started.elapsed())
+}
+
+async fn raw_insert_throughput(
+    pool: &sqlx::PgPool,
+    clients: usize,
+    per_client: usize,
+    tag: &str,
+) -> f64 {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let pool = pool.clone();
+            let id = format!("{tag}-{c}");
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                         VALUES ('RawBench', $1, $2, 'Raw', '1.0', '{\"n\": 1}', '{}')",
+                    )
+                    .bind(&id)
+                    .bind(i as i64 + 1)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    per_second(clients * per_client, started.elapsed())
+}
+
+/// A user's events: registration, an account, two contacts, a merge, then `renames` renames.
+fn synthetic_history(name: &str, password_hash: &str, renames: usize) -> (UserId, Vec<UserEvent>) {
+    let user_name = UserName::parse(name).unwrap();
+    let user = UserId::for_name(&user_name);
+    let account = AccountId::new_random();
+    let handles: Vec<Handle> = ["x@bench", "y@bench"]
+        .iter()
+        .map(|h| Handle::parse(Protocol::Xmpp, h).unwrap())
+        .collect();
+    let contacts: Vec<ContactId> = handles
+        .iter()
+        .map(|h| ContactId::for_handle(account, h))
+        .collect();
+    let meta = MetaContactId::new_random();
+    let mut events = vec![
+        UserEvent::UserRegistered {
+            user_name,
+            password_hash: password_hash.to_owned(),
+        },
+        UserEvent::AccountBound(BoundAccount {
+            account_id: account,
+            protocol: Protocol::Xmpp,
+            server: "bench:1".into(),
+            handle: Handle::parse(Protocol::Xmpp, &format!("{name}@bench")).unwrap(),
+        }),
+    ];
+    for (handle, id) in handles.iter().zip(&contacts) {
+        events.push(UserEvent::RosterContactAdded {
+            contact_id: *id,
+            account_id: account,
+            handle: handle.clone(),
+            display_name: None,
+            is_new: false,
+        });
+    }
+    events.push(UserEvent::RosterImported {
+        account_id: account,
+    });
+    let mut state = MetaContactState::new(DisplayName::parse("n0").unwrap(), contacts.clone());
+    events.push(UserEvent::ContactsMerged {
+        meta_contact_id: meta,
+        name: state.name.clone(),
+        contact_ids: state.members.clone(),
+    });
+    for i in 1..=renames {
+        let name = DisplayName::parse(&format!("n{i}")).unwrap();
+        events.push(UserEvent::MetaContactRenamed {
+            meta_contact_id: meta,
+            before: state.clone(),
+            name: name.clone(),
+        });
+        state.name = name;
+    }
+    (user, events)
+}
+
+async fn insert_history(pool: &sqlx::PgPool, user: UserId, events: &[UserEvent]) {
+    let metadata =
+        json!({ "actor": "admin:bench", "request_id": uuid::Uuid::now_v7().to_string() })
+            .to_string();
+    for (chunk_index, chunk) in events.chunks(5_000).enumerate() {
+        let first = chunk_index * 5_000 + 1;
+        let sequences: Vec<i64> = (first..first + chunk.len()).map(|s| s as i64).collect();
+        let types: Vec<String> = chunk.iter().map(|e| e.kind().to_owned()).collect();
+        let payloads: Vec<String> = chunk
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT 'User', $1, s, t, '1.0', p::jsonb, $5::jsonb FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(s, t, p)",
+        )
+        .bind(user.to_string())
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(&metadata)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+async fn wait_for_projections(pool: &sqlx::PgPool) {
+    loop {
+        let behind: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = 'User' AND NOT EXISTS \
+               (SELECT 1 FROM projection_checkpoints c WHERE c.name = 'history' AND (e.tx_id, e.position) <= (c.tx_id, c.position)))",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if !behind {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn command_latency(bench: &Bench, token: &str, meta: &str, samples: usize) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for i in 0..samples {
+        let started = Instant::now();
+        bench.rename(token, meta, 1_000_000 + i).await;
+        times.push(started.elapsed());
+    }
+    times
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("core bench: run it with `cargo bench --bench core` (skipped under cargo test)");
+        return;
+    }
+    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&temp).unwrap();
+    let (admin_url, embedded) = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let pg = EmbeddedPostgres::start(&temp)
+                .await
+                .expect("a private PostgreSQL for the bench");
+            (pg.database_url(), Some(pg))
+        }
+    };
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let url = format!("{base}/{db}");
+
+    let settings = Settings {
+        database_url: Some(Secret::new(url.clone())),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: temp.clone(),
+        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
+        max_db_connections: 48,
+        ..Settings::default()
+    };
+    let mut registry = ConnectorRegistry::default();
+    registry.register(Arc::new(Synthetic));
+    let app = Application::build_with(settings, registry).await.unwrap();
+    let address = app.address();
+    let stop = app.stopper();
+    let server = tokio::spawn(app.run_until_stopped());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let bench = Arc::new(Bench {
+        url: format!("http://{address}/graphql"),
+        http: reqwest::Client::new(),
+    });
+
+    println!(
+        "## Switchboard core benchmark ({} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let g1 = graphql_throughput(&bench, 1, 300, "one").await;
+    let r1 = raw_insert_throughput(&pool, 1, 300, "one").await;
+    println!(
+        "mutations/s, 1 client:   GraphQL {g1:>8.0}   raw inserts {r1:>8.0}   ratio {:.1}x",
+        r1 / g1
+    );
+    let g32 = graphql_throughput(&bench, 32, 50, "many").await;
+    let r32 = raw_insert_throughput(&pool, 32, 50, "many").await;
+    println!(
+        "mutations/s, 32 clients: GraphQL {g32:>8.0}   raw inserts {r32:>8.0}   ratio {:.1}x",
+        r32 / g32
+    );
+
+    // Replay: 20 users x 5,000 events.
+    let hash = {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        argon2::Argon2::default()
+            .hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string()
+    };
+    for u in 0..20 {
+        let (user, events) = synthetic_history(&format!("replay{u}"), &hash, 4_995);
+        insert_history(&pool, user, &events).await;
+    }
+    wait_for_projections(&pool).await;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'User'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    for projection in switchboard::projections::all() {
+        let started = Instant::now();
+        let done = switchboard::projections::runner::rebuild(&pool, projection.as_ref(), |_, _| {})
+            .await
+            .unwrap();
+        println!(
+            "replay {:<8} {done:>7} events in {:>6.2} s = {:>7.0} events/s",
+            projection.name(),
+            started.elapsed().as_secs_f64(),
+            per_second(done as usize, started.elapsed())
+        );
+    }
+    assert!(total >= 100_000, "replayed {total} events");
+
+    // Latency: a user with 10,000 events against a fresh one.
+    let (heavy, events) = synthetic_history("heavy", &hash, 9_994);
+    insert_history(&pool, heavy, &events).await;
+    wait_for_projections(&pool).await;
+    let heavy_token = SessionStore::new(pool.clone()).create(heavy).await.unwrap();
+    let meta: String = sqlx::query_scalar(
+        "SELECT meta_contact_id::text FROM meta_contact_view WHERE user_id = $1",
+    )
+    .bind(heavy.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let cold = command_latency(&bench, &heavy_token, &meta, 1).await[0];
+    let heavy_times = command_latency(&bench, &heavy_token, &meta, 200).await;
+    let (fresh_token, fresh_meta) = bench.user("fresh").await;
+    let fresh_times = command_latency(&bench, &fresh_token, &fresh_meta, 200).await;
+    println!(
+        "command latency, fresh user:          p50 {}  p95 {}",
+        ms(median(fresh_times.clone())),
+        ms(p95(fresh_times))
+    );
+    println!(
+        "command latency, 10,000-event user:   p50 {}  p95 {}",
+        ms(median(heavy_times.clone())),
+        ms(p95(heavy_times))
+    );
+    println!(
+        "  (first command after start, loading all 10,000 events once: {})",
+        ms(cold)
+    );
+
+    let _ = stop.send(true);
+    server.await.unwrap().unwrap();
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&temp);
+}

@@ -1,0 +1,810 @@
+//! XMPP connector: logs a bare JID into its server over plain TCP, reads the roster and reports
+//! contacts' presence and roster pushes.
+//!
+//! It drives tokio-xmpp's XML stream layer itself instead of using `tokio_xmpp::Client`: that
+//! client reconnects on its own, hides SASL failures (a wrong password is retried for ever, even
+//! after the client is dropped) and never reports a lost connection. Here a login either
+//! succeeds or fails with a clear [`ConnectorError`], and a lost connection ends the session
+//! with [`ConnectorEvent::Disconnected`]; reconnecting is the caller's decision.
+//!
+//! The transport is plain TCP to the configured `host:port` (no DNS SRV, no STARTTLS yet), so
+//! this is only safe on loopback or a trusted network.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_xmpp::error::{AuthError, Error as XmppError};
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::Lang;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
+use tokio_xmpp::parsers::sasl::DefinedCondition as SaslCondition;
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, ReceivedStreamError};
+use tokio_xmpp::xmlstream::{
+    initiate_stream, FallibleStreamElement, PendingFeaturesRecv, ReadError, RecvFeaturesError,
+    StreamHeader, Timeouts, XmppStream, XmppStreamElement,
+};
+use tokio_xmpp::Stanza;
+use tracing::{debug, warn};
+
+use super::{
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, LiveSession,
+    RosterEntry, SessionControl,
+};
+use crate::domain::ids::{Handle, Protocol};
+use crate::secret::Secret;
+
+/// The XML stream over a buffered plain TCP connection.
+type Stream = XmppStream<BufStream<TcpStream>>;
+
+/// Events a session may queue before the consumer reads them; beyond that the session waits
+/// (and stops reading the socket) rather than dropping presence updates.
+const EVENT_QUEUE: usize = 64;
+/// Silence after which the session pings the server, and how long it then waits for any answer
+/// before it declares the connection dead: a dead TCP peer is otherwise never noticed.
+const STREAM_TIMEOUTS: Timeouts = Timeouts {
+    read_timeout: Duration::from_secs(60),
+    response_timeout: Duration::from_secs(30),
+};
+/// How long a closing session waits for the server to acknowledge the end of the stream.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// Upper bound for [`SessionControl::close`]: the goodbye plus a blocked socket write.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The SASL mechanisms tokio-xmpp implements, minus ANONYMOUS: it would "succeed" as a throwaway
+/// guest on servers that offer it, which is never what a bound account means.
+const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
+const BIND_ID: &str = "switchboard-bind";
+const ROSTER_ID: &str = "switchboard-roster";
+
+/// Logs XMPP accounts in; one instance serves every account.
+#[derive(Debug, Clone, Copy)]
+pub struct XmppConnector {
+    /// Liveness timeouts of every stream this connector opens.
+    timeouts: Timeouts,
+}
+
+impl Default for XmppConnector {
+    fn default() -> Self {
+        Self {
+            timeouts: STREAM_TIMEOUTS,
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for XmppConnector {
+    fn protocol(&self) -> Protocol {
+        Protocol::Xmpp
+    }
+
+    async fn connect(
+        &self,
+        login: &AccountLogin,
+        timeout: Duration,
+    ) -> Result<LiveSession, ConnectorError> {
+        let target = Target::parse(login)?;
+        // One deadline for the whole login: TCP connect, SASL, bind and roster.
+        let logged_in =
+            tokio::time::timeout(timeout, log_in(&target, &login.secret, self.timeouts))
+                .await
+                .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        debug!(server = %target.server, handle = %login.handle, "xmpp session online");
+
+        let LoggedIn {
+            stream,
+            roster,
+            backlog,
+        } = logged_in;
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        // Dropping the sender (with the LiveSession) stops the session just like a close.
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let session = Session {
+            stream,
+            own: target.jid,
+            events: events_tx,
+            stop: stop_rx,
+            roster: roster.clone(),
+            presence: HashMap::new(),
+            pings: 0,
+        };
+        let task = tokio::spawn(session.run(backlog));
+        Ok(LiveSession {
+            roster,
+            events,
+            shutdown: Box::new(XmppSessionControl {
+                stop: Some(stop_tx),
+                task: Some(task),
+            }),
+        })
+    }
+}
+
+/// Where and as whom to log in, validated before any network traffic.
+struct Target {
+    host: String,
+    port: u16,
+    /// `host:port` as configured, for messages.
+    server: String,
+    jid: BareJid,
+}
+
+impl Target {
+    fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
+        if login.protocol != Protocol::Xmpp {
+            return Err(invalid(format!(
+                "a {} account cannot log in over XMPP",
+                login.protocol
+            )));
+        }
+        let jid = BareJid::new(login.handle.as_str())
+            .ok()
+            .filter(|jid| jid.node().is_some())
+            .ok_or_else(|| invalid("the handle must be a bare JID such as user@example.org"))?;
+        let (host, port) = parse_host_port(&login.server)
+            .ok_or_else(|| invalid("the server must be host:port (IPv6 addresses in brackets)"))?;
+        Ok(Self {
+            host,
+            port,
+            server: login.server.clone(),
+            jid,
+        })
+    }
+}
+
+/// Splits `host:port`; IPv6 literals must be bracketed (`[::1]:5222`).
+fn parse_host_port(server: &str) -> Option<(String, u16)> {
+    let (host, port) = server.trim().rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']').filter(|ip| ip.contains(':'))?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let plausible = !host.is_empty()
+        && !host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '[' | ']'));
+    plausible.then(|| (host.to_owned(), port))
+}
+
+fn invalid(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidAccount(message.into())
+}
+
+/// What a successful login hands to the session.
+struct LoggedIn {
+    stream: Stream,
+    roster: Vec<RosterEntry>,
+    /// Stanzas that arrived while waiting for the bind and roster answers.
+    backlog: VecDeque<Stanza>,
+}
+
+async fn log_in(
+    target: &Target,
+    secret: &Secret,
+    timeouts: Timeouts,
+) -> Result<LoggedIn, ConnectorError> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| {
+            ConnectorError::Unreachable(format!("cannot connect to {}: {e}", target.server))
+        })?;
+    // Stanzas are small and latency matters more than packet count.
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!("cannot disable Nagle's algorithm: {e}");
+    }
+    let pending = initiate_stream(
+        BufStream::new(tcp),
+        ns::JABBER_CLIENT,
+        stream_header(&target.jid),
+        timeouts,
+    )
+    .await
+    .map_err(login_io_error)?;
+    let (features, stream) = receive_features(pending, &target.jid).await?;
+
+    let mechanisms: BTreeSet<String> = features
+        .sasl_mechanisms
+        .iter()
+        .filter(|offered| SASL_MECHANISMS.contains(&offered.as_str()))
+        .cloned()
+        .collect();
+    if mechanisms.is_empty() {
+        return Err(ConnectorError::Protocol(if features.can_starttls() {
+            "the server only allows login after STARTTLS, which this connector does not do yet"
+                .to_owned()
+        } else {
+            "the server offers no password login this connector supports".to_owned()
+        }));
+    }
+    let username = target.jid.node().map_or("", |node| node.as_str());
+    let credentials = blank_credentials(tokio_xmpp::client_login::<BufStream<TcpStream>>)
+        .with_username(username)
+        .with_password(secret.expose());
+    let authenticated = tokio_xmpp::client_login(stream, mechanisms, credentials)
+        .await
+        .map_err(auth_error)?;
+
+    // SASL success resets the stream; the new one offers resource binding.
+    let pending = authenticated
+        .send_header(stream_header(&target.jid))
+        .await
+        .map_err(login_io_error)?;
+    let (features, mut stream) = receive_features(pending, &target.jid).await?;
+    if features.bind.is_none() {
+        return Err(ConnectorError::Protocol(
+            "the server offers no resource binding".to_owned(),
+        ));
+    }
+
+    let mut backlog = VecDeque::new();
+    let bind = BindQuery::new(Some(new_resource()));
+    send_stanza(&mut stream, Iq::from_set(BIND_ID, bind).into())
+        .await
+        .map_err(login_io_error)?;
+    let bound: BindResponse = parse_result(
+        await_answer(&mut stream, BIND_ID, &mut backlog).await?,
+        "resource binding",
+    )?
+    .ok_or_else(|| ConnectorError::Protocol("empty answer to resource binding".to_owned()))?;
+    debug!(jid = %bound.jid, "xmpp resource bound");
+
+    let query = Roster {
+        ver: None,
+        items: Vec::new(),
+    };
+    send_stanza(&mut stream, Iq::from_get(ROSTER_ID, query).into())
+        .await
+        .map_err(login_io_error)?;
+    let roster: Option<Roster> = parse_result(
+        await_answer(&mut stream, ROSTER_ID, &mut backlog).await?,
+        "the roster request",
+    )?;
+    let roster = roster
+        .map(|roster| roster.items.iter().filter_map(roster_entry).collect())
+        .unwrap_or_default();
+
+    // Initial presence last: only now does the server send contacts' presence to us.
+    send_stanza(&mut stream, Presence::available().into())
+        .await
+        .map_err(login_io_error)?;
+    Ok(LoggedIn {
+        stream,
+        roster,
+        backlog,
+    })
+}
+
+/// Empty SASL credentials of the type `client_login` takes. tokio-xmpp does not re-export the
+/// `sasl` crate, so the type is taken from the function's signature rather than named: this
+/// keeps `sasl` out of our direct dependencies.
+fn blank_credentials<S, C: Default, F>(_login: fn(XmppStream<S>, BTreeSet<String>, C) -> F) -> C {
+    C::default()
+}
+
+/// A resource of our own, so several Switchboard sessions of one account do not kick each other.
+fn new_resource() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("switchboard-{}", &id[..12])
+}
+
+fn stream_header(jid: &BareJid) -> StreamHeader<'_> {
+    StreamHeader {
+        to: Some(jid.domain().as_str().into()),
+        from: None,
+        id: None,
+    }
+}
+
+async fn receive_features(
+    pending: PendingFeaturesRecv<BufStream<TcpStream>>,
+    jid: &BareJid,
+) -> Result<(tokio_xmpp::parsers::stream_features::StreamFeatures, Stream), ConnectorError> {
+    pending.recv_features().await.map_err(|e| match e {
+        RecvFeaturesError::Io(e) => login_io_error(e),
+        RecvFeaturesError::StreamError(e) => login_stream_error(&e, jid),
+    })
+}
+
+fn login_stream_error(error: &ReceivedStreamError, jid: &BareJid) -> ConnectorError {
+    match error.0.condition {
+        StreamCondition::HostUnknown => invalid(format!(
+            "the server does not host the domain {}",
+            jid.domain()
+        )),
+        _ => ConnectorError::Protocol(error.to_string()),
+    }
+}
+
+fn login_io_error(error: io::Error) -> ConnectorError {
+    match error.kind() {
+        io::ErrorKind::InvalidData => {
+            ConnectorError::Protocol(format!("the server does not speak XMPP: {error}"))
+        }
+        _ => ConnectorError::Unreachable(format!("connection failed during login: {error}")),
+    }
+}
+
+fn auth_error(error: XmppError) -> ConnectorError {
+    match error {
+        XmppError::Auth(AuthError::Fail(condition)) => match condition {
+            SaslCondition::NotAuthorized
+            | SaslCondition::AccountDisabled
+            | SaslCondition::CredentialsExpired
+            | SaslCondition::InvalidAuthzid => ConnectorError::AuthFailed,
+            SaslCondition::TemporaryAuthFailure => ConnectorError::Unreachable(
+                "the server cannot check credentials right now".to_owned(),
+            ),
+            SaslCondition::EncryptionRequired | SaslCondition::MechanismTooWeak => {
+                ConnectorError::Protocol(
+                    "the server requires an encrypted connection for login".to_owned(),
+                )
+            }
+            other => ConnectorError::Protocol(format!("login refused: {other:?}")),
+        },
+        // Local SASL failures (for instance a malformed server challenge); the detail is left
+        // out on purpose, as SASL state is derived from the password.
+        XmppError::Auth(_) => ConnectorError::Protocol("the SASL exchange failed".to_owned()),
+        XmppError::Io(e) => login_io_error(e),
+        XmppError::Disconnected => {
+            ConnectorError::Unreachable("the server closed the connection during login".to_owned())
+        }
+        other => ConnectorError::Protocol(other.to_string()),
+    }
+}
+
+async fn send_stanza(stream: &mut Stream, stanza: Stanza) -> io::Result<()> {
+    stream.send(&XmppStreamElement::Stanza(stanza)).await
+}
+
+/// Reads until the answer to the IQ `id` arrives; other stanzas are kept for the session.
+async fn await_answer(
+    stream: &mut Stream,
+    id: &str,
+    backlog: &mut VecDeque<Stanza>,
+) -> Result<Iq, ConnectorError> {
+    loop {
+        let element = match stream.next().await {
+            Some(Ok(FallibleStreamElement::Ok(element))) => element,
+            Some(Ok(FallibleStreamElement::Err(e))) => {
+                debug!("ignoring an unparsable element during login: {e}");
+                continue;
+            }
+            Some(Err(ReadError::ParseError(e))) => {
+                debug!("ignoring an unparsable element during login: {e}");
+                continue;
+            }
+            // The login deadline bounds the wait; nothing to do here.
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::HardError(e))) => return Err(login_io_error(e)),
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(ConnectorError::Unreachable(
+                    "the server closed the stream during login".to_owned(),
+                ))
+            }
+        };
+        match element {
+            XmppStreamElement::Stanza(Stanza::Iq(iq @ (Iq::Result { .. } | Iq::Error { .. })))
+                if iq.id() == id =>
+            {
+                return Ok(iq)
+            }
+            XmppStreamElement::Stanza(other) => backlog.push_back(other),
+            XmppStreamElement::StreamError(e) => {
+                return Err(ConnectorError::Protocol(e.to_string()))
+            }
+            other => debug!("ignoring {other:?} during login"),
+        }
+    }
+}
+
+/// The typed payload of an IQ result, or the error the server gave for `what`.
+fn parse_result<T: TryFrom<Element>>(iq: Iq, what: &str) -> Result<Option<T>, ConnectorError> {
+    match iq {
+        Iq::Result { payload: None, .. } => Ok(None),
+        Iq::Result {
+            payload: Some(payload),
+            ..
+        } => T::try_from(payload)
+            .map(Some)
+            .map_err(|_| ConnectorError::Protocol(format!("unreadable answer to {what}"))),
+        Iq::Error { error, .. } => Err(ConnectorError::Protocol(format!(
+            "the server refused {what}: {:?}",
+            error.defined_condition
+        ))),
+        Iq::Get { .. } | Iq::Set { .. } => Err(ConnectorError::Protocol(format!(
+            "unexpected request in answer to {what}"
+        ))),
+    }
+}
+
+/// A roster item as Switchboard sees it; `None` for removals and unusable JIDs.
+fn roster_entry(item: &Item) -> Option<RosterEntry> {
+    if item.subscription == Subscription::Remove {
+        return None;
+    }
+    let handle = match Handle::parse(Protocol::Xmpp, item.jid.as_str()) {
+        Ok(handle) => handle,
+        Err(e) => {
+            warn!(jid = %item.jid, "skipping a roster item: {e}");
+            return None;
+        }
+    };
+    let display_name = item
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned);
+    Some(RosterEntry {
+        handle,
+        display_name,
+    })
+}
+
+fn availability(show: Option<&Show>) -> Availability {
+    match show {
+        None => Availability::Online,
+        Some(Show::Chat) => Availability::Chat,
+        Some(Show::Away) => Availability::Away,
+        Some(Show::Xa) => Availability::ExtendedAway,
+        Some(Show::Dnd) => Availability::DoNotDisturb,
+    }
+}
+
+/// The status text to show: the one without a language tag, else English, else any.
+fn status_text(statuses: &BTreeMap<Lang, String>) -> Option<String> {
+    let in_lang = |wanted: &str| {
+        statuses
+            .iter()
+            .find_map(|(lang, text)| (lang.as_str() == wanted).then_some(text))
+    };
+    in_lang("")
+        .or_else(|| in_lang("en"))
+        .or_else(|| statuses.values().next())
+        .map(|text| text.trim())
+        .filter(|text| !text.is_empty())
+        .map(str::to_owned)
+}
+
+/// One contact's presence across its resources; the most available resource wins.
+#[derive(Default)]
+struct ContactPresence {
+    /// By resource (empty for presence from the bare JID): availability, priority, status.
+    resources: BTreeMap<String, (Availability, i8, Option<String>)>,
+    /// Status text of the last unavailable presence, shown while the contact is offline.
+    offline_status: Option<String>,
+    /// What was last reported, to report only changes.
+    reported: Option<(Availability, Option<String>)>,
+}
+
+impl ContactPresence {
+    fn summary(&self) -> (Availability, Option<String>) {
+        self.resources
+            .values()
+            .max_by_key(|(availability, priority, _)| (*availability, *priority))
+            .map(|(availability, _, status)| (*availability, status.clone()))
+            .unwrap_or((Availability::Offline, self.offline_status.clone()))
+    }
+}
+
+/// Why a session ends.
+enum End {
+    /// Closed or dropped by Switchboard: say goodbye, report nothing.
+    Local,
+    /// Lost upstream: report the reason.
+    Remote(String),
+}
+
+/// A logged-in connection, run by one task.
+struct Session {
+    stream: Stream,
+    own: BareJid,
+    events: mpsc::Sender<ConnectorEvent>,
+    /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
+    stop: mpsc::Receiver<()>,
+    roster: Vec<RosterEntry>,
+    presence: HashMap<Handle, ContactPresence>,
+    pings: u64,
+}
+
+impl Session {
+    async fn run(mut self, backlog: VecDeque<Stanza>) {
+        let mut end = Ok(());
+        for stanza in backlog {
+            end = self.handle_stanza(stanza).await;
+            if end.is_err() {
+                break;
+            }
+        }
+        while end.is_ok() {
+            end = tokio::select! {
+                _ = self.stop.recv() => Err(End::Local),
+                _ = self.events.closed() => Err(End::Local),
+                item = self.stream.next() => self.handle_item(item).await,
+            };
+        }
+        match end {
+            Err(End::Remote(reason)) => {
+                debug!(%reason, "xmpp session lost");
+                // Best effort: the receiver may be gone or the stop may come first.
+                let _ = self.emit(ConnectorEvent::Disconnected { reason }).await;
+            }
+            Err(End::Local) | Ok(()) => self.say_goodbye().await,
+        }
+    }
+
+    async fn handle_item(
+        &mut self,
+        item: Option<Result<FallibleStreamElement, ReadError>>,
+    ) -> Result<(), End> {
+        match item {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
+                self.handle_stanza(stanza).await
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                // For instance `conflict` when another client took our resource. The server
+                // closes the stream right after; close ours too.
+                self.close_stream().await;
+                Err(End::Remote(e.to_string()))
+            }
+            Some(Ok(FallibleStreamElement::Ok(other))) => {
+                debug!("ignoring {other:?}");
+                Ok(())
+            }
+            Some(Ok(FallibleStreamElement::Err(e))) => {
+                debug!("ignoring an unparsable element: {e}");
+                Ok(())
+            }
+            Some(Err(ReadError::ParseError(e))) => {
+                debug!("ignoring an unparsable element: {e}");
+                Ok(())
+            }
+            Some(Err(ReadError::SoftTimeout)) => {
+                // Any answer, even an error, resets the read timer; none means a dead link.
+                self.pings += 1;
+                let ping = Iq::from_get(format!("switchboard-ping-{}", self.pings), Ping);
+                self.send(ping.into()).await
+            }
+            Some(Err(ReadError::StreamFooterReceived)) => {
+                self.close_stream().await;
+                Err(End::Remote("the server closed the stream".to_owned()))
+            }
+            Some(Err(ReadError::HardError(e))) => {
+                Err(End::Remote(format!("the connection failed: {e}")))
+            }
+            None => Err(End::Remote("the connection was closed".to_owned())),
+        }
+    }
+
+    async fn handle_stanza(&mut self, stanza: Stanza) -> Result<(), End> {
+        match stanza {
+            Stanza::Presence(presence) => self.handle_presence(presence).await,
+            Stanza::Iq(iq) => self.handle_iq(iq).await,
+            // Messages are not part of the connector's job yet.
+            Stanza::Message(_) => Ok(()),
+        }
+    }
+
+    async fn handle_presence(&mut self, presence: Presence) -> Result<(), End> {
+        // Presence without `from` comes from our own account.
+        let Some(from) = presence.from.as_ref() else {
+            return Ok(());
+        };
+        let bare = from.to_bare();
+        if bare == self.own {
+            return Ok(());
+        }
+        let Ok(handle) = Handle::parse(Protocol::Xmpp, bare.as_str()) else {
+            return Ok(());
+        };
+        // Only contacts: directed presence from strangers or rooms is not ours to report.
+        if !self.roster.iter().any(|entry| entry.handle == handle) {
+            debug!(%bare, "ignoring presence from outside the roster");
+            return Ok(());
+        }
+        let resource = from.resource().map_or("", |r| r.as_str()).to_owned();
+        let contact = self.presence.entry(handle.clone()).or_default();
+        match presence.type_ {
+            PresenceType::None => {
+                let entry = (
+                    availability(presence.show.as_ref()),
+                    presence.priority.0,
+                    status_text(&presence.statuses),
+                );
+                contact.resources.insert(resource, entry);
+            }
+            PresenceType::Unavailable => {
+                // Unavailable from the bare JID means every resource is gone.
+                if resource.is_empty() {
+                    contact.resources.clear();
+                } else {
+                    contact.resources.remove(&resource);
+                }
+                contact.offline_status = status_text(&presence.statuses);
+            }
+            // The contact's server could not be reached: treat as offline.
+            PresenceType::Error => {
+                contact.resources.clear();
+                contact.offline_status = None;
+            }
+            // Subscription requests and probes: not reported by this connector yet.
+            _ => return Ok(()),
+        }
+        let summary = contact.summary();
+        if contact.reported.as_ref() == Some(&summary) {
+            return Ok(());
+        }
+        contact.reported = Some(summary.clone());
+        let (availability, status) = summary;
+        self.emit(ConnectorEvent::Presence {
+            handle,
+            availability,
+            status,
+        })
+        .await
+    }
+
+    async fn handle_iq(&mut self, iq: Iq) -> Result<(), End> {
+        match iq {
+            Iq::Set {
+                from, id, payload, ..
+            } if payload.is("query", ns::ROSTER) => {
+                // RFC 6121 §2.1.6: only our own account may push roster changes.
+                if !self.is_own_account(from.as_ref()) {
+                    warn!(?from, "ignoring a roster push from a foreign JID");
+                    return self
+                        .send(error_reply(from, id, DefinedCondition::Forbidden))
+                        .await;
+                }
+                match Roster::try_from(payload) {
+                    Ok(push) => {
+                        self.send(result_reply(from, id)).await?;
+                        self.apply_roster_push(&push.items);
+                        self.emit(ConnectorEvent::RosterChanged(self.roster.clone()))
+                            .await
+                    }
+                    Err(_) => {
+                        self.send(error_reply(from, id, DefinedCondition::BadRequest))
+                            .await
+                    }
+                }
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } if payload.is("ping", ns::PING) => self.send(result_reply(from, id)).await,
+            // Every request needs an answer (RFC 6120 §8.2.3); we offer nothing else.
+            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
+                self.send(error_reply(from, id, DefinedCondition::ServiceUnavailable))
+                    .await
+            }
+            // Answers to our keepalive pings; they have done their job by arriving.
+            Iq::Result { .. } | Iq::Error { .. } => Ok(()),
+        }
+    }
+
+    fn is_own_account(&self, from: Option<&Jid>) -> bool {
+        from.is_none_or(|from| from.to_bare() == self.own)
+    }
+
+    fn apply_roster_push(&mut self, items: &[Item]) {
+        for item in items {
+            let Ok(handle) = Handle::parse(Protocol::Xmpp, item.jid.as_str()) else {
+                continue;
+            };
+            let position = self.roster.iter().position(|entry| entry.handle == handle);
+            match (roster_entry(item), position) {
+                (Some(entry), Some(at)) => self.roster[at] = entry,
+                (Some(entry), None) => self.roster.push(entry),
+                (None, Some(at)) => {
+                    self.roster.remove(at);
+                    self.presence.remove(&handle);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Answers the server's end of the stream with ours; the outcome no longer matters.
+    async fn close_stream(&mut self) {
+        let footer = <Stream as SinkExt<&XmppStreamElement>>::close(&mut self.stream);
+        let _ = tokio::time::timeout(GOODBYE_GRACE, footer).await;
+    }
+
+    async fn send(&mut self, stanza: Stanza) -> Result<(), End> {
+        send_stanza(&mut self.stream, stanza)
+            .await
+            .map_err(|e| End::Remote(format!("the connection failed: {e}")))
+    }
+
+    /// Queues an event; gives up when Switchboard stops the session or stops listening.
+    async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
+        tokio::select! {
+            sent = self.events.send(event) => sent.map_err(|_| End::Local),
+            _ = self.stop.recv() => Err(End::Local),
+        }
+    }
+
+    /// Logs out cleanly: unavailable presence, stream footer, then a short wait for the
+    /// server's footer so it has processed both before the socket goes.
+    async fn say_goodbye(mut self) {
+        let goodbye = async {
+            send_stanza(&mut self.stream, Presence::unavailable().into()).await?;
+            self.stream.shutdown().await?;
+            while let Some(item) = self.stream.next().await {
+                if let Err(ReadError::StreamFooterReceived | ReadError::HardError(_)) = item {
+                    break;
+                }
+            }
+            io::Result::Ok(())
+        };
+        match tokio::time::timeout(GOODBYE_GRACE, goodbye).await {
+            Ok(Ok(())) => debug!("xmpp session closed"),
+            Ok(Err(e)) => debug!("xmpp session closed uncleanly: {e}"),
+            Err(_) => debug!("xmpp server did not acknowledge the logout in time"),
+        }
+    }
+}
+
+fn result_reply(to: Option<Jid>, id: String) -> Stanza {
+    Iq::Result {
+        from: None,
+        to,
+        id,
+        payload: None,
+    }
+    .into()
+}
+
+fn error_reply(to: Option<Jid>, id: String, condition: DefinedCondition) -> Stanza {
+    Iq::Error {
+        from: None,
+        to,
+        id,
+        error: StanzaError {
+            type_: ErrorType::Cancel,
+            by: None,
+            defined_condition: condition,
+            texts: BTreeMap::new(),
+            other: None,
+        },
+        payload: None,
+    }
+    .into()
+}
+
+/// The control side of a session: stops its task and waits for the logout.
+struct XmppSessionControl {
+    stop: Option<mpsc::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+#[async_trait]
+impl SessionControl for XmppSessionControl {
+    async fn close(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // A full queue means a stop is already pending; dropping the sender stops it too.
+            let _ = stop.try_send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
+                warn!("xmpp session did not stop in time; aborting it");
+                abort.abort();
+            }
+        }
+    }
+}
