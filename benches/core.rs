@@ -99,7 +99,10 @@ impl Bench {
         let list = self
             .gql(Some(&token), "{ contacts { contacts { id } } }", json!({}))
             .await;
-        let ids: Vec<Value> = list["contacts"]["contacts"].as_array().unwrap()[..2].to_vec();
+        let ids: Vec<Value> = list["contacts"]["contacts"].as_array().unwrap()[..2]
+            .iter()
+            .map(|c| c["id"].clone())
+            .collect();
         let merged = self
             .gql(
                 Some(&token),

@@ -26,7 +26,9 @@
 # both servers out of a temporary folder and tear everything down at exit.
 #
 # XMPP test users, all on domain "localhost"; the password of each is "<name>-pw-7Q":
-#   alice, alice2, bob, carol, dave, mallory      (e.g. alice@localhost / alice-pw-7Q)
+#   alice, alice2, bob, carol, dave, mallory      (e.g. alice@localhost / alice-pw-7Q), for the
+#   API tests, and ann, ben, cid, dot, eve, for the connector tests (tests/xmpp.rs), which
+#   change presence and so keep to users of their own.
 #
 # Rosters. They come from Prosody's mod_groups (a groups_file). mod_groups makes every member of a
 # group a contact of every other member of that group, with subscription "both", and puts the
@@ -41,6 +43,8 @@
 #   carol@localhost:    alice@localhost "Alice" [Family]; alice2@localhost "Alice2" [Neighbours]
 #   dave@localhost:     alice@localhost "Alice" [Work]
 #   mallory@localhost:  bob@localhost "Bob" [Chess]
+#   ann, ben, cid, dot, eve: one group [Pals] of five: each has the other four, named "Ann",
+#                       "Ben", "Cid", "Dot", "Eve".
 # Note: roster items from mod_groups are not stored (persist=false) and cannot be removed by a
 # client; contacts a client adds itself are stored normally and disappear with the temp folder.
 # The `--check` mode logs in as each user and asserts exactly these rosters.
@@ -303,10 +307,11 @@ _sbt_start_postgres() {
 # ----------------------------------------------------------------------------------------------
 
 # user:Display name — the test users. Password of each: "<user>-pw-7Q".
-_sbt_xmpp_users=(alice:Alice alice2:Alice2 bob:Bob carol:Carol dave:Dave mallory:Mallory)
+_sbt_xmpp_users=(alice:Alice alice2:Alice2 bob:Bob carol:Carol dave:Dave mallory:Mallory
+	ann:Ann ben:Ben cid:Cid dot:Dot eve:Eve)
 
-# Each group has exactly two members, i.e. it is one mutual contact relation (see the header for
-# the resulting rosters). Format: "Group:user1 user2". No comments or blank lines go into the
+# Each group but Pals has exactly two members, i.e. it is one mutual contact relation (see the
+# header for the resulting rosters). Format: "Group:user1 user2". No comments or blank lines go into the
 # generated file: mod_groups reads every line that is not a [Group] header as a member JID.
 _sbt_xmpp_groups=(
 	"Friends:alice bob"
@@ -315,6 +320,7 @@ _sbt_xmpp_groups=(
 	"Club:alice2 bob"
 	"Neighbours:alice2 carol"
 	"Chess:mallory bob"
+	"Pals:ann ben cid dot eve"
 )
 
 _sbt_start_prosody() {
@@ -438,6 +444,9 @@ expected = {
     "dave":    {"alice": ("Alice", "Work")},
     "mallory": {"bob": ("Bob", "Chess")},
 }
+pals = ["ann", "ben", "cid", "dot", "eve"]
+for pal in pals:
+    expected[pal] = {other: (other.capitalize(), "Pals") for other in pals if other != pal}
 OPEN = ("<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
         "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" % domain)
 

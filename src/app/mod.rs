@@ -229,10 +229,10 @@ impl Switchboard {
         if sequence == 0 {
             return;
         }
+        let mut changes = self.views.subscribe();
         for view in [contacts::NAME, history::NAME] {
-            match wait_until_applied(&self.pool, view, user, sequence, self.settings.view_wait)
-                .await
-            {
+            let wait = self.settings.view_wait;
+            match wait_until_applied(&self.pool, &mut changes, view, user, sequence, wait).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(%user, view, "views lag behind; answering with what they have")

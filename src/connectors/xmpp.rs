@@ -206,6 +206,8 @@ async fn log_in(
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot disable Nagle's algorithm: {e}");
     }
+    // PLAIN puts the password itself on the wire: without TLS only acceptable on loopback.
+    let plain_allowed = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
     let pending = initiate_stream(
         BufStream::new(tcp),
         ns::JABBER_CLIENT,
@@ -216,22 +218,19 @@ async fn log_in(
     .map_err(login_io_error)?;
     let (features, stream) = receive_features(pending, &target.jid).await?;
 
-    let mechanisms: BTreeSet<String> = features
-        .sasl_mechanisms
-        .iter()
-        .filter(|offered| SASL_MECHANISMS.contains(&offered.as_str()))
-        .cloned()
-        .collect();
+    let mechanisms = usable_mechanisms(&features.sasl_mechanisms, plain_allowed);
     if mechanisms.is_empty() {
-        return Err(ConnectorError::Protocol(if features.can_starttls() {
+        let reason = if features.can_starttls() {
             "the server only allows login after STARTTLS, which this connector does not do yet"
-                .to_owned()
+        } else if features.sasl_mechanisms.contains("PLAIN") {
+            "the server only offers PLAIN login, which would send the password unencrypted"
         } else {
-            "the server offers no password login this connector supports".to_owned()
-        }));
+            "the server offers no password login this connector supports"
+        };
+        return Err(ConnectorError::Protocol(reason.to_owned()));
     }
     let username = target.jid.node().map_or("", |node| node.as_str());
-    let credentials = blank_credentials(tokio_xmpp::client_login::<BufStream<TcpStream>>)
+    let credentials = sasl::common::Credentials::default()
         .with_username(username)
         .with_password(secret.expose());
     let authenticated = tokio_xmpp::client_login(stream, mechanisms, credentials)
@@ -288,11 +287,15 @@ async fn log_in(
     })
 }
 
-/// Empty SASL credentials of the type `client_login` takes. tokio-xmpp does not re-export the
-/// `sasl` crate, so the type is taken from the function's signature rather than named: this
-/// keeps `sasl` out of our direct dependencies.
-fn blank_credentials<S, C: Default, F>(_login: fn(XmppStream<S>, BTreeSet<String>, C) -> F) -> C {
-    C::default()
+/// The offered SASL mechanisms tokio-xmpp may choose from (it prefers SCRAM-SHA-256, then
+/// SCRAM-SHA-1, then PLAIN).
+fn usable_mechanisms(offered: &BTreeSet<String>, plain_allowed: bool) -> BTreeSet<String> {
+    offered
+        .iter()
+        .filter(|mechanism| SASL_MECHANISMS.contains(&mechanism.as_str()))
+        .filter(|mechanism| plain_allowed || mechanism.as_str() != "PLAIN")
+        .cloned()
+        .collect()
 }
 
 /// A resource of our own, so several Switchboard sessions of one account do not kick each other.
@@ -355,8 +358,7 @@ fn auth_error(error: XmppError) -> ConnectorError {
             }
             other => ConnectorError::Protocol(format!("login refused: {other:?}")),
         },
-        // Local SASL failures (for instance a malformed server challenge); the detail is left
-        // out on purpose, as SASL state is derived from the password.
+        // A local SASL failure, such as a challenge the mechanism cannot parse.
         XmppError::Auth(_) => ConnectorError::Protocol("the SASL exchange failed".to_owned()),
         XmppError::Io(e) => login_io_error(e),
         XmppError::Disconnected => {
@@ -806,5 +808,138 @@ impl SessionControl for XmppSessionControl {
                 abort.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_must_be_host_and_port() {
+        assert_eq!(
+            parse_host_port("localhost:5222"),
+            Some(("localhost".to_owned(), 5222))
+        );
+        assert_eq!(
+            parse_host_port(" 127.0.0.1:1 "),
+            Some(("127.0.0.1".to_owned(), 1))
+        );
+        assert_eq!(
+            parse_host_port("[::1]:15222"),
+            Some(("::1".to_owned(), 15222))
+        );
+        for bad in [
+            "",
+            "localhost",
+            "localhost:",
+            ":5222",
+            "localhost:0",
+            "localhost:65536",
+            "localhost:x",
+            "::1:5222",
+            "[localhost]:5222",
+            "user@host:5222",
+            "xmpp://host:5222",
+            "two words:5222",
+        ] {
+            assert_eq!(parse_host_port(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_login_only_where_allowed_and_never_anonymous() {
+        let offered: BTreeSet<String> = ["ANONYMOUS", "PLAIN", "SCRAM-SHA-1", "X-OAUTH2"]
+            .map(str::to_owned)
+            .into();
+        let names = |set: BTreeSet<String>| set.into_iter().collect::<Vec<_>>();
+        assert_eq!(
+            names(usable_mechanisms(&offered, true)),
+            ["PLAIN", "SCRAM-SHA-1"]
+        );
+        assert_eq!(names(usable_mechanisms(&offered, false)), ["SCRAM-SHA-1"]);
+    }
+
+    #[test]
+    fn show_maps_to_availability() {
+        assert_eq!(availability(None), Availability::Online);
+        assert_eq!(availability(Some(&Show::Chat)), Availability::Chat);
+        assert_eq!(availability(Some(&Show::Away)), Availability::Away);
+        assert_eq!(availability(Some(&Show::Xa)), Availability::ExtendedAway);
+        assert_eq!(availability(Some(&Show::Dnd)), Availability::DoNotDisturb);
+    }
+
+    #[test]
+    fn status_prefers_untagged_then_english() {
+        let statuses = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(lang, text)| (Lang((*lang).to_owned()), (*text).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(status_text(&statuses(&[])), None);
+        assert_eq!(status_text(&statuses(&[("", "  ")])), None);
+        assert_eq!(
+            status_text(&statuses(&[("de", "weg"), ("", " out ")])),
+            Some("out".to_owned())
+        );
+        assert_eq!(
+            status_text(&statuses(&[("de", "weg"), ("en", "away")])),
+            Some("away".to_owned())
+        );
+        assert_eq!(
+            status_text(&statuses(&[("de", "weg")])),
+            Some("weg".to_owned())
+        );
+    }
+
+    #[test]
+    fn the_most_available_resource_wins() {
+        let mut contact = ContactPresence::default();
+        assert_eq!(contact.summary(), (Availability::Offline, None));
+        contact.resources.insert(
+            "phone".to_owned(),
+            (Availability::Away, 0, Some("on the go".to_owned())),
+        );
+        contact
+            .resources
+            .insert("desk".to_owned(), (Availability::Online, -1, None));
+        assert_eq!(contact.summary(), (Availability::Online, None));
+        contact.resources.remove("desk");
+        assert_eq!(
+            contact.summary(),
+            (Availability::Away, Some("on the go".to_owned()))
+        );
+        contact.resources.clear();
+        contact.offline_status = Some("bye".to_owned());
+        assert_eq!(
+            contact.summary(),
+            (Availability::Offline, Some("bye".to_owned()))
+        );
+    }
+
+    #[test]
+    fn roster_items_become_entries() {
+        let item = |jid: &str, name: Option<&str>, subscription| Item {
+            jid: BareJid::new(jid).unwrap(),
+            name: name.map(str::to_owned),
+            subscription,
+            ask: Default::default(),
+            groups: Vec::new(),
+            approved: None,
+        };
+        assert_eq!(
+            roster_entry(&item("Bob@Example.org", Some(" Bob "), Subscription::Both)),
+            Some(RosterEntry {
+                handle: Handle::parse(Protocol::Xmpp, "bob@example.org").unwrap(),
+                display_name: Some("Bob".to_owned()),
+            })
+        );
+        let unnamed = roster_entry(&item("carol@example.org", Some(""), Subscription::None));
+        assert_eq!(unnamed.and_then(|entry| entry.display_name), None);
+        assert_eq!(
+            roster_entry(&item("dave@example.org", None, Subscription::Remove)),
+            None
+        );
     }
 }

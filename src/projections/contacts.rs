@@ -2,14 +2,14 @@
 //! `account_view`, `meta_contact_view` and `contact_view`, plus the read model both the live
 //! view and time travel return.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::ids::{AccountId, ContactId, MetaContactId, UserId};
-use crate::domain::user::{MetaContactState, User, UserEvent};
+use crate::domain::user::{BindingChange, MetaContactState, User, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
 
@@ -150,19 +150,25 @@ impl ContactList {
 /// Keeps the account and contact views.
 pub struct ContactsProjection;
 
-async fn set_meta_contact(
+/// Applies one binding change, writing only what differs between its before and after states
+/// (a rename touches one row, not every member's).
+async fn apply_change(
     conn: &mut PgConnection,
     event: &StoredEvent,
-    id: MetaContactId,
-    state: Option<&MetaContactState>,
+    change: &BindingChange,
 ) -> Result<(), sqlx::Error> {
     let user = event.user_id.0;
-    sqlx::query("UPDATE contact_view SET meta_contact_id = NULL WHERE user_id = $1 AND meta_contact_id = $2")
-        .bind(user)
-        .bind(id.0)
-        .execute(&mut *conn)
-        .await?;
-    match state {
+    let id = change.meta_contact_id;
+    let members = |state: &Option<MetaContactState>| -> BTreeSet<Uuid> {
+        state
+            .iter()
+            .flat_map(|s| s.members.iter().map(|m| m.0))
+            .collect()
+    };
+    let (before, after) = (members(&change.before), members(&change.after));
+    let left: Vec<Uuid> = before.difference(&after).copied().collect();
+    let joined: Vec<Uuid> = after.difference(&before).copied().collect();
+    match &change.after {
         None => {
             sqlx::query(
                 "DELETE FROM meta_contact_view WHERE user_id = $1 AND meta_contact_id = $2",
@@ -172,7 +178,7 @@ async fn set_meta_contact(
             .execute(&mut *conn)
             .await?;
         }
-        Some(state) => {
+        Some(state) if change.before.as_ref().map(|b| &b.name) != Some(&state.name) => {
             sqlx::query(
                 "INSERT INTO meta_contact_view (user_id, meta_contact_id, name, updated_at) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, meta_contact_id) \
@@ -184,16 +190,27 @@ async fn set_meta_contact(
             .bind(event.recorded_at)
             .execute(&mut *conn)
             .await?;
-            let members: Vec<Uuid> = state.members.iter().map(|m| m.0).collect();
-            sqlx::query(
-                "UPDATE contact_view SET meta_contact_id = $2 WHERE user_id = $1 AND contact_id = ANY($3)",
-            )
+        }
+        Some(_) => {}
+    }
+    if !left.is_empty() {
+        sqlx::query(
+            "UPDATE contact_view SET meta_contact_id = NULL \
+             WHERE user_id = $1 AND meta_contact_id = $2 AND contact_id = ANY($3)",
+        )
+        .bind(user)
+        .bind(id.0)
+        .bind(&left)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !joined.is_empty() {
+        sqlx::query("UPDATE contact_view SET meta_contact_id = $2 WHERE user_id = $1 AND contact_id = ANY($3)")
             .bind(user)
             .bind(id.0)
-            .bind(&members)
+            .bind(&joined)
             .execute(&mut *conn)
             .await?;
-        }
     }
     Ok(())
 }
@@ -207,8 +224,7 @@ impl Projection for ContactsProjection {
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
         let user = event.user_id.0;
         if let Some(change) = event.event.binding_change() {
-            return set_meta_contact(conn, event, change.meta_contact_id, change.after.as_ref())
-                .await;
+            return apply_change(conn, event, &change).await;
         }
         match &event.event {
             UserEvent::UserRegistered { user_name, .. } => {

@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::ids::UserId;
+use crate::projections::notify::ViewChanged;
 use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
 
 /// How many events one transaction applies at most.
@@ -220,35 +221,57 @@ pub async fn rebuild(
     Ok(done)
 }
 
+/// Whether `projection` has applied the event at `sequence` of `user`'s stream.
+pub async fn is_applied(
+    pool: &PgPool,
+    projection: &str,
+    user: UserId,
+    sequence: usize,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT (e.tx_id, e.position) <= (c.tx_id, c.position) \
+           FROM events e, projection_checkpoints c \
+          WHERE e.aggregate_type = 'User' AND e.aggregate_id = $2 AND e.sequence = $3 \
+            AND c.name = $1), false)",
+    )
+    .bind(projection)
+    .bind(user.to_string())
+    .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+    .fetch_one(pool)
+    .await
+}
+
 /// Waits until `projection` has applied every event of `user` up to `sequence`, or `timeout`.
+/// Woken by the view-change notifications in `changes` (subscribed before the command ran),
+/// and every 50 ms in case one was missed.
 pub async fn wait_until_applied(
     pool: &PgPool,
+    changes: &mut broadcast::Receiver<ViewChanged>,
     projection: &str,
     user: UserId,
     sequence: usize,
     timeout: Duration,
 ) -> Result<bool, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
     loop {
-        let applied: bool = sqlx::query_scalar(
-            "SELECT COALESCE((SELECT (e.tx_id, e.position) <= (c.tx_id, c.position) \
-               FROM events e, projection_checkpoints c \
-              WHERE e.aggregate_type = 'User' AND e.aggregate_id = $2 AND e.sequence = $3 \
-                AND c.name = $1), false)",
-        )
-        .bind(projection)
-        .bind(user.to_string())
-        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-        .fetch_one(pool)
-        .await?;
-        if applied {
+        if is_applied(pool, projection, user, sequence).await? {
             return Ok(true);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        let next_change = async {
+            loop {
+                match changes.recv().await {
+                    Ok(change) if change.user_id == user => return,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), next_change)
+            .await;
     }
 }

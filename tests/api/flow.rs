@@ -277,6 +277,44 @@ async fn register_login_merge_unbind_undo_history_and_time_travel() {
         )
         .await;
     assert_eq!(replayed.data()["contacts"], live.data()["contacts"]);
+
+    // Logging out ends the session (and, being the last one, the upstream connections).
+    let other = app
+        .gql(None, "mutation { login(userName: \"ALICE\", password: \"correct horse battery\") { token } }", json!({}))
+        .await;
+    let other = other.data()["login"]["token"].as_str().unwrap().to_owned();
+    let out = app
+        .gql(Some(&token), "mutation { logout }", json!({}))
+        .await;
+    assert_eq!(out.data()["logout"], true);
+    assert_eq!(
+        app.gql(Some(&token), "{ me { id } }", json!({}))
+            .await
+            .code(),
+        "UNAUTHENTICATED"
+    );
+    let connected = app
+        .gql(Some(&other), "{ accounts { connected } }", json!({}))
+        .await;
+    assert!(connected.data()["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["connected"] == true));
+    app.gql(Some(&other), "mutation { logout }", json!({}))
+        .await
+        .data();
+    let session = app
+        .gql(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { token } }", json!({}))
+        .await;
+    let session = session.data()["login"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let accounts = app
+        .gql(Some(&session), "{ accounts { connected } }", json!({}))
+        .await;
+    assert_eq!(accounts.data()["accounts"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
 

@@ -1,9 +1,11 @@
 //! Integration tests against real PostgreSQL and real Prosody (started by scripts/test.sh).
 
 mod crash;
+mod embedded;
 mod errors;
 mod flow;
 mod helpers;
 mod http;
+mod presence;
 mod security;
 mod subscriptions;

@@ -1,0 +1,105 @@
+//! `switchboard serve` with no DATABASE_URL runs its own PostgreSQL in the data folder, keeps
+//! its data across restarts, and stops it on shutdown.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+async fn serve(data_dir: &std::path::Path, port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("DATABASE_URL")
+        .env_remove("SWITCHBOARD_MASTER_KEY")
+        .env("SWITCHBOARD_DATA_DIR", data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the switchboard binary starts");
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                return child;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server with embedded PostgreSQL did not become healthy");
+}
+
+async fn terminate(mut child: Child) {
+    let pid = child.id().expect("running");
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops within 30 s")
+        .unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+}
+
+#[tokio::test]
+async fn serve_without_database_url_runs_and_stops_its_own_postgres() {
+    let data_dir =
+        std::env::temp_dir().join(format!("switchboard-embedded-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = serve(&data_dir, port).await;
+    let client = reqwest::Client::new();
+    let body: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .json(&json!({ "query": "mutation { register(userName: \"embed\", password: \"correct horse battery\") { token } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["data"]["register"]["token"].is_string(), "{body}");
+    assert!(
+        data_dir.join("master.key").exists(),
+        "a master key was generated"
+    );
+    let pg_port: u16 = std::fs::read_to_string(data_dir.join("postgres/switchboard-port"))
+        .expect("the embedded cluster records its port")
+        .trim()
+        .parse()
+        .unwrap();
+    terminate(server).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_err(),
+        "the embedded PostgreSQL stopped with the server"
+    );
+
+    // Restarted, it finds the same data: the name is taken.
+    let server = serve(&data_dir, port).await;
+    let body: serde_json::Value = client
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .json(&json!({ "query": "mutation { login(userName: \"embed\", password: \"correct horse battery\") { token } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["data"]["login"]["token"].is_string(), "{body}");
+    terminate(server).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -1,0 +1,59 @@
+//! Presence seen upstream shows on the unified contact list while the account is connected.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard::connectors::xmpp::XmppConnector;
+use switchboard::connectors::{AccountLogin, Connector};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
+
+use crate::helpers::*;
+
+const PRESENCE: &str = "{ contacts { contacts { handle presence { availability } } } }";
+
+async fn presence_of(app: &TestApp, token: &str, handle: &str) -> Value {
+    let list = app.gql(Some(token), PRESENCE, json!({})).await;
+    list.data()["contacts"]["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["handle"] == handle)
+        .map(|c| c["presence"]["availability"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_for_presence(app: &TestApp, token: &str, handle: &str, want: &str) {
+    for _ in 0..100 {
+        if presence_of(app, token, handle).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{handle} never showed as {want}");
+}
+
+#[tokio::test]
+async fn a_contact_logging_in_upstream_shows_online_then_offline() {
+    let app = spawn_app().await;
+    let token = app
+        .register("watcher", json!([xmpp_account("mallory")]))
+        .await;
+    // bob logs in on his own, with a second, independent XMPP connection.
+    let bob = XmppConnector::default()
+        .connect(
+            &AccountLogin {
+                protocol: Protocol::Xmpp,
+                server: xmpp_server(),
+                handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
+                secret: Secret::new(xmpp_password("bob")),
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("bob logs in");
+    wait_for_presence(&app, &token, "bob@localhost", "ONLINE").await;
+    bob.disconnect().await;
+    wait_for_presence(&app, &token, "bob@localhost", "OFFLINE").await;
+    app.stop().await;
+}
