@@ -2,20 +2,27 @@
 # scripts/test-env.sh — throwaway PostgreSQL and Prosody (XMPP) servers on loopback for the tests.
 #
 # Usage
-#   source scripts/test-env.sh          start both, export the variables below into the calling
+#   source scripts/test-env.sh          start them all, export the variables below into the calling
 #                                       shell; they are stopped when that shell exits (EXIT trap).
 #                                       This is what scripts/test.sh does.
-#   scripts/test-env.sh --check         start both, check them for real (SQL query, XMPP login of
-#                                       every test user and their rosters), stop, exit 0 if all ok.
-#   scripts/test-env.sh CMD [ARG...]    start both, run CMD with the variables set, stop; exits
+#   scripts/test-env.sh --check         start them all, check them for real (SQL query, XMPP login
+#                                       of every test user and their rosters, on both Prosodys,
+#                                       STARTTLS on the TLS one), stop, exit 0 if all ok.
+#   scripts/test-env.sh CMD [ARG...]    start them all, run CMD with the variables set, stop; exits
 #                                       with CMD's status. E.g. `scripts/test-env.sh cargo test foo`.
-#   scripts/test-env.sh                 start both, print the exports, wait for Ctrl-C, stop.
+#   scripts/test-env.sh                 start them all, print the exports, wait for Ctrl-C, stop.
+#
+# Servers: one PostgreSQL and two Prosodys with the same users and rosters: a plain one (no TLS at
+# all) and a TLS one that requires STARTTLS before login, with a certificate for "localhost" from a
+# throwaway CA made at start-up with openssl (its key is deleted once the certificate is signed).
 #
 # Exported (all on 127.0.0.1, ports chosen free at start):
 #   SWITCHBOARD_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:PORT/postgres  (trust auth)
 #   SWITCHBOARD_TEST_XMPP_SERVER   127.0.0.1:PORT   (Prosody c2s, plain TCP, no TLS offered)
-#   SWITCHBOARD_TEST_XMPP_DOMAIN   localhost
-#   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of both servers
+#   SWITCHBOARD_TEST_XMPP_DOMAIN   localhost        (both Prosodys)
+#   SWITCHBOARD_TEST_XMPP_TLS_SERVER  127.0.0.1:PORT  (Prosody c2s, STARTTLS required)
+#   SWITCHBOARD_TEST_XMPP_TLS_CA   PEM file of the CA that issued the TLS Prosody's certificate
+#   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of all servers
 #
 # Knobs: SWITCHBOARD_PG_BIN (folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin),
 #        SWITCHBOARD_TEST_KEEP_TMP=1 (keep the temporary folder, e.g. to read the logs).
@@ -23,9 +30,10 @@
 # Why this exists: CI runs on a fresh Debian machine as root, where neither server may be
 # installed, and nothing may listen on anything but loopback. So we install what is missing with
 # apt (without letting the packages start their system services), then run private instances of
-# both servers out of a temporary folder and tear everything down at exit.
+# the servers out of a temporary folder and tear everything down at exit.
 #
-# XMPP test users, all on domain "localhost"; the password of each is "<name>-pw-7Q":
+# XMPP test users, the same on both Prosodys, all on domain "localhost"; the password of each is
+# "<name>-pw-7Q":
 #   alice, alice2, bob, carol, dave, mallory      (e.g. alice@localhost / alice-pw-7Q), for the
 #   API tests, and ann, ben, cid, dot, eve, for the connector tests (tests/xmpp.rs), which
 #   change presence and so keep to users of their own.
@@ -55,7 +63,7 @@
 set -euo pipefail
 
 # Sourced a second time into the same shell: the servers of the first time are still running.
-if [[ ${BASH_SOURCE[0]} != "$0" && -n ${_sbt_prosody_pid:-} ]]; then
+if [[ ${BASH_SOURCE[0]} != "$0" && -n ${_sbt_prosody_pids[*]:-} ]]; then
 	printf '[test-env] already running in this shell (%s)\n' "${SWITCHBOARD_TEST_TMPDIR:-}" >&2
 	return 0
 fi
@@ -149,6 +157,7 @@ _sbt_install_missing() {
 	_sbt_pg_bindir >/dev/null || pkgs+=(postgresql)
 	command -v psql >/dev/null || pkgs+=(postgresql-client)
 	{ command -v prosody && command -v prosodyctl; } >/dev/null || pkgs+=(prosody)
+	command -v openssl >/dev/null || pkgs+=(openssl)
 	((${#pkgs[@]} > 0)) || return 0
 
 	[[ $EUID -eq 0 ]] || _sbt_die "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"
@@ -206,11 +215,11 @@ _sbt_install_missing() {
 }
 
 # ----------------------------------------------------------------------------------------------
-# Cleanup (EXIT trap): stop both servers, remove the temp folder. Keeps the exit status.
+# Cleanup (EXIT trap): stop the servers, remove the temp folder. Keeps the exit status.
 # ----------------------------------------------------------------------------------------------
 
 _sbt_tmp=""
-_sbt_prosody_pid=""
+_sbt_prosody_pids=() # every Prosody started, plain and TLS
 _sbt_pg_pid=""
 _sbt_logs_shown=""
 
@@ -221,18 +230,23 @@ _sbt_cleanup() {
 	# when stopped on purpose by Ctrl-C (130) or SIGTERM (143).
 	if ((rc != 0 && rc != 130 && rc != 143)) && [[ -z $_sbt_logs_shown && -n $_sbt_tmp && -d $_sbt_tmp ]]; then
 		_sbt_tail "$_sbt_tmp/prosody/prosody.log" 20
+		_sbt_tail "$_sbt_tmp/prosody-tls/prosody.log" 20
 		_sbt_tail "$_sbt_tmp/pg/postgres.log" 20
 	fi
-	if [[ -n $_sbt_prosody_pid ]]; then
-		kill -TERM "$_sbt_prosody_pid" 2>/dev/null || true
-		local i
-		for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
-			kill -0 "$_sbt_prosody_pid" 2>/dev/null || break
-			sleep 0.1
+	if ((${#_sbt_prosody_pids[@]} > 0)); then
+		local pid i
+		for pid in "${_sbt_prosody_pids[@]}"; do
+			kill -TERM "$pid" 2>/dev/null || true
 		done
-		kill -KILL "$_sbt_prosody_pid" 2>/dev/null || true
-		wait "$_sbt_prosody_pid" 2>/dev/null || true
-		_sbt_prosody_pid=""
+		for pid in "${_sbt_prosody_pids[@]}"; do
+			for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		done
+		_sbt_prosody_pids=()
 	fi
 	if [[ -n $_sbt_pg_pid ]]; then
 		# "fast" shutdown: roll back open transactions, disconnect clients, stop. pg_ctl waits for
@@ -303,7 +317,37 @@ _sbt_start_postgres() {
 }
 
 # ----------------------------------------------------------------------------------------------
-# Prosody: foreground process, plain c2s on 127.0.0.1, no s2s, no TLS, users + groups rosters.
+# A throwaway CA and a certificate for "localhost" signed by it, for the TLS Prosody.
+# ----------------------------------------------------------------------------------------------
+
+# Writes $_sbt_tmp/tls/ca.pem (the CA certificate, for the tests to trust) and
+# localhost.crt/localhost.key (the server's). EC P-256 keys: generated in milliseconds. The
+# certificate names localhost in subjectAltName (TLS clients ignore the CN) and is a server
+# certificate only. The CA's key is deleted once it has signed: nothing else can be issued.
+_sbt_make_certs() {
+	local dir=$_sbt_tmp/tls
+	mkdir -p "$dir"
+	if ! {
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+			-subj "/CN=Switchboard throwaway test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+			openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+				-subj /CN=localhost -keyout "$dir/localhost.key" -out "$dir/localhost.csr" &&
+			openssl x509 -req -in "$dir/localhost.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+				-set_serial "0x$(openssl rand -hex 8)" -days 2 -out "$dir/localhost.crt" \
+				-extfile <(printf '%s\n' subjectAltName=DNS:localhost basicConstraints=critical,CA:FALSE \
+					keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth)
+	} >"$dir/openssl.log" 2>&1; then
+		_sbt_tail "$dir/openssl.log"
+		_sbt_die "creating the test certificates with openssl failed"
+	fi
+	rm -f "$dir/ca.key" "$dir/localhost.csr"
+	export SWITCHBOARD_TEST_XMPP_TLS_CA=$dir/ca.pem
+}
+
+# ----------------------------------------------------------------------------------------------
+# Prosody: foreground processes, c2s on 127.0.0.1, no s2s, users + groups rosters. The plain one
+# has no TLS at all; the TLS one requires STARTTLS (mod_tls) before any login.
 # ----------------------------------------------------------------------------------------------
 
 # user:Display name — the test users. Password of each: "<user>-pw-7Q".
@@ -323,10 +367,12 @@ _sbt_xmpp_groups=(
 	"Pals:ann ben cid dot eve"
 )
 
+# Usage: _sbt_start_prosody PORT INSTANCE TLS — INSTANCE is its folder in the temp folder (and its
+# name in messages), TLS is 1 for STARTTLS required (needs _sbt_make_certs first), 0 for no TLS.
 _sbt_start_prosody() {
-	local port=$1 dir=$_sbt_tmp/prosody
+	local port=$1 instance=$2 tls=$3 dir=$_sbt_tmp/$2
 	local cfg=$dir/prosody.cfg.lua
-	mkdir -p "$dir/data" "$dir/certs" # certs stays empty: no TLS, but Prosody wants the folder
+	mkdir -p "$dir/data" "$dir/certs" # certs stays empty without TLS, but Prosody wants the folder
 
 	# Groups file: "[Group]" then "user@domain=Display name" lines.
 	local entry group members member name u
@@ -344,6 +390,30 @@ _sbt_start_prosody() {
 		done
 	done
 
+	# What differs between the two: encryption and, with it, whether PLAIN may go in the clear.
+	local tls_settings
+	if ((tls)); then
+		cp "$_sbt_tmp/tls/localhost.crt" "$_sbt_tmp/tls/localhost.key" "$dir/certs/"
+		tls_settings=$(
+			cat <<-EOF
+				c2s_require_encryption = true
+				allow_unencrypted_plain_auth = false
+				ssl = { certificate = "$dir/certs/localhost.crt"; key = "$dir/certs/localhost.key" }
+				modules_enabled = { "tls"; "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
+				modules_disabled = { "s2s"; "offline" }
+			EOF
+		)
+	else
+		tls_settings=$(
+			cat <<-EOF
+				c2s_require_encryption = false
+				allow_unencrypted_plain_auth = true
+				modules_enabled = { "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
+				modules_disabled = { "s2s"; "tls"; "offline" }
+			EOF
+		)
+	fi
+
 	cat >"$cfg" <<-EOF
 		-- Generated by scripts/test-env.sh: throwaway Prosody for tests, loopback only.
 		run_as_root = true   -- CI runs as root; nothing here is worth a separate user
@@ -356,14 +426,11 @@ _sbt_start_prosody() {
 		s2s_ports = { }
 		http_ports = { }
 		https_ports = { }
-		c2s_require_encryption = false
 		s2s_require_encryption = false
-		allow_unencrypted_plain_auth = true
 		authentication = "internal_hashed"
 		storage = "internal"
 		certificates = "$dir/certs"
-		modules_enabled = { "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
-		modules_disabled = { "s2s"; "tls"; "offline" }
+		$tls_settings
 		groups_file = "$dir/groups.txt"
 		log = { { levels = { min = "info" }; to = "file"; filename = "$dir/prosody.log" } }
 		VirtualHost "localhost"
@@ -379,7 +446,8 @@ _sbt_start_prosody() {
 	done
 
 	prosody -F --config "$cfg" </dev/null >"$dir/prosody.stdout" 2>&1 &
-	_sbt_prosody_pid=$!
+	local pid=$!
+	_sbt_prosody_pids+=("$pid")
 
 	local i up=""
 	for ((i = 0; i < 300; i++)); do # up to 30 s; it normally takes ~0.1 s
@@ -387,17 +455,15 @@ _sbt_start_prosody() {
 			up=1
 			break
 		fi
-		kill -0 "$_sbt_prosody_pid" 2>/dev/null || break
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
 	if [[ -z $up ]]; then
 		_sbt_tail "$dir/prosody.stdout"
 		_sbt_tail "$dir/prosody.log"
-		_sbt_die "Prosody did not accept connections on 127.0.0.1:$port"
+		_sbt_die "Prosody ($instance) did not accept connections on 127.0.0.1:$port"
 	fi
-	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$port"
-	export SWITCHBOARD_TEST_XMPP_DOMAIN="localhost"
-	_sbt_log "Prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || true) up: $SWITCHBOARD_TEST_XMPP_SERVER (domain $SWITCHBOARD_TEST_XMPP_DOMAIN)"
+	_sbt_log "Prosody ($instance) $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || true) up: 127.0.0.1:$port (domain localhost)"
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -419,8 +485,9 @@ _sbt_self_check() {
 		while read -r line; do
 			_sbt_log "  $line"
 			[[ $line == *"127.0.0.1:"* ]] || { _sbt_log "FAIL: not loopback: $line"; fail=1; }
-		done < <(ss -Hltnp | awk -v a="pid=$_sbt_prosody_pid," -v b="pid=$_sbt_pg_pid," \
-			'index($0, a) || index($0, b) {print $4}')
+		done < <(ss -Hltnp | awk -v pids="${_sbt_prosody_pids[*]} $_sbt_pg_pid" '
+			BEGIN { n = split(pids, p, " ") }
+			{ for (i = 1; i <= n; i++) if (index($0, "pid=" p[i] ",")) { print $4; next } }')
 		# The packaged services must not be running (they would listen on 5222/5269/5432).
 		if ss -Hltn | awk '{print $4}' | grep -Eq ':(5222|5269|5432)$'; then
 			_sbt_log "FAIL: something listens on a default XMPP/PostgreSQL port:"
@@ -429,13 +496,13 @@ _sbt_self_check() {
 		fi
 	fi
 
-	_sbt_log "check: XMPP stream features, login of every user, rosters"
+	_sbt_log "check: XMPP stream features, STARTTLS, login of every user, rosters (both Prosodys)"
 	# The expected rosters below must match the header of this file.
-	python3 - "$SWITCHBOARD_TEST_XMPP_SERVER" "$SWITCHBOARD_TEST_XMPP_DOMAIN" <<'PY' >&2 || fail=1
-import base64, socket, sys, xml.etree.ElementTree as ET
+	python3 - "$SWITCHBOARD_TEST_XMPP_SERVER" "$SWITCHBOARD_TEST_XMPP_DOMAIN" \
+		"$SWITCHBOARD_TEST_XMPP_TLS_SERVER" "$SWITCHBOARD_TEST_XMPP_TLS_CA" <<'PY' >&2 || fail=1
+import base64, socket, ssl, sys, xml.etree.ElementTree as ET
 
-host, port = sys.argv[1].rsplit(":", 1)
-domain = sys.argv[2]
+plain_server, domain, tls_server, ca_file = sys.argv[1:5]
 expected = {
     "alice":   {"bob": ("Bob", "Friends"), "carol": ("Carol", "Family"), "dave": ("Dave", "Work")},
     "alice2":  {"bob": ("Bob", "Club"), "carol": ("Carol", "Neighbours")},
@@ -449,9 +516,12 @@ for pal in pals:
     expected[pal] = {other: (other.capitalize(), "Pals") for other in pals if other != pal}
 OPEN = ("<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
         "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>" % domain)
+# Trusts only the throwaway CA; the certificate must be for the domain, not for 127.0.0.1.
+trusting_ca = ssl.create_default_context(cafile=ca_file)
 
 class Conn:
-    def __init__(self):
+    def __init__(self, server):
+        host, port = server.rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=10)
         self.buf = b""
     def send(self, text):
@@ -464,50 +534,74 @@ class Conn:
             self.buf += chunk
         out, self.buf = self.buf.decode(), b""
         return out
+    def starttls(self, context):
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        if "<proceed" not in self.until("<proceed", "<failure"):
+            raise RuntimeError("the server refused STARTTLS")
+        self.s = context.wrap_socket(self.s, server_hostname=domain)
 
-def login(user, password):
-    c = Conn()
+def login(server, tls, user, password):
+    c = Conn(server)
     c.send(OPEN)
     feats = c.until("</stream:features>")
+    if tls:
+        if "<starttls" not in feats or "<required" not in feats:
+            raise RuntimeError("STARTTLS is not offered as required: " + feats)
+        if "<mechanism>" in feats:
+            raise RuntimeError("login is offered before TLS: " + feats)
+        c.starttls(trusting_ca)
+        c.send(OPEN)
+        feats = c.until("</stream:features>")
+    elif "starttls" in feats:
+        raise RuntimeError("TLS is offered, expected none: " + feats)
     if "<mechanism>PLAIN</mechanism>" not in feats:
         raise RuntimeError("no PLAIN mechanism offered: " + feats)
-    if "starttls" in feats:
-        raise RuntimeError("TLS is offered, expected none: " + feats)
     cred = base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
     c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>" % cred)
     r = c.until("<success", "<failure")
     return c, "<success" in r
 
 ok = True
-for user, want in expected.items():
-    c, success = login(user, user + "-pw-7Q")
-    if not success:
-        print("FAIL: %s could not log in" % user); ok = False; continue
-    c.send(OPEN); c.until("</stream:features>")
-    c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-           "<resource>check</resource></bind></iq>")
-    c.until("</iq>")
-    c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
-    text = c.until("</iq>", "/></iq>")
-    start = text.index("<iq")
-    iq = ET.fromstring(text[start:text.index("</iq>", start) + 5])
-    got = {}
-    for item in iq.iter("{jabber:iq:roster}item"):
-        groups = [g.text for g in item.iter("{jabber:iq:roster}group")]
-        got[item.get("jid").split("@")[0]] = (item.get("name"), ",".join(groups))
-        if item.get("subscription") != "both" or not item.get("jid").endswith("@" + domain):
-            print("FAIL: %s: unexpected item %s" % (user, item.attrib)); ok = False
-    print("  %-8s roster: %s" % (user, ", ".join("%s@%s %r [%s]" % (j, domain, n, g)
-                                                  for j, (n, g) in sorted(got.items()))))
-    if got != want:
-        print("FAIL: %s roster %r != expected %r" % (user, got, want)); ok = False
-    c.send("</stream:stream>"); c.s.close()
+for label, server, tls in (("plain", plain_server, False), ("tls", tls_server, True)):
+    print("  Prosody (%s) on %s" % (label, server))
+    for user, want in expected.items():
+        c, success = login(server, tls, user, user + "-pw-7Q")
+        if not success:
+            print("FAIL: %s could not log in" % user); ok = False; continue
+        c.send(OPEN); c.until("</stream:features>")
+        c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>check</resource></bind></iq>")
+        c.until("</iq>")
+        c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+        text = c.until("</iq>", "/></iq>")
+        start = text.index("<iq")
+        iq = ET.fromstring(text[start:text.index("</iq>", start) + 5])
+        got = {}
+        for item in iq.iter("{jabber:iq:roster}item"):
+            groups = [g.text for g in item.iter("{jabber:iq:roster}group")]
+            got[item.get("jid").split("@")[0]] = (item.get("name"), ",".join(groups))
+            if item.get("subscription") != "both" or not item.get("jid").endswith("@" + domain):
+                print("FAIL: %s: unexpected item %s" % (user, item.attrib)); ok = False
+        print("    %-8s roster: %s" % (user, ", ".join("%s@%s %r [%s]" % (j, domain, n, g)
+                                                      for j, (n, g) in sorted(got.items()))))
+        if got != want:
+            print("FAIL: %s roster %r != expected %r" % (user, got, want)); ok = False
+        c.send("</stream:stream>"); c.s.close()
 
-c, success = login("alice", "wrong-password")
-if success:
-    print("FAIL: login with a wrong password succeeded"); ok = False
-else:
-    print("  wrong password refused: ok")
+    c, success = login(server, tls, "alice", "wrong-password")
+    if success:
+        print("FAIL: login with a wrong password succeeded"); ok = False
+    else:
+        print("    wrong password refused: ok")
+
+# The tests rely on the certificate failing without the throwaway CA (the machine's roots only).
+c = Conn(tls_server)
+c.send(OPEN); c.until("</stream:features>")
+try:
+    c.starttls(ssl.create_default_context())
+    print("FAIL: the TLS Prosody's certificate is trusted without the test CA"); ok = False
+except ssl.SSLCertVerificationError as e:
+    print("  certificate refused without the test CA: ok (%s)" % e.verify_message)
 sys.exit(0 if ok else 1)
 PY
 	((fail == 0)) || _sbt_die "self-check failed"
@@ -522,6 +616,7 @@ _sbt_start() {
 	_sbt_install_missing
 	_sbt_pg_bin=$(_sbt_pg_bindir) || _sbt_die "no PostgreSQL server binaries (initdb) found"
 	command -v prosody >/dev/null || _sbt_die "prosody not found"
+	command -v openssl >/dev/null || _sbt_die "openssl not found"
 	if [[ $EUID -eq 0 ]]; then
 		command -v setpriv >/dev/null || _sbt_die "setpriv (util-linux) is needed to run PostgreSQL as user postgres"
 		id postgres >/dev/null 2>&1 || _sbt_die "no postgres user (is the postgresql package installed?)"
@@ -540,12 +635,17 @@ _sbt_start() {
 			env -C "$_sbt_tmp/pg" HOME="$_sbt_tmp/pg")
 	fi
 
-	local ports pg_port xmpp_port
-	ports=$(_sbt_free_ports 2) || _sbt_die "could not find free ports on 127.0.0.1"
-	read -r pg_port xmpp_port <<<"$ports"
+	local ports pg_port xmpp_port xmpp_tls_port
+	ports=$(_sbt_free_ports 3) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r pg_port xmpp_port xmpp_tls_port <<<"$ports"
 
 	_sbt_start_postgres "$pg_port"
-	_sbt_start_prosody "$xmpp_port"
+	_sbt_start_prosody "$xmpp_port" prosody 0
+	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$xmpp_port"
+	export SWITCHBOARD_TEST_XMPP_DOMAIN="localhost"
+	_sbt_make_certs # exports SWITCHBOARD_TEST_XMPP_TLS_CA
+	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
+	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
 }
 
 if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
@@ -566,6 +666,8 @@ else
 		printf 'export SWITCHBOARD_TEST_DATABASE_URL=%q\n' "$SWITCHBOARD_TEST_DATABASE_URL"
 		printf 'export SWITCHBOARD_TEST_XMPP_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_DOMAIN=%q\n' "$SWITCHBOARD_TEST_XMPP_DOMAIN"
+		printf 'export SWITCHBOARD_TEST_XMPP_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
+		printf 'export SWITCHBOARD_TEST_XMPP_TLS_CA=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_CA"
 		_sbt_log "servers running; press Ctrl-C to stop them"
 		# Short sleeps: bash runs a trap only between commands, so a TERM is handled within 1 s.
 		while :; do sleep 1; done

@@ -22,6 +22,8 @@ pub struct Settings {
     pub web_assets: PathBuf,
     pub connect_timeout: Duration,
     pub max_db_connections: u32,
+    /// PEM file of root certificates connectors trust for TLS besides the public web PKI roots.
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -34,6 +36,7 @@ impl Default for Settings {
             web_assets: PathBuf::from("web/node_modules"),
             connect_timeout: Duration::from_secs(10),
             max_db_connections: 20,
+            extra_ca_file: None,
         }
     }
 }
@@ -49,6 +52,7 @@ struct FileSettings {
     web_assets: Option<PathBuf>,
     connect_timeout_secs: Option<u64>,
     max_db_connections: Option<u32>,
+    extra_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +112,9 @@ impl Settings {
         if let Some(v) = f.max_db_connections {
             self.max_db_connections = v;
         }
+        if let Some(v) = f.extra_ca_file {
+            self.extra_ca_file = Some(v);
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -139,6 +146,9 @@ impl Settings {
             })?;
             self.connect_timeout = Duration::from_secs(secs);
         }
+        if let Some(v) = get("SWITCHBOARD_EXTRA_CA_FILE") {
+            self.extra_ca_file = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 }
@@ -154,7 +164,7 @@ mod tests {
         let file = dir.join("switchboard.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\n",
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nextra_ca_file = \"/tmp/ca.pem\"\n",
         )
         .unwrap();
         let settings = Settings::load(Some(&file), |name| {
@@ -163,6 +173,15 @@ mod tests {
         .unwrap();
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(settings.extra_ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+        let settings = Settings::load(Some(&file), |name| {
+            (name == "SWITCHBOARD_EXTRA_CA_FILE").then(|| "/etc/private-ca.pem".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            settings.extra_ca_file,
+            Some(PathBuf::from("/etc/private-ca.pem"))
+        );
         assert!(settings.database_url.is_none());
         std::fs::write(&file, "lisen = 1\n").unwrap();
         assert!(matches!(

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::{ServiceSettings, Switchboard};
 use crate::config::Settings;
-use crate::connectors::ConnectorRegistry;
+use crate::connectors::{ConnectorOptions, ConnectorRegistry};
 use crate::projections::notify::ViewChanges;
 use crate::store::embedded::EmbeddedPostgres;
 use crate::store::vault::{MasterKey, Vault};
@@ -70,10 +70,27 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(String, Option<Emb
     }
 }
 
+/// Every connector of this build, trusting the extra CA file's certificates if one is set.
+fn builtin_connectors(settings: &Settings) -> anyhow::Result<ConnectorRegistry> {
+    let Some(path) = &settings.extra_ca_file else {
+        return Ok(ConnectorRegistry::with_builtin(
+            &ConnectorOptions::default(),
+        )?);
+    };
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the extra CA file {}", path.display()))?;
+    let options = ConnectorOptions {
+        extra_roots_pem: Some(pem),
+    };
+    ConnectorRegistry::with_builtin(&options)
+        .with_context(|| format!("the extra CA file {}", path.display()))
+}
+
 impl Application {
     /// Builds the server with every connector of this build.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, ConnectorRegistry::with_builtin()).await
+        let connectors = builtin_connectors(&settings)?;
+        Self::build_with(settings, connectors).await
     }
 
     /// Builds the server with the given connectors (benchmarks plug in a synthetic one).

@@ -2,7 +2,8 @@
 //! second, independent client (raw tokio-xmpp) on the other side to prove that presence really
 //! crosses. Users ann, ben, cid, dot and eve (password `<name>-pw-7Q`) share one roster group, so
 //! each has the other four as contacts; each test uses its own users for anything that changes
-//! presence, so the tests can run in parallel. The last tests use a scripted server for the
+//! presence, so the tests can run in parallel. A second Prosody with the same users requires
+//! STARTTLS, with a certificate from a throwaway CA. The last tests use a scripted server for the
 //! failure paths a real server will not produce on demand.
 
 use std::time::{Duration, Instant};
@@ -29,6 +30,17 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 fn server() -> String {
     std::env::var("SWITCHBOARD_TEST_XMPP_SERVER")
         .expect("SWITCHBOARD_TEST_XMPP_SERVER is not set: run the tests through scripts/test.sh")
+}
+
+/// The Prosody that requires STARTTLS, and the PEM file of the CA that issued its certificate.
+fn tls_server() -> (String, Vec<u8>) {
+    let server = std::env::var("SWITCHBOARD_TEST_XMPP_TLS_SERVER").expect(
+        "SWITCHBOARD_TEST_XMPP_TLS_SERVER is not set: run the tests through scripts/test.sh",
+    );
+    let ca = std::env::var("SWITCHBOARD_TEST_XMPP_TLS_CA")
+        .expect("SWITCHBOARD_TEST_XMPP_TLS_CA is not set: run the tests through scripts/test.sh");
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("cannot read {ca}: {e}"));
+    (server, pem)
 }
 
 fn handle(raw: &str) -> Handle {
@@ -380,6 +392,162 @@ async fn roster_pushes_are_reported() {
 
     editor.send_end().await.unwrap();
     ann.disconnect().await;
+}
+
+#[tokio::test]
+async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
+    let (server, ca) = tls_server();
+    let connector = XmppConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = login_as("ann", "ann-pw-7Q");
+    login.server = server;
+    let session = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ann cannot log in over STARTTLS: {e}"));
+    let mut roster = session.roster.clone();
+    roster.sort_by(|a, b| a.handle.as_str().cmp(b.handle.as_str()));
+    let expected: Vec<RosterEntry> = ["Ben", "Cid", "Dot", "Eve"]
+        .into_iter()
+        .map(|name| RosterEntry {
+            handle: handle(&format!("{}@localhost", name.to_lowercase())),
+            display_name: Some(name.to_owned()),
+        })
+        .collect();
+    assert_eq!(roster, expected);
+    session.disconnect().await;
+
+    // The password is still checked once the stream is encrypted.
+    let mut wrong = login_as("ann", "not-the-password");
+    wrong.server = login.server.clone();
+    let error = connector
+        .connect(&wrong, LOGIN_TIMEOUT)
+        .await
+        .expect_err("a wrong password must fail");
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+}
+
+#[tokio::test]
+async fn starttls_with_an_untrusted_certificate_is_unreachable() {
+    let (server, _) = tls_server();
+    let mut login = login_as("ben", "ben-pw-7Q");
+    login.server = server;
+    // Public web PKI roots only: the throwaway CA is not among them.
+    let started = Instant::now();
+    let error = connect_err(&login).await;
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason)
+            if reason.contains("TLS handshake with localhost failed")
+                && reason.contains("certificate not trusted")),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!error.to_string().contains("ben-pw-7Q"));
+}
+
+#[tokio::test]
+async fn starttls_checks_the_certificate_against_the_jid_domain() {
+    // The certificate is for "localhost"; a JID domain the certificate does not name fails even
+    // though the TCP connection reaches the same server. Prosody only hosts "localhost", so the
+    // scripted server below offers STARTTLS for another domain and forwards the TLS bytes.
+    let (server, ca) = tls_server();
+    let connector = XmppConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = login_as("ann", "ann-pw-7Q");
+    login.server = starttls_forwarder(server).await;
+    login.handle = handle("ann@example.org");
+    let error = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("a certificate for another name must fail");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason)
+            if reason.contains("TLS handshake with example.org failed")
+                && reason.contains("certificate not valid for name")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn extra_roots_must_be_pem_certificates() {
+    let (_, ca) = tls_server();
+    assert!(XmppConnector::with_extra_roots(&ca).is_ok());
+    for bad in [
+        &b""[..],
+        b"not a certificate",
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            XmppConnector::with_extra_roots(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+/// A server that answers the stream header itself, offering STARTTLS, and after `<proceed/>`
+/// relays the TLS bytes to the real TLS Prosody, whose certificate is for "localhost": a TLS
+/// peer with a trusted certificate for the wrong name.
+async fn starttls_forwarder(tls_prosody: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        for (needle, reply) in [
+            (
+                "<stream:stream",
+                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                 xmlns:stream='http://etherx.jabber.org/streams' id='f1' from='example.org' \
+                 version='1.0'><stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>\
+                 <required/></starttls></stream:features>",
+            ),
+            (
+                "<starttls",
+                "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+            ),
+        ] {
+            while !String::from_utf8_lossy(&received).contains(needle) {
+                let read = client.read(&mut buffer).await.unwrap();
+                assert!(
+                    read > 0,
+                    "client hung up while the server waited for {needle}"
+                );
+                received.extend_from_slice(&buffer[..read]);
+            }
+            received.clear();
+            client.write_all(reply.as_bytes()).await.unwrap();
+        }
+        // Prosody's side of STARTTLS, then the bytes both ways.
+        let mut upstream = tokio::net::TcpStream::connect(&tls_prosody).await.unwrap();
+        upstream
+            .write_all(
+                b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' \
+                  xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+            )
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("</stream:features>") {
+            let read = upstream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "Prosody hung up before its features");
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        upstream
+            .write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await
+            .unwrap();
+        seen.clear();
+        while !String::from_utf8_lossy(&seen).contains("<proceed") {
+            let read = upstream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "Prosody hung up before proceeding");
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    address
 }
 
 /// A scripted server that logs one client in with PLAIN, serves a one-item roster, then ends

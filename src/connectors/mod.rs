@@ -139,6 +139,18 @@ pub trait Connector: Send + Sync {
     ) -> Result<LiveSession, ConnectorError>;
 }
 
+/// Extra trusted root certificates that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("the extra CA certificates are not usable: {0}")]
+pub struct ExtraRootsError(pub String);
+
+/// Server-wide settings for the built-in connectors.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectorOptions {
+    /// PEM certificates to trust for TLS besides the public web PKI roots (e.g. a private CA's).
+    pub extra_roots_pem: Option<Vec<u8>>,
+}
+
 /// The connectors this build has, by protocol.
 #[derive(Clone, Default)]
 pub struct ConnectorRegistry {
@@ -146,13 +158,18 @@ pub struct ConnectorRegistry {
 }
 
 impl ConnectorRegistry {
-    /// Every connector compiled into this build.
-    pub fn with_builtin() -> Self {
+    /// Every connector compiled into this build, set up with `options`.
+    pub fn with_builtin(options: &ConnectorOptions) -> Result<Self, ExtraRootsError> {
         #[allow(unused_mut)]
         let mut registry = Self::default();
         #[cfg(feature = "xmpp")]
-        registry.register(Arc::new(xmpp::XmppConnector::default()));
-        registry
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
+            None => xmpp::XmppConnector::default(),
+        }));
+        #[cfg(not(feature = "xmpp"))]
+        let _ = options;
+        Ok(registry)
     }
 
     pub fn register(&mut self, connector: Arc<dyn Connector>) {

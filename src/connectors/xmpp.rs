@@ -1,5 +1,5 @@
-//! XMPP connector: logs a bare JID into its server over plain TCP, reads the roster and reports
-//! contacts' presence and roster pushes.
+//! XMPP connector: logs a bare JID into its server, reads the roster and reports contacts'
+//! presence and roster pushes.
 //!
 //! It drives tokio-xmpp's XML stream layer itself instead of using `tokio_xmpp::Client`: that
 //! client reconnects on its own, hides SASL failures (a wrong password is retried for ever, even
@@ -7,19 +7,33 @@
 //! succeeds or fails with a clear [`ConnectorError`], and a lost connection ends the session
 //! with [`ConnectorEvent::Disconnected`]; reconnecting is the caller's decision.
 //!
-//! The transport is plain TCP to the configured `host:port` (no DNS SRV, no STARTTLS yet), so
-//! this is only safe on loopback or a trusted network.
+//! The transport is TCP to the configured `host:port` (no DNS SRV lookup). Whenever the server
+//! offers STARTTLS, required or not, the connection is upgraded before any login: the certificate
+//! must chain to the public web PKI roots (webpki-roots) or to extra roots the connector was
+//! configured with ([`XmppConnector::with_extra_roots`]), and must be valid for the JID's domain,
+//! not the host connected to (RFC 6120 §13.7.2.1). A failed upgrade ends the login with
+//! [`ConnectorError::Unreachable`]; it never falls back to plain TCP. A server that does not
+//! offer STARTTLS (or whose offer an attacker on the path stripped) is logged into in the clear,
+//! where SASL PLAIN (the password itself on the wire) is refused except on loopback; SCRAM never
+//! sends the password.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
-use tokio::io::BufStream;
+use tokio::io::{AsyncBufRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{CertificateError, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -32,7 +46,9 @@ use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
 use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
 use tokio_xmpp::parsers::sasl::DefinedCondition as SaslCondition;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::parsers::starttls::{Nonza as StartTls, Request as StartTlsRequest};
 use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, ReceivedStreamError};
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{
     initiate_stream, FallibleStreamElement, PendingFeaturesRecv, ReadError, RecvFeaturesError,
     StreamHeader, Timeouts, XmppStream, XmppStreamElement,
@@ -41,14 +57,14 @@ use tokio_xmpp::Stanza;
 use tracing::{debug, warn};
 
 use super::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, LiveSession,
-    RosterEntry, SessionControl,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ExtraRootsError,
+    LiveSession, RosterEntry, SessionControl,
 };
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
-/// The XML stream over a buffered plain TCP connection.
-type Stream = XmppStream<BufStream<TcpStream>>;
+/// The XML stream over a buffered TCP connection, inside TLS or not.
+type Stream = XmppStream<Box<dyn AsyncReadAndWrite + Send>>;
 
 /// Events a session may queue before the consumer reads them; beyond that the session waits
 /// (and stops reading the socket) rather than dropping presence updates.
@@ -70,17 +86,60 @@ const BIND_ID: &str = "switchboard-bind";
 const ROSTER_ID: &str = "switchboard-roster";
 
 /// Logs XMPP accounts in; one instance serves every account.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct XmppConnector {
     /// Liveness timeouts of every stream this connector opens.
     timeouts: Timeouts,
+    /// What STARTTLS trusts: the roots and the crypto provider (ring).
+    tls: Arc<ClientConfig>,
 }
 
+/// Trusts the public web PKI roots only.
 impl Default for XmppConnector {
     fn default() -> Self {
+        Self::with_roots(public_roots())
+    }
+}
+
+impl XmppConnector {
+    /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
+    /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
+    pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
+        let mut roots = public_roots();
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate
+                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        // The provider is named rather than taken from the process default, which would panic if
+        // a future dependency also enabled aws-lc.
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports rustls' default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Self {
             timeouts: STREAM_TIMEOUTS,
+            tls: Arc::new(tls),
         }
+    }
+}
+
+fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
 }
 
@@ -97,10 +156,12 @@ impl Connector for XmppConnector {
     ) -> Result<LiveSession, ConnectorError> {
         let target = Target::parse(login)?;
         // One deadline for the whole login: TCP connect, SASL, bind and roster.
-        let logged_in =
-            tokio::time::timeout(timeout, log_in(&target, &login.secret, self.timeouts))
-                .await
-                .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        let logged_in = tokio::time::timeout(
+            timeout,
+            log_in(&target, &login.secret, self.timeouts, &self.tls),
+        )
+        .await
+        .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.server, handle = %login.handle, "xmpp session online");
 
         let LoggedIn {
@@ -196,6 +257,7 @@ async fn log_in(
     target: &Target,
     secret: &Secret,
     timeouts: Timeouts,
+    tls: &Arc<ClientConfig>,
 ) -> Result<LoggedIn, ConnectorError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -206,8 +268,7 @@ async fn log_in(
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot disable Nagle's algorithm: {e}");
     }
-    // PLAIN puts the password itself on the wire: without TLS only acceptable on loopback.
-    let plain_allowed = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
+    let loopback = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
     let pending = initiate_stream(
         BufStream::new(tcp),
         ns::JABBER_CLIENT,
@@ -218,11 +279,29 @@ async fn log_in(
     .map_err(login_io_error)?;
     let (features, stream) = receive_features(pending, &target.jid).await?;
 
-    let mechanisms = usable_mechanisms(&features.sasl_mechanisms, plain_allowed);
+    // Offered means used, required or not; once offered there is no way back to plain TCP.
+    let (features, stream, encrypted) = if features.can_starttls() {
+        let tls_stream = start_tls(stream, target, tls).await?;
+        // TLS starts a new stream, with new features (now with SASL mechanisms).
+        let pending = initiate_stream(
+            BufStream::new(tls_stream),
+            ns::JABBER_CLIENT,
+            stream_header(&target.jid),
+            timeouts,
+        )
+        .await
+        .map_err(login_io_error)?;
+        let (features, stream) = receive_features(pending, &target.jid).await?;
+        debug!(domain = %target.jid.domain(), "xmpp stream encrypted");
+        (features, stream.box_stream(), true)
+    } else {
+        (features, stream.box_stream(), false)
+    };
+
+    // PLAIN puts the password itself on the wire: only inside TLS, or on loopback.
+    let mechanisms = usable_mechanisms(&features.sasl_mechanisms, encrypted || loopback);
     if mechanisms.is_empty() {
-        let reason = if features.can_starttls() {
-            "the server only allows login after STARTTLS, which this connector does not do yet"
-        } else if features.sasl_mechanisms.contains("PLAIN") {
+        let reason = if features.sasl_mechanisms.contains("PLAIN") {
             "the server only offers PLAIN login, which would send the password unencrypted"
         } else {
             "the server offers no password login this connector supports"
@@ -312,10 +391,82 @@ fn stream_header(jid: &BareJid) -> StreamHeader<'_> {
     }
 }
 
-async fn receive_features(
-    pending: PendingFeaturesRecv<BufStream<TcpStream>>,
+/// Upgrades the connection: `<starttls/>`, the server's `<proceed/>`, then the TLS handshake.
+/// Every failure is [`ConnectorError::Unreachable`], and the connection is dropped: never go on
+/// in the clear. A JID domain that cannot be a certificate name (e.g. a non-ASCII one, which
+/// would need IDNA) is [`ConnectorError::InvalidAccount`], found before the STARTTLS request.
+async fn start_tls(
+    mut stream: XmppStream<BufStream<TcpStream>>,
+    target: &Target,
+    tls: &Arc<ClientConfig>,
+) -> Result<TlsStream<TcpStream>, ConnectorError> {
+    let domain = target.jid.domain().as_str();
+    let failed = |why: String| {
+        ConnectorError::Unreachable(format!("TLS handshake with {domain} failed: {why}"))
+    };
+    // The certificate must name the JID's domain, whatever host we connected to.
+    let name = ServerName::try_from(domain.to_owned())
+        .map_err(|_| invalid(format!("{domain} is not a name a certificate can be for")))?;
+    stream
+        .send(&XmppStreamElement::Starttls(StartTls::Request(
+            StartTlsRequest,
+        )))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    loop {
+        match stream.next().await {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Starttls(answer)))) => {
+                match answer {
+                    StartTls::Proceed(_) => break,
+                    _ => return Err(failed("the server refused to start TLS".to_owned())),
+                }
+            }
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::HardError(e))) => return Err(failed(e.to_string())),
+            Some(Ok(other)) => {
+                return Err(failed(format!("unexpected answer to STARTTLS: {other:?}")))
+            }
+            Some(Err(ReadError::ParseError(e))) => {
+                return Err(failed(format!("unreadable answer to STARTTLS: {e}")))
+            }
+            Some(Err(ReadError::StreamFooterReceived)) | None => {
+                return Err(failed("the server closed the stream".to_owned()))
+            }
+        }
+    }
+    // The server says nothing more until our ClientHello, so no read-ahead is lost here.
+    let tcp = stream.into_inner().into_inner();
+    TlsConnector::from(Arc::clone(tls))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| failed(tls_failure(&e)))
+}
+
+/// A handshake failure in words, certificate problems first.
+fn tls_failure(error: &io::Error) -> String {
+    use tokio_rustls::rustls::Error as TlsError;
+    let Some(TlsError::InvalidCertificate(problem)) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>())
+    else {
+        return error.to_string();
+    };
+    match problem {
+        CertificateError::UnknownIssuer => {
+            "certificate not trusted (issued by no trusted root CA)".to_owned()
+        }
+        // rustls words most of them "certificate expired: …", "certificate not valid for …".
+        other => match other.to_string() {
+            text if text.starts_with("certificate") => text,
+            text => format!("certificate rejected: {text}"),
+        },
+    }
+}
+
+async fn receive_features<Io: AsyncBufRead + AsyncWrite + Unpin>(
+    pending: PendingFeaturesRecv<Io>,
     jid: &BareJid,
-) -> Result<(tokio_xmpp::parsers::stream_features::StreamFeatures, Stream), ConnectorError> {
+) -> Result<(StreamFeatures, XmppStream<Io>), ConnectorError> {
     pending.recv_features().await.map_err(|e| match e {
         RecvFeaturesError::Io(e) => login_io_error(e),
         RecvFeaturesError::StreamError(e) => login_stream_error(&e, jid),

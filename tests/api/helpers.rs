@@ -68,6 +68,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web/node_modules").into()),
         connect_timeout: Duration::from_secs(5),
         max_db_connections: 8,
+        extra_ca_file: None,
     }
 }
 
@@ -86,7 +87,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_on(database_url: &str) -> TestApp {
-    let app = Application::build(test_settings(database_url))
+    spawn_app_with(test_settings(database_url)).await
+}
+
+/// A server with these settings: [`test_settings`], changed as a test needs.
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let database_url = settings
+        .database_url
+        .as_ref()
+        .expect("test settings name a database")
+        .expose()
+        .to_owned();
+    let app = Application::build(settings)
         .await
         .expect("the application builds");
     let address = app.address();
@@ -94,8 +106,8 @@ pub async fn spawn_app_on(database_url: &str) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        database_url: database_url.to_owned(),
-        pool: PgPool::connect(database_url).await.expect("test pool"),
+        pool: PgPool::connect(&database_url).await.expect("test pool"),
+        database_url,
         http: reqwest::Client::new(),
         stop,
         server: Some(server),

@@ -9,3 +9,4 @@ mod http;
 mod presence;
 mod security;
 mod subscriptions;
+mod tls;
