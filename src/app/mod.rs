@@ -315,15 +315,7 @@ impl Switchboard {
         for (session, (account, _)) in sessions.into_iter().zip(&parsed) {
             match session {
                 Ok(session) => live.push((account.clone(), session)),
-                Err(e) if failure.is_none() => {
-                    failure = Some(match e {
-                        AppError::AuthFailed(_) => AppError::AuthFailed(format!(
-                            "the {} server refused the credentials of {}",
-                            account.protocol, account.handle
-                        )),
-                        other => other,
-                    })
-                }
+                Err(e) if failure.is_none() => failure = Some(name_account(e, account)),
                 Err(_) => {}
             }
         }
@@ -355,14 +347,7 @@ impl Switchboard {
         .await;
         if let Err(e) = result {
             for (account, session) in live {
-                session.disconnect().await;
-                if let Err(e) = self
-                    .vault
-                    .destroy(self.vault.pool(), account.account_id)
-                    .await
-                {
-                    tracing::error!(account = %account.account_id, error = %e, "cannot destroy the secret of a refused binding");
-                }
+                self.abandon(account.account_id, session).await;
             }
             return Err(e);
         }
@@ -456,6 +441,15 @@ impl Switchboard {
             }
         });
         futures::future::join_all(attempts).await
+    }
+
+    /// Undoes the upstream side of a binding that was not recorded: logs out and destroys the
+    /// secret put in the vault for it.
+    async fn abandon(&self, account: AccountId, session: LiveSession) {
+        session.disconnect().await;
+        if let Err(e) = self.vault.destroy(self.vault.pool(), account).await {
+            tracing::error!(%account, error = %e, "cannot destroy the secret of a refused binding");
+        }
     }
 
     /// Imports a fresh connection's roster and keeps the connection, forwarding what it sees.
@@ -569,13 +563,10 @@ impl Switchboard {
             .await?
             .decide(UserCommand::BindAccount(account.clone()))
             .map_err(AppError::from)?;
-        let session = self.connect(&login).await.map_err(|e| match e {
-            AppError::AuthFailed(_) => AppError::AuthFailed(format!(
-                "the {} server refused the credentials of {}",
-                account.protocol, account.handle
-            )),
-            other => other,
-        })?;
+        let session = self
+            .connect(&login)
+            .await
+            .map_err(|e| name_account(e, &account))?;
         let bound = async {
             self.vault
                 .put(user, account.account_id, &input.secret)
@@ -590,14 +581,7 @@ impl Switchboard {
         }
         .await;
         if let Err(e) = bound {
-            session.disconnect().await;
-            if let Err(e) = self
-                .vault
-                .destroy(self.vault.pool(), account.account_id)
-                .await
-            {
-                tracing::error!(account = %account.account_id, error = %e, "cannot destroy the secret of a refused binding");
-            }
+            self.abandon(account.account_id, session).await;
             return Err(e);
         }
         let contacts = self
@@ -843,5 +827,16 @@ impl Switchboard {
     /// Closes every upstream connection (server shutdown).
     pub async fn shutdown(&self) {
         self.live.detach_all().await;
+    }
+}
+
+/// Says which account a refused login was for (the connector's own message cannot know).
+fn name_account(error: AppError, account: &NewAccount) -> AppError {
+    match error {
+        AppError::AuthFailed(_) => AppError::AuthFailed(format!(
+            "the {} server refused the credentials of {}",
+            account.protocol, account.handle
+        )),
+        other => other,
     }
 }

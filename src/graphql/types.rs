@@ -321,28 +321,34 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The stored event type of this kind.
+    /// The stored event type of this kind (the domain's `UserEvent::kind`).
     pub fn stored_name(self) -> String {
         format!("{self:?}")
     }
 
     fn parse(stored: &str) -> Option<Self> {
-        use EventKind::*;
-        [
-            UserRegistered,
-            AccountBound,
-            AccountUnbound,
-            RosterContactAdded,
-            RosterContactRemoved,
-            RosterImported,
-            ContactsMerged,
-            ContactAddedToMetaContact,
-            ContactRemovedFromMetaContact,
-            MetaContactRenamed,
-            BindingUndone,
-        ]
-        .into_iter()
-        .find(|k| k.stored_name() == stored)
+        <Self as async_graphql::resolver_utils::EnumType>::items()
+            .iter()
+            .map(|item| item.value)
+            .find(|kind| kind.stored_name() == stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+    use crate::domain::user::UserEvent;
+
+    #[test]
+    fn every_stored_kind_has_an_api_kind() {
+        for kind in UserEvent::KINDS {
+            assert_eq!(
+                EventKind::parse(kind)
+                    .map(EventKind::stored_name)
+                    .as_deref(),
+                Some(kind)
+            );
+        }
     }
 }
 
