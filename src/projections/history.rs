@@ -126,6 +126,45 @@ pub fn public_details(event: &UserEvent) -> Value {
 
 pub struct HistoryProjection;
 
+/// A batch of history rows, column by column, for one `unnest` insert. (Arrays of arrays cannot
+/// be bound, so each row's id lists travel as JSON.)
+#[derive(Default)]
+struct HistoryRows {
+    position: Vec<i64>,
+    user_id: Vec<Uuid>,
+    sequence: Vec<i64>,
+    kind: Vec<&'static str>,
+    summary: Vec<String>,
+    actor: Vec<String>,
+    request_id: Vec<Option<String>>,
+    recorded_at: Vec<DateTime<Utc>>,
+    contacts: Vec<Value>,
+    metas: Vec<Value>,
+    details: Vec<Value>,
+}
+
+impl HistoryRows {
+    fn push(&mut self, event: &StoredEvent) {
+        let (contacts, metas) = involved(&event.event);
+        self.position.push(event.position);
+        self.user_id.push(event.user_id.0);
+        self.sequence
+            .push(i64::try_from(event.sequence).unwrap_or(i64::MAX));
+        self.kind.push(event.event.kind());
+        self.summary.push(summary(&event.event));
+        self.actor.push(event.actor.clone());
+        self.request_id.push(event.request_id.clone());
+        self.recorded_at.push(event.recorded_at);
+        self.contacts.push(Value::from(
+            contacts.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+        ));
+        self.metas.push(Value::from(
+            metas.iter().map(Uuid::to_string).collect::<Vec<_>>(),
+        ));
+        self.details.push(public_details(&event.event));
+    }
+}
+
 #[async_trait]
 impl Projection for HistoryProjection {
     fn name(&self) -> &'static str {
@@ -133,23 +172,42 @@ impl Projection for HistoryProjection {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
-        let (contacts, metas) = involved(&event.event);
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Entries do not depend on each other: the whole batch is one INSERT.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), sqlx::Error> {
+        let mut rows = HistoryRows::default();
+        for event in events {
+            rows.push(event);
+        }
         sqlx::query(
             "INSERT INTO history_view (position, user_id, sequence, kind, summary, actor, request_id, \
                recorded_at, contact_ids, meta_contact_ids, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (position) DO NOTHING",
+             SELECT position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
+                    ARRAY(SELECT jsonb_array_elements_text(contacts)::uuid), \
+                    ARRAY(SELECT jsonb_array_elements_text(metas)::uuid), details \
+               FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+                           $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[], $11::jsonb[]) \
+                 AS r(position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
+                      contacts, metas, details) \
+             ON CONFLICT (position) DO NOTHING",
         )
-        .bind(event.position)
-        .bind(event.user_id.0)
-        .bind(i64::try_from(event.sequence).unwrap_or(i64::MAX))
-        .bind(event.event.kind())
-        .bind(summary(&event.event))
-        .bind(&event.actor)
-        .bind(&event.request_id)
-        .bind(event.recorded_at)
-        .bind(&contacts)
-        .bind(&metas)
-        .bind(public_details(&event.event))
+        .bind(rows.position)
+        .bind(rows.user_id)
+        .bind(rows.sequence)
+        .bind(rows.kind)
+        .bind(rows.summary)
+        .bind(rows.actor)
+        .bind(rows.request_id)
+        .bind(rows.recorded_at)
+        .bind(rows.contacts)
+        .bind(rows.metas)
+        .bind(rows.details)
         .execute(conn)
         .await?;
         Ok(())

@@ -37,6 +37,18 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
     /// Applies one event inside the batch's transaction.
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error>;
+    /// Applies a batch in commit order; a projection whose rows do not depend on each other
+    /// can do it in one statement.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), sqlx::Error> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
     /// Empties the views so the projection can be rebuilt from the first event.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error>;
 }
@@ -79,20 +91,24 @@ pub async fn catch_up(
         tx.rollback().await?;
         return Ok(0);
     }
-    let mut touched: BTreeSet<UserId> = BTreeSet::new();
-    let mut last = (after_tx, after_position);
-    for row in &rows {
-        let event = decode(row, upcasters).map_err(|e| ProjectionError::Decode {
-            position: row
-                .try_get::<i64, _>("position")
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
-        projection.apply(&mut tx, &event).await?;
-        touched.insert(event.user_id);
-        last = (event.tx_id.clone(), event.position);
-    }
+    let events = rows
+        .iter()
+        .map(|row| {
+            decode(row, upcasters).map_err(|e| ProjectionError::Decode {
+                position: row
+                    .try_get::<i64, _>("position")
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    projection.apply_batch(&mut tx, &events).await?;
+    let touched: BTreeSet<UserId> = events.iter().map(|e| e.user_id).collect();
+    let last = events
+        .last()
+        .map(|e| (e.tx_id.clone(), e.position))
+        .unwrap_or((after_tx, after_position));
     sqlx::query(
         "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
          WHERE name = $1",
