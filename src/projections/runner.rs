@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
+use cqrs_es::Aggregate;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{broadcast, watch};
 
 use crate::domain::ids::UserId;
+use crate::domain::user::User;
 use crate::projections::notify::ViewChanged;
 use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
 
@@ -53,7 +55,8 @@ pub trait Projection: Send + Sync {
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error>;
 }
 
-/// Applies the next batch of unread events; returns how many it applied.
+/// Applies the next batch of unread events; returns how many rows it read (other aggregates'
+/// rows are read and passed over).
 pub async fn catch_up(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -74,11 +77,12 @@ pub async fn catch_up(
     .await?;
     let after_tx: String = checkpoint.try_get("tx_id")?;
     let after_position: i64 = checkpoint.try_get("position")?;
+    // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
+    // SQL would make each later read scan them again); only the user's events are applied.
     let query = format!(
-        "SELECT {EVENT_COLUMNS} FROM events \
+        "SELECT aggregate_type, {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, position) > ($1::text::xid8, $2) \
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-           AND aggregate_type = 'User' \
          ORDER BY tx_id, position LIMIT $3"
     );
     let rows = sqlx::query(&query)
@@ -87,28 +91,28 @@ pub async fn catch_up(
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
-    if rows.is_empty() {
+    let Some(last_row) = rows.last() else {
         tx.rollback().await?;
         return Ok(0);
-    }
-    let events = rows
-        .iter()
-        .map(|row| {
-            decode(row, upcasters).map_err(|e| ProjectionError::Decode {
+    };
+    let last: (String, i64) = (last_row.try_get("tx_id")?, last_row.try_get("position")?);
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<String, _>("aggregate_type")? != User::TYPE {
+            continue;
+        }
+        events.push(decode(row, upcasters).map_err(|e| {
+            ProjectionError::Decode {
                 position: row
                     .try_get::<i64, _>("position")
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
                 reason: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+            }
+        })?);
+    }
     projection.apply_batch(&mut tx, &events).await?;
     let touched: BTreeSet<UserId> = events.iter().map(|e| e.user_id).collect();
-    let last = events
-        .last()
-        .map(|e| (e.tx_id.clone(), e.position))
-        .unwrap_or((after_tx, after_position));
     sqlx::query(
         "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
          WHERE name = $1",
@@ -205,10 +209,9 @@ pub async fn rebuild(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, ProjectionError> {
     let upcasters = upcasters();
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'User'")
-            .fetch_one(pool)
-            .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
     {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")

@@ -7,6 +7,7 @@ mod flow;
 mod helpers;
 mod http;
 mod presence;
+mod projections;
 mod security;
 mod subscriptions;
 mod tls;

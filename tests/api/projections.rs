@@ -1,0 +1,110 @@
+//! The catch-up reader's ordering guarantee, against a real PostgreSQL: an event whose
+//! transaction commits late is never skipped, even when a later position committed first.
+
+use sqlx::PgPool;
+use switchboard::domain::ids::{UserId, UserName};
+use switchboard::domain::user::UserEvent;
+use switchboard::projections::history::HistoryProjection;
+use switchboard::projections::runner::catch_up;
+use switchboard::store::event_store::upcasters;
+
+use crate::helpers::fresh_database;
+
+async fn insert_registration(conn: &mut sqlx::PgConnection, name: &str) -> i64 {
+    let user_name = UserName::parse(name).unwrap();
+    let event = UserEvent::UserRegistered {
+        user_name: user_name.clone(),
+        password_hash: "$argon2id$test".into(),
+    };
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, '{\"actor\": \"admin:test\"}') RETURNING position",
+    )
+    .bind(UserId::for_name(&user_name).to_string())
+    .bind(serde_json::to_value(&event).unwrap())
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+async fn history_positions(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT position FROM history_view ORDER BY position")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_late_commit_is_read_in_commit_order_not_skipped() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+
+    // A takes the earlier position but stays open; B takes a later one and commits first.
+    let mut a = pool.begin().await.unwrap();
+    let early = insert_registration(&mut a, "early").await;
+    let mut b = pool.begin().await.unwrap();
+    let late = insert_registration(&mut b, "late").await;
+    b.commit().await.unwrap();
+    assert!(early < late);
+
+    // While A is open, B's row is not read either: reading it now would move the checkpoint
+    // past A's position, and A would be lost when it commits.
+    let read = catch_up(&pool, &HistoryProjection, &upcasters)
+        .await
+        .unwrap();
+    assert_eq!(read, 0);
+    assert!(history_positions(&pool).await.is_empty());
+
+    a.commit().await.unwrap();
+    let read = catch_up(&pool, &HistoryProjection, &upcasters)
+        .await
+        .unwrap();
+    assert_eq!(read, 2);
+    let mut both = vec![early, late];
+    both.sort();
+    assert_eq!(history_positions(&pool).await, both);
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        0
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_failing_batch_leaves_the_checkpoint_where_it_was() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+    let mut conn = pool.acquire().await.unwrap();
+    insert_registration(&mut conn, "first").await;
+    drop(conn);
+    // Break the view: the batch fails, nothing is written, and nothing is skipped.
+    sqlx::query("ALTER TABLE history_view ADD CONSTRAINT no_rows CHECK (false) NOT VALID")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(catch_up(&pool, &HistoryProjection, &upcasters)
+        .await
+        .is_err());
+    let checkpoint: i64 =
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'history'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(checkpoint, 0);
+    sqlx::query("ALTER TABLE history_view DROP CONSTRAINT no_rows")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(history_positions(&pool).await.len(), 1);
+    pool.close().await;
+}
