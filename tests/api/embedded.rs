@@ -36,6 +36,18 @@ async fn serve(data_dir: &std::path::Path, port: u16) -> Child {
     panic!("the server with embedded PostgreSQL did not become healthy");
 }
 
+async fn post(port: u16, query: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn terminate(mut child: Child) {
     let pid = child.id().expect("running");
     let status = std::process::Command::new("kill")
@@ -62,16 +74,11 @@ async fn serve_without_database_url_runs_and_stops_its_own_postgres() {
         .unwrap()
         .port();
     let server = serve(&data_dir, port).await;
-    let client = reqwest::Client::new();
-    let body: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/graphql"))
-        .json(&json!({ "query": "mutation { register(userName: \"embed\", password: \"correct horse battery\") { token } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post(
+        port,
+        "mutation { register(userName: \"embed\", password: \"correct horse battery\") { token } }",
+    )
+    .await;
     assert!(body["data"]["register"]["token"].is_string(), "{body}");
     assert!(
         data_dir.join("master.key").exists(),
@@ -90,15 +97,11 @@ async fn serve_without_database_url_runs_and_stops_its_own_postgres() {
 
     // Restarted, it finds the same data: the name is taken.
     let server = serve(&data_dir, port).await;
-    let body: serde_json::Value = client
-        .post(format!("http://127.0.0.1:{port}/graphql"))
-        .json(&json!({ "query": "mutation { login(userName: \"embed\", password: \"correct horse battery\") { token } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = post(
+        port,
+        "mutation { login(userName: \"embed\", password: \"correct horse battery\") { token } }",
+    )
+    .await;
     assert!(body["data"]["login"]["token"].is_string(), "{body}");
     terminate(server).await;
     let _ = std::fs::remove_dir_all(&data_dir);
