@@ -114,10 +114,11 @@ impl Application {
             .context("running migrations")?;
 
         let (stop, stopped) = watch::channel(false);
+        let vault = Vault::new(pool.clone(), &key);
         let views = ViewChanges::default();
         let app = Switchboard::new(
             pool.clone(),
-            Vault::new(pool.clone(), &key),
+            vault.clone(),
             connectors,
             views.clone(),
             ServiceSettings {
@@ -131,7 +132,8 @@ impl Application {
                 crate::projections::all(),
                 stopped.clone(),
             )),
-            tokio::spawn(views.run(pool.clone(), stopped)),
+            tokio::spawn(views.run(pool.clone(), stopped.clone())),
+            tokio::spawn(sweep_vault(vault, stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());
         let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());
@@ -196,6 +198,31 @@ impl Application {
                 .context("stopping the embedded PostgreSQL")?;
         }
         served.context("HTTP server failed")
+    }
+}
+
+/// Secrets younger than this are never swept: their binding may still be in flight.
+const VAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+const VAULT_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Destroys orphaned secrets at start-up and then hourly, until `stop`.
+async fn sweep_vault(vault: Vault, mut stop: watch::Receiver<bool>) {
+    loop {
+        match vault.sweep_orphans(VAULT_GRACE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                count = n,
+                "destroyed secrets of accounts that are not bound"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the credential vault"),
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(VAULT_SWEEP_EVERY) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
     }
 }
 

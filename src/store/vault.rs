@@ -151,4 +151,28 @@ impl Vault {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// Destroys secrets whose account is not bound: a crash between storing a secret and
+    /// recording its binding (or between recording an unbinding and destroying the secret)
+    /// leaves one behind. The event history decides, not the views; `grace` spares bindings
+    /// still in flight. Returns how many were destroyed.
+    pub async fn sweep_orphans(&self, grace: std::time::Duration) -> Result<u64, VaultError> {
+        let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let swept = sqlx::query(
+            "DELETE FROM credentials c \
+              WHERE c.created_at < now() - make_interval(secs => $1) \
+                AND (NOT EXISTS (SELECT 1 FROM events e \
+                                  WHERE e.aggregate_type = 'User' AND e.aggregate_id = c.user_id::text \
+                                    AND e.event_type = 'AccountBound' \
+                                    AND e.payload -> 'AccountBound' ->> 'account_id' = c.account_id::text) \
+                     OR EXISTS (SELECT 1 FROM events e \
+                                 WHERE e.aggregate_type = 'User' AND e.aggregate_id = c.user_id::text \
+                                   AND e.event_type = 'AccountUnbound' \
+                                   AND e.payload -> 'AccountUnbound' ->> 'account_id' = c.account_id::text))",
+        )
+        .bind(grace_secs as f64)
+        .execute(&self.pool)
+        .await?;
+        Ok(swept.rows_affected())
+    }
 }

@@ -173,3 +173,92 @@ async fn a_user_cannot_read_or_change_another_users_data() {
     assert_eq!(still["metaContacts"][0]["name"], "B&C");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn orphaned_secrets_are_swept_and_bound_ones_kept() {
+    use switchboard::store::vault::{MasterKey, Vault};
+    let app = spawn_app().await;
+    let token = app
+        .register(
+            "alice",
+            json!([xmpp_account("alice"), xmpp_account("alice2")]),
+        )
+        .await;
+    let accounts = app
+        .gql(Some(&token), "{ accounts { id handle } }", json!({}))
+        .await;
+    let alice2 = accounts.data()["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["handle"] == "alice2@localhost")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user: String = app
+        .gql(Some(&token), "{ me { id } }", json!({}))
+        .await
+        .data()["me"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let vault = Vault::new(app.pool.clone(), &MasterKey::generate());
+    // A secret stored for a binding that was never recorded (a crash in between)...
+    let never_bound = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO credentials (account_id, user_id, nonce, ciphertext, created_at) \
+         VALUES ($1, $2::uuid, '\\x00', '\\x00', now() - interval '1 hour')",
+    )
+    .bind(never_bound)
+    .bind(&user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // ...and one whose unbinding was recorded but whose secret survived.
+    sqlx::query("UPDATE credentials SET created_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let unbound = app
+        .gql(
+            Some(&token),
+            "mutation($a: ID!) { unbindAccount(accountId: $a) }",
+            json!({ "a": alice2 }),
+        )
+        .await;
+    assert_eq!(unbound.data()["unbindAccount"], true);
+    sqlx::query(
+        "INSERT INTO credentials (account_id, user_id, nonce, ciphertext, created_at) \
+         VALUES ($1::uuid, $2::uuid, '\\x00', '\\x00', now() - interval '1 hour')",
+    )
+    .bind(&alice2)
+    .bind(&user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // A fresh orphan is spared: its binding may still be in flight.
+    sqlx::query("INSERT INTO credentials (account_id, user_id, nonce, ciphertext) VALUES ($1, $2::uuid, '\\x00', '\\x00')")
+        .bind(uuid::Uuid::new_v4())
+        .bind(&user)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let swept = vault
+        .sweep_orphans(std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(swept, 2);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "alice's bound secret and the fresh one remain");
+    // The bound account still logs in with its kept secret.
+    let login = app
+        .gql(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { accounts { ok } } }", json!({}))
+        .await;
+    assert_eq!(login.data()["login"]["accounts"][0]["ok"], true);
+    app.stop().await;
+}
