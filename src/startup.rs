@@ -160,10 +160,6 @@ impl Application {
         self.address
     }
 
-    pub fn app(&self) -> Arc<Switchboard> {
-        self.app.clone()
-    }
-
     /// A handle that stops the server when sent `true`.
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.stop.clone()

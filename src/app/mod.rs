@@ -151,10 +151,6 @@ impl Switchboard {
         &self.views
     }
 
-    pub fn live(&self) -> &LiveConnections {
-        &self.live
-    }
-
     // ----- commands ---------------------------------------------------------------------
 
     async fn load(&self, user: UserId) -> Result<User, AppError> {

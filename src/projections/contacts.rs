@@ -138,13 +138,6 @@ impl ContactList {
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Self::assemble(metas, contacts))
     }
-
-    pub fn all_contacts(&self) -> impl Iterator<Item = &ContactEntry> {
-        self.meta_contacts
-            .iter()
-            .flat_map(|m| m.members.iter())
-            .chain(self.single_contacts.iter())
-    }
 }
 
 /// Keeps the account and contact views.
