@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# scripts/test-env.sh — throwaway PostgreSQL and Prosody (XMPP) servers on loopback for the tests.
+# scripts/test-env.sh — throwaway PostgreSQL, Prosody and ejabberd (XMPP) servers on loopback for
+# the tests.
 #
 # Usage
 #   source scripts/test-env.sh          start them all, export the variables below into the calling
 #                                       shell; they are stopped when that shell exits (EXIT trap).
 #                                       This is what scripts/test.sh does.
 #   scripts/test-env.sh --check         start them all, check them for real (SQL query, XMPP login
-#                                       of every test user and their rosters, on both Prosodys,
-#                                       STARTTLS on the TLS one), stop, exit 0 if all ok.
+#                                       of every test user and their rosters, on both Prosodys and
+#                                       ejabberd, STARTTLS on the TLS one, no epmd left), stop,
+#                                       exit 0 if all ok.
 #   scripts/test-env.sh CMD [ARG...]    start them all, run CMD with the variables set, stop; exits
 #                                       with CMD's status. E.g. `scripts/test-env.sh cargo test foo`.
 #   scripts/test-env.sh                 start them all, print the exports, wait for Ctrl-C, stop.
@@ -15,6 +17,9 @@
 # Servers: one PostgreSQL and two Prosodys with the same users and rosters: a plain one (no TLS at
 # all) and a TLS one that requires STARTTLS before login, with a certificate for "localhost" from a
 # throwaway CA made at start-up with openssl (its key is deleted once the certificate is signed).
+# And one ejabberd, a second XMPP server implementation, plain (no TLS), with only the connector
+# tests' users ann, ben, cid, dot, eve and their rosters, so that tests/xmpp.rs holds the
+# connector to two independent servers.
 #
 # Exported (all on 127.0.0.1, ports chosen free at start):
 #   SWITCHBOARD_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:PORT/postgres  (trust auth)
@@ -22,12 +27,14 @@
 #   SWITCHBOARD_TEST_XMPP_DOMAIN   localhost        (both Prosodys)
 #   SWITCHBOARD_TEST_XMPP_TLS_SERVER  127.0.0.1:PORT  (Prosody c2s, STARTTLS required)
 #   SWITCHBOARD_TEST_XMPP_TLS_CA   PEM file of the CA that issued the TLS Prosody's certificate
+#   SWITCHBOARD_TEST_EJABBERD_SERVER  127.0.0.1:PORT  (ejabberd c2s, plain TCP, no TLS offered;
+#                                  domain localhost too)
 #   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of all servers
 #
 # Knobs: SWITCHBOARD_PG_BIN (folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin),
 #        SWITCHBOARD_TEST_KEEP_TMP=1 (keep the temporary folder, e.g. to read the logs).
 #
-# Why this exists: CI runs on a fresh Debian machine as root, where neither server may be
+# Why this exists: CI runs on a fresh Debian machine as root, where none of the servers may be
 # installed, and nothing may listen on anything but loopback. So we install what is missing with
 # apt (without letting the packages start their system services), then run private instances of
 # the servers out of a temporary folder and tear everything down at exit.
@@ -36,7 +43,7 @@
 # "<name>-pw-7Q":
 #   alice, alice2, bob, carol, dave, mallory      (e.g. alice@localhost / alice-pw-7Q), for the
 #   API tests, and ann, ben, cid, dot, eve, for the connector tests (tests/xmpp.rs), which
-#   change presence and so keep to users of their own.
+#   change presence and so keep to users of their own. ejabberd has ann, ben, cid, dot, eve only.
 #
 # Rosters. They come from Prosody's mod_groups (a groups_file). mod_groups makes every member of a
 # group a contact of every other member of that group, with subscription "both", and puts the
@@ -55,6 +62,8 @@
 #                       "Ben", "Cid", "Dot", "Eve".
 # Note: roster items from mod_groups are not stored (persist=false) and cannot be removed by a
 # client; contacts a client adds itself are stored normally and disappear with the temp folder.
+# ejabberd has no groups file: the Pals rosters there are ordinary stored roster items, made with
+# `ejabberdctl push_roster_all` (same names, group and subscription), which a client can change.
 # The `--check` mode logs in as each user and asserts exactly these rosters.
 #
 # Sourcing sets `set -euo pipefail` and EXIT/INT/TERM traps in the calling shell; its own names
@@ -145,6 +154,13 @@ PY
 	echo "${ports[*]}"
 }
 
+# "N.N s" since $1, an earlier $EPOCHREALTIME.
+_sbt_since() {
+	local now=$EPOCHREALTIME
+	local ms=$(((${now//[!0-9]/} - ${1//[!0-9]/}) / 1000)) # "." or "," by locale
+	printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
 # True once something accepts TCP connections on 127.0.0.1:$1.
 _sbt_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -157,6 +173,7 @@ _sbt_install_missing() {
 	_sbt_pg_bindir >/dev/null || pkgs+=(postgresql)
 	command -v psql >/dev/null || pkgs+=(postgresql-client)
 	{ command -v prosody && command -v prosodyctl; } >/dev/null || pkgs+=(prosody)
+	_sbt_ejabberdctl_bin >/dev/null || pkgs+=(ejabberd)
 	command -v openssl >/dev/null || pkgs+=(openssl)
 	((${#pkgs[@]} > 0)) || return 0
 
@@ -177,7 +194,7 @@ _sbt_install_missing() {
 	fi
 
 	_sbt_log "installing ${pkgs[*]} with apt (services kept stopped)"
-	local ok=1 aptlog=${TMPDIR:-/tmp}/switchboard-test-apt.$$.log
+	local ok=1 aptlog=${TMPDIR:-/tmp}/switchboard-test-apt.$$.log started=$EPOCHREALTIME
 	export DEBIAN_FRONTEND=noninteractive
 	# apt-get update only now that something must be installed: a fresh machine has stale lists.
 	if ! apt-get -o DPkg::Lock::Timeout=300 update -q >"$aptlog" 2>&1 ||
@@ -192,6 +209,7 @@ _sbt_install_missing() {
 		_sbt_die "apt-get install ${pkgs[*]} failed (full log: $aptlog)"
 	fi
 	rm -f "$aptlog"
+	_sbt_log "installed ${pkgs[*]} ($(_sbt_since "$started"))"
 
 	# Belt and braces, in case a service started anyway (e.g. no policy-rc.d support): whatever is
 	# running now came from this install, since the package was not there before.
@@ -212,6 +230,21 @@ _sbt_install_missing() {
 			service prosody stop >/dev/null 2>&1 || kill -TERM "$pid" || true
 		fi
 	fi
+	# Debian's ejabberd listens on all interfaces (c2s 5222, s2s 5269, HTTP 5280/5443) and its
+	# Erlang VM starts an epmd daemon (port 4369, all interfaces) that outlives it.
+	if [[ " ${pkgs[*]} " == *" ejabberd "* && -s /run/ejabberd/ejabberd.pid ]]; then
+		local pid i
+		pid=$(cat /run/ejabberd/ejabberd.pid)
+		if kill -0 "$pid" 2>/dev/null; then
+			_sbt_log "stopping packaged ejabberd service started by the install"
+			service ejabberd stop >/dev/null 2>&1 || kill -TERM "$pid" || true
+			for ((i = 0; i < 100; i++)); do
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.1
+			done
+		fi
+	fi
+	_sbt_stop_new_epmds
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -221,6 +254,9 @@ _sbt_install_missing() {
 _sbt_tmp=""
 _sbt_prosody_pids=() # every Prosody started, plain and TLS
 _sbt_pg_pid=""
+_sbt_ejabberd_pid="" # the `ejabberdctl foreground` process; the Erlang VM is its child
+_sbt_ejabberd_port=""
+_sbt_ejabberd_started=""
 _sbt_logs_shown=""
 
 _sbt_cleanup() {
@@ -231,7 +267,17 @@ _sbt_cleanup() {
 	if ((rc != 0 && rc != 130 && rc != 143)) && [[ -z $_sbt_logs_shown && -n $_sbt_tmp && -d $_sbt_tmp ]]; then
 		_sbt_tail "$_sbt_tmp/prosody/prosody.log" 20
 		_sbt_tail "$_sbt_tmp/prosody-tls/prosody.log" 20
+		_sbt_tail "$_sbt_tmp/ejabberd/error.log" 20
 		_sbt_tail "$_sbt_tmp/pg/postgres.log" 20
+	fi
+	# ejabberd first: SIGTERM makes its Erlang VM shut down cleanly, as `ejabberdctl stop` would
+	# without starting a second VM for it. It takes ~1 s, which the others' stops overlap. The VM's
+	# pid is in ejabberd.pid; before that is written, it is the ejabberdctl process's only child.
+	local ejabberd_vm=""
+	if [[ -n $_sbt_ejabberd_pid ]]; then
+		ejabberd_vm=$(cat "$_sbt_tmp/ejabberd/ejabberd.pid" 2>/dev/null ||
+			cat "/proc/$_sbt_ejabberd_pid/task/$_sbt_ejabberd_pid/children" 2>/dev/null || true)
+		[[ -z $ejabberd_vm ]] || kill -TERM $ejabberd_vm 2>/dev/null || true
 	fi
 	if ((${#_sbt_prosody_pids[@]} > 0)); then
 		local pid i
@@ -257,6 +303,20 @@ _sbt_cleanup() {
 		wait "$_sbt_pg_pid" 2>/dev/null || true
 		_sbt_pg_pid=""
 	fi
+	if [[ -n $_sbt_ejabberd_pid ]]; then
+		local i
+		for ((i = 0; i < 200; i++)); do # up to 20 s for a clean shutdown; it takes ~1 s
+			kill -0 "$_sbt_ejabberd_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$_sbt_ejabberd_pid" 2>/dev/null; then
+			[[ -z $ejabberd_vm ]] || kill -KILL $ejabberd_vm 2>/dev/null || true
+			kill -KILL "$_sbt_ejabberd_pid" 2>/dev/null || true
+		fi
+		wait "$_sbt_ejabberd_pid" 2>/dev/null || true
+		_sbt_ejabberd_pid=""
+	fi
+	_sbt_stop_new_epmds
 	if [[ -n $_sbt_tmp && -d $_sbt_tmp ]]; then
 		if [[ ${SWITCHBOARD_TEST_KEEP_TMP:-} == 1 ]]; then
 			_sbt_log "kept $_sbt_tmp"
@@ -467,6 +527,214 @@ _sbt_start_prosody() {
 }
 
 # ----------------------------------------------------------------------------------------------
+# ejabberd: the second, independent XMPP server implementation (Erlang), for the connector tests.
+# Plain c2s on 127.0.0.1 (no TLS offered), users ann..eve with the Pals roster, no s2s, no HTTP.
+# ----------------------------------------------------------------------------------------------
+
+# The roster groups ejabberd gets, as in _sbt_xmpp_groups: only the connector tests use ejabberd.
+_sbt_ejabberd_groups=("Pals:ann ben cid dot eve")
+
+# ejabberdctl: in /usr/sbin, which is not on every user's PATH.
+_sbt_ejabberdctl_bin() {
+	local bin
+	for bin in "$(command -v ejabberdctl 2>/dev/null)" /usr/sbin/ejabberdctl; do
+		[[ -n $bin && -x $bin ]] && { echo "$bin"; return 0; }
+	done
+	return 1
+}
+
+# epmd, Erlang's port mapper daemon, listens on all interfaces (port 4369) and outlives the VM
+# that started it. Our ejabberd is set up not to need one (ERL_DIST_PORT below), so normally none
+# appears; these catch the packaged service, or a future ejabberdctl, starting one anyway.
+
+# Pids of the epmd daemons running as the user ejabberd runs as (user ejabberd as root, else
+# ourselves), one a line. No pgrep: procps is not on every machine.
+_sbt_epmd_pids() {
+	local uid comm name pid
+	if [[ $EUID -eq 0 ]]; then
+		uid=$(id -u ejabberd 2>/dev/null) || return 0 # no such user yet: no such epmd either
+	else
+		uid=$EUID
+	fi
+	for comm in /proc/[0-9]*/comm; do
+		read -r name <"$comm" 2>/dev/null || continue
+		[[ $name == epmd ]] || continue
+		pid=${comm#/proc/}
+		pid=${pid%/comm}
+		[[ $(stat -c %u "/proc/$pid" 2>/dev/null) == "$uid" ]] && echo "$pid"
+	done
+	return 0
+}
+
+# The epmd pids of _sbt_epmd_pids that were not there when this script started.
+_sbt_epmd_before=""
+_sbt_new_epmds() {
+	local pid
+	for pid in $(_sbt_epmd_pids); do
+		[[ " ${_sbt_epmd_before//$'\n'/ } " == *" $pid "* ]] || echo "$pid"
+	done
+	return 0
+}
+
+# Stops (by pid) every epmd that appeared since this script started.
+_sbt_stop_new_epmds() {
+	local pid
+	for pid in $(_sbt_new_epmds); do
+		_sbt_log "stopping epmd (pid $pid) started by ejabberd"
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+}
+
+# Usage: _sbt_start_ejabberd C2S_PORT DIST_PORT — starts it; _sbt_finish_ejabberd completes it.
+# Files in $_sbt_tmp/ejabberd, all owned by user ejabberd (as root; it runs as that user):
+#   ejabberd.yml      its config;
+#   ejabberdctl.cfg   the ctl config. It must be ours: without --ctl-config, ejabberdctl reads the
+#                     packaged /etc/ejabberd/ejabberdctl.cfg, whose settings silently override ours
+#                     (pid file, config path) and whose Erlang distribution listens on all
+#                     interfaces;
+#   ctl               ejabberdctl with both files, as user ejabberd: e.g. `ctl status`,
+#                     `ctl get_roster ann localhost` (keep the folder with SWITCHBOARD_TEST_KEEP_TMP=1);
+#   roster-GROUP.erl  the members of a roster group, for push_roster_all;
+#   .erlang.cookie    the Erlang cookie (HOME is this folder), readable by ejabberd only;
+#   data/             the Mnesia database (users, rosters); ejabberd.log, error.log.
+# No epmd: ERL_DIST_PORT makes the node listen for ejabberdctl on DIST_PORT (127.0.0.1 only, by
+# inet_dist_use_interface) and ejabberdctl connect straight to it, so no epmd daemon is started,
+# and a ctl call takes ~0.3 s instead of 1-2 s.
+_sbt_start_ejabberd() {
+	local port=$1 dist_port=$2 dir=$_sbt_tmp/ejabberd
+	local bin
+	bin=$(_sbt_ejabberdctl_bin) || _sbt_die "ejabberdctl not found"
+	mkdir -p "$dir/data"
+	chmod 0700 "$dir"
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$dir/.erlang.cookie"
+	chmod 0400 "$dir/.erlang.cookie"
+
+	cat >"$dir/ejabberdctl.cfg" <<-EOF
+		# Generated by scripts/test-env.sh; used instead of /etc/ejabberd/ejabberdctl.cfg.
+		ERLANG_NODE=switchboard-test@localhost
+		ERL_DIST_PORT=$dist_port
+		ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"
+		EJABBERD_PID_PATH=$dir/ejabberd.pid
+	EOF
+
+	# Plain c2s: no certificates, so no STARTTLS offered (the STARTTLS tests use the TLS Prosody);
+	# PLAIN and SCRAM logins (passwords stored as given, so every SCRAM variant is offered). No
+	# s2s listener; no mod_offline, mod_stream_mgmt or mod_fail2ban (the tests log in with wrong
+	# passwords on purpose, and must not be banned for it). mod_admin_extra: push_roster_all.
+	cat >"$dir/ejabberd.yml" <<-EOF
+		# Generated by scripts/test-env.sh: throwaway ejabberd for tests, loopback only.
+		hosts:
+		  - localhost
+		loglevel: info
+		log_rotate_count: 0
+		hide_sensitive_log_data: true
+		certfiles: []
+		auth_method: internal
+		auth_password_format: plain
+		listen:
+		  - port: $port
+		    ip: "127.0.0.1"
+		    module: ejabberd_c2s
+		    starttls: false
+		api_permissions:
+		  "ejabberdctl":
+		    from:
+		      - ejabberd_ctl
+		    who: all
+		    what: "*"
+		modules:
+		  mod_admin_extra: {}
+		  mod_disco: {}
+		  mod_ping: {}
+		  mod_roster: {}
+	EOF
+
+	# ejabberdctl runs only as root (then it switches to user ejabberd with su, as a child that
+	# we could not stop by pid) or as ejabberd: as root we switch with setpriv, like PostgreSQL.
+	# As another user, a copy without that check runs it as ourselves.
+	local run
+	if [[ $EUID -eq 0 ]]; then
+		id ejabberd >/dev/null 2>&1 || _sbt_die "no ejabberd user (is the ejabberd package installed?)"
+		chown -R ejabberd:ejabberd "$dir"
+		run="setpriv --reuid=ejabberd --regid=ejabberd --init-groups -- env -C '$dir' HOME='$dir' '$bin'"
+	else
+		sed 's/^INSTALLUSER=.*/INSTALLUSER=/' "$bin" >"$dir/ejabberdctl"
+		chmod 0700 "$dir/ejabberdctl"
+		run="env -C '$dir' HOME='$dir' '$dir/ejabberdctl'"
+	fi
+	cat >"$dir/ctl" <<-EOF
+		#!/bin/sh
+		# Generated by scripts/test-env.sh: ejabberdctl for the throwaway ejabberd in this folder.
+		exec $run --config '$dir/ejabberd.yml' --ctl-config '$dir/ejabberdctl.cfg' \\
+			--spool '$dir/data' --logs '$dir' "\$@"
+	EOF
+	chmod 0755 "$dir/ctl"
+
+	# In the foreground, as a child of this shell: $! is ejabberdctl, whose child is the Erlang VM
+	# (its pid lands in ejabberd.pid). "-quiet": only critical messages on stdout, the rest goes
+	# to ejabberd.log.
+	_sbt_ejabberd_started=$EPOCHREALTIME
+	_sbt_ejabberd_port=$port
+	"$dir/ctl" foreground-quiet </dev/null >"$dir/ejabberd.stdout" 2>&1 &
+	_sbt_ejabberd_pid=$!
+}
+
+# Waits for the ejabberd of _sbt_start_ejabberd to accept connections (its Erlang VM takes ~1 s
+# to boot, which the other servers' start-up overlaps), then creates the users and rosters.
+_sbt_finish_ejabberd() {
+	local port=$_sbt_ejabberd_port dir=$_sbt_tmp/ejabberd started=$_sbt_ejabberd_started
+	local i up=""
+	for ((i = 0; i < 300; i++)); do # up to 30 s; it normally takes ~1 s
+		if _sbt_port_open "$port"; then
+			up=1
+			break
+		fi
+		kill -0 "$_sbt_ejabberd_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [[ -z $up ]]; then
+		_sbt_tail "$dir/ejabberd.stdout"
+		_sbt_tail "$dir/error.log"
+		_sbt_die "ejabberd did not accept connections on 127.0.0.1:$port"
+	fi
+
+	# Users, then rosters. Every ctl call starts an Erlang VM (~0.3 s), so: the registrations a
+	# few at a time, and one call per roster group instead of one per contact: push_roster_all
+	# (mod_admin_extra) reads a list of {User, Server, Group, Nick} and gives every user in it all
+	# the others, under their Group and Nick, with subscription "both" — what mod_groups does for
+	# Prosody. (add_rosteritem, one side of one relation per call, would take 20 calls for Pals.)
+	local entry group members member name u users=() rosters=()
+	for entry in "${_sbt_ejabberd_groups[@]}"; do
+		group=${entry%%:*}
+		members=${entry#*:}
+		local terms=()
+		for member in $members; do
+			[[ " ${users[*]} " == *" $member "* ]] || users+=("$member")
+			name=$member
+			for u in "${_sbt_xmpp_users[@]}"; do
+				if [[ ${u%%:*} == "$member" ]]; then name=${u#*:}; fi
+			done
+			terms+=("{<<\"$member\">>, <<\"localhost\">>, <<\"$group\">>, <<\"$name\">>}")
+		done
+		# An Erlang term: [T1, T2, ...].
+		(IFS=,; printf '[%s].\n' "${terms[*]}") >"$dir/roster-$group.erl"
+		rosters+=("push_roster_all $dir/roster-$group.erl")
+	done
+	[[ $EUID -ne 0 ]] || chown ejabberd:ejabberd "$dir"/roster-*.erl
+	if ! for u in "${users[@]}"; do echo "register $u localhost $u-pw-7Q"; done |
+		xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1 ||
+		! printf '%s\n' "${rosters[@]}" | xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1; then
+		_sbt_tail "$dir/ctl.log"
+		_sbt_tail "$dir/error.log"
+		_sbt_die "ejabberdctl could not create the test users and rosters"
+	fi
+	if [[ -n $(_sbt_new_epmds) ]]; then
+		_sbt_log "WARNING: ejabberd started an epmd daemon (all interfaces, port 4369); it is stopped at exit"
+	fi
+	_sbt_log "ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null || true) up: 127.0.0.1:$port (domain localhost; users ${users[*]}; ready $(_sbt_since "$started") after launch)"
+}
+
+# ----------------------------------------------------------------------------------------------
 # Self-check (--check): the services answer, the users log in, the rosters are as documented.
 # ----------------------------------------------------------------------------------------------
 
@@ -485,24 +753,34 @@ _sbt_self_check() {
 		while read -r line; do
 			_sbt_log "  $line"
 			[[ $line == *"127.0.0.1:"* ]] || { _sbt_log "FAIL: not loopback: $line"; fail=1; }
-		done < <(ss -Hltnp | awk -v pids="${_sbt_prosody_pids[*]} $_sbt_pg_pid" '
+		done < <(ss -Hltnp | awk -v pids="${_sbt_prosody_pids[*]} $_sbt_pg_pid $(cat "$_sbt_tmp/ejabberd/ejabberd.pid")" '
 			BEGIN { n = split(pids, p, " ") }
 			{ for (i = 1; i <= n; i++) if (index($0, "pid=" p[i] ",")) { print $4; next } }')
-		# The packaged services must not be running (they would listen on 5222/5269/5432).
-		if ss -Hltn | awk '{print $4}' | grep -Eq ':(5222|5269|5432)$'; then
+		# The packaged services must not be running (they would listen on 5222/5269/5432, and
+		# ejabberd's HTTP on 5280/5443).
+		if ss -Hltn | awk '{print $4}' | grep -Eq ':(5222|5269|5280|5443|5432)$'; then
 			_sbt_log "FAIL: something listens on a default XMPP/PostgreSQL port:"
-			ss -Hltnp | grep -E ':(5222|5269|5432) ' >&2 || true
+			ss -Hltnp | grep -E ':(5222|5269|5280|5443|5432) ' >&2 || true
 			fail=1
 		fi
 	fi
+	local epmds
+	epmds=$(_sbt_new_epmds)
+	if [[ -n $epmds ]]; then
+		_sbt_log "FAIL: ejabberd started an epmd daemon (pid ${epmds//$'\n'/ }), which listens on all interfaces"
+		fail=1
+	else
+		_sbt_log "  no epmd daemon started: ok"
+	fi
 
-	_sbt_log "check: XMPP stream features, STARTTLS, login of every user, rosters (both Prosodys)"
+	_sbt_log "check: XMPP stream features, STARTTLS, login of every user, rosters (both Prosodys, ejabberd)"
 	# The expected rosters below must match the header of this file.
 	python3 - "$SWITCHBOARD_TEST_XMPP_SERVER" "$SWITCHBOARD_TEST_XMPP_DOMAIN" \
-		"$SWITCHBOARD_TEST_XMPP_TLS_SERVER" "$SWITCHBOARD_TEST_XMPP_TLS_CA" <<'PY' >&2 || fail=1
+		"$SWITCHBOARD_TEST_XMPP_TLS_SERVER" "$SWITCHBOARD_TEST_XMPP_TLS_CA" \
+		"$SWITCHBOARD_TEST_EJABBERD_SERVER" <<'PY' >&2 || fail=1
 import base64, socket, ssl, sys, xml.etree.ElementTree as ET
 
-plain_server, domain, tls_server, ca_file = sys.argv[1:5]
+plain_server, domain, tls_server, ca_file, ejabberd_server = sys.argv[1:6]
 expected = {
     "alice":   {"bob": ("Bob", "Friends"), "carol": ("Carol", "Family"), "dave": ("Dave", "Work")},
     "alice2":  {"bob": ("Bob", "Club"), "carol": ("Carol", "Neighbours")},
@@ -562,9 +840,12 @@ def login(server, tls, user, password):
     return c, "<success" in r
 
 ok = True
-for label, server, tls in (("plain", plain_server, False), ("tls", tls_server, True)):
-    print("  Prosody (%s) on %s" % (label, server))
-    for user, want in expected.items():
+for label, server, tls, users in (("Prosody (plain)", plain_server, False, list(expected)),
+                                  ("Prosody (tls)", tls_server, True, list(expected)),
+                                  ("ejabberd", ejabberd_server, False, pals)):
+    print("  %s on %s" % (label, server))
+    for user in users:
+        want = expected[user]
         c, success = login(server, tls, user, user + "-pw-7Q")
         if not success:
             print("FAIL: %s could not log in" % user); ok = False; continue
@@ -588,7 +869,7 @@ for label, server, tls in (("plain", plain_server, False), ("tls", tls_server, T
             print("FAIL: %s roster %r != expected %r" % (user, got, want)); ok = False
         c.send("</stream:stream>"); c.s.close()
 
-    c, success = login(server, tls, "alice", "wrong-password")
+    c, success = login(server, tls, users[0], "wrong-password")
     if success:
         print("FAIL: login with a wrong password succeeded"); ok = False
     else:
@@ -613,9 +894,11 @@ PY
 # ----------------------------------------------------------------------------------------------
 
 _sbt_start() {
+	_sbt_epmd_before=$(_sbt_epmd_pids)
 	_sbt_install_missing
 	_sbt_pg_bin=$(_sbt_pg_bindir) || _sbt_die "no PostgreSQL server binaries (initdb) found"
 	command -v prosody >/dev/null || _sbt_die "prosody not found"
+	_sbt_ejabberdctl_bin >/dev/null || _sbt_die "ejabberdctl not found"
 	command -v openssl >/dev/null || _sbt_die "openssl not found"
 	if [[ $EUID -eq 0 ]]; then
 		command -v setpriv >/dev/null || _sbt_die "setpriv (util-linux) is needed to run PostgreSQL as user postgres"
@@ -635,10 +918,11 @@ _sbt_start() {
 			env -C "$_sbt_tmp/pg" HOME="$_sbt_tmp/pg")
 	fi
 
-	local ports pg_port xmpp_port xmpp_tls_port
-	ports=$(_sbt_free_ports 3) || _sbt_die "could not find free ports on 127.0.0.1"
-	read -r pg_port xmpp_port xmpp_tls_port <<<"$ports"
+	local ports pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port
+	ports=$(_sbt_free_ports 5) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port <<<"$ports"
 
+	_sbt_start_ejabberd "$ejabberd_port" "$ejabberd_dist_port" # boots while the others start
 	_sbt_start_postgres "$pg_port"
 	_sbt_start_prosody "$xmpp_port" prosody 0
 	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$xmpp_port"
@@ -646,6 +930,8 @@ _sbt_start() {
 	_sbt_make_certs # exports SWITCHBOARD_TEST_XMPP_TLS_CA
 	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
 	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
+	_sbt_finish_ejabberd
+	export SWITCHBOARD_TEST_EJABBERD_SERVER="127.0.0.1:$ejabberd_port"
 }
 
 if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
@@ -668,6 +954,7 @@ else
 		printf 'export SWITCHBOARD_TEST_XMPP_DOMAIN=%q\n' "$SWITCHBOARD_TEST_XMPP_DOMAIN"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_CA=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_CA"
+		printf 'export SWITCHBOARD_TEST_EJABBERD_SERVER=%q\n' "$SWITCHBOARD_TEST_EJABBERD_SERVER"
 		_sbt_log "servers running; press Ctrl-C to stop them"
 		# Short sleeps: bash runs a trap only between commands, so a TERM is handled within 1 s.
 		while :; do sleep 1; done

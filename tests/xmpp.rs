@@ -1,10 +1,13 @@
-//! The XMPP connector against the real Prosody that scripts/test.sh starts on loopback, with a
+//! The XMPP connector against real servers that scripts/test.sh starts on loopback, with a
 //! second, independent client (raw tokio-xmpp) on the other side to prove that presence really
-//! crosses. Users ann, ben, cid, dot and eve (password `<name>-pw-7Q`) share one roster group, so
-//! each has the other four as contacts; each test uses its own users for anything that changes
-//! presence, so the tests can run in parallel. A second Prosody with the same users requires
-//! STARTTLS, with a certificate from a throwaway CA. The last tests use a scripted server for the
-//! failure paths a real server will not produce on demand.
+//! crosses. Two independent server implementations stand behind every interop test: Prosody (Lua)
+//! and ejabberd (Erlang); each test body takes the server's address and runs once against each,
+//! as `body::prosody` and `body::ejabberd` (see [`against_both_servers`]). On both, users ann,
+//! ben, cid, dot and eve (password `<name>-pw-7Q`) have the other four as contacts (roster group
+//! "Pals", names "Ann", "Ben", …); each test uses its own users for anything that changes
+//! presence, so the tests can run in parallel, and the two servers share nothing. A second
+//! Prosody with the same users requires STARTTLS, with a certificate from a throwaway CA. The last
+//! tests use a scripted server for the failure paths a real server will not produce on demand.
 
 use std::time::{Duration, Instant};
 
@@ -26,11 +29,51 @@ use tokio_xmpp::{Client, IqRequest, IqResponse};
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The Prosody that scripts/test.sh starts; without it these tests fail rather than skip.
-fn server() -> String {
-    std::env::var("SWITCHBOARD_TEST_XMPP_SERVER")
-        .expect("SWITCHBOARD_TEST_XMPP_SERVER is not set: run the tests through scripts/test.sh")
+/// A server address scripts/test.sh exports; without it these tests fail rather than skip.
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
 }
+
+/// The plain Prosody that scripts/test.sh starts.
+fn prosody() -> String {
+    env("SWITCHBOARD_TEST_XMPP_SERVER")
+}
+
+/// The ejabberd that scripts/test.sh starts: the second, independent implementation (plain TCP).
+fn ejabberd() -> String {
+    env("SWITCHBOARD_TEST_EJABBERD_SERVER")
+}
+
+/// Runs each test body given, an `async fn(server: &str)`, against both real servers: as the
+/// tests `body::prosody` and `body::ejabberd`.
+macro_rules! against_both_servers {
+    ($($body:ident),+ $(,)?) => {$(
+        mod $body {
+            #[tokio::test]
+            async fn prosody() {
+                super::$body(&super::prosody()).await;
+            }
+
+            #[tokio::test]
+            async fn ejabberd() {
+                super::$body(&super::ejabberd()).await;
+            }
+        }
+    )+};
+}
+
+against_both_servers!(
+    login_reads_the_roster,
+    a_wrong_password_fails_promptly,
+    an_unknown_user_fails_like_a_wrong_password,
+    an_unserved_domain_is_an_invalid_account,
+    a_contact_coming_online_is_reported,
+    contacts_already_online_are_reported_after_login,
+    close_and_drop_log_out,
+    roster_pushes_are_reported,
+    silent_contacts_are_reported_offline,
+);
 
 /// The Prosody that requires STARTTLS, and the PEM file of the CA that issued its certificate.
 fn tls_server() -> (String, Vec<u8>) {
@@ -47,20 +90,23 @@ fn handle(raw: &str) -> Handle {
     Handle::parse(Protocol::Xmpp, raw).unwrap()
 }
 
-fn login_as(user: &str, password: &str) -> AccountLogin {
+fn login_as(server: &str, user: &str, password: &str) -> AccountLogin {
     AccountLogin {
         protocol: Protocol::Xmpp,
-        server: server(),
+        server: server.to_owned(),
         handle: handle(&format!("{user}@localhost")),
         secret: Secret::new(password),
     }
 }
 
-async fn connect(user: &str) -> LiveSession {
+async fn connect(server: &str, user: &str) -> LiveSession {
     XmppConnector::default()
-        .connect(&login_as(user, &format!("{user}-pw-7Q")), LOGIN_TIMEOUT)
+        .connect(
+            &login_as(server, user, &format!("{user}-pw-7Q")),
+            LOGIN_TIMEOUT,
+        )
         .await
-        .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"))
+        .unwrap_or_else(|e| panic!("{user} cannot log in at {server}: {e}"))
 }
 
 async fn connect_err(login: &AccountLogin) -> ConnectorError {
@@ -102,12 +148,12 @@ fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent
 }
 
 /// A plain tokio-xmpp client, online, for driving the other side of a test.
-async fn raw_client(user: &str) -> Client {
+async fn raw_client(server: &str, user: &str) -> Client {
     let jid = BareJid::new(&format!("{user}@localhost")).unwrap();
     let mut client = Client::new_plaintext(
         jid,
         format!("{user}-pw-7Q"),
-        DnsConfig::addr(&server()),
+        DnsConfig::addr(server),
         Timeouts::tight(),
     );
     tokio::time::timeout(LOGIN_TIMEOUT, async {
@@ -123,15 +169,36 @@ async fn raw_client(user: &str) -> Client {
     client
 }
 
+/// Adds a roster item (or removes it, with `Subscription::Remove`) the way the user's other
+/// client would; the server pushes the change to every session of the account.
+async fn edit_roster(editor: &mut Client, jid: &str, name: &str, subscription: Subscription) {
+    let roster = Roster {
+        ver: None,
+        items: vec![Item {
+            jid: BareJid::new(jid).unwrap(),
+            name: Some(name.to_owned()).filter(|name| !name.is_empty()),
+            subscription,
+            ask: Default::default(),
+            groups: Vec::new(),
+            approved: None,
+        }],
+    };
+    let answer = editor
+        .send_iq(None, IqRequest::Set(roster.into()))
+        .await
+        .await
+        .unwrap();
+    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+}
+
 async fn set_presence(client: &mut Client, show: Show, status: &str) {
     let mut presence = Presence::available().with_show(show);
     presence.set_status("", status);
     client.send_stanza(presence.into()).await.unwrap();
 }
 
-#[tokio::test]
-async fn login_reads_the_roster() {
-    let session = connect("ann").await;
+async fn login_reads_the_roster(server: &str) {
+    let session = connect(server, "ann").await;
     let ben = RosterEntry {
         handle: handle("ben@localhost"),
         display_name: Some("Ben".to_owned()),
@@ -153,10 +220,9 @@ async fn login_reads_the_roster() {
     session.disconnect().await;
 }
 
-#[tokio::test]
-async fn a_wrong_password_fails_promptly() {
+async fn a_wrong_password_fails_promptly(server: &str) {
     let started = Instant::now();
-    let error = connect_err(&login_as("ann", "not-the-password")).await;
+    let error = connect_err(&login_as(server, "ann", "not-the-password")).await;
     assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -166,15 +232,14 @@ async fn a_wrong_password_fails_promptly() {
     assert!(!error.to_string().contains("not-the-password"));
 }
 
-#[tokio::test]
-async fn an_unknown_user_fails_like_a_wrong_password() {
-    let error = connect_err(&login_as("nobody", "whatever")).await;
+async fn an_unknown_user_fails_like_a_wrong_password(server: &str) {
+    let error = connect_err(&login_as(server, "nobody", "whatever")).await;
     assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
 }
 
 #[tokio::test]
 async fn a_closed_port_is_unreachable() {
-    let mut login = login_as("ann", "ann-pw-7Q");
+    let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
     login.server = "127.0.0.1:1".to_owned();
     let error = connect_err(&login).await;
     assert!(matches!(error, ConnectorError::Unreachable(_)), "{error:?}");
@@ -184,7 +249,7 @@ async fn a_closed_port_is_unreachable() {
 async fn a_silent_server_times_out() {
     // Accepts TCP but never speaks XMPP.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut login = login_as("ann", "ann-pw-7Q");
+    let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
     login.server = listener.local_addr().unwrap().to_string();
     let started = Instant::now();
     let error = XmppConnector::default()
@@ -198,9 +263,8 @@ async fn a_silent_server_times_out() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-#[tokio::test]
-async fn an_unserved_domain_is_an_invalid_account() {
-    let mut login = login_as("ann", "ann-pw-7Q");
+async fn an_unserved_domain_is_an_invalid_account(server: &str) {
+    let mut login = login_as(server, "ann", "ann-pw-7Q");
     login.handle = handle("ann@elsewhere.example");
     let error = connect_err(&login).await;
     assert!(
@@ -212,7 +276,7 @@ async fn an_unserved_domain_is_an_invalid_account() {
 #[tokio::test]
 async fn malformed_settings_are_invalid_accounts() {
     for bad_handle in ["ann", "ann@localhost/phone", "@localhost"] {
-        let mut login = login_as("ann", "ann-pw-7Q");
+        let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
         login.handle = handle(bad_handle);
         let error = connect_err(&login).await;
         assert!(
@@ -228,7 +292,7 @@ async fn malformed_settings_are_invalid_accounts() {
         ":5222",
         "::1:5222",
     ] {
-        let mut login = login_as("ann", "ann-pw-7Q");
+        let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
         login.server = bad_server.to_owned();
         let error = connect_err(&login).await;
         assert!(
@@ -236,7 +300,7 @@ async fn malformed_settings_are_invalid_accounts() {
             "{bad_server}: {error:?}"
         );
     }
-    let mut login = login_as("ann", "ann-pw-7Q");
+    let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
     login.protocol = Protocol::Irc;
     assert!(matches!(
         connect_err(&login).await,
@@ -244,10 +308,9 @@ async fn malformed_settings_are_invalid_accounts() {
     ));
 }
 
-#[tokio::test]
-async fn a_contact_coming_online_is_reported() {
-    let mut ann = connect("ann").await;
-    let mut ben = raw_client("ben").await;
+async fn a_contact_coming_online_is_reported(server: &str) {
+    let mut ann = connect(server, "ann").await;
+    let mut ben = raw_client(server, "ben").await;
     set_presence(&mut ben, Show::Away, "in a meeting").await;
 
     let event = wait_for(
@@ -273,12 +336,11 @@ async fn a_contact_coming_online_is_reported() {
     ann.disconnect().await;
 }
 
-#[tokio::test]
-async fn contacts_already_online_are_reported_after_login() {
-    let mut cid = raw_client("cid").await;
+async fn contacts_already_online_are_reported_after_login(server: &str) {
+    let mut cid = raw_client(server, "cid").await;
     set_presence(&mut cid, Show::Dnd, "focus").await;
 
-    let mut ann = connect("ann").await;
+    let mut ann = connect(server, "ann").await;
     let event = wait_for(
         &mut ann.events,
         presence_of("cid@localhost", Availability::DoNotDisturb),
@@ -296,11 +358,10 @@ async fn contacts_already_online_are_reported_after_login() {
     cid.send_end().await.unwrap();
 }
 
-#[tokio::test]
-async fn close_and_drop_log_out() {
-    let mut eve = connect("eve").await;
+async fn close_and_drop_log_out(server: &str) {
+    let mut eve = connect(server, "eve").await;
 
-    let mut dot = connect("dot").await;
+    let mut dot = connect(server, "dot").await;
     wait_for(
         &mut eve.events,
         presence_of("dot@localhost", Availability::Online),
@@ -321,7 +382,7 @@ async fn close_and_drop_log_out() {
     )
     .await;
 
-    let dot = connect("dot").await;
+    let dot = connect(server, "dot").await;
     wait_for(
         &mut eve.events,
         presence_of("dot@localhost", Availability::Online),
@@ -337,33 +398,15 @@ async fn close_and_drop_log_out() {
     eve.disconnect().await;
 }
 
-#[tokio::test]
-async fn roster_pushes_are_reported() {
-    let mut ann = connect("ann").await;
-    let mut editor = raw_client("ann").await;
-    let zed = BareJid::new("zed@localhost").unwrap();
-    let roster_set = |subscription| Roster {
-        ver: None,
-        items: vec![Item {
-            jid: zed.clone(),
-            name: Some("Zed".to_owned()),
-            subscription,
-            ask: Default::default(),
-            groups: Vec::new(),
-            approved: None,
-        }],
-    };
+async fn roster_pushes_are_reported(server: &str) {
+    let mut ann = connect(server, "ann").await;
+    let mut editor = raw_client(server, "ann").await;
     let zed_entry = RosterEntry {
         handle: handle("zed@localhost"),
         display_name: Some("Zed".to_owned()),
     };
 
-    let answer = editor
-        .send_iq(None, IqRequest::Set(roster_set(Subscription::None).into()))
-        .await
-        .await
-        .unwrap();
-    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+    edit_roster(&mut editor, "zed@localhost", "Zed", Subscription::None).await;
     let event = wait_for(&mut ann.events, |event| {
         matches!(event, ConnectorEvent::RosterChanged(roster) if roster.contains(&zed_entry))
     })
@@ -375,15 +418,7 @@ async fn roster_pushes_are_reported() {
         .iter()
         .any(|entry| entry.handle == handle("ben@localhost")));
 
-    let answer = editor
-        .send_iq(
-            None,
-            IqRequest::Set(roster_set(Subscription::Remove).into()),
-        )
-        .await
-        .await
-        .unwrap();
-    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+    edit_roster(&mut editor, "zed@localhost", "Zed", Subscription::Remove).await;
     wait_for(&mut ann.events, |event| {
         matches!(event, ConnectorEvent::RosterChanged(roster)
             if !roster.iter().any(|entry| entry.handle == zed_entry.handle))
@@ -394,12 +429,59 @@ async fn roster_pushes_are_reported() {
     ann.disconnect().await;
 }
 
+/// Contacts no presence arrives for are offline, and are reported so: after login and when a
+/// roster push adds one. Servers differ here: for a subscribed contact that is offline, Prosody
+/// answers the login's presence probe with `unavailable` while ejabberd says nothing (RFC 6121
+/// §4.3.2 only recommends the answer), and for a contact without a presence subscription
+/// neither says anything. The contacts below never log in and have no subscription.
+async fn silent_contacts_are_reported_offline(server: &str) {
+    // Names of their own: other tests edit ann's roster at the same time.
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (quiet, later) = (
+        format!("quiet-{tag}@localhost"),
+        format!("later-{tag}@localhost"),
+    );
+    let mut editor = raw_client(server, "ann").await;
+    edit_roster(&mut editor, &quiet, "Quiet", Subscription::None).await;
+
+    let mut ann = connect(server, "ann").await;
+    assert!(
+        ann.roster
+            .iter()
+            .any(|entry| entry.handle == handle(&quiet)),
+        "{:?}",
+        ann.roster
+    );
+    let event = wait_for(&mut ann.events, presence_of(&quiet, Availability::Offline)).await;
+    assert_eq!(
+        event,
+        ConnectorEvent::Presence {
+            handle: handle(&quiet),
+            availability: Availability::Offline,
+            status: None,
+        }
+    );
+
+    edit_roster(&mut editor, &later, "Later", Subscription::None).await;
+    wait_for(&mut ann.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(roster)
+            if roster.iter().any(|entry| entry.handle == handle(&later)))
+    })
+    .await;
+    wait_for(&mut ann.events, presence_of(&later, Availability::Offline)).await;
+
+    for jid in [&quiet, &later] {
+        edit_roster(&mut editor, jid, "", Subscription::Remove).await;
+    }
+    editor.send_end().await.unwrap();
+    ann.disconnect().await;
+}
+
 #[tokio::test]
 async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
     let (server, ca) = tls_server();
     let connector = XmppConnector::with_extra_roots(&ca).expect("the test CA is usable");
-    let mut login = login_as("ann", "ann-pw-7Q");
-    login.server = server;
+    let login = login_as(&server, "ann", "ann-pw-7Q");
     let session = connector
         .connect(&login, LOGIN_TIMEOUT)
         .await
@@ -417,8 +499,7 @@ async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
     session.disconnect().await;
 
     // The password is still checked once the stream is encrypted.
-    let mut wrong = login_as("ann", "not-the-password");
-    wrong.server = login.server.clone();
+    let wrong = login_as(&server, "ann", "not-the-password");
     let error = connector
         .connect(&wrong, LOGIN_TIMEOUT)
         .await
@@ -429,8 +510,7 @@ async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
 #[tokio::test]
 async fn starttls_with_an_untrusted_certificate_is_unreachable() {
     let (server, _) = tls_server();
-    let mut login = login_as("ben", "ben-pw-7Q");
-    login.server = server;
+    let login = login_as(&server, "ben", "ben-pw-7Q");
     // Public web PKI roots only: the throwaway CA is not among them.
     let started = Instant::now();
     let error = connect_err(&login).await;
@@ -451,7 +531,7 @@ async fn starttls_checks_the_certificate_against_the_jid_domain() {
     // scripted server below offers STARTTLS for another domain and forwards the TLS bytes.
     let (server, ca) = tls_server();
     let connector = XmppConnector::with_extra_roots(&ca).expect("the test CA is usable");
-    let mut login = login_as("ann", "ann-pw-7Q");
+    let mut login = login_as(&server, "ann", "ann-pw-7Q");
     login.server = starttls_forwarder(server).await;
     login.handle = handle("ann@example.org");
     let error = connector
@@ -622,13 +702,24 @@ async fn scripted_server(ending: &'static [u8]) -> String {
     address
 }
 
+/// Logs in to a [`scripted_server`]; the only contact, who never sends presence, is reported
+/// offline first.
 async fn connect_to_script(ending: &'static [u8]) -> LiveSession {
-    let mut login = login_as("frank", "frank-pw");
-    login.server = scripted_server(ending).await;
-    XmppConnector::default()
+    let login = login_as(&scripted_server(ending).await, "frank", "frank-pw");
+    let mut session = XmppConnector::default()
         .connect(&login, LOGIN_TIMEOUT)
         .await
-        .expect("scripted login")
+        .expect("scripted login");
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert_eq!(
+        event,
+        ConnectorEvent::Presence {
+            handle: handle("ben@localhost"),
+            availability: Availability::Offline,
+            status: None,
+        }
+    );
+    session
 }
 
 #[tokio::test]

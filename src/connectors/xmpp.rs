@@ -683,6 +683,9 @@ impl Session {
                 break;
             }
         }
+        if end.is_ok() {
+            end = self.report_silent_contacts().await;
+        }
         while end.is_ok() {
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
@@ -828,7 +831,8 @@ impl Session {
                         self.send(result_reply(from, id)).await?;
                         self.apply_roster_push(&push.items);
                         self.emit(ConnectorEvent::RosterChanged(self.roster.clone()))
-                            .await
+                            .await?;
+                        self.report_silent_contacts().await
                     }
                     Err(_) => {
                         self.send(error_reply(from, id, DefinedCondition::BadRequest))
@@ -847,6 +851,41 @@ impl Session {
             // Answers to our keepalive pings; they have done their job by arriving.
             Iq::Result { .. } | Iq::Error { .. } => Ok(()),
         }
+    }
+
+    /// Reports every contact in the roster that no presence has been reported for yet as
+    /// offline: right after login, and for contacts a roster push adds. A contact is offline
+    /// until its presence says otherwise (RFC 6121 §4.3), but servers differ in whether they say
+    /// so: for an offline contact we are subscribed to, the server only SHOULD answer our
+    /// login's presence probe with `unavailable` (§4.3.2; Prosody does, ejabberd does not), and
+    /// for a contact without a subscription nothing is ever sent. Reporting it here gives every
+    /// contact a presence on every server; one that is online follows within moments.
+    async fn report_silent_contacts(&mut self) -> Result<(), End> {
+        let own = Handle::parse(Protocol::Xmpp, self.own.as_str()).ok();
+        let silent: Vec<Handle> = self
+            .roster
+            .iter()
+            .map(|entry| &entry.handle)
+            .filter(|handle| Some(*handle) != own.as_ref())
+            .filter(|handle| {
+                self.presence
+                    .get(*handle)
+                    .is_none_or(|contact| contact.reported.is_none())
+            })
+            .cloned()
+            .collect();
+        for handle in silent {
+            let contact = self.presence.entry(handle.clone()).or_default();
+            let (availability, status) = contact.summary();
+            contact.reported = Some((availability, status.clone()));
+            self.emit(ConnectorEvent::Presence {
+                handle,
+                availability,
+                status,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     fn is_own_account(&self, from: Option<&Jid>) -> bool {
