@@ -350,16 +350,7 @@ async fn rename_and_unbind_account_update_the_list() {
     );
 
     // Unbinding alice2 drops its contacts; Caroline keeps one member.
-    let accounts = app
-        .gql(Some(&token), "{ accounts { id handle } }", json!({}))
-        .await;
-    let alice2 = accounts.data()["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["handle"] == "alice2@localhost")
-        .unwrap()["id"]
-        .clone();
+    let alice2 = app.account_id(&token, "alice2@localhost").await;
     let unbound = app
         .gql(
             Some(&token),

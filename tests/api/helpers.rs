@@ -192,6 +192,22 @@ impl TestApp {
         self.gql(Some(token), CONTACTS, json!({})).await.data()["contacts"].clone()
     }
 
+    /// The id of the user's bound account with this handle.
+    pub async fn account_id(&self, token: &str, handle: &str) -> String {
+        let accounts = self
+            .gql(Some(token), "{ accounts { id handle } }", json!({}))
+            .await;
+        accounts.data()["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["handle"] == handle)
+            .unwrap_or_else(|| panic!("no bound account {handle}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&self.pool)

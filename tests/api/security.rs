@@ -184,18 +184,7 @@ async fn orphaned_secrets_are_swept_and_bound_ones_kept() {
             json!([xmpp_account("alice"), xmpp_account("alice2")]),
         )
         .await;
-    let accounts = app
-        .gql(Some(&token), "{ accounts { id handle } }", json!({}))
-        .await;
-    let alice2 = accounts.data()["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["handle"] == "alice2@localhost")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let alice2 = app.account_id(&token, "alice2@localhost").await;
     let user: String = app
         .gql(Some(&token), "{ me { id } }", json!({}))
         .await

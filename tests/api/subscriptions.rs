@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
@@ -12,7 +13,8 @@ use crate::helpers::*;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(app: &TestApp, token: &str) -> Socket {
+/// A WebSocket upgrade request for the subscription endpoint, speaking graphql-transport-ws.
+fn ws_request(app: &TestApp) -> Request {
     let mut request = format!("ws://{}/graphql/ws", app.address)
         .into_client_request()
         .unwrap();
@@ -20,6 +22,11 @@ async fn open(app: &TestApp, token: &str) -> Socket {
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
+    request
+}
+
+async fn open(app: &TestApp, token: &str) -> Socket {
+    let request = ws_request(app);
     let (mut socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("websocket opens");
@@ -111,14 +118,9 @@ async fn contacts_changed_and_history_appended_follow_the_views() {
 #[tokio::test]
 async fn subscriptions_need_a_valid_token() {
     let app = spawn_app().await;
-    let mut request = format!("ws://{}/graphql/ws", app.address)
-        .into_client_request()
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_request(&app))
+        .await
         .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     send(
         &mut socket,
         json!({ "type": "connection_init", "payload": { "Authorization": "Bearer forged" } }),
