@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -269,29 +269,13 @@ async fn log_in(
         debug!("cannot disable Nagle's algorithm: {e}");
     }
     let loopback = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
-    let pending = initiate_stream(
-        BufStream::new(tcp),
-        ns::JABBER_CLIENT,
-        stream_header(&target.jid),
-        timeouts,
-    )
-    .await
-    .map_err(login_io_error)?;
-    let (features, stream) = receive_features(pending, &target.jid).await?;
+    let (features, stream) = open_stream(tcp, &target.jid, timeouts).await?;
 
     // Offered means used, required or not; once offered there is no way back to plain TCP.
     let (features, stream, encrypted) = if features.can_starttls() {
         let tls_stream = start_tls(stream, target, tls).await?;
         // TLS starts a new stream, with new features (now with SASL mechanisms).
-        let pending = initiate_stream(
-            BufStream::new(tls_stream),
-            ns::JABBER_CLIENT,
-            stream_header(&target.jid),
-            timeouts,
-        )
-        .await
-        .map_err(login_io_error)?;
-        let (features, stream) = receive_features(pending, &target.jid).await?;
+        let (features, stream) = open_stream(tls_stream, &target.jid, timeouts).await?;
         debug!(domain = %target.jid.domain(), "xmpp stream encrypted");
         (features, stream.box_stream(), true)
     } else {
@@ -461,6 +445,23 @@ fn tls_failure(error: &io::Error) -> String {
             text => format!("certificate rejected: {text}"),
         },
     }
+}
+
+/// Opens an XML stream to `jid`'s domain over `io` and reads the server's stream features.
+async fn open_stream<Io: AsyncRead + AsyncWrite + Unpin>(
+    io: Io,
+    jid: &BareJid,
+    timeouts: Timeouts,
+) -> Result<(StreamFeatures, XmppStream<BufStream<Io>>), ConnectorError> {
+    let pending = initiate_stream(
+        BufStream::new(io),
+        ns::JABBER_CLIENT,
+        stream_header(jid),
+        timeouts,
+    )
+    .await
+    .map_err(login_io_error)?;
+    receive_features(pending, jid).await
 }
 
 async fn receive_features<Io: AsyncBufRead + AsyncWrite + Unpin>(
