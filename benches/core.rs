@@ -41,7 +41,10 @@ struct Idle;
 
 #[async_trait]
 impl SessionControl for Idle {
-    async fn close(&mut self) {}
+    async fn close(&self) {}
+    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -62,7 +65,7 @@ impl Connector for Synthetic {
         Ok(LiveSession {
             roster,
             events,
-            shutdown: Box::new(Idle),
+            control: std::sync::Arc::new(Idle),
         })
     }
 }

@@ -169,7 +169,11 @@ _sbt_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ----------------------------------------------------------------------------------------------
 
 _sbt_install_missing() {
-	local pkgs=()
+	local pkgs=() plugin
+	for plugin in "${_sbt_plugins[@]}"; do
+		# shellcheck disable=SC2207 # package names have no spaces
+		pkgs+=($("_sbt_${plugin}_missing_packages"))
+	done
 	_sbt_pg_bindir >/dev/null || pkgs+=(postgresql)
 	command -v psql >/dev/null || pkgs+=(postgresql-client)
 	{ command -v prosody && command -v prosodyctl; } >/dev/null || pkgs+=(prosody)
@@ -258,6 +262,23 @@ _sbt_ejabberd_pid="" # the `ejabberdctl foreground` process; the Erlang VM is it
 _sbt_ejabberd_port=""
 _sbt_ejabberd_started=""
 _sbt_logs_shown=""
+_sbt_extra_pids=() # servers started by the plugins in scripts/servers/ (stopped with SIGTERM)
+_sbt_extra_logs=() # their logs, shown when a run fails
+_sbt_exports=()    # names of the variables the plugins export, printed in the no-argument mode
+_sbt_plugins=()    # plugin names, each with _sbt_NAME_missing_packages / _start / _check
+
+# Every scripts/servers/NAME.sh is a plugin for one more kind of server: it defines
+# _sbt_NAME_missing_packages (print the apt packages to install), _sbt_NAME_start (start in
+# $_sbt_tmp/NAME, add pids to _sbt_extra_pids and logs to _sbt_extra_logs, export
+# SWITCHBOARD_TEST_* and add their names to _sbt_exports) and _sbt_NAME_check (for --check).
+for _sbt_plugin_file in "$(dirname "${BASH_SOURCE[0]}")"/servers/*.sh; do
+	[[ -e $_sbt_plugin_file ]] || continue
+	# shellcheck source=/dev/null
+	source "$_sbt_plugin_file"
+	_sbt_plugin_name=$(basename "$_sbt_plugin_file" .sh)
+	_sbt_plugins+=("$_sbt_plugin_name")
+done
+unset _sbt_plugin_file _sbt_plugin_name
 
 _sbt_cleanup() {
 	local rc=$?
@@ -269,6 +290,25 @@ _sbt_cleanup() {
 		_sbt_tail "$_sbt_tmp/prosody-tls/prosody.log" 20
 		_sbt_tail "$_sbt_tmp/ejabberd/error.log" 20
 		_sbt_tail "$_sbt_tmp/pg/postgres.log" 20
+		local log
+		for log in "${_sbt_extra_logs[@]}"; do
+			_sbt_tail "$log" 20
+		done
+	fi
+	if ((${#_sbt_extra_pids[@]} > 0)); then
+		local pid i
+		for pid in "${_sbt_extra_pids[@]}"; do
+			kill -TERM "$pid" 2>/dev/null || true
+		done
+		for pid in "${_sbt_extra_pids[@]}"; do
+			for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
+				kill -0 "$pid" 2>/dev/null || break
+				sleep 0.1
+			done
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		done
+		_sbt_extra_pids=()
 	fi
 	# ejabberd first: SIGTERM makes its Erlang VM shut down cleanly, as `ejabberdctl stop` would
 	# without starting a second VM for it. It takes ~1 s, which the others' stops overlap. The VM's
@@ -930,6 +970,10 @@ _sbt_start() {
 	_sbt_make_certs # exports SWITCHBOARD_TEST_XMPP_TLS_CA
 	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
 	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
+	local plugin
+	for plugin in "${_sbt_plugins[@]}"; do
+		"_sbt_${plugin}_start"
+	done
 	_sbt_finish_ejabberd
 	export SWITCHBOARD_TEST_EJABBERD_SERVER="127.0.0.1:$ejabberd_port"
 }
@@ -943,6 +987,9 @@ else
 	--check)
 		_sbt_start
 		_sbt_self_check
+		for _sbt_plugin_name in "${_sbt_plugins[@]}"; do
+			"_sbt_${_sbt_plugin_name}_check" || _sbt_die "self-check of $_sbt_plugin_name failed"
+		done
 		;;
 	-h | --help)
 		sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'
@@ -955,6 +1002,9 @@ else
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_CA=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_CA"
 		printf 'export SWITCHBOARD_TEST_EJABBERD_SERVER=%q\n' "$SWITCHBOARD_TEST_EJABBERD_SERVER"
+		for _sbt_var in "${_sbt_exports[@]}"; do
+			printf 'export %s=%q\n' "$_sbt_var" "${!_sbt_var}"
+		done
 		_sbt_log "servers running; press Ctrl-C to stop them"
 		# Short sleeps: bash runs a trap only between commands, so a TERM is handled within 1 s.
 		while :; do sleep 1; done

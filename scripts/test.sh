@@ -29,6 +29,9 @@ echo "SWITCHBOARD_TEST_XMPP_DOMAIN=$SWITCHBOARD_TEST_XMPP_DOMAIN"
 echo "SWITCHBOARD_TEST_XMPP_TLS_SERVER=$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 echo "SWITCHBOARD_TEST_XMPP_TLS_CA=$SWITCHBOARD_TEST_XMPP_TLS_CA"
 echo "SWITCHBOARD_TEST_EJABBERD_SERVER=$SWITCHBOARD_TEST_EJABBERD_SERVER"
+for var in "${_sbt_exports[@]}"; do # the servers of the plugins in scripts/servers/
+	echo "$var=${!var}"
+done
 
 echo "==> cargo test --all-targets $*"
 # Not `exec`: this shell must live on so its EXIT trap stops the servers afterwards.

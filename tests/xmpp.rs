@@ -96,6 +96,7 @@ fn login_as(server: &str, user: &str, password: &str) -> AccountLogin {
         server: server.to_owned(),
         handle: handle(&format!("{user}@localhost")),
         secret: Secret::new(password),
+        contacts: Vec::new(),
     }
 }
 
@@ -367,7 +368,7 @@ async fn close_and_drop_log_out(server: &str) {
         presence_of("dot@localhost", Availability::Online),
     )
     .await;
-    dot.shutdown.close().await;
+    dot.control.close().await;
     // The session task is gone, and its event sender with it: the channel ends once the
     // events queued before the close are read.
     tokio::time::timeout(EVENT_TIMEOUT, async {
@@ -375,7 +376,7 @@ async fn close_and_drop_log_out(server: &str) {
     })
     .await
     .expect("the event channel stays open after close");
-    dot.shutdown.close().await; // idempotent
+    dot.control.close().await; // idempotent
     wait_for(
         &mut eve.events,
         presence_of("dot@localhost", Availability::Offline),

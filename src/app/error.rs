@@ -77,9 +77,10 @@ impl From<ConnectorError> for AppError {
         let text = e.to_string();
         match e {
             ConnectorError::AuthFailed => AppError::AuthFailed(text),
-            ConnectorError::Unreachable(_) | ConnectorError::Protocol(_) => {
-                AppError::UpstreamUnavailable(text)
-            }
+            ConnectorError::Unreachable(_)
+            | ConnectorError::Protocol(_)
+            | ConnectorError::Closed
+            | ConnectorError::Refused(_) => AppError::UpstreamUnavailable(text),
             ConnectorError::InvalidAccount(_) | ConnectorError::Unsupported(_) => {
                 AppError::BadInput(text)
             }

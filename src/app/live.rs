@@ -19,7 +19,7 @@ pub struct Presence {
 }
 
 struct Connection {
-    control: Box<dyn SessionControl>,
+    control: Arc<dyn SessionControl>,
     /// Forwards the connection's events; aborted on disconnect.
     pump: JoinHandle<()>,
 }
@@ -47,7 +47,7 @@ impl LiveConnections {
         &self,
         user: UserId,
         account: AccountId,
-        control: Box<dyn SessionControl>,
+        control: Arc<dyn SessionControl>,
         pump: JoinHandle<()>,
     ) {
         let old = self
@@ -127,7 +127,7 @@ impl LiveConnections {
     }
 }
 
-async fn close(mut connection: Connection) {
+async fn close(connection: Connection) {
     connection.control.close().await;
     connection.pump.abort();
 }

@@ -265,6 +265,7 @@ impl Switchboard {
             server: server.to_owned(),
             handle,
             secret: input.secret.clone(),
+            contacts: Vec::new(),
         };
         Ok((account, login))
     }
@@ -420,6 +421,7 @@ impl Switchboard {
                         server: account.server.clone(),
                         handle: account.handle.clone(),
                         secret,
+                        contacts: Vec::new(),
                     };
                     let session = this.connect(&login).await?;
                     this.adopt(user_id, account.account_id, session, request_id).await
@@ -460,7 +462,7 @@ impl Switchboard {
         let LiveSession {
             roster,
             mut events,
-            shutdown,
+            control,
         } = session;
         let count = roster.len();
         self.sync_roster(user, account, roster, request_id).await?;
@@ -489,6 +491,9 @@ impl Switchboard {
                             tracing::warn!(%user, %account, error = %e, "roster push not applied");
                         }
                     }
+                    ConnectorEvent::Message(message) => {
+                        tracing::debug!(%user, %account, from = %message.from, "direct message received");
+                    }
                     ConnectorEvent::Disconnected { reason } => {
                         tracing::info!(%user, %account, %reason, "upstream connection dropped");
                         this.live.dropped(user, account);
@@ -497,7 +502,7 @@ impl Switchboard {
                 }
             }
         });
-        self.live.attach(user, account, shutdown, pump).await;
+        self.live.attach(user, account, control, pump).await;
         Ok(count)
     }
 

@@ -1,8 +1,10 @@
 //! Protocol connectors: one small trait, a registry keyed by protocol, one module per network.
 //!
 //! A connector logs one bound account into its own server and reports what it sees there
-//! (roster, presence) as normalised [`ConnectorEvent`]s. Everything protocol-specific stays in
-//! the protocol's module; the rest of Switchboard only sees this file's types.
+//! (roster, presence, direct messages) as normalised [`ConnectorEvent`]s; the session's
+//! [`SessionControl`] sends messages, changes the watch list and logs out. Everything
+//! protocol-specific stays in the protocol's module; the rest of Switchboard only sees this
+//! file's types.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::domain::ids::{Handle, Protocol};
@@ -28,6 +31,9 @@ pub struct AccountLogin {
     /// The user's own id on that network (for XMPP a bare JID).
     pub handle: Handle,
     pub secret: Secret,
+    /// The contacts Switchboard holds for this account. On networks whose server keeps no
+    /// contact list ([`RosterSource::Local`]) these are the handles to watch; others ignore it.
+    pub contacts: Vec<RosterEntry>,
 }
 
 impl fmt::Debug for AccountLogin {
@@ -37,6 +43,7 @@ impl fmt::Debug for AccountLogin {
             .field("server", &self.server)
             .field("handle", &self.handle)
             .field("secret", &"[redacted]")
+            .field("contacts", &self.contacts.len())
             .finish()
     }
 }
@@ -48,6 +55,27 @@ pub struct RosterEntry {
     pub handle: Handle,
     /// The name the user gave the contact upstream, if any.
     pub display_name: Option<String>,
+}
+
+/// Where an account's contact list lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterSource {
+    /// The server keeps it (XMPP roster, Matrix `m.direct`, Nostr follow list): Switchboard
+    /// imports it at login and follows its changes.
+    Server,
+    /// The network has none (IRC): the contacts are the handles the user adds in Switchboard,
+    /// which the connector watches ([`AccountLogin::contacts`], [`SessionControl::watch`]).
+    Local,
+}
+
+/// A direct (one-to-one) message received from a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    /// The sender's handle, normalised like roster handles.
+    pub from: Handle,
+    pub body: String,
+    /// When the sender sent it, if the network says; otherwise when it arrived.
+    pub sent_at: DateTime<Utc>,
 }
 
 /// How available a contact is, ordered from least to most available.
@@ -70,6 +98,7 @@ pub enum ConnectorEvent {
         status: Option<String>,
     },
     RosterChanged(Vec<RosterEntry>),
+    Message(IncomingMessage),
     /// The connection dropped; the reason is safe to log (no secrets).
     Disconnected {
         reason: String,
@@ -93,16 +122,22 @@ pub enum ConnectorError {
     Protocol(String),
     #[error("no connector for protocol {0:?} in this build")]
     Unsupported(Protocol),
+    /// The session is closed or lost: nothing can be sent through it.
+    #[error("the connection is closed")]
+    Closed,
+    /// The server refused a message or a request; the reason is safe to show.
+    #[error("the server refused: {0}")]
+    Refused(String),
 }
 
 /// A logged-in connection. Dropping it, or calling [`LiveSession::disconnect`], logs out.
 pub struct LiveSession {
     /// The roster as read right after login.
     pub roster: Vec<RosterEntry>,
-    /// What the connection sees from now on (presence, roster pushes, disconnection).
+    /// What the connection sees from now on (presence, roster pushes, messages, disconnection).
     pub events: mpsc::Receiver<ConnectorEvent>,
-    /// Stops the connection.
-    pub shutdown: Box<dyn SessionControl>,
+    /// Sends through the connection and stops it.
+    pub control: Arc<dyn SessionControl>,
 }
 
 impl fmt::Debug for LiveSession {
@@ -114,22 +149,35 @@ impl fmt::Debug for LiveSession {
 }
 
 impl LiveSession {
-    pub async fn disconnect(mut self) {
-        self.shutdown.close().await;
+    pub async fn disconnect(self) {
+        self.control.close().await;
     }
 }
 
-/// The control side of a live connection.
+/// The control side of a live connection. Shared: sending does not wait for other senders.
 #[async_trait]
 pub trait SessionControl: Send + Sync {
-    /// Logs out cleanly; idempotent.
-    async fn close(&mut self);
+    /// Logs out cleanly; idempotent. After it, the session emits nothing more.
+    async fn close(&self);
+    /// Sends a direct text message to `to`; returns once the server has it (or the network's
+    /// equivalent of that). [`ConnectorError::Closed`] once the session has ended.
+    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError>;
+    /// [`RosterSource::Local`] networks: the contacts to watch from now on, replacing the
+    /// earlier set; their presence is then reported as for roster contacts. Others ignore it.
+    async fn watch(&self, contacts: &[RosterEntry]) -> Result<(), ConnectorError> {
+        let _ = contacts;
+        Ok(())
+    }
 }
 
 /// One protocol's way of logging an account in.
 #[async_trait]
 pub trait Connector: Send + Sync {
     fn protocol(&self) -> Protocol;
+    /// Where the contact list of this network's accounts lives.
+    fn roster_source(&self) -> RosterSource {
+        RosterSource::Server
+    }
     /// Logs in, reads the roster, and keeps the connection open. Must give up within `timeout`
     /// with [`ConnectorError::Unreachable`] (or `AuthFailed` when the server said so).
     async fn connect(

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -38,8 +38,9 @@ use tokio_xmpp::error::{AuthError, Error as XmppError};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
+use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::Lang;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
@@ -58,7 +59,7 @@ use tracing::{debug, warn};
 
 use super::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ExtraRootsError,
-    LiveSession, RosterEntry, SessionControl,
+    IncomingMessage, LiveSession, RosterEntry, SessionControl,
 };
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
@@ -82,6 +83,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SASL mechanisms tokio-xmpp implements, minus ANONYMOUS: it would "succeed" as a throwaway
 /// guest on servers that offer it, which is never what a bound account means.
 const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
+/// Messages that may wait for the session task to send them.
+const OUTBOX_QUEUE: usize = 16;
 const BIND_ID: &str = "switchboard-bind";
 const ROSTER_ID: &str = "switchboard-roster";
 
@@ -172,11 +175,13 @@ impl Connector for XmppConnector {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         // Dropping the sender (with the LiveSession) stops the session just like a close.
         let (stop_tx, stop_rx) = mpsc::channel(1);
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
         let session = Session {
             stream,
             own: target.jid,
             events: events_tx,
             stop: stop_rx,
+            outbox: outbox_rx,
             roster: roster.clone(),
             presence: HashMap::new(),
             pings: 0,
@@ -185,9 +190,10 @@ impl Connector for XmppConnector {
         Ok(LiveSession {
             roster,
             events,
-            shutdown: Box::new(XmppSessionControl {
-                stop: Some(stop_tx),
-                task: Some(task),
+            control: Arc::new(XmppSessionControl {
+                stop: std::sync::Mutex::new(Some(stop_tx)),
+                task: std::sync::Mutex::new(Some(task)),
+                outbox: outbox_tx,
             }),
         })
     }
@@ -670,6 +676,8 @@ struct Session {
     events: mpsc::Sender<ConnectorEvent>,
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
+    /// Messages to send, each with where to say how it went.
+    outbox: mpsc::Receiver<Outgoing>,
     roster: Vec<RosterEntry>,
     presence: HashMap<Handle, ContactPresence>,
     pings: u64,
@@ -691,6 +699,7 @@ impl Session {
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
+                Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
                 item = self.stream.next() => self.handle_item(item).await,
             };
         }
@@ -751,9 +760,59 @@ impl Session {
         match stanza {
             Stanza::Presence(presence) => self.handle_presence(presence).await,
             Stanza::Iq(iq) => self.handle_iq(iq).await,
-            // Messages are not part of the connector's job yet.
-            Stanza::Message(_) => Ok(()),
+            Stanza::Message(message) => self.handle_message(message).await,
         }
+    }
+
+    /// One-to-one messages with a body become [`ConnectorEvent::Message`]; group chat,
+    /// headlines, errors and body-less notifications (chat states, receipts) are not ours.
+    async fn handle_message(&mut self, message: Message) -> Result<(), End> {
+        if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+            return Ok(());
+        }
+        let Some(from) = message.from.as_ref().map(Jid::to_bare) else {
+            return Ok(());
+        };
+        let Ok(handle) = Handle::parse(Protocol::Xmpp, from.as_str()) else {
+            return Ok(());
+        };
+        let Some((_, body)) = message.get_best_body_cloned(vec![]) else {
+            return Ok(());
+        };
+        // Offline storage replays old messages with a delay stamp: keep their real time.
+        let sent_at = message
+            .payloads
+            .iter()
+            .find(|p| p.is("delay", ns::DELAY))
+            .and_then(|p| Delay::try_from(p.clone()).ok())
+            .map(|d| d.stamp.0.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now);
+        self.emit(ConnectorEvent::Message(IncomingMessage {
+            from: handle,
+            body,
+            sent_at,
+        }))
+        .await
+    }
+
+    /// Sends one chat message and tells the sender how it went. Only a broken connection ends
+    /// the session; a bad recipient is the sender's problem.
+    async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
+        let Outgoing { to, body, done } = outgoing;
+        let to = match BareJid::new(to.as_str()) {
+            Ok(jid) => jid,
+            Err(e) => {
+                let _ = done.send(Err(ConnectorError::Refused(format!("bad JID: {e}"))));
+                return Ok(());
+            }
+        };
+        let message = Message::chat(Some(Jid::from(to))).with_body(Lang::default(), body);
+        let sent = self.send(message.into()).await;
+        let _ = done.send(match &sent {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ConnectorError::Closed),
+        });
+        sent
     }
 
     async fn handle_presence(&mut self, presence: Presence) -> Result<(), End> {
@@ -979,20 +1038,44 @@ fn error_reply(to: Option<Jid>, id: String, condition: DefinedCondition) -> Stan
     .into()
 }
 
-/// The control side of a session: stops its task and waits for the logout.
+/// A message on its way out, with where to say how it went.
+struct Outgoing {
+    to: Handle,
+    body: String,
+    done: oneshot::Sender<Result<(), ConnectorError>>,
+}
+
+/// The control side of a session: queues messages, stops its task and waits for the logout.
 struct XmppSessionControl {
-    stop: Option<mpsc::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    outbox: mpsc::Sender<Outgoing>,
 }
 
 #[async_trait]
 impl SessionControl for XmppSessionControl {
-    async fn close(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
+        let (done, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            to: to.clone(),
+            body: body.to_owned(),
+            done,
+        };
+        self.outbox
+            .send(outgoing)
+            .await
+            .map_err(|_| ConnectorError::Closed)?;
+        outcome.await.map_err(|_| ConnectorError::Closed)?
+    }
+
+    async fn close(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
             // A full queue means a stop is already pending; dropping the sender stops it too.
             let _ = stop.try_send(());
         }
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
             let abort = task.abort_handle();
             if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
                 warn!("xmpp session did not stop in time; aborting it");

@@ -47,6 +47,7 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
                 server: xmpp_server(),
                 handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
                 secret: Secret::new(xmpp_password("bob")),
+                contacts: Vec::new(),
             },
             Duration::from_secs(10),
         )
