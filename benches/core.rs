@@ -66,6 +66,7 @@ impl Connector for Synthetic {
             roster,
             events,
             control: std::sync::Arc::new(Idle),
+            session_credential: None,
         })
     }
 }

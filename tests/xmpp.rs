@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchboard::connectors::xmpp::XmppConnector;
 use switchboard::connectors::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, LiveSession, RosterEntry,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, Credential, LiveSession,
+    RosterEntry,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
@@ -95,7 +96,7 @@ fn login_as(server: &str, user: &str, password: &str) -> AccountLogin {
         protocol: Protocol::Xmpp,
         server: server.to_owned(),
         handle: handle(&format!("{user}@localhost")),
-        secret: Secret::new(password),
+        credential: Credential::Password(Secret::new(password)),
         contacts: Vec::new(),
     }
 }

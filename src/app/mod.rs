@@ -14,7 +14,7 @@ use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::connectors::{AccountLogin, ConnectorEvent, ConnectorRegistry, LiveSession};
+use crate::connectors::{AccountLogin, ConnectorEvent, ConnectorRegistry, Credential, LiveSession};
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
 };
@@ -264,7 +264,7 @@ impl Switchboard {
             protocol: input.protocol,
             server: server.to_owned(),
             handle,
-            secret: input.secret.clone(),
+            credential: Credential::Password(input.secret.clone()),
             contacts: Vec::new(),
         };
         Ok((account, login))
@@ -420,7 +420,7 @@ impl Switchboard {
                         protocol: account.protocol,
                         server: account.server.clone(),
                         handle: account.handle.clone(),
-                        secret,
+                        credential: Credential::Password(secret),
                         contacts: Vec::new(),
                     };
                     let session = this.connect(&login).await?;
@@ -463,6 +463,7 @@ impl Switchboard {
             roster,
             mut events,
             control,
+            ..
         } = session;
         let count = roster.len();
         self.sync_roster(user, account, roster, request_id).await?;

@@ -30,7 +30,7 @@ pub struct AccountLogin {
     pub server: String,
     /// The user's own id on that network (for XMPP a bare JID).
     pub handle: Handle,
-    pub secret: Secret,
+    pub credential: Credential,
     /// The contacts Switchboard holds for this account. On networks whose server keeps no
     /// contact list ([`RosterSource::Local`]) these are the handles to watch; others ignore it.
     pub contacts: Vec<RosterEntry>,
@@ -42,9 +42,40 @@ impl fmt::Debug for AccountLogin {
             .field("protocol", &self.protocol)
             .field("server", &self.server)
             .field("handle", &self.handle)
-            .field("secret", &"[redacted]")
+            .field("credential", &self.credential)
             .field("contacts", &self.contacts.len())
             .finish()
+    }
+}
+
+/// What proves the account to its server. Neither form ever appears in logs or errors.
+#[derive(Clone)]
+pub enum Credential {
+    /// The password the user gave.
+    Password(Secret),
+    /// A session token the connector got in exchange for the password earlier
+    /// ([`LiveSession::session_credential`]), e.g. a Matrix access token.
+    Session(Secret),
+}
+
+impl Credential {
+    /// The password, or [`ConnectorError::InvalidAccount`] for networks that only take one.
+    pub fn password(&self) -> Result<&Secret, ConnectorError> {
+        match self {
+            Credential::Password(secret) => Ok(secret),
+            Credential::Session(_) => Err(ConnectorError::InvalidAccount(
+                "this network logs in with a password, not a session token".to_owned(),
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Credential::Password(_) => "Password([redacted])",
+            Credential::Session(_) => "Session([redacted])",
+        })
     }
 }
 
@@ -138,6 +169,9 @@ pub struct LiveSession {
     pub events: mpsc::Receiver<ConnectorEvent>,
     /// Sends through the connection and stops it.
     pub control: Arc<dyn SessionControl>,
+    /// A session token to keep in the credential vault in place of the password, for
+    /// networks that hand one out at login; later logins get it as [`Credential::Session`].
+    pub session_credential: Option<Secret>,
 }
 
 impl fmt::Debug for LiveSession {

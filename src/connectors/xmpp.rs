@@ -161,7 +161,12 @@ impl Connector for XmppConnector {
         // One deadline for the whole login: TCP connect, SASL, bind and roster.
         let logged_in = tokio::time::timeout(
             timeout,
-            log_in(&target, &login.secret, self.timeouts, &self.tls),
+            log_in(
+                &target,
+                login.credential.password()?,
+                self.timeouts,
+                &self.tls,
+            ),
         )
         .await
         .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
@@ -195,6 +200,7 @@ impl Connector for XmppConnector {
                 task: std::sync::Mutex::new(Some(task)),
                 outbox: outbox_tx,
             }),
+            session_credential: None,
         })
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector};
+use switchboard::connectors::{AccountLogin, Connector, Credential};
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 
@@ -46,7 +46,7 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
                 protocol: Protocol::Xmpp,
                 server: xmpp_server(),
                 handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
-                secret: Secret::new(xmpp_password("bob")),
+                credential: Credential::Password(Secret::new(xmpp_password("bob"))),
                 contacts: Vec::new(),
             },
             Duration::from_secs(10),
