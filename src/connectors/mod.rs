@@ -21,6 +21,8 @@ use crate::secret::Secret;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 
+pub mod supervisor;
+
 /// Where and as whom to log in. The secret never leaves this struct in clear except towards
 /// the protocol's own server.
 #[derive(Clone)]
