@@ -67,6 +67,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             .map(Into::into)
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web/node_modules").into()),
         connect_timeout: Duration::from_secs(5),
+        reconnect_max: Duration::from_secs(2),
         max_db_connections: 8,
         extra_ca_file: None,
     }
@@ -173,7 +174,7 @@ impl TestApp {
             .gql(
                 None,
                 "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
-                   register(userName: $u, password: $p, accounts: $a) { token accounts { ok errorCode } }
+                   register(userName: $u, password: $p, accounts: $a) { token accounts { handle status { state detail } } }
                  }",
                 json!({ "u": user_name, "p": "correct horse battery", "a": accounts }),
             )
@@ -181,11 +182,41 @@ impl TestApp {
         let data = response.data();
         for account in data["register"]["accounts"].as_array().unwrap() {
             assert_eq!(
-                account["ok"], true,
-                "an account failed to log in: {account}"
+                account["status"]["state"], "ONLINE",
+                "an account is not online after registration: {account}"
             );
         }
         data["register"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 20 s) until the account with `handle` is in `state`; returns the account
+    /// with its status.
+    pub async fn wait_for_account(&self, token: &str, handle: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let accounts = self
+                .gql(
+                    Some(token),
+                    "{ accounts { id handle protocol connected status { state attempt nextRetryAt detail since } } }",
+                    json!({}),
+                )
+                .await;
+            let found = accounts.data()["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["handle"] == handle)
+                .cloned()
+                .unwrap_or_else(|| panic!("no account {handle}"));
+            if found["status"]["state"] == state {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "account {handle} never became {state}: {found}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn contacts(&self, token: &str) -> Value {
