@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use switchboard::config::Settings;
@@ -11,6 +12,9 @@ use switchboard::startup::Application;
 use switchboard::store::vault::MasterKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A variable the test command (`scripts/test.sh`) sets; missing means the test cannot run,
 /// which is a failure, not a skip.
@@ -294,4 +298,55 @@ pub fn ids_of(list: &Value, handle: &str) -> Vec<String> {
         .filter(|c| c["handle"] == handle)
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+// ----- subscriptions over WebSocket (graphql-transport-ws) -------------------------------
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket upgrade request for the subscription endpoint, speaking graphql-transport-ws.
+pub fn ws_request(app: &TestApp) -> Request {
+    let mut request = format!("ws://{}/graphql/ws", app.address)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+}
+
+pub async fn open_socket(app: &TestApp, token: &str) -> Socket {
+    let request = ws_request(app);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket opens");
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    let ack = next(&mut socket).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+pub async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+pub async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("no socket error");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" && value["type"] != "pong" {
+                return value;
+            }
+        }
+    }
 }
