@@ -118,49 +118,53 @@ impl AccountHost for AccountLink {
         Ok(())
     }
 
-    async fn observe(&self, event: ConnectorEvent) {
+    async fn observe(&self, events: Vec<ConnectorEvent>) {
         let Ok(app) = self.app() else { return };
-        match event {
-            ConnectorEvent::Presence {
-                handle,
-                availability,
-                status,
-            } => {
-                let update = PresenceUpdate {
+        // Presence comes in bursts (a whole roster after login): one write per burst.
+        let mut presence = Vec::new();
+        for event in events {
+            match event {
+                ConnectorEvent::Presence {
+                    handle,
+                    availability,
+                    status,
+                } => presence.push(PresenceUpdate {
                     handle,
                     presence: Presence {
                         availability,
                         status,
                     },
-                };
-                if let Err(e) = app
-                    .live_views
-                    .record_presence(self.user, self.account, &[update])
-                    .await
+                }),
+                ConnectorEvent::RosterChanged(roster)
+                    if self.roster_source == RosterSource::Server =>
                 {
-                    tracing::warn!(account = %self.account, error = %e, "presence not recorded");
+                    if let Err(e) = app
+                        .sync_roster(self.user, self.account, roster, Uuid::now_v7())
+                        .await
+                    {
+                        tracing::warn!(account = %self.account, error = %e, "roster change not applied");
+                    }
                 }
-            }
-            ConnectorEvent::RosterChanged(roster) if self.roster_source == RosterSource::Server => {
-                if let Err(e) = app
-                    .sync_roster(self.user, self.account, roster, Uuid::now_v7())
-                    .await
-                {
-                    tracing::warn!(account = %self.account, error = %e, "roster change not applied");
+                ConnectorEvent::RosterChanged(_) => {}
+                ConnectorEvent::Message(message) => {
+                    tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
+                        "direct message received");
+                    let _ = app.messages.send(super::ReceivedMessage {
+                        user: self.user,
+                        account: self.account,
+                        message,
+                    });
                 }
+                // The supervisor handles disconnection itself and never passes it on.
+                ConnectorEvent::Disconnected { .. } => {}
             }
-            ConnectorEvent::RosterChanged(_) => {}
-            ConnectorEvent::Message(message) => {
-                tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
-                    "direct message received");
-                let _ = app.messages.send(super::ReceivedMessage {
-                    user: self.user,
-                    account: self.account,
-                    message,
-                });
-            }
-            // The supervisor handles disconnection itself and never passes it on.
-            ConnectorEvent::Disconnected { .. } => {}
+        }
+        if let Err(e) = app
+            .live_views
+            .record_presence(self.user, self.account, &presence)
+            .await
+        {
+            tracing::warn!(account = %self.account, error = %e, "presence not recorded");
         }
     }
 }

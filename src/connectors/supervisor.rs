@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::{AccountLogin, Connector, ConnectorError, ConnectorEvent, LiveSession, SessionControl};
+
+/// The most events handed to [`AccountHost::observe`] at once.
+const OBSERVE_BATCH: usize = 256;
 
 /// Where an account's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,8 +147,10 @@ pub trait AccountHost: Send + Sync + 'static {
     /// A session is up: import its roster, keep its session credential. An error closes the
     /// session and counts as a failed attempt.
     async fn online(&self, session: &mut LiveSession) -> Result<(), HostError>;
-    /// Something the live session saw (presence, roster change, message).
-    async fn observe(&self, event: ConnectorEvent);
+    /// What the live session saw (presence, roster changes, messages), in order: everything
+    /// that was queued at once, so that a burst (the presence of a whole roster after login)
+    /// can be written in one go.
+    async fn observe(&self, events: Vec<ConnectorEvent>);
 }
 
 /// Tunables of the supervisors.
@@ -370,19 +375,38 @@ impl Run {
             .report(LinkStatus::new(LinkState::Online, 0, None))
             .await;
         let reason = loop {
-            let event = tokio::select! {
+            let first = tokio::select! {
                 event = session.events.recv() => Some(event),
                 _ = self.stopped.wait_for(|s| *s) => None,
             };
-            match event {
-                None => {
-                    self.forget_session();
-                    session.disconnect().await;
-                    return Next::Stopped;
+            let Some(first) = first else {
+                self.forget_session();
+                session.disconnect().await;
+                return Next::Stopped;
+            };
+            let mut batch = Vec::new();
+            let mut end = None;
+            let mut next = first;
+            loop {
+                match next {
+                    Some(ConnectorEvent::Disconnected { reason }) => end = Some(reason),
+                    Some(event) => batch.push(event),
+                    None => end = Some("the connection ended".to_owned()),
                 }
-                Some(Some(ConnectorEvent::Disconnected { reason })) => break reason,
-                Some(Some(event)) => self.host.observe(event).await,
-                Some(None) => break "the connection ended".to_owned(),
+                if end.is_some() || batch.len() >= OBSERVE_BATCH {
+                    break;
+                }
+                match session.events.try_recv() {
+                    Ok(event) => next = Some(event),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+                }
+            }
+            if !batch.is_empty() {
+                self.host.observe(batch).await;
+            }
+            if let Some(reason) = end {
+                break reason;
             }
         };
         self.forget_session();

@@ -87,7 +87,7 @@ impl Connector for Scripted {
 /// Records every status and observation.
 struct Recorder {
     statuses: mpsc::UnboundedSender<LinkStatus>,
-    observed: mpsc::UnboundedSender<ConnectorEvent>,
+    observed: mpsc::UnboundedSender<Vec<ConnectorEvent>>,
 }
 
 #[async_trait]
@@ -107,8 +107,8 @@ impl AccountHost for Recorder {
     async fn online(&self, _: &mut LiveSession) -> Result<(), HostError> {
         Ok(())
     }
-    async fn observe(&self, event: ConnectorEvent) {
-        let _ = self.observed.send(event);
+    async fn observe(&self, events: Vec<ConnectorEvent>) {
+        let _ = self.observed.send(events);
     }
 }
 
@@ -116,7 +116,7 @@ struct Harness {
     connector: Arc<Scripted>,
     supervisor: Option<Supervisor>,
     statuses: mpsc::UnboundedReceiver<LinkStatus>,
-    observed: mpsc::UnboundedReceiver<ConnectorEvent>,
+    observed: mpsc::UnboundedReceiver<Vec<ConnectorEvent>>,
 }
 
 fn start(script: Vec<Result<(), ConnectorError>>, adopted: bool) -> Harness {
@@ -245,7 +245,24 @@ async fn a_dropped_session_is_reconnected_and_its_events_pass_through() {
         status: None,
     };
     events.send(presence.clone()).await.unwrap();
-    assert_eq!(h.observed.recv().await, Some(presence));
+    assert_eq!(h.observed.recv().await, Some(vec![presence.clone()]));
+    // What queued up while the host was busy arrives as one batch, in order, and a
+    // disconnection behind it is still noticed.
+    let burst: Vec<ConnectorEvent> = (0..3)
+        .map(|i| ConnectorEvent::Presence {
+            handle: Handle::parse(Protocol::Xmpp, &format!("c{i}@example.org")).unwrap(),
+            availability: crate::connectors::Availability::Online,
+            status: None,
+        })
+        .collect();
+    for event in &burst {
+        events.send(event.clone()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < burst.len() {
+        got.extend(h.observed.recv().await.unwrap());
+    }
+    assert_eq!(got, burst);
 
     events
         .send(ConnectorEvent::Disconnected {
