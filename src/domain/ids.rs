@@ -77,6 +77,12 @@ pub enum NameError {
     Characters,
     #[error("must not be blank or contain control characters")]
     Blank,
+    /// Not a valid id on that network; says what the form is.
+    #[error("not a valid {protocol} id: {expected}")]
+    Form {
+        protocol: Protocol,
+        expected: &'static str,
+    },
 }
 
 /// A Switchboard user name: 3–32 characters, ASCII letters, digits, `.`, `_`, `-`, starting with
@@ -208,7 +214,26 @@ impl Handle {
         } else {
             trimmed.to_owned()
         };
-        Ok(Self(value))
+        let form = |expected| NameError::Form { protocol, expected };
+        match protocol {
+            Protocol::Xmpp => Ok(Self(value)),
+            Protocol::Irc => {
+                let nick = irc_fold(&value);
+                if !is_irc_nick(&nick) {
+                    return Err(form(
+                        "a nick: a letter or one of []\\`_^{|} first, then also digits and '-', at most 32",
+                    ));
+                }
+                Ok(Self(nick))
+            }
+            Protocol::Matrix => {
+                if !is_matrix_user_id(&value) {
+                    return Err(form("a user id like @alice:example.org"));
+                }
+                Ok(Self(value))
+            }
+            Protocol::Nostr => Ok(Self(value)),
+        }
     }
 
     /// A handle read back from storage, where it was stored already normalised.
@@ -219,6 +244,46 @@ impl Handle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// IRC's rfc1459 case mapping: beside ASCII letters, `[]\\~` are the upper case of `{}|^`.
+fn irc_fold(nick: &str) -> String {
+    nick.chars()
+        .map(|c| match c {
+            '[' => '{',
+            ']' => '}',
+            '\\' => '|',
+            '~' => '^',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// RFC 2812's nickname, with the length most servers allow today.
+fn is_irc_nick(nick: &str) -> bool {
+    let special = |c: char| "[]\\`_^{|}".contains(c);
+    let mut chars = nick.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    nick.len() <= 32
+        && (first.is_ascii_alphabetic() || special(first))
+        && chars.all(|c| c.is_ascii_alphanumeric() || special(c) || c == '-')
+}
+
+/// `@localpart:server`, the localpart in the characters Matrix allows for new user ids.
+fn is_matrix_user_id(id: &str) -> bool {
+    let Some((local, server)) = id.strip_prefix('@').and_then(|r| r.split_once(':')) else {
+        return false;
+    };
+    !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c))
+        && !server.is_empty()
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
 }
 
 impl fmt::Display for Handle {
@@ -266,5 +331,45 @@ mod tests {
         let npub = Handle::parse(Protocol::Nostr, "NpubABC").unwrap();
         assert_eq!(npub.as_str(), "NpubABC");
         assert!(Handle::parse(Protocol::Xmpp, "a b").is_err());
+    }
+
+    #[test]
+    fn irc_nicks_fold_with_the_rfc1459_mapping_and_keep_their_form() {
+        let nick = |s| Handle::parse(Protocol::Irc, s).map(|h| h.as_str().to_owned());
+        assert_eq!(nick("Bob[away]").unwrap(), "bob{away}");
+        assert_eq!(nick("BOB{AWAY}"), nick("bob[away]"));
+        assert_eq!(nick("x\\y~").unwrap(), "x|y^");
+        assert_eq!(nick("_dave-2").unwrap(), "_dave-2");
+        for bad in [
+            "#channel",
+            "2fast",
+            "-x",
+            "a,b",
+            "a!b",
+            "nick@host",
+            &"n".repeat(33),
+        ] {
+            assert!(nick(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn matrix_ids_are_full_user_ids() {
+        let id = |s| Handle::parse(Protocol::Matrix, s).map(|h| h.as_str().to_owned());
+        assert_eq!(id("@Alice:LocalHost").unwrap(), "@alice:localhost");
+        assert_eq!(
+            id("@bob.b-2=x:example.org:8448").unwrap(),
+            "@bob.b-2=x:example.org:8448"
+        );
+        for bad in [
+            "alice",
+            "@alice",
+            "@:localhost",
+            "#room:localhost",
+            "@a b:x",
+            "@a:",
+        ] {
+            assert!(id(bad).is_err(), "{bad} accepted");
+        }
     }
 }
