@@ -771,6 +771,12 @@ _sbt_finish_ejabberd() {
 		rosters+=("push_roster_all $dir/roster-$group.erl")
 	done
 	[[ $EUID -ne 0 ]] || chown ejabberd:ejabberd "$dir"/roster-*.erl
+	# The c2s port opens before ejabberd has created its database tables; on a loaded machine
+	# the first commands then fail with `no_exists`. Wait until a harmless read succeeds.
+	for ((i = 0; i < 120; i++)); do
+		"$dir/ctl" registered_users localhost >>"$dir/ctl.log" 2>&1 && break
+		sleep 0.5
+	done
 	if ! for u in "${users[@]}"; do echo "register $u localhost $u-pw-7Q"; done |
 		xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1 ||
 		! printf '%s\n' "${rosters[@]}" | xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1; then

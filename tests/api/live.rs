@@ -319,3 +319,55 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
 
 /// The tests of this file share the spare server.
 static SPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn one_node_holds_a_users_connections_until_it_lets_go() {
+    // Two nodes share a database and, necessarily, the master key of its credential vault.
+    let settings = test_settings(&fresh_database().await);
+    let first = spawn_app_with(settings.clone()).await;
+    let token = first
+        .register("quentin", json!([xmpp_account("alice")]))
+        .await;
+    let holder = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>(
+            "SELECT l.node_id, s.node_id FROM live_leases l JOIN account_status s USING (user_id)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("one lease and one status")
+    };
+    let (lease_node, status_node) = holder(first.pool.clone()).await;
+    assert_eq!(lease_node, status_node);
+
+    // A second node on the same database: logging in there does not open a second
+    // connection; it shows the first node's live status.
+    let second = spawn_app_with(settings).await;
+    let answer = login(&second, "quentin").await;
+    assert_eq!(answer["accounts"][0]["status"]["state"], "ONLINE");
+    assert_eq!(holder(second.pool.clone()).await, (lease_node, status_node));
+    let other = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&other, "alice@localhost", "ONLINE")
+        .await;
+
+    // The first node shuts down and gives its leases up: the next login takes over.
+    first.stop().await;
+    let (none,): (i64,) = sqlx::query_as("SELECT count(*) FROM live_leases")
+        .fetch_one(&second.pool)
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "a clean shutdown releases the leases");
+    second
+        .wait_for_account(&other, "alice@localhost", "DISCONNECTED")
+        .await;
+    let answer = login(&second, "quentin").await;
+    let token2 = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&token2, "alice@localhost", "ONLINE")
+        .await;
+    let (new_lease, new_status) = holder(second.pool.clone()).await;
+    assert_eq!(new_lease, new_status);
+    assert_ne!(new_lease, lease_node, "the second node holds them now");
+    drop(token);
+    second.stop().await;
+}
