@@ -601,9 +601,14 @@ async fn private_messages_cross_both_ways() {
         ben.publish(&wrap).await;
     }
     ben.send_message(&cid, &second, Timestamp::now()).await;
+    // A message that arrives during the session is new, even from a sender whose clock is
+    // far behind.
+    let late = format!("late clock {run}");
+    ben.send_message(&cid, &late, Timestamp::now() - 3600u64)
+        .await;
 
     let mut bodies = Vec::new();
-    while bodies.len() < 2 {
+    while bodies.len() < 3 {
         if let ConnectorEvent::Message(message) = wait_for(&mut session.events, ours).await {
             assert_eq!(message.from, handle("ben"));
             if message.body == hello {
@@ -612,7 +617,7 @@ async fn private_messages_cross_both_ways() {
             bodies.push(message.body);
         }
     }
-    assert_eq!(bodies, [hello, second]);
+    assert_eq!(bodies, [hello, second, late]);
 
     // And the other way: ben unwraps what cid's session sent.
     let sub = ben
@@ -679,8 +684,8 @@ async fn scripted_relay() -> (String, tokio::sync::watch::Receiver<usize>) {
             };
             send_json(&mut ws, json!(["AUTH", "challenge-1"])).await;
             let mut status_ok = false;
-            let mut follows_done = false;
-            while !(status_ok && follows_done) {
+            let mut queries_done = false;
+            while !(status_ok && queries_done) {
                 let message = next_json(&mut ws).await;
                 match message[0].as_str() {
                     Some("EVENT") if message[1]["kind"] == 30315 => {
@@ -689,7 +694,7 @@ async fn scripted_relay() -> (String, tokio::sync::watch::Receiver<usize>) {
                     }
                     Some("REQ") => {
                         send_json(&mut ws, json!(["EOSE", message[1]])).await;
-                        follows_done |= message[1] == "follows";
+                        queries_done |= message[1] == "messages";
                     }
                     _ => {}
                 }

@@ -90,6 +90,10 @@ _sbt_nostr_start() {
 		  host: 127.0.0.1
 		  workers: 1
 		  loglevel: warning
+		  # uvicorn's own websocket stack, not its deprecated legacy one (which nostr-relay
+		  # monkey-patches to share one permessage-deflate state between connections).
+		  ws: websockets-sansio
+		  ws_per_message_deflate: false
 		authentication:
 		  enabled: true
 		  # Must be exactly the URL clients dial: the AUTH event names it.

@@ -19,10 +19,10 @@
 //!
 //! Messages: NIP-17 (a kind 14 rumor, sealed and gift-wrapped with NIP-59). Each message goes to
 //! the recipient and, as NIP-17 asks, a copy to ourselves for our other clients. Received gift
-//! wraps are unwrapped; our own copies, group messages and messages dated (by their rumor) more
-//! than [`MESSAGE_MARGIN`] before the session started are not reported, and each message is
-//! reported once. Gift wraps are back-dated at random by up to two days, so the subscription
-//! reaches that far back.
+//! wraps are unwrapped; our own copies and group messages are not reported, nor are messages
+//! already stored at login that are dated (by their rumor) more than [`MESSAGE_MARGIN`] before
+//! the session started; each message is reported once per session. Gift wraps are back-dated
+//! at random by up to two days, so the subscription reaches that far back.
 //!
 //! The relay connection is driven here rather than by nostr-sdk's relay pool, which reconnects
 //! on its own and waits for an `OK` to `AUTH` that nostr-relay never sends; a lost connection
@@ -62,9 +62,10 @@ const CHALLENGE_WAIT: Duration = Duration::from_millis(1500);
 const STATUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The content of our own status while the session lasts.
 const ONLINE_STATUS: &str = "online";
-/// Messages dated this much before the session start are still reported (clock skew between
-/// sender and us); older ones were sent while we were away and are not ours to report.
-pub const MESSAGE_MARGIN: Duration = Duration::from_secs(30);
+/// Stored messages (found on the relay at login) dated up to this much before the session start
+/// are still reported: sent during the login, or by a sender whose clock is a little behind.
+/// Older ones were for an earlier session to report. Messages that arrive live are all new.
+pub const MESSAGE_MARGIN: Duration = Duration::from_secs(10);
 /// NIP-59 back-dates gift wraps at random by up to two days (plus a little slack).
 const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
 
@@ -203,13 +204,16 @@ pub(super) struct LoggedIn {
 struct LoginState {
     status_accepted: bool,
     follows_done: bool,
+    /// The stored messages are in (the backlog): what follows is live.
+    messages_done: bool,
     /// A challenge answered: a later `auth-required:` means the relay did not take our login.
     answered_challenge: bool,
     /// Refused for want of login before any challenge came: resend once one comes.
     awaiting_challenge: bool,
 }
 
-/// Logs in: AUTH, our status accepted, the follow list read. Bounded by the caller's timeout.
+/// Logs in: AUTH, our status accepted, the follow list and the stored messages read. Bounded by
+/// the caller's timeout.
 async fn log_in(
     address: &RelayAddress,
     keys: &Keys,
@@ -238,7 +242,7 @@ async fn log_in(
     send_login_requests(&mut socket, &own, &status).await?;
 
     let mut follow_list: Option<Box<Event>> = None;
-    while !(state.status_accepted && state.follows_done) {
+    while !(state.status_accepted && state.follows_done && state.messages_done) {
         let Some(message) = next_message(&mut socket).await else {
             return Err(lost_during_login());
         };
@@ -276,6 +280,10 @@ async fn log_in(
             }
             FromRelay::Eose(subscription) if subscription == SUB_FOLLOWS => {
                 state.follows_done = true;
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
+                state.messages_done = true;
+                backlog.push(FromRelay::Eose(subscription));
             }
             FromRelay::Closed {
                 subscription,

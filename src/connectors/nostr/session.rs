@@ -106,6 +106,8 @@ pub(super) struct Session {
     reported: HashMap<PublicKey, (Availability, Option<String>)>,
     /// Stored statuses are still coming (until the status subscription's EOSE).
     statuses_loading: bool,
+    /// Past the messages subscription's EOSE: what comes now was sent during the session.
+    messages_live: bool,
     writes: VecDeque<PendingWrite>,
     seen_wraps: HashSet<EventId>,
     seen_messages: HashSet<EventId>,
@@ -141,6 +143,7 @@ impl Session {
             statuses: HashMap::new(),
             reported: HashMap::new(),
             statuses_loading: false,
+            messages_live: false,
             writes: VecDeque::new(),
             seen_wraps: HashSet::new(),
             seen_messages: HashSet::new(),
@@ -226,6 +229,10 @@ impl Session {
             FromRelay::Eose(subscription) if subscription == SUB_STATUS => {
                 self.statuses_loading = false;
                 self.report_presence().await
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
+                self.messages_live = true;
+                Ok(())
             }
             FromRelay::Ok {
                 id,
@@ -397,7 +404,9 @@ impl Session {
         if recipients != [&self.own] {
             return Ok(());
         }
-        if rumor.created_at + MESSAGE_MARGIN < self.started {
+        // Stored messages from before the session were for an earlier session to report. Live
+        // ones are new whatever the sender's clock says.
+        if !self.messages_live && rumor.created_at + MESSAGE_MARGIN < self.started {
             return Ok(());
         }
         if !self.seen_messages.insert(rumor.id()) {
