@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+#[cfg(feature = "nostr")]
+pub mod nostr;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 
@@ -251,7 +253,12 @@ impl ConnectorRegistry {
             Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
             None => xmpp::XmppConnector::default(),
         }));
-        #[cfg(not(feature = "xmpp"))]
+        #[cfg(feature = "nostr")]
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => nostr::NostrConnector::with_extra_roots(pem)?,
+            None => nostr::NostrConnector::default(),
+        }));
+        #[cfg(not(any(feature = "xmpp", feature = "nostr")))]
         let _ = options;
         Ok(registry)
     }
