@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+#[cfg(feature = "matrix")]
+pub mod matrix;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 
@@ -249,7 +251,12 @@ impl ConnectorRegistry {
             Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
             None => xmpp::XmppConnector::default(),
         }));
-        #[cfg(not(feature = "xmpp"))]
+        #[cfg(feature = "matrix")]
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => matrix::MatrixConnector::with_extra_roots(pem)?,
+            None => matrix::MatrixConnector::default(),
+        }));
+        #[cfg(not(any(feature = "xmpp", feature = "matrix")))]
         let _ = options;
         Ok(registry)
     }
