@@ -942,3 +942,168 @@ async fn close_is_clean_and_idempotent() {
     drop(again);
     raw.logout().await;
 }
+
+#[tokio::test]
+async fn dropping_the_session_sets_presence_offline() {
+    let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
+    let session = connect(&pia).await;
+    let raw = Raw::login(&quin).await;
+    assert_eq!(raw.presence_of(&mxid(&pia)).await, "online");
+    drop(session);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while raw.presence_of(&mxid(&pia)).await != "offline" {
+        assert!(Instant::now() < deadline, "Pia stays online after the drop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn changes_of_m_direct_and_of_names_are_reported() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let quin_id = mxid(&quin);
+    let quin_entry = |name: &str| RosterEntry {
+        handle: handle(&quin_id),
+        display_name: Some(name.to_owned()),
+    };
+    assert_eq!(session.roster, vec![quin_entry("Quin")]);
+
+    // Pia's other client drops Quin from m.direct, then puts Quin back.
+    let other_client = Raw::login(&pia).await;
+    let direct_path = format!("user/{}/account_data/m.direct", enc(&other_client.user));
+    other_client
+        .call(Method::PUT, &direct_path, Some(json!({})))
+        .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(event, ConnectorEvent::RosterChanged(Vec::new()));
+    other_client
+        .call(
+            Method::PUT,
+            &direct_path,
+            Some(json!({ quin_id.clone(): [room] })),
+        )
+        .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![quin_entry("Quin")])
+    );
+
+    // Quin renames themself; the member event in the DM room carries the new name.
+    let raw = Raw::login(&quin).await;
+    raw.call(
+        Method::PUT,
+        &format!("profile/{}/displayname", enc(&quin_id)),
+        Some(json!({ "displayname": "Quinn Q." })),
+    )
+    .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![quin_entry("Quinn Q.")])
+    );
+    session.disconnect().await;
+    tokio::join!(raw.logout(), other_client.logout());
+}
+
+#[tokio::test]
+async fn a_homeserver_that_keeps_failing_disconnects_the_session() {
+    let server = failing_homeserver().await;
+    let mut login = with_password("frank");
+    login.server = server;
+    let mut session = MatrixConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect("the scripted login");
+    assert!(session.roster.is_empty());
+    // A few retries with short pauses (about 6 s in all), then the session gives up.
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert!(
+        matches!(&event, ConnectorEvent::Disconnected { reason } if reason.contains("502")),
+        "{event:?}"
+    );
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, session.events.recv()).await;
+    assert_eq!(rest.expect("the channel ends"), None);
+    session.control.close().await;
+}
+
+/// A scripted homeserver: logs anyone in, answers the first `/sync` with an empty account and
+/// every later one with 502 Bad Gateway, the way a homeserver behind a dead proxy would.
+async fn failing_homeserver() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve(mut socket: tokio::net::TcpStream) {
+        let mut received: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let head_end = loop {
+                if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            };
+            let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            while received.len() < head_end + length {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            }
+            received.drain(..head_end + length);
+            let target = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let (status, body) = if target.contains("/login") {
+                (
+                    "200 OK",
+                    r#"{"user_id":"@frank:localhost","access_token":"scripted","device_id":"D"}"#,
+                )
+            } else if target.contains("/sync") && !target.contains("since=") {
+                ("200 OK", r#"{"next_batch":"s1"}"#)
+            } else if target.contains("/sync") {
+                (
+                    "502 Bad Gateway",
+                    r#"{"errcode":"M_UNKNOWN","error":"upstream down"}"#,
+                )
+            } else {
+                ("200 OK", "{}")
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if socket.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    format!("http://{address}")
+}

@@ -84,7 +84,15 @@ impl Session {
         let first = api
             .sync(None, &sync_filter(FIRST_SYNC_TIMELINE), Duration::ZERO)
             .await?;
-        let mut session = Self {
+        let mut session = Self::new(api, own);
+        session.first_invites = session.absorb(first, false).invites;
+        session.look_up_missing_names().await;
+        session.roster = session.compute_roster();
+        Ok(session)
+    }
+
+    fn new(api: Api, own: String) -> Self {
+        Self {
             api,
             own,
             since: String::new(),
@@ -97,11 +105,7 @@ impl Session {
             first_invites: Vec::new(),
             txn_prefix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             txn_count: 0,
-        };
-        session.first_invites = session.absorb(first, false).invites;
-        session.look_up_missing_names().await;
-        session.roster = session.compute_roster();
-        Ok(session)
+        }
     }
 
     pub(super) fn roster(&self) -> &[RosterEntry] {
@@ -842,5 +846,128 @@ mod tests {
             ["!a:localhost".to_owned(), "!b:localhost".to_owned()]
         );
         assert!(parse_direct(&json!([1, 2])).is_empty());
+    }
+
+    fn session_with_direct(direct: Value) -> Session {
+        let base = reqwest::Url::parse("http://127.0.0.1:1").unwrap();
+        let mut session = Session::new(
+            Api::new(reqwest::Client::new(), base),
+            "@pia:localhost".to_owned(),
+        );
+        session.direct = parse_direct(&direct);
+        session
+    }
+
+    fn sync(value: Value) -> SyncResponse {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn only_new_text_from_the_dm_partner_is_a_message() {
+        let text = |sender: &str, body: &str| {
+            json!({"type": "m.room.message", "sender": sender,
+                   "content": {"msgtype": "m.text", "body": body}})
+        };
+        let answer = json!({
+            "next_batch": "s2",
+            "rooms": {
+                "join": {
+                    "!dm:localhost": {"timeline": {"events": [
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "origin_server_ts": 1_700_000_000_000_i64,
+                         "content": {"msgtype": "m.text", "body": "hi"}},
+                        text("@pia:localhost", "our own echo"),
+                        {"type": "m.room.encrypted", "sender": "@quin:localhost",
+                         "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "content": {"msgtype": "m.image", "body": "cat.png"}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "content": {"msgtype": "m.text", "body": "* hi!",
+                                     "m.relates_to": {"rel_type": "m.replace", "event_id": "$1"}}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "origin_server_ts": 1_700_000_001_000_i64,
+                         "content": {"msgtype": "m.notice", "body": "a notice"}},
+                        text("@rae:localhost", "not Pia's DM partner here"),
+                    ]}},
+                    "!group:localhost": {"timeline": {"events": [
+                        text("@quin:localhost", "in a group room"),
+                    ]}},
+                },
+                "invite": {
+                    "!new:localhost": {"invite_state": {"events": [
+                        {"type": "m.room.member", "sender": "@sam:localhost",
+                         "state_key": "@pia:localhost",
+                         "content": {"membership": "invite", "is_direct": true}},
+                    ]}},
+                    "!club:localhost": {"invite_state": {"events": [
+                        {"type": "m.room.member", "sender": "@sam:localhost",
+                         "state_key": "@pia:localhost", "content": {"membership": "invite"}},
+                    ]}},
+                },
+            },
+        });
+        let direct = json!({"@quin:localhost": ["!dm:localhost"]});
+
+        let mut session = session_with_direct(direct.clone());
+        let news = session.absorb(sync(answer.clone()), true);
+        let bodies: Vec<&str> = news.messages.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["hi", "a notice"]);
+        assert_eq!(news.messages[0].from.as_str(), "@quin:localhost");
+        assert_eq!(
+            news.messages[0].sent_at.timestamp_millis(),
+            1_700_000_000_000
+        );
+        let invites: Vec<(&str, &str)> = news
+            .invites
+            .iter()
+            .map(|i| (i.room.as_str(), i.inviter.as_str()))
+            .collect();
+        assert_eq!(invites, [("!new:localhost", "@sam:localhost")]);
+        assert_eq!(session.since, "s2");
+
+        // The first sync's history is state only.
+        let mut session = session_with_direct(direct);
+        assert!(session.absorb(sync(answer), false).messages.is_empty());
+    }
+
+    #[test]
+    fn contacts_are_named_by_member_events_then_profiles() {
+        let mut session = session_with_direct(json!({
+            "@quin:localhost": ["!old:localhost", "!dm:localhost"],
+            "@Sam:localhost": ["!gone:localhost"],
+            "@pia:localhost": ["!notes:localhost"],
+            "not-a-user": ["!x:localhost"],
+        }));
+        session.absorb(
+            sync(json!({
+                "next_batch": "s1",
+                "rooms": {"join": {"!dm:localhost": {"state": {"events": [
+                    {"type": "m.room.member", "sender": "@quin:localhost",
+                     "state_key": "@quin:localhost",
+                     "content": {"membership": "join", "displayname": " Quin "}},
+                ]}}}},
+            })),
+            false,
+        );
+        session
+            .profiles
+            .insert("@Sam:localhost".to_owned(), Some("Sam".to_owned()));
+        let roster = session.compute_roster();
+        let names: Vec<(&str, Option<&str>)> = roster
+            .iter()
+            .map(|e| (e.handle.as_str(), e.display_name.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("@quin:localhost", Some("Quin")),
+                ("@sam:localhost", Some("Sam"))
+            ]
+        );
+        assert_eq!(
+            session.dm_room_with("@QUIN:localhost").as_deref(),
+            Some("!dm:localhost")
+        );
+        assert_eq!(session.dm_room_with("@sam:localhost"), None);
     }
 }
