@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use sha1::Sha1;
 use switchboard::connectors::matrix::MatrixConnector;
 use switchboard::connectors::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, Credential, LiveSession,
-    RosterEntry,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
+    ConnectorRegistry, Credential, LiveSession, RosterEntry, RosterSource,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
@@ -1106,4 +1106,99 @@ async fn failing_homeserver() -> String {
         }
     });
     format!("http://{address}")
+}
+
+/// The same Synapse over HTTPS, and the PEM file of the CA that issued its certificate (for
+/// "localhost").
+fn tls_server() -> (String, Vec<u8>) {
+    let server = env("SWITCHBOARD_TEST_MATRIX_TLS_SERVER");
+    let ca = env("SWITCHBOARD_TEST_MATRIX_TLS_CA");
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("cannot read {ca}: {e}"));
+    (server, pem)
+}
+
+#[tokio::test]
+async fn https_with_the_ca_trusted_logs_in() {
+    let (server, ca) = tls_server();
+    let connector = MatrixConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = with_password("ben");
+    login.server = server;
+    let session = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ben cannot log in over HTTPS: {e}"));
+    assert_eq!(
+        session.roster,
+        vec![RosterEntry {
+            handle: handle(&mxid("ann")),
+            display_name: Some("Ann".to_owned()),
+        }]
+    );
+    let token = session.session_credential.clone().unwrap();
+    session.disconnect().await;
+    Raw {
+        http: reqwest::Client::new(),
+        user: mxid("ben"),
+        token: token.expose().to_owned(),
+        since: None,
+    }
+    .logout()
+    .await;
+}
+
+#[tokio::test]
+async fn https_with_an_untrusted_certificate_is_unreachable() {
+    let (server, _) = tls_server();
+    let mut login = with_password("ben");
+    login.server = server;
+    // Public web PKI roots only: the throwaway CA is not among them.
+    let error = connect_err(&login).await;
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason) if reason.contains("UnknownIssuer")),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("ben-pw-7Q"));
+}
+
+#[tokio::test]
+async fn https_checks_the_certificate_against_the_server_name() {
+    let (server, ca) = tls_server();
+    let connector = MatrixConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = with_password("ben");
+    // The same server, but by an address the certificate (for "localhost") does not name.
+    login.server = server.replace("localhost", "127.0.0.1");
+    let error = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("a certificate for another name must fail");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason) if reason.contains("certificate not valid for name")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn extra_roots_must_be_pem_certificates() {
+    let (_, ca) = tls_server();
+    assert!(MatrixConnector::with_extra_roots(&ca).is_ok());
+    for bad in [
+        &b""[..],
+        b"not a certificate",
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            MatrixConnector::with_extra_roots(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn the_registry_has_the_matrix_connector_with_server_rosters() {
+    let registry = ConnectorRegistry::with_builtin(&ConnectorOptions::default()).unwrap();
+    let connector = registry.get(Protocol::Matrix).expect("built in");
+    assert_eq!(connector.protocol(), Protocol::Matrix);
+    assert_eq!(connector.roster_source(), RosterSource::Server);
 }

@@ -2,8 +2,9 @@
 
 Usage: matrix-setup.py setup URL SHARED_SECRET SYNAPSE_PID   wait for /health, make the users and
                                                              the DM rooms (see matrix.sh)
-       matrix-setup.py check URL SHARED_SECRET               log in as each user, assert m.direct
-                                                             contacts, names, a refused password
+       matrix-setup.py check URL SHARED_SECRET TLS_URL CA    log in as each user, assert m.direct
+                                                             contacts, names, a refused password;
+                                                             HTTPS trusted with the CA only
 
 Standard library only: it talks to the client-server API like any client would.
 """
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -129,13 +131,13 @@ def setup(base, secret, pid):
           % (healthy, len(USERS), len(PAIRS), time.monotonic() - started - healthy))
 
 
-def check(base, secret):
+def check(base, secret, tls_base, ca_file):
     del secret
+    ok = check_tls(tls_base, ca_file)
     expected = {user: {} for user in USERS}
     for a, b in PAIRS:
         expected[a][mxid(b)] = b.capitalize()
         expected[b][mxid(a)] = a.capitalize()
-    ok = True
     for user in USERS:
         started = time.monotonic()
         token = login(base, user)
@@ -176,10 +178,33 @@ def check(base, secret):
     return ok
 
 
+def check_tls(tls_base, ca_file):
+    """The HTTPS listener answers when its CA is trusted, and only then."""
+    url = tls_base + "/_matrix/client/versions"
+    try:
+        with urllib.request.urlopen(url, timeout=10,
+                                    context=ssl.create_default_context(cafile=ca_file)) as r:
+            versions = json.loads(r.read())["versions"]
+        print("  HTTPS %s with the test CA: ok (%s)" % (tls_base, versions[-1]))
+    except (OSError, KeyError, ValueError) as e:
+        print("FAIL: HTTPS %s with the test CA: %s" % (tls_base, e))
+        return False
+    try:
+        urllib.request.urlopen(url, timeout=10, context=ssl.create_default_context())
+        print("FAIL: the HTTPS certificate is trusted without the test CA")
+        return False
+    except urllib.error.URLError as e:
+        if not isinstance(e.reason, ssl.SSLCertVerificationError):
+            print("FAIL: HTTPS without the test CA: %s" % e)
+            return False
+        print("  certificate refused without the test CA: ok")
+    return True
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "setup":
         setup(*sys.argv[2:5])
-    elif len(sys.argv) == 4 and sys.argv[1] == "check":
-        sys.exit(0 if check(*sys.argv[2:4]) else 1)
+    elif len(sys.argv) == 6 and sys.argv[1] == "check":
+        sys.exit(0 if check(*sys.argv[2:6]) else 1)
     else:
         sys.exit(__doc__)

@@ -6,8 +6,8 @@
 # ${SWITCHBOARD_TEST_CACHE:-/var/cache/switchboard-test}/synapse-venv, installed only when missing
 # or when the pin changed (≈ 25–35 s; pip's output goes to pip.log beside it). The server runs out
 # of $_sbt_tmp/matrix with a homeserver.yaml written here, not --generate-config (which binds ::1,
-# enables federation and trusts an outside key server): one plain-HTTP client listener on
-# 127.0.0.1, sqlite, no federation, no open registration (users are made with the shared secret),
+# enables federation and trusts an outside key server): client listeners on 127.0.0.1, one plain
+# HTTP and one HTTPS (certificate for "localhost" from a throwaway CA made here), sqlite, no federation, no open registration (users are made with the shared secret),
 # rate limits off, bcrypt_rounds 4 (logins ≈ 0.1 s instead of 0.35 s), presence on.
 #
 # Exported:
@@ -16,6 +16,9 @@
 #   SWITCHBOARD_TEST_MATRIX_SHARED_SECRET  the registration shared secret of this run, with which
 #                                          tests register throwaway users of their own
 #                                          (/_synapse/admin/v1/register, HMAC-SHA1)
+#   SWITCHBOARD_TEST_MATRIX_TLS_SERVER     https://localhost:PORT  (the same server over HTTPS,
+#                                          certificate for "localhost" from a throwaway CA)
+#   SWITCHBOARD_TEST_MATRIX_TLS_CA         PEM file of that CA
 #
 # Users, password "<name>-pw-7Q" each, display name the capitalised name ("Ann", "Alice"):
 #   ann, ben, cid, dot, eve        for the connector tests (tests/matrix.rs)
@@ -34,6 +37,7 @@ _sbt_matrix_venv() {
 }
 
 _sbt_matrix_missing_packages() {
+	command -v openssl >/dev/null || echo openssl
 	command -v python3 >/dev/null || { echo python3 python3-venv; return 0; }
 	# Debian splits ensurepip (needed by `python3 -m venv`) into python3-venv.
 	python3 -c 'import ensurepip' 2>/dev/null || echo python3-venv
@@ -69,9 +73,11 @@ _sbt_matrix_install() {
 
 _sbt_matrix_start() {
 	_sbt_matrix_install
-	local venv dir=$_sbt_tmp/matrix port secret started=$EPOCHREALTIME
+	local venv dir=$_sbt_tmp/matrix port tls_port secret started=$EPOCHREALTIME
 	venv=$(_sbt_matrix_venv)
-	port=$(_sbt_free_ports 1) || _sbt_die "could not find a free port for Synapse"
+	read -r port tls_port <<<"$(_sbt_free_ports 2)" || _sbt_die "could not find free ports for Synapse"
+	[[ -n $tls_port ]] || _sbt_die "could not find free ports for Synapse"
+	_sbt_matrix_certs "$dir/tls"
 	secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 	mkdir -p "$dir/media"
 	# Every rc_* limit very high: the tests log in, sync and send far faster than a person.
@@ -97,6 +103,16 @@ _sbt_matrix_start() {
 		    resources:
 		      - names: [client]
 		        compress: false
+		  - port: $tls_port
+		    bind_addresses: ['127.0.0.1']
+		    type: http
+		    tls: true
+		    x_forwarded: false
+		    resources:
+		      - names: [client]
+		        compress: false
+		tls_certificate_path: $dir/tls/localhost.crt
+		tls_private_key_path: $dir/tls/localhost.key
 		database:
 		  name: sqlite3
 		  args:
@@ -157,9 +173,34 @@ _sbt_matrix_start() {
 	export SWITCHBOARD_TEST_MATRIX_SERVER=$url
 	export SWITCHBOARD_TEST_MATRIX_DOMAIN=localhost
 	export SWITCHBOARD_TEST_MATRIX_SHARED_SECRET=$secret
+	export SWITCHBOARD_TEST_MATRIX_TLS_SERVER=https://localhost:$tls_port
+	export SWITCHBOARD_TEST_MATRIX_TLS_CA=$dir/tls/ca.pem
 	_sbt_exports+=(SWITCHBOARD_TEST_MATRIX_SERVER SWITCHBOARD_TEST_MATRIX_DOMAIN
-		SWITCHBOARD_TEST_MATRIX_SHARED_SECRET)
+		SWITCHBOARD_TEST_MATRIX_SHARED_SECRET SWITCHBOARD_TEST_MATRIX_TLS_SERVER
+		SWITCHBOARD_TEST_MATRIX_TLS_CA)
 	_sbt_log "Synapse $_sbt_matrix_synapse_version up: $url (domain localhost; $(tail -n 1 "$dir/setup.log"); ready $(_sbt_since "$started") after launch)"
+}
+
+# A throwaway CA (its key deleted once used) and a certificate for "localhost" signed by it,
+# for the HTTPS listener: the tests hold the connector's certificate checks to a real server.
+_sbt_matrix_certs() {
+	local dir=$1
+	mkdir -p "$dir"
+	if ! {
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+			-subj "/CN=Switchboard throwaway Matrix test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+			openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+				-subj /CN=localhost -keyout "$dir/localhost.key" -out "$dir/localhost.csr" &&
+			openssl x509 -req -in "$dir/localhost.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+				-set_serial "0x$(openssl rand -hex 8)" -days 2 -out "$dir/localhost.crt" \
+				-extfile <(printf '%s\n' subjectAltName=DNS:localhost basicConstraints=critical,CA:FALSE \
+					keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth)
+	} >"$dir/openssl.log" 2>&1; then
+		_sbt_tail "$dir/openssl.log"
+		_sbt_die "creating the Matrix test certificates with openssl failed"
+	fi
+	rm -f "$dir/ca.key" "$dir/localhost.csr"
 }
 
 _sbt_matrix_check() {
@@ -173,6 +214,7 @@ _sbt_matrix_check() {
 		done < <(ss -Hltnp | awk -v pid="pid=$_sbt_matrix_pid," 'index($0, pid) { print $4 }')
 	fi
 	"$(_sbt_matrix_venv)/bin/python" "$(dirname "${BASH_SOURCE[0]}")/matrix-setup.py" check \
-		"$SWITCHBOARD_TEST_MATRIX_SERVER" "$SWITCHBOARD_TEST_MATRIX_SHARED_SECRET" >&2 || fail=1
+		"$SWITCHBOARD_TEST_MATRIX_SERVER" "$SWITCHBOARD_TEST_MATRIX_SHARED_SECRET" \
+		"$SWITCHBOARD_TEST_MATRIX_TLS_SERVER" "$SWITCHBOARD_TEST_MATRIX_TLS_CA" >&2 || fail=1
 	((fail == 0))
 }

@@ -397,7 +397,7 @@ impl Api {
     }
 }
 
-/// A transport failure in words, with its causes; never headers or bodies.
+/// A transport failure in words; never headers or bodies.
 fn network_error(error: reqwest::Error) -> ApiError {
     let what = if error.is_timeout() {
         "timed out"
@@ -406,13 +406,13 @@ fn network_error(error: reqwest::Error) -> ApiError {
     } else {
         "the connection failed"
     };
-    // The URL would bring the sync token and filter along; the caller names the server.
+    // The innermost cause says what went wrong ("Connection refused", "invalid peer
+    // certificate: UnknownIssuer"); the layers above it only say that a request failed. No URL:
+    // it would bring the sync token and filter along.
     let error = error.without_url();
-    let mut reason = format!("{what}: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(inner) = source {
-        reason.push_str(&format!(": {inner}"));
-        source = inner.source();
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
     }
-    ApiError::Network(reason)
+    ApiError::Network(format!("{what}: {cause}"))
 }
