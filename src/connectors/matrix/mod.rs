@@ -29,6 +29,7 @@
 
 mod api;
 mod session;
+mod task;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,8 @@ use super::{
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 use api::{Api, ApiError};
-use session::{MatrixSessionControl, Session};
+use session::Session;
+use task::MatrixSessionControl;
 
 /// Events a session may queue before the consumer reads them; beyond that it waits.
 const EVENT_QUEUE: usize = 64;
