@@ -265,6 +265,18 @@ impl Api {
             .await
     }
 
+    /// The `m.direct` account data as the server has it now.
+    pub(super) async fn direct(&self, user: &str) -> Result<Value, ApiError> {
+        self.call(
+            Method::GET,
+            &["user", user, "account_data", "m.direct"],
+            &[],
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
     pub(super) async fn set_direct(
         &self,
         user: &str,

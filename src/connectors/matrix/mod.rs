@@ -26,6 +26,12 @@
 //!   the newest DM room both sides are in; without one, a new DM room is created, the contact
 //!   invited, and `m.direct` updated.
 //! - Presence: ours is set online at login (and by every `/sync`), offline at `close()`.
+//!   Contacts' presence comes from `/sync` (the server only shares it between users who share a
+//!   room): `online` → Online, `unavailable` → Away, `offline` → Offline, `status_msg` → status.
+//! - The session task long-polls `/sync` (30 s). A failed one is retried three times, 1, 2 and
+//!   3 s apart (or as a 429 says), then the session ends with [`ConnectorEvent::Disconnected`];
+//!   a revoked access token ends it at once. Messages missed in a gap the server reports as
+//!   `limited` are not fetched back.
 
 mod api;
 mod session;
@@ -42,6 +48,8 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tracing::debug;
 
+#[cfg(doc)]
+use super::ConnectorEvent;
 use super::{
     AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession,
     SessionControl,

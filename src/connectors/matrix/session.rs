@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
 use serde_json::Value;
 use tracing::{debug, warn};
 
@@ -238,8 +239,27 @@ impl Session {
             .cloned()
     }
 
+    /// Adds DM rooms (user id, room id) to `m.direct`, on top of the server's current copy:
+    /// another client of the account may have changed it since our last sync, and writing ours
+    /// would undo that. Our copy has the additions even if the write fails.
+    pub(super) async fn add_direct_rooms(
+        &mut self,
+        additions: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        match self.api.direct(&self.own).await {
+            Ok(content) => self.direct = parse_direct(&content),
+            Err(e) if e.is(StatusCode::NOT_FOUND, "M_NOT_FOUND") => self.direct.clear(),
+            Err(e) if e.is_unknown_token() => return Err(e),
+            Err(e) => debug!("cannot read m.direct, extending our copy: {e}"),
+        }
+        for (user, room) in additions {
+            self.add_direct(user, room);
+        }
+        self.api.set_direct(&self.own, &self.direct).await
+    }
+
     /// Adds `room` to `m.direct` under `user` (the existing spelling of their id if any).
-    pub(super) fn add_direct(&mut self, user: &str, room: &str) {
+    fn add_direct(&mut self, user: &str, room: &str) {
         let key = self
             .direct
             .keys()
@@ -250,10 +270,6 @@ impl Session {
         if !rooms.iter().any(|r| r == room) {
             rooms.push(room.to_owned());
         }
-    }
-
-    pub(super) async fn save_direct(&self) -> Result<(), ApiError> {
-        self.api.set_direct(&self.own, &self.direct).await
     }
 
     /// The contacts: every other user in `m.direct`, named by their member event in the

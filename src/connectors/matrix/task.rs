@@ -164,30 +164,25 @@ impl Live {
     /// Joins rooms someone invited us to as a DM and lists them in `m.direct`: that makes the
     /// inviter a contact, as in any DM-centred client.
     async fn accept_invites(&mut self, invites: Vec<Invite>) -> Result<(), End> {
-        let mut added = false;
+        let mut joined = Vec::new();
         for Invite { room, inviter } in invites {
             match self.session.api.join(&room).await {
                 Ok(()) => {
                     debug!(%room, %inviter, "joined a DM room we were invited to");
                     self.session.joined.insert(room.clone());
-                    self.session.add_direct(&inviter, &room);
-                    added = true;
+                    joined.push((inviter, room));
                 }
                 Err(e) if e.is_unknown_token() => return Err(token_gone()),
                 Err(e) => warn!(%room, %inviter, "cannot join a DM room we were invited to: {e}"),
             }
         }
-        if added {
-            self.save_direct().await?;
+        if joined.is_empty() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    async fn save_direct(&mut self) -> Result<(), End> {
-        match self.session.save_direct().await {
+        match self.session.add_direct_rooms(&joined).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_unknown_token() => Err(token_gone()),
-            // Kept locally all the same; the server's copy comes back with a later sync.
+            // Kept in our copy all the same, until a sync brings the server's.
             Err(e) => {
                 warn!("cannot update m.direct: {e}");
                 Ok(())
@@ -306,8 +301,10 @@ impl Live {
         };
         members.insert(session.own.clone(), member("join"));
         members.insert(user.to_owned(), member("invite"));
-        session.add_direct(user, &room);
-        match session.save_direct().await {
+        match session
+            .add_direct_rooms(&[(user.to_owned(), room.clone())])
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.is_unknown_token() => return Err(Failure::TokenGone),
             Err(e) => warn!("cannot update m.direct: {e}"),
