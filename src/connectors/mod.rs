@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+#[cfg(feature = "matrix")]
+pub mod matrix;
 #[cfg(feature = "nostr")]
 pub mod nostr;
 #[cfg(feature = "xmpp")]
@@ -253,12 +255,17 @@ impl ConnectorRegistry {
             Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
             None => xmpp::XmppConnector::default(),
         }));
+        #[cfg(feature = "matrix")]
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => matrix::MatrixConnector::with_extra_roots(pem)?,
+            None => matrix::MatrixConnector::default(),
+        }));
         #[cfg(feature = "nostr")]
         registry.register(Arc::new(match &options.extra_roots_pem {
             Some(pem) => nostr::NostrConnector::with_extra_roots(pem)?,
             None => nostr::NostrConnector::default(),
         }));
-        #[cfg(not(any(feature = "xmpp", feature = "nostr")))]
+        #[cfg(not(any(feature = "xmpp", feature = "matrix", feature = "nostr")))]
         let _ = options;
         Ok(registry)
     }

@@ -1,0 +1,430 @@
+//! The few client-server API calls the Matrix connector makes, and the wire types it reads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::secret::Secret;
+
+/// Requests other than the long poll; generous, since a homeserver under load can be slow.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the server may hold a `/sync` open when nothing happens.
+pub(super) const SYNC_POLL: Duration = Duration::from_secs(30);
+/// Extra wait on top of [`SYNC_POLL`] before a `/sync` counts as lost.
+const SYNC_GRACE: Duration = Duration::from_secs(20);
+
+/// Why a request failed. None of the variants carries the access token or a password.
+#[derive(Debug)]
+pub(super) enum ApiError {
+    /// No answer: connection refused or reset, DNS, TLS, timeout.
+    Network(String),
+    /// The server answered with an error status; `errcode` is the Matrix error code if any.
+    Status {
+        status: StatusCode,
+        errcode: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The server answered 2xx with a body that is not what the API promises.
+    Decode(String),
+}
+
+impl ApiError {
+    pub(super) fn is(&self, code: StatusCode, errcode: &str) -> bool {
+        matches!(self, ApiError::Status { status, errcode: e, .. } if *status == code && e == errcode)
+    }
+
+    /// Worth retrying: the network, a rate limit or a server-side failure.
+    pub(super) fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Network(_) => true,
+            ApiError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            ApiError::Decode(_) => false,
+        }
+    }
+
+    /// The access token was logged out, expired or never existed.
+    pub(super) fn is_unknown_token(&self) -> bool {
+        self.is(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Network(reason) => f.write_str(reason),
+            ApiError::Status {
+                status,
+                errcode,
+                message,
+                ..
+            } => {
+                write!(f, "HTTP {}", status.as_u16())?;
+                if !errcode.is_empty() {
+                    write!(f, " {errcode}")?;
+                }
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
+            ApiError::Decode(reason) => write!(f, "unexpected answer: {reason}"),
+        }
+    }
+}
+
+/// One homeserver, as one user once logged in. Cheap to clone (the HTTP client is shared).
+#[derive(Clone)]
+pub(super) struct Api {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginResponse {
+    pub user_id: String,
+    pub access_token: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct WhoAmI {
+    pub user_id: String,
+}
+
+#[derive(Deserialize)]
+struct RoomId {
+    room_id: String,
+}
+
+#[derive(Deserialize)]
+struct Displayname {
+    #[serde(default)]
+    displayname: Option<String>,
+}
+
+/// A `/sync` answer, reduced to what the connector reads; every part may be missing.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SyncResponse {
+    pub next_batch: String,
+    #[serde(default)]
+    pub account_data: Events,
+    #[serde(default)]
+    pub presence: Events,
+    #[serde(default)]
+    pub rooms: Rooms,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Events {
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// Any event: room, state, stripped state, presence or account data. Only the fields the
+/// connector reads; content stays JSON until it is known what it is.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Event {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub sender: String,
+    #[serde(default)]
+    pub state_key: Option<String>,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(default)]
+    pub origin_server_ts: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Rooms {
+    #[serde(default)]
+    pub join: HashMap<String, JoinedRoom>,
+    #[serde(default)]
+    pub invite: HashMap<String, InvitedRoom>,
+    #[serde(default)]
+    pub leave: HashMap<String, JoinedRoom>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct JoinedRoom {
+    #[serde(default)]
+    pub state: Events,
+    #[serde(default)]
+    pub timeline: Events,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct InvitedRoom {
+    #[serde(default)]
+    pub invite_state: Events,
+}
+
+/// The `/sync` filter: m.direct, presence, and in rooms only members and messages (encrypted
+/// ones too, to say why they are skipped). `timeline_limit` caps the events per room and sync.
+pub(super) fn sync_filter(timeline_limit: u32) -> String {
+    json!({
+        "account_data": { "types": ["m.direct"] },
+        "presence": { "types": ["m.presence"] },
+        "room": {
+            "account_data": { "types": [] },
+            "ephemeral": { "types": [] },
+            "state": { "types": ["m.room.member"] },
+            "timeline": {
+                "types": ["m.room.message", "m.room.encrypted", "m.room.member"],
+                "limit": timeline_limit,
+            },
+        },
+    })
+    .to_string()
+}
+
+impl Api {
+    pub(super) fn new(http: reqwest::Client, base: Url) -> Self {
+        Self {
+            http,
+            base,
+            token: None,
+        }
+    }
+
+    pub(super) fn with_token(mut self, token: Secret) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    pub(super) async fn login_password(
+        &self,
+        user: &str,
+        password: &Secret,
+    ) -> Result<LoginResponse, ApiError> {
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user },
+            "password": password.expose(),
+            "initial_device_display_name": "Switchboard",
+        });
+        self.call(Method::POST, &["login"], &[], Some(body), REQUEST_TIMEOUT)
+            .await
+    }
+
+    pub(super) async fn whoami(&self) -> Result<WhoAmI, ApiError> {
+        self.call(
+            Method::GET,
+            &["account", "whoami"],
+            &[],
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `presence` is `online`, `unavailable` or `offline`.
+    pub(super) async fn set_presence(
+        &self,
+        user: &str,
+        presence: &str,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let body = json!({ "presence": presence });
+        self.call::<Value>(
+            Method::PUT,
+            &["presence", user, "status"],
+            &[],
+            Some(body),
+            timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A `/sync`; `wait` is how long the server may hold it open waiting for news.
+    pub(super) async fn sync(
+        &self,
+        since: Option<&str>,
+        filter: &str,
+        wait: Duration,
+    ) -> Result<SyncResponse, ApiError> {
+        let wait_ms = wait.as_millis().to_string();
+        let mut query = vec![
+            ("filter", filter),
+            ("timeout", wait_ms.as_str()),
+            ("set_presence", "online"),
+        ];
+        if let Some(since) = since {
+            query.push(("since", since));
+        }
+        self.call(Method::GET, &["sync"], &query, None, wait + SYNC_GRACE)
+            .await
+    }
+
+    /// The `m.direct` account data as the server has it now.
+    pub(super) async fn direct(&self, user: &str) -> Result<Value, ApiError> {
+        self.call(
+            Method::GET,
+            &["user", user, "account_data", "m.direct"],
+            &[],
+            None,
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    pub(super) async fn set_direct(
+        &self,
+        user: &str,
+        direct: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), ApiError> {
+        let body = serde_json::to_value(direct).map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.call::<Value>(
+            Method::PUT,
+            &["user", user, "account_data", "m.direct"],
+            &[],
+            Some(body),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A new private room marked as a DM, with `invitee` invited; returns its id.
+    pub(super) async fn create_dm(&self, invitee: &str) -> Result<String, ApiError> {
+        let body = json!({
+            "preset": "trusted_private_chat",
+            "is_direct": true,
+            "invite": [invitee],
+        });
+        let room: RoomId = self
+            .call(
+                Method::POST,
+                &["createRoom"],
+                &[],
+                Some(body),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(room.room_id)
+    }
+
+    pub(super) async fn join(&self, room: &str) -> Result<(), ApiError> {
+        self.call::<Value>(
+            Method::POST,
+            &["join", room],
+            &[],
+            Some(json!({})),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sends an `m.text` message; `txn` makes a retried request idempotent.
+    pub(super) async fn send_text(
+        &self,
+        room: &str,
+        txn: &str,
+        body: &str,
+    ) -> Result<(), ApiError> {
+        let content = json!({ "msgtype": "m.text", "body": body });
+        self.call::<Value>(
+            Method::PUT,
+            &["rooms", room, "send", "m.room.message", txn],
+            &[],
+            Some(content),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The user's global display name, if the server shows one.
+    pub(super) async fn display_name(&self, user: &str) -> Result<Option<String>, ApiError> {
+        let answer: Displayname = self
+            .call(
+                Method::GET,
+                &["profile", user, "displayname"],
+                &[],
+                None,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(answer.displayname)
+    }
+
+    /// `/_matrix/client/v3/` + `path` (each segment percent-encoded), with the access token if
+    /// there is one, and the answer's JSON as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<T, ApiError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::Decode("the server URL cannot take a path".to_owned()))?
+            .pop_if_empty()
+            .extend(["_matrix", "client", "v3"])
+            .extend(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut request = self.http.request(method, url).timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token.expose());
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(network_error)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(network_error)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()));
+        }
+        #[derive(Deserialize, Default)]
+        struct MatrixError {
+            #[serde(default)]
+            errcode: String,
+            #[serde(default)]
+            error: String,
+            #[serde(default)]
+            retry_after_ms: Option<u64>,
+        }
+        let error: MatrixError = serde_json::from_slice(&bytes).unwrap_or_default();
+        Err(ApiError::Status {
+            status,
+            errcode: error.errcode,
+            message: error.error.chars().take(200).collect(),
+            retry_after: error.retry_after_ms.map(Duration::from_millis),
+        })
+    }
+}
+
+/// A transport failure in words; never headers or bodies.
+fn network_error(error: reqwest::Error) -> ApiError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "the connection failed"
+    };
+    // The innermost cause says what went wrong ("Connection refused", "invalid peer
+    // certificate: UnknownIssuer"); the layers above it only say that a request failed. No URL:
+    // it would bring the sync token and filter along.
+    let error = error.without_url();
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    ApiError::Network(format!("{what}: {cause}"))
+}

@@ -1,0 +1,416 @@
+//! Matrix connector: logs an MXID into its homeserver over the client-server API, reads the
+//! direct-message contacts from `m.direct`, and reports their presence and messages from `/sync`.
+//!
+//! A thin client (reqwest + serde) rather than matrix-sdk, which takes minutes and gigabytes to
+//! build. The price: no end-to-end encryption. Encrypted events (`m.room.encrypted`) cannot be
+//! read and are skipped (logged at debug level); messages we send are plain `m.text`, also into
+//! rooms that have encryption turned on.
+//!
+//! - Server: the homeserver's base URL (`https://matrix.example.org`, or `http://127.0.0.1:8008`;
+//!   plain `http` only to loopback, since the password and token would cross the network in
+//!   the clear). No `.well-known` discovery.
+//! - Handle: the full user id, `@alice:example.org` (lower case).
+//! - Credential: a password logs in (`m.login.password`, device name "Switchboard") and the
+//!   access token comes back as [`LiveSession::session_credential`]: the token itself, verbatim
+//!   (the device id is not needed; the server knows it from the token). Later logins pass it as
+//!   [`Credential::Session`], checked with `/account/whoami` against the handle. `close()`
+//!   never logs the token out: it is what the next login uses.
+//! - Contacts: the users in the account's `m.direct` account data (user id → DM rooms), named
+//!   by their member event in one of those rooms, else their profile. Every change of `m.direct`
+//!   or of those names is reported as [`ConnectorEvent::RosterChanged`].
+//! - An invite to a room marked `is_direct` is accepted and the room added to `m.direct`: that
+//!   is how someone starts a DM with us, and it makes the inviter a contact. Other invites are
+//!   left alone.
+//! - Messages: `m.text` and `m.notice` events (not edits) from others in a DM room with them,
+//!   that arrive after login (the history in the first `/sync` is not replayed). Sending goes to
+//!   the newest DM room both sides are in; without one, a new DM room is created, the contact
+//!   invited, and `m.direct` updated.
+//! - Presence: ours is set online at login (and by every `/sync`), offline at `close()`.
+//!   Contacts' presence comes from `/sync` (the server only shares it between users who share a
+//!   room): `online` → Online, `unavailable` → Away, `offline` → Offline, `status_msg` → status.
+//! - The session task long-polls `/sync` (30 s). A failed one is retried three times, 1, 2 and
+//!   3 s apart (or as a 429 says), then the session ends with [`ConnectorEvent::Disconnected`];
+//!   a revoked access token ends it at once. Messages missed in a gap the server reports as
+//!   `limited` are not fetched back.
+
+mod api;
+mod session;
+mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{StatusCode, Url};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tracing::debug;
+
+#[cfg(doc)]
+use super::ConnectorEvent;
+use super::{
+    AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession,
+    SessionControl,
+};
+use crate::domain::ids::{Handle, Protocol};
+use crate::secret::Secret;
+use api::{Api, ApiError};
+use session::Session;
+use task::MatrixSessionControl;
+
+/// Events a session may queue before the consumer reads them; beyond that it waits.
+const EVENT_QUEUE: usize = 64;
+/// Messages that may wait for the session task to send them.
+const OUTBOX_QUEUE: usize = 16;
+/// How long a TCP (and TLS) connection to the homeserver may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Logs Matrix accounts in; one instance serves every account.
+#[derive(Debug, Clone)]
+pub struct MatrixConnector {
+    /// What HTTPS trusts: the public web PKI roots, plus any extra ones.
+    roots: Arc<RootCertStore>,
+}
+
+/// Trusts the public web PKI roots only.
+impl Default for MatrixConnector {
+    fn default() -> Self {
+        Self {
+            roots: Arc::new(public_roots()),
+        }
+    }
+}
+
+impl MatrixConnector {
+    /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
+    /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
+    pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
+        let mut roots = public_roots();
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate
+                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
+        }
+        Ok(Self {
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// One HTTP client per session: its connections end with the session.
+    fn http_client(&self, target: &Target) -> Result<reqwest::Client, ConnectorError> {
+        // The provider is named rather than taken from the process default, which would panic
+        // if a future dependency also enabled aws-lc.
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConnectorError::Protocol(format!("TLS set-up failed: {e}")))?
+            .with_root_certificates(Arc::clone(&self.roots))
+            .with_no_client_auth();
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none());
+        if target.loopback {
+            // An HTTP proxy from the environment cannot reach our own loopback.
+            builder = builder.no_proxy();
+        }
+        builder
+            .build()
+            .map_err(|e| ConnectorError::Protocol(format!("HTTP client set-up failed: {e}")))
+    }
+}
+
+fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+#[async_trait]
+impl Connector for MatrixConnector {
+    fn protocol(&self) -> Protocol {
+        Protocol::Matrix
+    }
+
+    async fn connect(
+        &self,
+        login: &AccountLogin,
+        timeout: Duration,
+    ) -> Result<LiveSession, ConnectorError> {
+        let target = Target::parse(login)?;
+        let api = Api::new(self.http_client(&target)?, target.base.clone());
+        // One deadline for the whole login: authentication, presence and the first sync.
+        let (session, session_credential) =
+            tokio::time::timeout(timeout, log_in(api, &target, &login.credential))
+                .await
+                .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        debug!(server = %target.base, handle = %login.handle, "matrix session online");
+
+        let roster = session.roster().to_vec();
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        // Dropping the sender (with the LiveSession) stops the session just like a close.
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
+        let task = tokio::spawn(session.run(events_tx, stop_rx, outbox_rx));
+        let control: Arc<dyn SessionControl> =
+            Arc::new(MatrixSessionControl::new(stop_tx, task, outbox_tx));
+        Ok(LiveSession {
+            roster,
+            events,
+            control,
+            session_credential,
+        })
+    }
+}
+
+/// Where and as whom to log in, validated before any network traffic.
+struct Target {
+    base: Url,
+    /// The handle, `@local:domain` in lower case.
+    user: String,
+    /// The server is on this machine: plain HTTP is acceptable, proxies are not.
+    loopback: bool,
+}
+
+impl Target {
+    fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
+        if login.protocol != Protocol::Matrix {
+            return Err(invalid(format!(
+                "a {} account cannot log in over Matrix",
+                login.protocol
+            )));
+        }
+        let user = parse_user_id(&login.handle).ok_or_else(|| {
+            invalid("the handle must be a Matrix user id such as @alice:example.org")
+        })?;
+        let (base, loopback) = parse_base_url(&login.server)?;
+        Ok(Self {
+            base,
+            user,
+            loopback,
+        })
+    }
+}
+
+/// `@local:domain` with both parts present; the domain may carry a port.
+fn parse_user_id(handle: &Handle) -> Option<String> {
+    let id = handle.as_str();
+    let (local, domain) = id.strip_prefix('@')?.split_once(':')?;
+    let local_ok = !local.is_empty()
+        && !local
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '@');
+    let domain_ok = !domain.is_empty()
+        && !domain
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'));
+    (local_ok && domain_ok).then(|| id.to_owned())
+}
+
+/// An `http(s)://host[:port][/path]` base URL; plain HTTP only to loopback.
+fn parse_base_url(server: &str) -> Result<(Url, bool), ConnectorError> {
+    let bad = || invalid("the server must be the homeserver's URL, such as https://matrix.org");
+    let url = Url::parse(server.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad());
+    }
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" && !loopback {
+        return Err(invalid(
+            "plain http would send the password and access token unencrypted: use https",
+        ));
+    }
+    Ok((url, loopback))
+}
+
+fn invalid(message: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidAccount(message.into())
+}
+
+/// Authenticates, sets our presence and reads the first sync.
+async fn log_in(
+    api: Api,
+    target: &Target,
+    credential: &Credential,
+) -> Result<(Session, Option<Secret>), ConnectorError> {
+    let (api, user_id, session_credential) = match credential {
+        Credential::Password(password) => {
+            let answer = api
+                .login_password(&target.user, password)
+                .await
+                .map_err(|e| login_error(e, "login"))?;
+            let token = Secret::new(answer.access_token);
+            (api.with_token(token.clone()), answer.user_id, Some(token))
+        }
+        Credential::Session(token) => {
+            let api = api.with_token(token.clone());
+            let who = api
+                .whoami()
+                .await
+                .map_err(|e| login_error(e, "the token check"))?;
+            (api, who.user_id, None)
+        }
+    };
+    if !user_id.eq_ignore_ascii_case(&target.user) {
+        return Err(match credential {
+            // The server says the token is someone else's: wrong credentials for this account.
+            Credential::Session(_) => {
+                debug!(%user_id, expected = %target.user, "the session token belongs to another user");
+                ConnectorError::AuthFailed
+            }
+            Credential::Password(_) => invalid(format!(
+                "the server logged in {user_id}, not {}",
+                target.user
+            )),
+        });
+    }
+    if let Err(e) = api
+        .set_presence(&user_id, "online", Duration::from_secs(10))
+        .await
+    {
+        // The first /sync sets it online too; a server with presence off refuses this.
+        debug!("cannot set presence online: {e}");
+    }
+    let session = Session::start(api, user_id)
+        .await
+        .map_err(|e| login_error(e, "the first sync"))?;
+    Ok((session, session_credential))
+}
+
+/// A failed login step as a [`ConnectorError`]: refusals of the credentials are
+/// `AuthFailed`, no answer is `Unreachable`, anything else a protocol error.
+fn login_error(error: ApiError, step: &str) -> ConnectorError {
+    if error.is(StatusCode::FORBIDDEN, "M_FORBIDDEN")
+        || error.is(StatusCode::FORBIDDEN, "M_USER_DEACTIVATED")
+        || error.is_unknown_token()
+    {
+        return ConnectorError::AuthFailed;
+    }
+    match &error {
+        ApiError::Network(reason) => ConnectorError::Unreachable(reason.clone()),
+        ApiError::Status { status, .. } if error.is_transient() => {
+            ConnectorError::Unreachable(format!(
+                "the server could not serve the {step} (HTTP {})",
+                status.as_u16()
+            ))
+        }
+        ApiError::Status { .. } => ConnectorError::Protocol(format!("{step} failed: {error}")),
+        ApiError::Decode(_) => ConnectorError::Protocol(format!(
+            "{step}: the server does not answer like a Matrix homeserver ({error})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(raw: &str) -> Handle {
+        Handle::parse(Protocol::Matrix, raw).unwrap()
+    }
+
+    #[test]
+    fn handles_are_full_user_ids() {
+        assert_eq!(
+            parse_user_id(&handle("@Alice:Example.org")).as_deref(),
+            Some("@alice:example.org")
+        );
+        assert_eq!(
+            parse_user_id(&handle("@bob:localhost:8448")).as_deref(),
+            Some("@bob:localhost:8448")
+        );
+        for bad in [
+            "alice",
+            "alice:example.org",
+            "@alice",
+            "@:example.org",
+            "@alice:",
+        ] {
+            assert_eq!(parse_user_id(&handle(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn servers_are_https_urls_or_loopback_http() {
+        let (url, loopback) = parse_base_url("https://matrix.example.org").unwrap();
+        assert_eq!(url.as_str(), "https://matrix.example.org/");
+        assert!(!loopback);
+        assert!(parse_base_url(" http://127.0.0.1:8008/ ").unwrap().1);
+        assert!(parse_base_url("http://localhost:8008").unwrap().1);
+        assert!(parse_base_url("http://[::1]:8008").unwrap().1);
+        assert!(parse_base_url("https://example.org/matrix/").is_ok());
+        for bad in [
+            "",
+            "matrix.org",
+            "127.0.0.1:8008",
+            "ftp://matrix.org",
+            "http://matrix.org",
+            "https://user:pw@matrix.org",
+            "https://matrix.org/?x=1",
+            "https://matrix.org/#x",
+        ] {
+            assert!(
+                matches!(parse_base_url(bad), Err(ConnectorError::InvalidAccount(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_of_credentials_are_auth_failures() {
+        let status = |status: u16, errcode: &str| ApiError::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            errcode: errcode.to_owned(),
+            message: String::new(),
+            retry_after: None,
+        };
+        for refused in [
+            status(403, "M_FORBIDDEN"),
+            status(403, "M_USER_DEACTIVATED"),
+            status(401, "M_UNKNOWN_TOKEN"),
+        ] {
+            assert!(matches!(
+                login_error(refused, "login"),
+                ConnectorError::AuthFailed
+            ));
+        }
+        assert!(matches!(
+            login_error(status(502, ""), "login"),
+            ConnectorError::Unreachable(_)
+        ));
+        assert!(matches!(
+            login_error(status(429, "M_LIMIT_EXCEEDED"), "login"),
+            ConnectorError::Unreachable(_)
+        ));
+        assert!(matches!(
+            login_error(status(404, "M_UNRECOGNIZED"), "login"),
+            ConnectorError::Protocol(_)
+        ));
+        assert!(matches!(
+            login_error(ApiError::Network("cannot connect".to_owned()), "login"),
+            ConnectorError::Unreachable(_)
+        ));
+    }
+}

@@ -1,0 +1,574 @@
+//! A logged-in Matrix account as the syncs so far described it: `m.direct`, memberships,
+//! presence; and what a sync brings that the session task must act on.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use super::api::{sync_filter, Api, ApiError, Event, SyncResponse};
+use crate::connectors::{Availability, IncomingMessage, RosterEntry};
+use crate::domain::ids::{Handle, Protocol};
+
+/// Events per room and sync. The first sync only needs room state (its history is not
+/// replayed); later ones carry what happened during one long poll, rarely more than a few.
+const FIRST_SYNC_TIMELINE: u32 = 1;
+pub(super) const SYNC_TIMELINE: u32 = 50;
+
+/// One member of a room, from its `m.room.member` state.
+#[derive(Debug, Clone)]
+pub(super) struct Member {
+    pub(super) membership: String,
+    pub(super) display_name: Option<String>,
+}
+
+/// The account's state as the syncs so far described it.
+pub(super) struct Session {
+    pub(super) api: Api,
+    /// Our user id, as the server spells it.
+    pub(super) own: String,
+    /// The `/sync` position to continue from.
+    pub(super) since: String,
+    /// `m.direct` as last read or written: user id → DM room ids, oldest first.
+    pub(super) direct: BTreeMap<String, Vec<String>>,
+    /// Rooms we are joined to.
+    pub(super) joined: HashSet<String>,
+    /// Room id → user id → membership, for the rooms we are joined to.
+    pub(super) members: HashMap<String, HashMap<String, Member>>,
+    /// Profile display names looked up for contacts without a member event to name them.
+    pub(super) profiles: HashMap<String, Option<String>>,
+    pub(super) roster: Vec<RosterEntry>,
+    /// Latest presence by user id (lower case), of anyone the server told us about.
+    pub(super) seen: HashMap<String, (Availability, Option<String>)>,
+    /// DM invites of the first sync, accepted once the session runs.
+    pub(super) first_invites: Vec<Invite>,
+    /// Makes transaction ids unique across sessions of the same access token.
+    pub(super) txn_prefix: String,
+    pub(super) txn_count: u64,
+}
+
+/// An invitation to a room marked as a DM.
+pub(super) struct Invite {
+    pub(super) room: String,
+    pub(super) inviter: String,
+}
+
+/// What one sync brought that needs acting on, beyond the state it updated.
+#[derive(Default)]
+pub(super) struct News {
+    pub(super) invites: Vec<Invite>,
+    pub(super) messages: Vec<IncomingMessage>,
+}
+
+impl Session {
+    /// Reads the account's current state with a first `/sync`; its history is not reported.
+    pub(super) async fn start(api: Api, own: String) -> Result<Self, ApiError> {
+        let first = api
+            .sync(None, &sync_filter(FIRST_SYNC_TIMELINE), Duration::ZERO)
+            .await?;
+        let mut session = Self::new(api, own);
+        session.first_invites = session.absorb(first, false).invites;
+        session.look_up_missing_names().await;
+        session.roster = session.compute_roster();
+        Ok(session)
+    }
+
+    fn new(api: Api, own: String) -> Self {
+        Self {
+            api,
+            own,
+            since: String::new(),
+            direct: BTreeMap::new(),
+            joined: HashSet::new(),
+            members: HashMap::new(),
+            profiles: HashMap::new(),
+            roster: Vec::new(),
+            seen: HashMap::new(),
+            first_invites: Vec::new(),
+            txn_prefix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            txn_count: 0,
+        }
+    }
+
+    pub(super) fn roster(&self) -> &[RosterEntry] {
+        &self.roster
+    }
+
+    /// Takes in one sync: `m.direct`, memberships, presence; returns the DM invites and, when
+    /// `deliver`, the new messages from others in DM rooms.
+    pub(super) fn absorb(&mut self, sync: SyncResponse, deliver: bool) -> News {
+        self.since = sync.next_batch;
+        // Account data first: a message below may arrive in a DM room that it just added.
+        for event in &sync.account_data.events {
+            if event.kind == "m.direct" {
+                self.direct = parse_direct(&event.content);
+            }
+        }
+        for (room, left) in sync.rooms.leave {
+            debug!(%room, events = left.timeline.events.len(), "left a room");
+            self.joined.remove(&room);
+            self.members.remove(&room);
+        }
+        let mut timeline = Vec::new();
+        for (room, joined) in sync.rooms.join {
+            self.joined.insert(room.clone());
+            let members = self.members.entry(room.clone()).or_default();
+            for event in joined.state.events.iter().chain(&joined.timeline.events) {
+                if let Some((user, member)) = member_of(event) {
+                    members.insert(user, member);
+                }
+            }
+            if deliver {
+                timeline.extend(
+                    joined
+                        .timeline
+                        .events
+                        .into_iter()
+                        .map(|e| (room.clone(), e)),
+                );
+            }
+        }
+        let mut news = News::default();
+        for (room, invited) in sync.rooms.invite {
+            let ours = invited.invite_state.events.iter().find(|event| {
+                event.kind == "m.room.member"
+                    && event.state_key.as_deref() == Some(self.own.as_str())
+            });
+            let Some(event) = ours else { continue };
+            let is_direct = event.content.get("is_direct") == Some(&Value::Bool(true));
+            let membership = event.content.get("membership").and_then(Value::as_str);
+            if membership != Some("invite") {
+                continue;
+            }
+            if !is_direct || event.sender.is_empty() || self.is_own(&event.sender) {
+                debug!(%room, inviter = %event.sender, "leaving a non-DM invite alone");
+                continue;
+            }
+            news.invites.push(Invite {
+                room,
+                inviter: event.sender.clone(),
+            });
+        }
+        for event in &sync.presence.events {
+            if event.kind == "m.presence" && !event.sender.is_empty() {
+                self.seen
+                    .insert(event.sender.to_lowercase(), presence_of(&event.content));
+            }
+        }
+        for (room, event) in timeline {
+            if let Some(message) = self.message_in(&room, &event) {
+                news.messages.push(message);
+            }
+        }
+        news.messages.sort_by_key(|message| message.sent_at);
+        news
+    }
+
+    /// A text message from the other side of a DM, as an [`IncomingMessage`].
+    fn message_in(&self, room: &str, event: &Event) -> Option<IncomingMessage> {
+        if event.kind != "m.room.message" && event.kind != "m.room.encrypted" {
+            return None;
+        }
+        if self.is_own(&event.sender) || !self.is_dm_with(room, &event.sender) {
+            return None;
+        }
+        if event.kind == "m.room.encrypted" {
+            debug!(%room, sender = %event.sender, "skipping an end-to-end encrypted message: this connector cannot decrypt");
+            return None;
+        }
+        let content = &event.content;
+        let msgtype = content.get("msgtype").and_then(Value::as_str);
+        if !matches!(msgtype, Some("m.text" | "m.notice")) {
+            debug!(%room, ?msgtype, "skipping a message that is not text");
+            return None;
+        }
+        // An edit repeats the whole text with a "* " prefix: the original was reported already.
+        let relation = content
+            .pointer("/m.relates_to/rel_type")
+            .and_then(Value::as_str);
+        if relation == Some("m.replace") {
+            return None;
+        }
+        let body = content.get("body").and_then(Value::as_str)?;
+        let from = Handle::parse(Protocol::Matrix, &event.sender).ok()?;
+        let sent_at = event
+            .origin_server_ts
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
+        Some(IncomingMessage {
+            from,
+            body: body.to_owned(),
+            sent_at,
+        })
+    }
+
+    pub(super) fn is_own(&self, user: &str) -> bool {
+        user.eq_ignore_ascii_case(&self.own)
+    }
+
+    /// `room` is one of the DM rooms `m.direct` lists for `user`.
+    fn is_dm_with(&self, room: &str, user: &str) -> bool {
+        self.direct
+            .iter()
+            .any(|(who, rooms)| who.eq_ignore_ascii_case(user) && rooms.iter().any(|r| r == room))
+    }
+
+    /// The newest DM room with `user` that we are in and they are in or invited to.
+    pub(super) fn dm_room_with(&self, user: &str) -> Option<String> {
+        let rooms: Vec<&String> = self
+            .direct
+            .iter()
+            .filter(|(who, _)| who.eq_ignore_ascii_case(user))
+            .flat_map(|(_, rooms)| rooms)
+            .collect();
+        rooms
+            .into_iter()
+            .rev()
+            .find(|room| {
+                self.joined.contains(*room)
+                    && self.members.get(*room).is_some_and(|members| {
+                        members.iter().any(|(who, member)| {
+                            who.eq_ignore_ascii_case(user)
+                                && matches!(member.membership.as_str(), "join" | "invite")
+                        })
+                    })
+            })
+            .cloned()
+    }
+
+    /// Adds DM rooms (user id, room id) to `m.direct`, on top of the server's current copy:
+    /// another client of the account may have changed it since our last sync, and writing ours
+    /// would undo that. Our copy has the additions even if the write fails.
+    pub(super) async fn add_direct_rooms(
+        &mut self,
+        additions: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        match self.api.direct(&self.own).await {
+            Ok(content) => self.direct = parse_direct(&content),
+            Err(e) if e.is(StatusCode::NOT_FOUND, "M_NOT_FOUND") => self.direct.clear(),
+            Err(e) if e.is_unknown_token() => return Err(e),
+            Err(e) => debug!("cannot read m.direct, extending our copy: {e}"),
+        }
+        for (user, room) in additions {
+            self.add_direct(user, room);
+        }
+        self.api.set_direct(&self.own, &self.direct).await
+    }
+
+    /// Adds `room` to `m.direct` under `user` (the existing spelling of their id if any).
+    fn add_direct(&mut self, user: &str, room: &str) {
+        let key = self
+            .direct
+            .keys()
+            .find(|who| who.eq_ignore_ascii_case(user))
+            .cloned()
+            .unwrap_or_else(|| user.to_owned());
+        let rooms = self.direct.entry(key).or_default();
+        if !rooms.iter().any(|r| r == room) {
+            rooms.push(room.to_owned());
+        }
+    }
+
+    /// The contacts: every other user in `m.direct`, named by their member event in the
+    /// newest DM room that has one, else by their profile.
+    pub(super) fn compute_roster(&self) -> Vec<RosterEntry> {
+        let mut entries: BTreeMap<Handle, Option<String>> = BTreeMap::new();
+        for (user, rooms) in &self.direct {
+            if self.is_own(user) || !user.starts_with('@') {
+                continue;
+            }
+            let Ok(handle) = Handle::parse(Protocol::Matrix, user) else {
+                warn!(%user, "skipping an unusable user id in m.direct");
+                continue;
+            };
+            let name = self
+                .member_name(user, rooms)
+                .or_else(|| self.profiles.get(user).cloned().flatten());
+            let slot = entries.entry(handle).or_default();
+            if slot.is_none() {
+                *slot = name;
+            }
+        }
+        entries
+            .into_iter()
+            .map(|(handle, display_name)| RosterEntry {
+                handle,
+                display_name,
+            })
+            .collect()
+    }
+
+    fn member_name(&self, user: &str, rooms: &[String]) -> Option<String> {
+        rooms.iter().rev().find_map(|room| {
+            self.members
+                .get(room)?
+                .get(user)?
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+        })
+    }
+
+    /// Looks up the profile names of contacts no member event names, once per session.
+    pub(super) async fn look_up_missing_names(&mut self) {
+        let missing: Vec<String> = self
+            .direct
+            .iter()
+            .filter(|(user, rooms)| {
+                !self.is_own(user)
+                    && user.starts_with('@')
+                    && !self.profiles.contains_key(*user)
+                    && self.member_name(user, rooms).is_none()
+            })
+            .map(|(user, _)| user.clone())
+            .collect();
+        for user in missing {
+            match self.api.display_name(&user).await {
+                Ok(name) => {
+                    let name = name
+                        .map(|name| name.trim().to_owned())
+                        .filter(|name| !name.is_empty());
+                    self.profiles.insert(user, name);
+                }
+                Err(e @ ApiError::Status { .. }) if !e.is_transient() => {
+                    debug!(%user, "no profile: {e}");
+                    self.profiles.insert(user, None);
+                }
+                Err(e) => debug!(%user, "profile look-up failed: {e}"),
+            }
+        }
+    }
+
+    pub(super) fn next_txn(&mut self) -> String {
+        self.txn_count += 1;
+        format!("switchboard.{}.{}", self.txn_prefix, self.txn_count)
+    }
+}
+
+/// `m.direct` content: user id → room ids; anything malformed is skipped.
+fn parse_direct(content: &Value) -> BTreeMap<String, Vec<String>> {
+    let Some(map) = content.as_object() else {
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(user, rooms)| {
+            let rooms: Vec<String> = rooms
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            Some((user.clone(), rooms))
+        })
+        .collect()
+}
+
+/// A member state event as (user id, membership).
+fn member_of(event: &Event) -> Option<(String, Member)> {
+    if event.kind != "m.room.member" {
+        return None;
+    }
+    let user = event.state_key.clone()?;
+    let membership = event.content.get("membership")?.as_str()?.to_owned();
+    let display_name = event
+        .content
+        .get("displayname")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((
+        user,
+        Member {
+            membership,
+            display_name,
+        },
+    ))
+}
+
+/// An `m.presence` content as availability and status text.
+fn presence_of(content: &Value) -> (Availability, Option<String>) {
+    let availability = match content.get("presence").and_then(Value::as_str) {
+        Some("online") => Availability::Online,
+        Some("unavailable") => Availability::Away,
+        // MSC3026, not yet in a stable spec release.
+        Some("busy" | "org.matrix.msc3026.busy") => Availability::DoNotDisturb,
+        _ => Availability::Offline,
+    };
+    let status = content
+        .get("status_msg")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|status| !status.is_empty())
+        .map(str::to_owned);
+    (availability, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn presence_maps_to_availability() {
+        let of = |content: Value| presence_of(&content);
+        assert_eq!(
+            of(json!({"presence": "online"})),
+            (Availability::Online, None)
+        );
+        assert_eq!(
+            of(json!({"presence": "unavailable", "status_msg": " lunch "})),
+            (Availability::Away, Some("lunch".to_owned()))
+        );
+        assert_eq!(
+            of(json!({"presence": "offline", "status_msg": ""})),
+            (Availability::Offline, None)
+        );
+        assert_eq!(
+            of(json!({"presence": "org.matrix.msc3026.busy"})),
+            (Availability::DoNotDisturb, None)
+        );
+        assert_eq!(of(json!({})), (Availability::Offline, None));
+    }
+
+    #[test]
+    fn malformed_direct_entries_are_skipped() {
+        let direct = parse_direct(&json!({
+            "@ben:localhost": ["!a:localhost", 7, "!b:localhost"],
+            "@cid:localhost": "!c:localhost",
+        }));
+        assert_eq!(direct.len(), 1);
+        assert_eq!(
+            direct["@ben:localhost"],
+            ["!a:localhost".to_owned(), "!b:localhost".to_owned()]
+        );
+        assert!(parse_direct(&json!([1, 2])).is_empty());
+    }
+
+    fn session_with_direct(direct: Value) -> Session {
+        let base = reqwest::Url::parse("http://127.0.0.1:1").unwrap();
+        let mut session = Session::new(
+            Api::new(reqwest::Client::new(), base),
+            "@pia:localhost".to_owned(),
+        );
+        session.direct = parse_direct(&direct);
+        session
+    }
+
+    fn sync(value: Value) -> SyncResponse {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn only_new_text_from_the_dm_partner_is_a_message() {
+        let text = |sender: &str, body: &str| {
+            json!({"type": "m.room.message", "sender": sender,
+                   "content": {"msgtype": "m.text", "body": body}})
+        };
+        let answer = json!({
+            "next_batch": "s2",
+            "rooms": {
+                "join": {
+                    "!dm:localhost": {"timeline": {"events": [
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "origin_server_ts": 1_700_000_000_000_i64,
+                         "content": {"msgtype": "m.text", "body": "hi"}},
+                        text("@pia:localhost", "our own echo"),
+                        {"type": "m.room.encrypted", "sender": "@quin:localhost",
+                         "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "content": {"msgtype": "m.image", "body": "cat.png"}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "content": {"msgtype": "m.text", "body": "* hi!",
+                                     "m.relates_to": {"rel_type": "m.replace", "event_id": "$1"}}},
+                        {"type": "m.room.message", "sender": "@quin:localhost",
+                         "origin_server_ts": 1_700_000_001_000_i64,
+                         "content": {"msgtype": "m.notice", "body": "a notice"}},
+                        text("@rae:localhost", "not Pia's DM partner here"),
+                    ]}},
+                    "!group:localhost": {"timeline": {"events": [
+                        text("@quin:localhost", "in a group room"),
+                    ]}},
+                },
+                "invite": {
+                    "!new:localhost": {"invite_state": {"events": [
+                        {"type": "m.room.member", "sender": "@sam:localhost",
+                         "state_key": "@pia:localhost",
+                         "content": {"membership": "invite", "is_direct": true}},
+                    ]}},
+                    "!club:localhost": {"invite_state": {"events": [
+                        {"type": "m.room.member", "sender": "@sam:localhost",
+                         "state_key": "@pia:localhost", "content": {"membership": "invite"}},
+                    ]}},
+                },
+            },
+        });
+        let direct = json!({"@quin:localhost": ["!dm:localhost"]});
+
+        let mut session = session_with_direct(direct.clone());
+        let news = session.absorb(sync(answer.clone()), true);
+        let bodies: Vec<&str> = news.messages.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["hi", "a notice"]);
+        assert_eq!(news.messages[0].from.as_str(), "@quin:localhost");
+        assert_eq!(
+            news.messages[0].sent_at.timestamp_millis(),
+            1_700_000_000_000
+        );
+        let invites: Vec<(&str, &str)> = news
+            .invites
+            .iter()
+            .map(|i| (i.room.as_str(), i.inviter.as_str()))
+            .collect();
+        assert_eq!(invites, [("!new:localhost", "@sam:localhost")]);
+        assert_eq!(session.since, "s2");
+
+        // The first sync's history is state only.
+        let mut session = session_with_direct(direct);
+        assert!(session.absorb(sync(answer), false).messages.is_empty());
+    }
+
+    #[test]
+    fn contacts_are_named_by_member_events_then_profiles() {
+        let mut session = session_with_direct(json!({
+            "@quin:localhost": ["!old:localhost", "!dm:localhost"],
+            "@Sam:localhost": ["!gone:localhost"],
+            "@pia:localhost": ["!notes:localhost"],
+            "not-a-user": ["!x:localhost"],
+        }));
+        session.absorb(
+            sync(json!({
+                "next_batch": "s1",
+                "rooms": {"join": {"!dm:localhost": {"state": {"events": [
+                    {"type": "m.room.member", "sender": "@quin:localhost",
+                     "state_key": "@quin:localhost",
+                     "content": {"membership": "join", "displayname": " Quin "}},
+                ]}}}},
+            })),
+            false,
+        );
+        session
+            .profiles
+            .insert("@Sam:localhost".to_owned(), Some("Sam".to_owned()));
+        let roster = session.compute_roster();
+        let names: Vec<(&str, Option<&str>)> = roster
+            .iter()
+            .map(|e| (e.handle.as_str(), e.display_name.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("@quin:localhost", Some("Quin")),
+                ("@sam:localhost", Some("Sam"))
+            ]
+        );
+        assert_eq!(
+            session.dm_room_with("@QUIN:localhost").as_deref(),
+            Some("!dm:localhost")
+        );
+        assert_eq!(session.dm_room_with("@sam:localhost"), None);
+    }
+}

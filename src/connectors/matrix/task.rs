@@ -1,0 +1,427 @@
+//! The task of a logged-in Matrix session: long-polls `/sync`, reports what changed, sends
+//! messages; and the control side that stops it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
+use super::session::{Invite, Member, Session, SYNC_TIMELINE};
+use crate::connectors::{
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, SessionControl,
+};
+use crate::domain::ids::Handle;
+
+/// Failed `/sync`s in a row retried before the session reports itself disconnected.
+const SYNC_RETRIES: u32 = 3;
+/// How long a closing session tries to set its presence offline.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// Upper bound for [`SessionControl::close`]: the goodbye plus a request in flight.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+type PendingSync = Pin<Box<dyn Future<Output = Result<SyncResponse, ApiError>> + Send>>;
+
+impl Session {
+    pub(super) async fn run(
+        self,
+        events: mpsc::Sender<ConnectorEvent>,
+        stop: mpsc::Receiver<()>,
+        outbox: mpsc::Receiver<Outgoing>,
+    ) {
+        Live {
+            session: self,
+            events,
+            stop,
+            outbox,
+            filter: sync_filter(SYNC_TIMELINE),
+            reported: HashMap::new(),
+        }
+        .run()
+        .await;
+    }
+}
+
+/// Why a session ends.
+enum End {
+    /// Closed or dropped by Switchboard: say goodbye, report nothing.
+    Local,
+    /// Lost upstream: report the reason.
+    Remote(String),
+}
+
+/// What woke the session task.
+enum Wake {
+    Stop,
+    Send(Outgoing),
+    Synced(Result<SyncResponse, ApiError>),
+}
+
+/// A running session: the state plus its channels.
+struct Live {
+    session: Session,
+    events: mpsc::Sender<ConnectorEvent>,
+    /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
+    stop: mpsc::Receiver<()>,
+    outbox: mpsc::Receiver<Outgoing>,
+    filter: String,
+    /// What was last reported per contact, to report only changes.
+    reported: HashMap<Handle, (Availability, Option<String>)>,
+}
+
+impl Live {
+    async fn run(mut self) {
+        let end = self.serve().await;
+        match end {
+            End::Remote(reason) => {
+                debug!(%reason, "matrix session lost");
+                // Best effort: the receiver may be gone or the stop may come first.
+                let _ = self.emit(ConnectorEvent::Disconnected { reason }).await;
+            }
+            End::Local => self.say_goodbye().await,
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let first_invites = std::mem::take(&mut self.session.first_invites);
+        if let Err(end) = self.after_sync(first_invites, Vec::new()).await {
+            return end;
+        }
+        let mut failures = 0;
+        let mut pending = self.next_sync(Duration::ZERO);
+        loop {
+            let wake = tokio::select! {
+                _ = self.stop.recv() => Wake::Stop,
+                _ = self.events.closed() => Wake::Stop,
+                Some(outgoing) = self.outbox.recv() => Wake::Send(outgoing),
+                result = &mut pending => Wake::Synced(result),
+            };
+            let step = match wake {
+                Wake::Stop => Err(End::Local),
+                Wake::Send(outgoing) => self.send_message(outgoing).await,
+                Wake::Synced(Ok(sync)) => {
+                    failures = 0;
+                    let news = self.session.absorb(sync, true);
+                    let done = self.after_sync(news.invites, news.messages).await;
+                    pending = self.next_sync(Duration::ZERO);
+                    done
+                }
+                Wake::Synced(Err(e)) if e.is_unknown_token() => Err(token_gone()),
+                Wake::Synced(Err(e)) if e.is_transient() && failures < SYNC_RETRIES => {
+                    failures += 1;
+                    let pause = match &e {
+                        ApiError::Status {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(Duration::from_secs(30)),
+                        _ => Duration::from_secs(u64::from(failures)),
+                    };
+                    debug!(attempt = failures, ?pause, "sync failed, retrying: {e}");
+                    pending = self.next_sync(pause);
+                    Ok(())
+                }
+                Wake::Synced(Err(e)) => Err(End::Remote(format!("sync failed: {e}"))),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// The next `/sync` from where the last one ended, after `pause`.
+    fn next_sync(&self, pause: Duration) -> PendingSync {
+        let api = self.session.api.clone();
+        let since = self.session.since.clone();
+        let filter = self.filter.clone();
+        Box::pin(async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            api.sync(Some(&since), &filter, SYNC_POLL).await
+        })
+    }
+
+    /// Accepts DM invites, then reports roster changes, presence and messages.
+    async fn after_sync(
+        &mut self,
+        invites: Vec<Invite>,
+        messages: Vec<IncomingMessage>,
+    ) -> Result<(), End> {
+        self.accept_invites(invites).await?;
+        self.refresh_roster().await?;
+        for message in messages {
+            self.emit(ConnectorEvent::Message(message)).await?;
+        }
+        Ok(())
+    }
+
+    /// Joins rooms someone invited us to as a DM and lists them in `m.direct`: that makes the
+    /// inviter a contact, as in any DM-centred client.
+    async fn accept_invites(&mut self, invites: Vec<Invite>) -> Result<(), End> {
+        let mut joined = Vec::new();
+        for Invite { room, inviter } in invites {
+            match self.session.api.join(&room).await {
+                Ok(()) => {
+                    debug!(%room, %inviter, "joined a DM room we were invited to");
+                    self.session.joined.insert(room.clone());
+                    joined.push((inviter, room));
+                }
+                Err(e) if e.is_unknown_token() => return Err(token_gone()),
+                Err(e) => warn!(%room, %inviter, "cannot join a DM room we were invited to: {e}"),
+            }
+        }
+        if joined.is_empty() {
+            return Ok(());
+        }
+        match self.session.add_direct_rooms(&joined).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_unknown_token() => Err(token_gone()),
+            // Kept in our copy all the same, until a sync brings the server's.
+            Err(e) => {
+                warn!("cannot update m.direct: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports the roster if it changed, then every contact's presence that changed (or was
+    /// never reported: contacts are offline until the server says otherwise).
+    async fn refresh_roster(&mut self) -> Result<(), End> {
+        self.session.look_up_missing_names().await;
+        let roster = self.session.compute_roster();
+        if roster != self.session.roster {
+            self.session.roster = roster.clone();
+            self.emit(ConnectorEvent::RosterChanged(roster)).await?;
+        }
+        let roster = &self.session.roster;
+        self.reported
+            .retain(|handle, _| roster.iter().any(|entry| entry.handle == *handle));
+        let mut changes = Vec::new();
+        for entry in roster {
+            let now = self
+                .session
+                .seen
+                .get(entry.handle.as_str())
+                .cloned()
+                .unwrap_or((Availability::Offline, None));
+            if self.reported.get(&entry.handle) != Some(&now) {
+                self.reported.insert(entry.handle.clone(), now.clone());
+                changes.push((entry.handle.clone(), now));
+            }
+        }
+        for (handle, (availability, status)) in changes {
+            self.emit(ConnectorEvent::Presence {
+                handle,
+                availability,
+                status,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message and tells the sender how it went; only a revoked token ends the
+    /// session. A DM room created for it may add a contact, reported once the sender knows.
+    async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
+        let Outgoing { to, body, done } = outgoing;
+        let result = self.deliver(&to, &body).await;
+        let gone = matches!(result, Err(Failure::TokenGone));
+        let _ = done.send(result.map_err(|failure| match failure {
+            Failure::TokenGone => ConnectorError::Closed,
+            Failure::Error(e) => e,
+        }));
+        if gone {
+            return Err(token_gone());
+        }
+        self.refresh_roster().await
+    }
+
+    async fn deliver(&mut self, to: &Handle, body: &str) -> Result<(), Failure> {
+        let user = to.as_str();
+        if !user.starts_with('@') || !user.contains(':') {
+            return Err(ConnectorError::Refused(format!("{user} is not a Matrix user id")).into());
+        }
+        if self.session.is_own(user) {
+            return Err(ConnectorError::Refused("cannot message oneself".to_owned()).into());
+        }
+        let room = match self.session.dm_room_with(user) {
+            Some(room) => room,
+            None => self.create_dm(user).await?,
+        };
+        let txn = self.session.next_txn();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.session.api.send_text(&room, &txn, body).await {
+                Ok(()) => return Ok(()),
+                // The transaction id makes the retry safe: the server keeps one copy.
+                Err(e) if e.is_transient() && attempt < 2 => {
+                    debug!("sending failed, retrying once: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(send_failure(e)),
+            }
+        }
+    }
+
+    /// A new DM room with `user`, invited, and listed in `m.direct`.
+    async fn create_dm(&mut self, user: &str) -> Result<String, Failure> {
+        // Synapse invites even user ids nobody has registered; the profile tells. Servers that
+        // keep profiles private answer 403 instead, which is no reason not to try.
+        match self.session.api.display_name(user).await {
+            Err(e) if e.is(StatusCode::NOT_FOUND, "M_NOT_FOUND") => {
+                return Err(ConnectorError::Refused(format!("{user} does not exist")).into())
+            }
+            Err(e) if e.is_unknown_token() => return Err(Failure::TokenGone),
+            Ok(name) => {
+                let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+                self.session.profiles.insert(user.to_owned(), name);
+            }
+            Err(e) => debug!(%user, "profile look-up failed: {e}"),
+        }
+        let room = self
+            .session
+            .api
+            .create_dm(user)
+            .await
+            .map_err(send_failure)?;
+        debug!(%room, %user, "created a DM room");
+        let session = &mut self.session;
+        session.joined.insert(room.clone());
+        let members = session.members.entry(room.clone()).or_default();
+        let member = |membership: &str| Member {
+            membership: membership.to_owned(),
+            display_name: None,
+        };
+        members.insert(session.own.clone(), member("join"));
+        members.insert(user.to_owned(), member("invite"));
+        match session
+            .add_direct_rooms(&[(user.to_owned(), room.clone())])
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_unknown_token() => return Err(Failure::TokenGone),
+            Err(e) => warn!("cannot update m.direct: {e}"),
+        }
+        Ok(room)
+    }
+
+    /// Queues an event; gives up when Switchboard stops the session or stops listening.
+    async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
+        tokio::select! {
+            sent = self.events.send(event) => sent.map_err(|_| End::Local),
+            _ = self.stop.recv() => Err(End::Local),
+        }
+    }
+
+    /// Sets our presence offline; the access token stays valid for the next login.
+    async fn say_goodbye(&self) {
+        let session = &self.session;
+        match session
+            .api
+            .set_presence(&session.own, "offline", GOODBYE_GRACE)
+            .await
+        {
+            Ok(()) => debug!("matrix session closed"),
+            Err(e) => debug!("matrix session closed; presence not set offline: {e}"),
+        }
+    }
+}
+
+fn token_gone() -> End {
+    End::Remote("the server no longer accepts the access token (logged out?)".to_owned())
+}
+
+/// Why a message could not be sent.
+enum Failure {
+    /// The access token is no longer valid: the session is over.
+    TokenGone,
+    Error(ConnectorError),
+}
+
+impl From<ConnectorError> for Failure {
+    fn from(error: ConnectorError) -> Self {
+        Failure::Error(error)
+    }
+}
+
+fn send_failure(error: ApiError) -> Failure {
+    if error.is_unknown_token() {
+        return Failure::TokenGone;
+    }
+    Failure::Error(match error {
+        ApiError::Network(reason) => ConnectorError::Unreachable(reason),
+        ApiError::Status { .. } if error.is_transient() => {
+            ConnectorError::Unreachable(error.to_string())
+        }
+        ApiError::Status { .. } => ConnectorError::Refused(error.to_string()),
+        ApiError::Decode(_) => ConnectorError::Protocol(error.to_string()),
+    })
+}
+
+/// A message on its way out, with where to say how it went.
+pub(super) struct Outgoing {
+    to: Handle,
+    body: String,
+    done: oneshot::Sender<Result<(), ConnectorError>>,
+}
+
+/// The control side of a session: queues messages, stops its task and waits for it.
+pub(super) struct MatrixSessionControl {
+    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    outbox: mpsc::Sender<Outgoing>,
+}
+
+impl MatrixSessionControl {
+    pub(super) fn new(
+        stop: mpsc::Sender<()>,
+        task: JoinHandle<()>,
+        outbox: mpsc::Sender<Outgoing>,
+    ) -> Self {
+        Self {
+            stop: std::sync::Mutex::new(Some(stop)),
+            task: std::sync::Mutex::new(Some(task)),
+            outbox,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionControl for MatrixSessionControl {
+    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
+        let (done, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            to: to.clone(),
+            body: body.to_owned(),
+            done,
+        };
+        self.outbox
+            .send(outgoing)
+            .await
+            .map_err(|_| ConnectorError::Closed)?;
+        outcome.await.map_err(|_| ConnectorError::Closed)?
+    }
+
+    async fn close(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            // A full queue means a stop is already pending; dropping the sender stops it too.
+            let _ = stop.try_send(());
+        }
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
+                warn!("matrix session did not stop in time; aborting it");
+                abort.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,1204 @@
+//! The Matrix connector against the real Synapse that scripts/test.sh starts on loopback, with an
+//! independent client on the other side: plain HTTP calls to the client-server API written here,
+//! to prove that presence and messages really cross and that `m.direct` is what the connector
+//! says it is.
+//!
+//! The harness users ann, ben and cid (password `<name>-pw-7Q`; ann has DM rooms with ben and
+//! cid, named "Ben" and "Cid") serve the tests that only read. Every test that changes presence,
+//! rooms or `m.direct` registers throwaway users of its own with the server's registration shared
+//! secret, so the tests run in parallel, and again on the same server, without meeting.
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha1::Sha1;
+use switchboard::connectors::matrix::MatrixConnector;
+use switchboard::connectors::{
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
+    ConnectorRegistry, Credential, LiveSession, RosterEntry, RosterSource,
+};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
+use tokio::sync::mpsc;
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Generous: a `/sync` long poll wakes as soon as something happens, normally within 0.1 s.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A variable scripts/test.sh exports; without it these tests fail rather than skip.
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+/// The Synapse base URL, e.g. `http://127.0.0.1:PORT`.
+fn server() -> String {
+    env("SWITCHBOARD_TEST_MATRIX_SERVER")
+}
+
+fn domain() -> String {
+    env("SWITCHBOARD_TEST_MATRIX_DOMAIN")
+}
+
+fn mxid(localpart: &str) -> String {
+    format!("@{localpart}:{}", domain())
+}
+
+fn handle(raw: &str) -> Handle {
+    Handle::parse(Protocol::Matrix, raw).unwrap()
+}
+
+fn password_of(localpart: &str) -> String {
+    format!("{localpart}-pw-7Q")
+}
+
+fn login_as(localpart: &str, credential: Credential) -> AccountLogin {
+    AccountLogin {
+        protocol: Protocol::Matrix,
+        server: server(),
+        handle: handle(&mxid(localpart)),
+        credential,
+        contacts: Vec::new(),
+    }
+}
+
+fn with_password(localpart: &str) -> AccountLogin {
+    login_as(
+        localpart,
+        Credential::Password(Secret::new(password_of(localpart))),
+    )
+}
+
+async fn connect(localpart: &str) -> LiveSession {
+    MatrixConnector::default()
+        .connect(&with_password(localpart), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{localpart} cannot log in: {e}"))
+}
+
+async fn connect_err(login: &AccountLogin) -> ConnectorError {
+    MatrixConnector::default()
+        .connect(login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("login should fail")
+}
+
+/// Waits for the first event that `wanted` accepts; panics with everything seen otherwise.
+async fn wait_for(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+    wanted: impl Fn(&ConnectorEvent) -> bool,
+) -> ConnectorEvent {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+            seen.push(event);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
+        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
+    }
+}
+
+fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent) -> bool {
+    let who = handle(who);
+    move |event| {
+        matches!(event, ConnectorEvent::Presence { handle, availability: seen, .. }
+            if *handle == who && *seen == availability)
+    }
+}
+
+fn message_from(who: &str) -> impl Fn(&ConnectorEvent) -> bool {
+    let who = handle(who);
+    move |event| matches!(event, ConnectorEvent::Message(message) if message.from == who)
+}
+
+/// The independent client: one logged-in user, raw client-server API calls.
+struct Raw {
+    http: reqwest::Client,
+    user: String,
+    token: String,
+    since: Option<String>,
+}
+
+impl Raw {
+    async fn login(localpart: &str) -> Raw {
+        let http = reqwest::Client::new();
+        let (status, answer) = request(
+            &http,
+            None,
+            Method::POST,
+            "login",
+            Some(json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": localpart },
+                "password": password_of(localpart),
+                "initial_device_display_name": "tests/matrix.rs",
+            })),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{localpart} cannot log in: {answer}"
+        );
+        Raw {
+            http,
+            user: answer["user_id"].as_str().unwrap().to_owned(),
+            token: answer["access_token"].as_str().unwrap().to_owned(),
+            since: None,
+        }
+    }
+
+    /// A call that must succeed; `path` is below `/_matrix/client/v3/`.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) =
+            request(&self.http, Some(&self.token), method.clone(), path, body).await;
+        assert!(
+            status.is_success(),
+            "{} {method} {path}: {status} {answer}",
+            self.user
+        );
+        answer
+    }
+
+    async fn set_presence(&self, presence: &str, status: Option<&str>) {
+        let mut body = json!({ "presence": presence });
+        if let Some(status) = status {
+            body["status_msg"] = json!(status);
+        }
+        self.call(
+            Method::PUT,
+            &format!("presence/{}/status", enc(&self.user)),
+            Some(body),
+        )
+        .await;
+    }
+
+    async fn presence_of(&self, user: &str) -> String {
+        let answer = self
+            .call(Method::GET, &format!("presence/{}/status", enc(user)), None)
+            .await;
+        answer["presence"].as_str().unwrap().to_owned()
+    }
+
+    /// A DM room with `other`, invited; listed in our own `m.direct` the way clients do.
+    async fn create_dm(&self, other: &str) -> String {
+        let answer = self
+            .call(
+                Method::POST,
+                "createRoom",
+                Some(json!({
+                    "preset": "trusted_private_chat",
+                    "is_direct": true,
+                    "invite": [other],
+                })),
+            )
+            .await;
+        let room = answer["room_id"].as_str().unwrap().to_owned();
+        let mut direct = self.direct().await;
+        direct
+            .as_object_mut()
+            .unwrap()
+            .entry(other)
+            .or_insert(json!([]))
+            .as_array_mut()
+            .unwrap()
+            .push(json!(room));
+        self.call(
+            Method::PUT,
+            &format!("user/{}/account_data/m.direct", enc(&self.user)),
+            Some(direct),
+        )
+        .await;
+        room
+    }
+
+    /// Our `m.direct` account data (an empty object when there is none yet).
+    async fn direct(&self) -> Value {
+        let path = format!("user/{}/account_data/m.direct", enc(&self.user));
+        let (status, answer) =
+            request(&self.http, Some(&self.token), Method::GET, &path, None).await;
+        match status {
+            StatusCode::OK => answer,
+            StatusCode::NOT_FOUND => json!({}),
+            other => panic!("{} cannot read m.direct: {other} {answer}", self.user),
+        }
+    }
+
+    async fn join(&self, room: &str) {
+        self.call(
+            Method::POST,
+            &format!("join/{}", enc(room)),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn send(&self, room: &str, kind: &str, content: Value) {
+        let txn = uuid::Uuid::new_v4().simple().to_string();
+        self.call(
+            Method::PUT,
+            &format!("rooms/{}/send/{kind}/{txn}", enc(room)),
+            Some(content),
+        )
+        .await;
+    }
+
+    async fn send_text(&self, room: &str, body: &str) {
+        self.send(
+            room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": body }),
+        )
+        .await;
+    }
+
+    /// Syncs until `found` picks something out of a sync answer; our presence is left alone.
+    async fn sync_until<T>(&mut self, found: impl Fn(&Value) -> Option<T>) -> T {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{}: nothing found in time",
+                self.user
+            );
+            let mut path = "sync?timeout=2000&set_presence=offline".to_owned();
+            if let Some(since) = &self.since {
+                path.push_str(&format!("&since={}", enc(since)));
+            }
+            let answer = self.call(Method::GET, &path, None).await;
+            self.since = Some(answer["next_batch"].as_str().unwrap().to_owned());
+            if let Some(value) = found(&answer) {
+                return value;
+            }
+        }
+    }
+
+    async fn logout(&self) {
+        self.call(Method::POST, "logout", Some(json!({}))).await;
+    }
+}
+
+/// A `/_matrix/client/v3/` call: status and JSON answer (`null` if the body is not JSON).
+async fn request(
+    http: &reqwest::Client,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http.request(method, format!("{}/_matrix/client/v3/{path}", server()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("Synapse answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Percent-encodes one path segment or query value (ids contain `@`, `:`, `!`).
+fn enc(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Registers a throwaway user `<prefix>-<random>` named `display_name`, with the shared
+/// secret (Synapse's admin registration API); returns the localpart. The password follows the
+/// `<name>-pw-7Q` rule.
+async fn register(prefix: &str, display_name: &str) -> String {
+    let localpart = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let password = password_of(&localpart);
+    let url = format!("{}/_synapse/admin/v1/register", server());
+    let http = reqwest::Client::new();
+    let nonce: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let nonce = nonce["nonce"].as_str().unwrap();
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(env("SWITCHBOARD_TEST_MATRIX_SHARED_SECRET").as_bytes())
+            .unwrap();
+    for (i, part) in [nonce, &localpart, &password, "notadmin"]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            mac.update(b"\0");
+        }
+        mac.update(part.as_bytes());
+    }
+    let mac: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let response = http
+        .post(&url)
+        .json(&json!({
+            "nonce": nonce,
+            "username": localpart,
+            "password": password,
+            "displayname": display_name,
+            "admin": false,
+            "mac": mac,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, StatusCode::OK, "{}", response.text().await.unwrap());
+    localpart
+}
+
+/// Two throwaway users with a DM room between them, listed in both sides' `m.direct`; returns
+/// the localparts and the room.
+async fn fresh_pals(a_name: &str, b_name: &str) -> (String, String, String) {
+    let (a_prefix, b_prefix) = (a_name.to_lowercase(), b_name.to_lowercase());
+    let (a, b) = tokio::join!(register(&a_prefix, a_name), register(&b_prefix, b_name));
+    let (raw_a, raw_b) = tokio::join!(Raw::login(&a), Raw::login(&b));
+    let room = raw_a.create_dm(&raw_b.user).await;
+    raw_b.join(&room).await;
+    let mut direct = raw_b.direct().await;
+    direct[&raw_a.user] = json!([room]);
+    raw_b
+        .call(
+            Method::PUT,
+            &format!("user/{}/account_data/m.direct", enc(&raw_b.user)),
+            Some(direct),
+        )
+        .await;
+    tokio::join!(raw_a.logout(), raw_b.logout());
+    (a, b, room)
+}
+
+/// The text messages from `sender` in one sync answer, by room.
+fn texts_from(sync: &Value, sender: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    if let Some(rooms) = sync.pointer("/rooms/join").and_then(Value::as_object) {
+        for (room, joined) in rooms {
+            let events = joined.pointer("/timeline/events").and_then(Value::as_array);
+            for event in events.into_iter().flatten() {
+                if event["type"] == "m.room.message" && event["sender"] == sender {
+                    let body = event["content"]["body"].as_str().unwrap_or_default();
+                    found.push((room.clone(), body.to_owned()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_password_login_hands_back_a_token_that_logs_in_again() {
+    let connector = MatrixConnector::default();
+    let started = Instant::now();
+    let session = connector
+        .connect(&with_password("ann"), LOGIN_TIMEOUT)
+        .await
+        .expect("password login");
+    let password_login = started.elapsed();
+    let expected = vec![
+        RosterEntry {
+            handle: handle(&mxid("ben")),
+            display_name: Some("Ben".to_owned()),
+        },
+        RosterEntry {
+            handle: handle(&mxid("cid")),
+            display_name: Some("Cid".to_owned()),
+        },
+    ];
+    assert_eq!(session.roster, expected);
+    let token = session
+        .session_credential
+        .clone()
+        .expect("a password login hands back the access token");
+    assert!(!token.expose().is_empty());
+    assert!(!token.expose().contains("ann-pw-7Q"));
+    session.disconnect().await;
+
+    // The token alone logs in, and the session still works: same roster, nothing new to keep.
+    let started = Instant::now();
+    let session = connector
+        .connect(
+            &login_as("ann", Credential::Session(token.clone())),
+            LOGIN_TIMEOUT,
+        )
+        .await
+        .expect("token login");
+    let token_login = started.elapsed();
+    assert_eq!(session.roster, expected);
+    assert!(session.session_credential.is_none());
+    session.disconnect().await;
+    eprintln!("login of ann: password {password_login:?}, token {token_login:?}");
+
+    // close() did not log the token out.
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        user: mxid("ann"),
+        token: token.expose().to_owned(),
+        since: None,
+    };
+    let who = raw.call(Method::GET, "account/whoami", None).await;
+    assert_eq!(who["user_id"], mxid("ann"));
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused() {
+    let login = login_as("ann", Credential::Password(Secret::new("not-the-password")));
+    let error = connect_err(&login).await;
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+    assert!(!format!("{error} {error:?}").contains("not-the-password"));
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_refused_like_a_wrong_password() {
+    let error = connect_err(&with_password("nobody-here")).await;
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused() {
+    let session = connect("cid").await;
+    let token = session.session_credential.clone().unwrap();
+    session.disconnect().await;
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        user: mxid("cid"),
+        token: token.expose().to_owned(),
+        since: None,
+    };
+    raw.logout().await;
+
+    let error = connect_err(&login_as("cid", Credential::Session(token))).await;
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_token_of_another_user_is_refused() {
+    let ben = Raw::login("ben").await;
+    let login = login_as("ann", Credential::Session(Secret::new(ben.token.clone())));
+    let error = connect_err(&login).await;
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+    ben.logout().await;
+}
+
+#[tokio::test]
+async fn a_token_revoked_during_the_session_disconnects_it() {
+    let (pia, _, _) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let raw = Raw {
+        http: reqwest::Client::new(),
+        user: mxid(&pia),
+        token: session
+            .session_credential
+            .clone()
+            .unwrap()
+            .expose()
+            .to_owned(),
+        since: None,
+    };
+    raw.logout().await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(&event, ConnectorEvent::Disconnected { reason } if reason.contains("access token")),
+        "{event:?}"
+    );
+    // Nothing after the disconnection; the channel ends.
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, session.events.recv()).await;
+    assert_eq!(rest.expect("the channel ends"), None);
+    session.control.close().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unreachable() {
+    let mut login = with_password("ann");
+    login.server = "http://127.0.0.1:1".to_owned();
+    let error = connect_err(&login).await;
+    assert!(matches!(error, ConnectorError::Unreachable(_)), "{error:?}");
+    assert!(!error.to_string().contains("ann-pw-7Q"));
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out() {
+    // Accepts TCP but never answers HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut login = with_password("ann");
+    login.server = format!("http://{}", listener.local_addr().unwrap());
+    let started = Instant::now();
+    let error = MatrixConnector::default()
+        .connect(&login, Duration::from_millis(300))
+        .await
+        .expect_err("login should time out");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason) if reason == "timed out"),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn something_else_than_a_homeserver_is_a_protocol_error() {
+    // An HTTP server that answers every request with 404 and no JSON.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot here!")
+                .await;
+        }
+    });
+    let mut login = with_password("ann");
+    login.server = format!("http://{address}");
+    let error = connect_err(&login).await;
+    assert!(matches!(error, ConnectorError::Protocol(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn malformed_settings_are_invalid_accounts() {
+    for bad_handle in ["ann", "ann@localhost", "@ann", "@:localhost"] {
+        let mut login = with_password("ann");
+        login.handle = handle(bad_handle);
+        let error = connect_err(&login).await;
+        assert!(
+            matches!(error, ConnectorError::InvalidAccount(_)),
+            "{bad_handle}: {error:?}"
+        );
+    }
+    for bad_server in [
+        "127.0.0.1:8008",
+        "localhost",
+        "ftp://127.0.0.1",
+        // Plain HTTP beyond loopback would send the password in the clear; refused before
+        // any traffic.
+        "http://matrix.example.org",
+    ] {
+        let mut login = with_password("ann");
+        login.server = bad_server.to_owned();
+        let error = connect_err(&login).await;
+        assert!(
+            matches!(error, ConnectorError::InvalidAccount(_)),
+            "{bad_server}: {error:?}"
+        );
+    }
+    let mut login = with_password("ann");
+    login.protocol = Protocol::Xmpp;
+    assert!(matches!(
+        connect_err(&login).await,
+        ConnectorError::InvalidAccount(_)
+    ));
+}
+
+#[tokio::test]
+async fn presence_crosses() {
+    let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    assert_eq!(
+        session.roster,
+        vec![RosterEntry {
+            handle: handle(&mxid(&quin)),
+            display_name: Some("Quin".to_owned()),
+        }]
+    );
+    // Quin never logged in since registration: reported offline once after login.
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert_eq!(
+        event,
+        ConnectorEvent::Presence {
+            handle: handle(&mxid(&quin)),
+            availability: Availability::Offline,
+            status: None,
+        }
+    );
+
+    let raw = Raw::login(&quin).await;
+    raw.set_presence("unavailable", Some("in a meeting")).await;
+    let event = wait_for(
+        &mut session.events,
+        presence_of(&mxid(&quin), Availability::Away),
+    )
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::Presence {
+            handle: handle(&mxid(&quin)),
+            availability: Availability::Away,
+            status: Some("in a meeting".to_owned()),
+        }
+    );
+    raw.set_presence("online", None).await;
+    wait_for(
+        &mut session.events,
+        presence_of(&mxid(&quin), Availability::Online),
+    )
+    .await;
+    raw.set_presence("offline", None).await;
+    wait_for(
+        &mut session.events,
+        presence_of(&mxid(&quin), Availability::Offline),
+    )
+    .await;
+
+    // And the other way: the session made Pia online for Quin.
+    assert_eq!(raw.presence_of(&mxid(&pia)).await, "online");
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn contacts_already_online_are_reported_after_login() {
+    let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    raw.set_presence("online", Some("around")).await;
+
+    let mut session = connect(&pia).await;
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert_eq!(
+        event,
+        ConnectorEvent::Presence {
+            handle: handle(&mxid(&quin)),
+            availability: Availability::Online,
+            status: Some("around".to_owned()),
+        }
+    );
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn messages_cross_both_ways() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let mut raw = Raw::login(&quin).await;
+
+    let before = chrono::Utc::now();
+    raw.send_text(&room, "hello from the other side").await;
+    let event = wait_for(&mut session.events, message_from(&mxid(&quin))).await;
+    let ConnectorEvent::Message(message) = event else {
+        unreachable!()
+    };
+    assert_eq!(message.body, "hello from the other side");
+    let skew = (message.sent_at - before).num_seconds().abs();
+    assert!(skew < 60, "sent_at {} vs {before}", message.sent_at);
+
+    session
+        .control
+        .send_message(&handle(&mxid(&quin)), "and hello back")
+        .await
+        .expect("send");
+    let pia_id = mxid(&pia);
+    let (in_room, body) = raw
+        .sync_until(|sync| texts_from(sync, &pia_id).into_iter().next())
+        .await;
+    assert_eq!(
+        (in_room.as_str(), body.as_str()),
+        (room.as_str(), "and hello back")
+    );
+
+    // Our own message does not come back as an incoming one.
+    raw.send_text(&room, "second").await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::Message(_))
+    })
+    .await;
+    assert!(
+        matches!(&event, ConnectorEvent::Message(m) if m.body == "second"),
+        "{event:?}"
+    );
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn history_and_encrypted_messages_are_not_reported() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    raw.send_text(&room, "sent before the login").await;
+
+    let mut session = connect(&pia).await;
+    raw.send(
+        &room,
+        "m.room.encrypted",
+        json!({
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg",
+            "device_id": "RJYKSTBOIE",
+            "sender_key": "IlRMeOPX2e0MurIyfWEucYBRVOEEUMrOHqn/8mLqMjA",
+            "session_id": "X3lUlvLELLYxeTx4yOVu6UDpasGEVO0Jbu+QFnm0cKQ",
+        }),
+    )
+    .await;
+    raw.send_text(&room, "sent after the login").await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::Message(_))
+    })
+    .await;
+    assert!(
+        matches!(&event, ConnectorEvent::Message(m)
+            if m.body == "sent after the login" && m.from == handle(&mxid(&quin))),
+        "{event:?}"
+    );
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn sending_to_someone_without_a_dm_room_creates_one() {
+    let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
+    let mut session = connect(&rae).await;
+    assert!(session.roster.is_empty(), "{:?}", session.roster);
+    let sam_id = mxid(&sam);
+
+    session
+        .control
+        .send_message(&handle(&sam_id), "hi Sam")
+        .await
+        .expect("send to a new contact");
+    // The new DM room made Sam a contact.
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![RosterEntry {
+            handle: handle(&sam_id),
+            display_name: Some("Sam".to_owned()),
+        }])
+    );
+    wait_for(
+        &mut session.events,
+        presence_of(&sam_id, Availability::Offline),
+    )
+    .await;
+
+    // Sam is invited to a room marked as a DM, joins it and reads the message.
+    let mut raw = Raw::login(&sam).await;
+    let rae_id = mxid(&rae);
+    let room = raw
+        .sync_until(|sync| {
+            let invites = sync.pointer("/rooms/invite")?.as_object()?;
+            invites.iter().find_map(|(room, invite)| {
+                let events = invite.pointer("/invite_state/events")?.as_array()?;
+                events
+                    .iter()
+                    .any(|event| {
+                        event["type"] == "m.room.member"
+                            && event["sender"] == rae_id.as_str()
+                            && event["state_key"] == sam_id.as_str()
+                            && event["content"]["is_direct"] == true
+                    })
+                    .then(|| room.clone())
+            })
+        })
+        .await;
+    raw.join(&room).await;
+    let (in_room, body) = raw
+        .sync_until(|sync| texts_from(sync, &rae_id).into_iter().next())
+        .await;
+    assert_eq!((in_room.as_str(), body.as_str()), (room.as_str(), "hi Sam"));
+
+    // Rae's m.direct lists the room; the next message goes to the same room.
+    let rae_raw = Raw::login(&rae).await;
+    assert_eq!(
+        rae_raw.direct().await,
+        json!({ sam_id.clone(): [room.clone()] })
+    );
+    session
+        .control
+        .send_message(&handle(&sam_id), "again")
+        .await
+        .expect("second send");
+    let (in_room, body) = raw
+        .sync_until(|sync| texts_from(sync, &rae_id).into_iter().next())
+        .await;
+    assert_eq!((in_room.as_str(), body.as_str()), (room.as_str(), "again"));
+    session.disconnect().await;
+    tokio::join!(raw.logout(), rae_raw.logout());
+}
+
+#[tokio::test]
+async fn sending_to_a_user_that_does_not_exist_is_refused() {
+    let rae = register("rae", "Rae").await;
+    let session = connect(&rae).await;
+    let error = session
+        .control
+        .send_message(&handle(&mxid("nobody-at-all")), "hello?")
+        .await
+        .expect_err("no such user");
+    assert!(matches!(error, ConnectorError::Refused(_)), "{error:?}");
+    session.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_dm_started_by_the_other_side_adds_a_contact() {
+    let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
+    let mut session = connect(&rae).await;
+    assert!(session.roster.is_empty(), "{:?}", session.roster);
+
+    let raw = Raw::login(&sam).await;
+    let room = raw.create_dm(&mxid(&rae)).await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![RosterEntry {
+            handle: handle(&mxid(&sam)),
+            display_name: Some("Sam".to_owned()),
+        }])
+    );
+    // The invite was accepted and the room listed in Rae's m.direct.
+    let rae_raw = Raw::login(&rae).await;
+    assert_eq!(
+        rae_raw.direct().await,
+        json!({ mxid(&sam): [room.clone()] })
+    );
+
+    raw.send_text(&room, "welcome").await;
+    let event = wait_for(&mut session.events, message_from(&mxid(&sam))).await;
+    assert!(
+        matches!(&event, ConnectorEvent::Message(m) if m.body == "welcome"),
+        "{event:?}"
+    );
+    session.disconnect().await;
+    tokio::join!(raw.logout(), rae_raw.logout());
+}
+
+#[tokio::test]
+async fn close_is_clean_and_idempotent() {
+    let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let token = session.session_credential.clone().unwrap();
+    let raw = Raw::login(&quin).await;
+    assert_eq!(raw.presence_of(&mxid(&pia)).await, "online");
+
+    let started = Instant::now();
+    session.control.close().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // The task is gone, and its event sender with it; no Disconnected after a close.
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, async {
+        let mut rest = Vec::new();
+        while let Some(event) = session.events.recv().await {
+            rest.push(event);
+        }
+        rest
+    })
+    .await
+    .expect("the event channel ends after close");
+    assert!(
+        !rest
+            .iter()
+            .any(|event| matches!(event, ConnectorEvent::Disconnected { .. })),
+        "{rest:?}"
+    );
+    let started = Instant::now();
+    session.control.close().await; // idempotent, and immediate the second time
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let error = session
+        .control
+        .send_message(&handle(&mxid(&quin)), "too late")
+        .await
+        .expect_err("closed");
+    assert!(matches!(error, ConnectorError::Closed), "{error:?}");
+
+    // Quin sees Pia offline; the token still works for the next login.
+    assert_eq!(raw.presence_of(&mxid(&pia)).await, "offline");
+    let again = MatrixConnector::default()
+        .connect(&login_as(&pia, Credential::Session(token)), LOGIN_TIMEOUT)
+        .await
+        .expect("the token outlives close()");
+    drop(again);
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn dropping_the_session_sets_presence_offline() {
+    let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
+    let session = connect(&pia).await;
+    let raw = Raw::login(&quin).await;
+    assert_eq!(raw.presence_of(&mxid(&pia)).await, "online");
+    drop(session);
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while raw.presence_of(&mxid(&pia)).await != "offline" {
+        assert!(Instant::now() < deadline, "Pia stays online after the drop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn changes_of_m_direct_and_of_names_are_reported() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let quin_id = mxid(&quin);
+    let quin_entry = |name: &str| RosterEntry {
+        handle: handle(&quin_id),
+        display_name: Some(name.to_owned()),
+    };
+    assert_eq!(session.roster, vec![quin_entry("Quin")]);
+
+    // Pia's other client drops Quin from m.direct, then puts Quin back.
+    let other_client = Raw::login(&pia).await;
+    let direct_path = format!("user/{}/account_data/m.direct", enc(&other_client.user));
+    other_client
+        .call(Method::PUT, &direct_path, Some(json!({})))
+        .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(event, ConnectorEvent::RosterChanged(Vec::new()));
+    other_client
+        .call(
+            Method::PUT,
+            &direct_path,
+            Some(json!({ quin_id.clone(): [room] })),
+        )
+        .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![quin_entry("Quin")])
+    );
+
+    // Quin renames themself; the member event in the DM room carries the new name.
+    let raw = Raw::login(&quin).await;
+    raw.call(
+        Method::PUT,
+        &format!("profile/{}/displayname", enc(&quin_id)),
+        Some(json!({ "displayname": "Quinn Q." })),
+    )
+    .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![quin_entry("Quinn Q.")])
+    );
+    session.disconnect().await;
+    tokio::join!(raw.logout(), other_client.logout());
+}
+
+#[tokio::test]
+async fn a_homeserver_that_keeps_failing_disconnects_the_session() {
+    let server = failing_homeserver().await;
+    let mut login = with_password("frank");
+    login.server = server;
+    let mut session = MatrixConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect("the scripted login");
+    assert!(session.roster.is_empty());
+    // A few retries with short pauses (about 6 s in all), then the session gives up.
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert!(
+        matches!(&event, ConnectorEvent::Disconnected { reason } if reason.contains("502")),
+        "{event:?}"
+    );
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, session.events.recv()).await;
+    assert_eq!(rest.expect("the channel ends"), None);
+    session.control.close().await;
+}
+
+/// A scripted homeserver: logs anyone in, answers the first `/sync` with an empty account and
+/// every later one with 502 Bad Gateway, the way a homeserver behind a dead proxy would.
+async fn failing_homeserver() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve(mut socket: tokio::net::TcpStream) {
+        let mut received: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let head_end = loop {
+                if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            };
+            let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            while received.len() < head_end + length {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                }
+            }
+            received.drain(..head_end + length);
+            let target = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let (status, body) = if target.contains("/login") {
+                (
+                    "200 OK",
+                    r#"{"user_id":"@frank:localhost","access_token":"scripted","device_id":"D"}"#,
+                )
+            } else if target.contains("/sync") && !target.contains("since=") {
+                ("200 OK", r#"{"next_batch":"s1"}"#)
+            } else if target.contains("/sync") {
+                (
+                    "502 Bad Gateway",
+                    r#"{"errcode":"M_UNKNOWN","error":"upstream down"}"#,
+                )
+            } else {
+                ("200 OK", "{}")
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if socket.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    format!("http://{address}")
+}
+
+/// The same Synapse over HTTPS, and the PEM file of the CA that issued its certificate (for
+/// "localhost").
+fn tls_server() -> (String, Vec<u8>) {
+    let server = env("SWITCHBOARD_TEST_MATRIX_TLS_SERVER");
+    let ca = env("SWITCHBOARD_TEST_MATRIX_TLS_CA");
+    let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("cannot read {ca}: {e}"));
+    (server, pem)
+}
+
+#[tokio::test]
+async fn https_with_the_ca_trusted_logs_in() {
+    let (server, ca) = tls_server();
+    let connector = MatrixConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = with_password("ben");
+    login.server = server;
+    let session = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ben cannot log in over HTTPS: {e}"));
+    assert_eq!(
+        session.roster,
+        vec![RosterEntry {
+            handle: handle(&mxid("ann")),
+            display_name: Some("Ann".to_owned()),
+        }]
+    );
+    let token = session.session_credential.clone().unwrap();
+    session.disconnect().await;
+    Raw {
+        http: reqwest::Client::new(),
+        user: mxid("ben"),
+        token: token.expose().to_owned(),
+        since: None,
+    }
+    .logout()
+    .await;
+}
+
+#[tokio::test]
+async fn https_with_an_untrusted_certificate_is_unreachable() {
+    let (server, _) = tls_server();
+    let mut login = with_password("ben");
+    login.server = server;
+    // Public web PKI roots only: the throwaway CA is not among them.
+    let error = connect_err(&login).await;
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason) if reason.contains("UnknownIssuer")),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("ben-pw-7Q"));
+}
+
+#[tokio::test]
+async fn https_checks_the_certificate_against_the_server_name() {
+    let (server, ca) = tls_server();
+    let connector = MatrixConnector::with_extra_roots(&ca).expect("the test CA is usable");
+    let mut login = with_password("ben");
+    // The same server, but by an address the certificate (for "localhost") does not name.
+    login.server = server.replace("localhost", "127.0.0.1");
+    let error = connector
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("a certificate for another name must fail");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(reason) if reason.contains("certificate not valid for name")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn extra_roots_must_be_pem_certificates() {
+    let (_, ca) = tls_server();
+    assert!(MatrixConnector::with_extra_roots(&ca).is_ok());
+    for bad in [
+        &b""[..],
+        b"not a certificate",
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(
+            MatrixConnector::with_extra_roots(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
+#[test]
+fn the_registry_has_the_matrix_connector_with_server_rosters() {
+    let registry = ConnectorRegistry::with_builtin(&ConnectorOptions::default()).unwrap();
+    let connector = registry.get(Protocol::Matrix).expect("built in");
+    assert_eq!(connector.protocol(), Protocol::Matrix);
+    assert_eq!(connector.roster_source(), RosterSource::Server);
+}
