@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+#[cfg(feature = "irc")]
+pub mod irc;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 
@@ -251,6 +253,8 @@ impl ConnectorRegistry {
         }));
         #[cfg(not(feature = "xmpp"))]
         let _ = options;
+        #[cfg(feature = "irc")]
+        registry.register(Arc::new(irc::IrcConnector::default()));
         Ok(registry)
     }
 
