@@ -379,22 +379,28 @@ async fn log_in(target: &Target, password: &Secret) -> Result<Registered, Connec
             // ERR_NICKNAMEINUSE, ERR_NICKCOLLISION; ERR_ERRONEUSNICKNAME for a stand-in too long.
             "433" | "436" | "432" if phase != Phase::Welcomed => {
                 let stand_in = nick != wanted;
-                if line.command == "432" && !stand_in {
+                let services = sasl || phase == Phase::Sasl;
+                // With services, 432 for the account's own nick is most likely a services hold
+                // (after a REGAIN or a guest rename), which REGAIN releases.
+                if line.command == "432" && !stand_in && !services {
                     return Err(invalid(format!(
                         "the server refuses the nick {wanted}: {}",
                         line.text()
                     )));
                 }
-                if line.command == "432" {
+                if line.command == "432" && stand_in {
                     nick_limit = nick_limit.saturating_sub(1).max(2);
                 }
                 // Only services can free a nick someone else holds; a plain server cannot.
-                if !(sasl || phase == Phase::Sasl) {
+                if !services {
                     return Err(nick_taken(&wanted, &target.server));
                 }
                 attempts += 1;
                 if attempts > NICK_ATTEMPTS {
-                    return Err(nick_taken(&wanted, &target.server));
+                    return Err(ConnectorError::Refused(format!(
+                        "the nick {wanted} and {NICK_ATTEMPTS} stand-ins are all taken on {}",
+                        target.server
+                    )));
                 }
                 nick = proto::alternative_nick(&wanted, attempts, nick_limit);
                 connection.send(&format!("NICK {nick}")).await.map_err(io)?;
