@@ -6,7 +6,9 @@
 //! body runs once per server as `body::ngircd` and `body::inspircd` (see [`against_both`]). On
 //! InspIRCd each test logs in as its own account, so the tests can run in parallel; on ngIRCd,
 //! which has no accounts, nicks get a random suffix. The raw clients never log in to an account.
-//! The last tests use a scripted server for what a real server will not do on demand (silence).
+//! InspIRCd also has a TLS port (`ircs://localhost:PORT`, certificate from a throwaway CA) and a
+//! sixth account, fay, for the TLS test. The last tests use a scripted server for what a real
+//! server will not do on demand (silence, a bare ERROR).
 
 use std::time::{Duration, Instant};
 
@@ -382,8 +384,17 @@ async fn a_watched_nick_coming_and_going_is_reported(server: Server) {
     )
     .await;
 
-    let raw = RawClient::connect(&server, &pal).await;
+    let mut raw = RawClient::connect(&server, &pal).await;
     let stranger_client = RawClient::connect(&server, &stranger).await;
+    wait_for(&mut session.events, presence_of(&pal, Availability::Online)).await;
+    // A nick change leaves the watched nick empty: offline, until the nick comes back.
+    raw.send(&format!("NICK {}", unique("alt"))).await;
+    wait_for(
+        &mut session.events,
+        presence_of(&pal, Availability::Offline),
+    )
+    .await;
+    raw.send(&format!("NICK {pal}")).await;
     wait_for(&mut session.events, presence_of(&pal, Availability::Online)).await;
     raw.quit().await;
     let event = wait_for(&mut session.events, |event| {
@@ -729,4 +740,40 @@ async fn an_answered_ping_keeps_the_session_and_server_pings_are_answered() {
         matches!(&event, ConnectorEvent::Disconnected { reason } if reason.contains("shutting down")),
         "{event:?}"
     );
+}
+
+#[tokio::test]
+async fn tls_logins_need_a_trusted_certificate() {
+    let server = env("SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER");
+    let ca_file = env("SWITCHBOARD_TEST_INSPIRCD_TLS_CA");
+    let ca = std::fs::read(&ca_file).unwrap_or_else(|e| panic!("cannot read {ca_file}: {e}"));
+    let pal = unique("tls");
+    let mut login = login_at(&server, "fay", "fay-pw-7Q");
+    login.contacts = vec![entry(&pal)];
+
+    // The machine's public roots do not know the throwaway CA: no login, nothing sent.
+    let error = IrcConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("the certificate is not trusted");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(text) if text.contains("certificate")),
+        "{error:?}"
+    );
+
+    let mut session = IrcConnector::with_extra_roots(&ca)
+        .unwrap()
+        .with_ison_interval(ISON_INTERVAL)
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("fay cannot log in at {server}: {e}"));
+    wait_for(
+        &mut session.events,
+        presence_of(&pal, Availability::Offline),
+    )
+    .await;
+    let raw = RawClient::connect(&inspircd(), &pal).await;
+    wait_for(&mut session.events, presence_of(&pal, Availability::Online)).await;
+    raw.quit().await;
+    session.disconnect().await;
 }

@@ -5,7 +5,9 @@
 #                      password (the PASS command), so logins test that path and its refusal
 #                      (464). An operator block, so a test can KILL a client.
 #   InspIRCd 3 + Atheme 7.2   IRCv3 CAP, SASL PLAIN (served by Atheme's SaslServ), MONITOR,
-#                      NickServ accounts (REGISTER, REGAIN). No server password.
+#                      NickServ accounts (REGISTER, REGAIN). No server password. A second,
+#                      TLS-only client port (GnuTLS) with the throwaway "localhost" certificate
+#                      that test-env.sh makes for the TLS Prosody.
 #
 # Exported (all on 127.0.0.1, ports chosen free at start):
 #   SWITCHBOARD_TEST_NGIRCD_SERVER         127.0.0.1:PORT  (plain TCP)
@@ -13,10 +15,12 @@
 #   SWITCHBOARD_TEST_NGIRCD_OPER           operator name on ngIRCd (OPER NAME PASSWORD)
 #   SWITCHBOARD_TEST_NGIRCD_OPER_PASSWORD  its password
 #   SWITCHBOARD_TEST_INSPIRCD_SERVER       127.0.0.1:PORT  (plain TCP, SASL PLAIN, MONITOR)
+#   SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER   ircs://localhost:PORT  (the same server, TLS port)
+#   SWITCHBOARD_TEST_INSPIRCD_TLS_CA       PEM file of the CA that issued its certificate
 #
 # Accounts: ngIRCd has none (any nick, with the server password). On InspIRCd, Atheme has
-# NickServ accounts ann, ben, cid, dot, eve (connector tests) and alice, bob, carol, dave (API
-# tests), each with password "<name>-pw-7Q". They are registered at start-up the way a user
+# NickServ accounts ann, ben, cid, dot, eve, fay (connector tests) and alice, bob, carol, dave
+# (API tests), each with password "<name>-pw-7Q". They are registered at start-up the way a user
 # would: a client connects under the nick and sends `PRIVMSG NickServ :REGISTER ...`.
 #
 # Start-up: ngIRCd and InspIRCd are ready in well under a second; Atheme needs a few seconds to
@@ -24,7 +28,7 @@
 # and registers the accounts in a background job, and _sbt_irc_finish (called at the end of
 # _sbt_irc_start's caller chain via _sbt_irc_wait) waits for that job before returning.
 
-_sbt_irc_users=(ann ben cid dot eve alice bob carol dave)
+_sbt_irc_users=(ann ben cid dot eve fay alice bob carol dave)
 _sbt_irc_wait_pid=""
 
 _sbt_irc_missing_packages() {
@@ -99,8 +103,12 @@ _sbt_irc_start_ngircd() {
 
 # InspIRCd with a server link port for Atheme, then Atheme (as user irc: it refuses root).
 _sbt_irc_start_inspircd() {
-	local port=$1 link_port=$2 dir=$_sbt_tmp/irc/inspircd adir=$_sbt_tmp/irc/atheme
+	local port=$1 link_port=$2 tls_port=$3 dir=$_sbt_tmp/irc/inspircd adir=$_sbt_tmp/irc/atheme
 	mkdir -p "$dir" "$adir"
+	# test-env.sh makes the certificate (for the TLS Prosody) before it starts the plugins.
+	[[ -s $_sbt_tmp/tls/localhost.crt && -s $_sbt_tmp/tls/localhost.key ]] ||
+		_sbt_die "no test certificate in $_sbt_tmp/tls (test-env.sh makes it before the plugins)"
+	cp "$_sbt_tmp/tls/localhost.crt" "$_sbt_tmp/tls/localhost.key" "$dir/"
 	local link_password
 	link_password="link-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 	# fakelag off and a high recvq: tests send bursts. resolvehostnames/useident off: no DNS or
@@ -113,6 +121,10 @@ _sbt_irc_start_inspircd() {
 		<pid file="$dir/inspircd.pid">
 		<bind address="127.0.0.1" port="$port" type="clients">
 		<bind address="127.0.0.1" port="$link_port" type="servers">
+		<module name="ssl_gnutls">
+		<sslprofile name="tls" provider="gnutls" certfile="$dir/localhost.crt" keyfile="$dir/localhost.key"
+		            requestclientcert="no">
+		<bind address="127.0.0.1" port="$tls_port" type="clients" sslprofile="tls">
 		<connect name="main" allow="*" timeout="60" pingfreq="600" hardsendq="1048576"
 		         softsendq="65536" recvq="65536" localmax="1000" globalmax="1000"
 		         resolvehostnames="no" useident="no" fakelag="no" threshold="1000" limit="5000">
@@ -138,7 +150,17 @@ _sbt_irc_start_inspircd() {
 		<badnick nick="SaslServ" reason="Reserved for services">
 	EOF
 	chmod 0600 "$dir/inspircd.conf"
-	inspircd --nofork --runasroot --config="$dir/inspircd.conf" </dev/null >"$dir/inspircd.stdout" 2>&1 &
+	# InspIRCd 3.15's GnuTLS module crashes (SIGSEGV, with a core dump in the working folder)
+	# when the server shuts down. A throwaway server has nothing to save: a wrapper turns the
+	# cleanup's SIGTERM into SIGKILL, with no core dump, in the server's own folder.
+	(
+		ulimit -c 0
+		cd "$dir"
+		inspircd --nofork --runasroot --config="$dir/inspircd.conf" </dev/null >"$dir/inspircd.stdout" 2>&1 &
+		child=$!
+		trap 'kill -KILL "$child" 2>/dev/null' TERM
+		wait "$child" || wait "$child"
+	) 2>/dev/null & # bash's "Killed" notice
 	local pid=$!
 	_sbt_extra_pids+=("$pid")
 	_sbt_extra_logs+=("$dir/inspircd.stdout" "$dir/inspircd.log")
@@ -148,7 +170,10 @@ _sbt_irc_start_inspircd() {
 		_sbt_die "InspIRCd did not accept connections on 127.0.0.1:$port"
 	fi
 	export SWITCHBOARD_TEST_INSPIRCD_SERVER="127.0.0.1:$port"
-	_sbt_exports+=(SWITCHBOARD_TEST_INSPIRCD_SERVER)
+	export SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER="ircs://localhost:$tls_port"
+	export SWITCHBOARD_TEST_INSPIRCD_TLS_CA=$_sbt_tmp/tls/ca.pem
+	_sbt_exports+=(SWITCHBOARD_TEST_INSPIRCD_SERVER SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER
+		SWITCHBOARD_TEST_INSPIRCD_TLS_CA)
 
 	# Atheme: accounts (NickServ) and SASL PLAIN (SaslServ); REGAIN lives in nickserv/enforce.
 	# pbkdf2v2 at its minimum of 10,000 rounds keeps logins fast. Flood and rate limits are off:
@@ -281,11 +306,11 @@ PY
 }
 
 _sbt_irc_start() {
-	local ports ngircd_port inspircd_port link_port started=$EPOCHREALTIME
-	ports=$(_sbt_free_ports 3) || _sbt_die "could not find free ports on 127.0.0.1"
-	read -r ngircd_port inspircd_port link_port <<<"$ports"
+	local ports ngircd_port inspircd_port link_port tls_port started=$EPOCHREALTIME
+	ports=$(_sbt_free_ports 4) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r ngircd_port inspircd_port link_port tls_port <<<"$ports"
 	mkdir -p "$_sbt_tmp/irc"
-	_sbt_irc_start_inspircd "$inspircd_port" "$link_port"
+	_sbt_irc_start_inspircd "$inspircd_port" "$link_port" "$tls_port"
 	_sbt_irc_register_accounts >"$_sbt_tmp/irc/accounts.log" 2>&1 &
 	_sbt_irc_wait_pid=$!
 	_sbt_irc_start_ngircd "$ngircd_port"
@@ -302,12 +327,14 @@ _sbt_irc_start() {
 # A real login on each server: PASS on ngIRCd (and its refusal), SASL PLAIN on InspIRCd (and
 # its refusal), MONITOR advertised on InspIRCd only.
 _sbt_irc_check() {
-	_sbt_log "check: IRC logins (ngIRCd PASS, InspIRCd SASL PLAIN + MONITOR)"
+	_sbt_log "check: IRC logins (ngIRCd PASS, InspIRCd SASL PLAIN + MONITOR, InspIRCd TLS)"
 	python3 - "$SWITCHBOARD_TEST_NGIRCD_SERVER" "$SWITCHBOARD_TEST_NGIRCD_PASSWORD" \
-		"$SWITCHBOARD_TEST_INSPIRCD_SERVER" "${_sbt_irc_users[@]}" <<'PY' >&2
+		"$SWITCHBOARD_TEST_INSPIRCD_SERVER" "$SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER" \
+		"$SWITCHBOARD_TEST_INSPIRCD_TLS_CA" "${_sbt_irc_users[@]}" <<'PY' >&2
 import base64, socket, sys
 
-ngircd, ngircd_password, inspircd, users = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+ngircd, ngircd_password, inspircd, tls_server, tls_ca = sys.argv[1:6]
+users = sys.argv[6:]
 
 class Conn:
     def __init__(self, server):
@@ -389,7 +416,9 @@ def sasl_login(user, password):
         got = c.until("376", "422")[0]
     return c, got
 
-for user in users:
+# In parallel: InspIRCd takes about a second for each registration.
+from concurrent.futures import ThreadPoolExecutor
+def check_user(user):
     c, got = sasl_login(user, user + "-pw-7Q")
     if got in ("376", "422"):
         if "MONITOR" not in c.isupport:
@@ -397,12 +426,33 @@ for user in users:
         c.send("QUIT")
     else:
         fail("SASL login of %s on InspIRCd: %s" % (user, got))
+    return c
+with ThreadPoolExecutor(len(users)) as pool:
+    c = list(pool.map(check_user, users))[-1]
 print("  InspIRCd %s: SASL PLAIN login of %s ok; MONITOR=%s" % (inspircd, " ".join(users), c.isupport.get("MONITOR")))
 c, got = sasl_login(users[0], "wrong-password")
 if got == "904":
     print("  InspIRCd: wrong SASL password refused (904)")
 else:
     fail("InspIRCd SASL with a wrong password gave " + got)
+
+# The TLS port: the certificate must verify against the throwaway CA, for "localhost".
+import ssl
+tls_host, tls_port = tls_server.split("://", 1)[1].rsplit(":", 1)
+context = ssl.create_default_context(cafile=tls_ca)
+c = Conn.__new__(Conn)
+c.s = context.wrap_socket(socket.create_connection((tls_host, int(tls_port)), timeout=15),
+                          server_hostname=tls_host)
+c.f = c.s.makefile("rwb", buffering=0)
+c.isupport = {}
+c.send("NICK sbtlscheck")
+c.send("USER sbtlscheck 0 * :check")
+got = c.until("376", "422")[0]
+if got in ("376", "422"):
+    print("  InspIRCd TLS %s: %s, certificate verified; registration ok" % (tls_server, c.s.version()))
+    c.send("QUIT")
+else:
+    fail("InspIRCd TLS registration: " + got)
 sys.exit(0 if ok else 1)
 PY
 }

@@ -251,10 +251,13 @@ impl ConnectorRegistry {
             Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
             None => xmpp::XmppConnector::default(),
         }));
-        #[cfg(not(feature = "xmpp"))]
-        let _ = options;
         #[cfg(feature = "irc")]
-        registry.register(Arc::new(irc::IrcConnector::default()));
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,
+            None => irc::IrcConnector::default(),
+        }));
+        #[cfg(not(any(feature = "xmpp", feature = "irc")))]
+        let _ = options;
         Ok(registry)
     }
 

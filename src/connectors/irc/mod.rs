@@ -15,21 +15,26 @@
 //! [`ConnectorError::Refused`] (retried by the caller's supervisor: it is usually the previous
 //! session of the same account, which the server drops on its next ping timeout).
 //!
-//! Transport: plain TCP to `host:port`; no TLS yet, so the password crosses the network in the
-//! clear unless the server is on loopback or a trusted network.
+//! Transport: `ircs://host:port` is TLS from the first byte (the certificate must chain to the
+//! public web PKI roots or to extra roots the connector was given, and be valid for `host`);
+//! `host:port` or `irc://host:port` is plain TCP, where the connector sends no password (neither
+//! PASS nor SASL PLAIN) except to a loopback address: it would cross the network in the clear.
+//! No STARTTLS: hardly any network offers it, and it can be stripped.
 
 mod proto;
 mod session;
+mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
-use super::{AccountLogin, Connector, ConnectorError, LiveSession, RosterSource};
+use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterSource};
 use crate::domain::ids::Protocol;
 use crate::secret::Secret;
 use proto::{Isupport, Line, MAX_INCOMING};
@@ -57,18 +62,31 @@ struct Keepalive {
 pub struct IrcConnector {
     ison_interval: Duration,
     keepalive: Keepalive,
+    /// What `ircs://` trusts; an error (never seen with ring) makes `ircs://` logins fail.
+    tls: Result<Arc<ClientConfig>, String>,
 }
 
+/// Trusts the public web PKI roots only.
 impl Default for IrcConnector {
     fn default() -> Self {
         Self {
             ison_interval: ISON_INTERVAL,
             keepalive: KEEPALIVE,
+            tls: tls::client_config(tls::public_roots()).map_err(|e| e.to_string()),
         }
     }
 }
 
 impl IrcConnector {
+    /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
+    /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
+    pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
+        Ok(Self {
+            tls: Ok(tls::client_config(tls::roots_with(pem)?)?),
+            ..Self::default()
+        })
+    }
+
     /// Polls watched nicks with ISON this often on servers without MONITOR (default 30 s).
     pub fn with_ison_interval(mut self, interval: Duration) -> Self {
         self.ison_interval = interval.max(Duration::from_millis(100));
@@ -104,7 +122,7 @@ impl Connector for IrcConnector {
         if password.expose().contains(['\r', '\n', '\0']) {
             return Err(invalid("the password must not contain line breaks or NUL"));
         }
-        let registered = tokio::time::timeout(timeout, log_in(&target, password))
+        let registered = tokio::time::timeout(timeout, log_in(&target, password, &self.tls))
             .await
             .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.server, nick = %registered.nick, sasl = registered.sasl,
@@ -122,6 +140,8 @@ impl Connector for IrcConnector {
 struct Target {
     host: String,
     port: u16,
+    /// `ircs://`: TLS from the first byte.
+    tls: bool,
     /// `host:port` as configured, for messages.
     server: String,
     nick: String,
@@ -142,11 +162,20 @@ impl Target {
                  then letters, digits, those or '-'",
             ));
         }
-        let (host, port) = parse_host_port(&login.server)
-            .ok_or_else(|| invalid("the server must be host:port (IPv6 addresses in brackets)"))?;
+        let server = login.server.trim();
+        let (address, tls) = match server.split_once("://") {
+            Some((scheme, address)) if scheme.eq_ignore_ascii_case("ircs") => (address, true),
+            Some((scheme, address)) if scheme.eq_ignore_ascii_case("irc") => (address, false),
+            Some(_) => return Err(invalid("the server must be host:port or ircs://host:port")),
+            None => (server, false),
+        };
+        let (host, port) = parse_host_port(address).ok_or_else(|| {
+            invalid("the server must be host:port or ircs://host:port (IPv6 addresses in brackets)")
+        })?;
         Ok(Self {
             host,
             port,
+            tls,
             server: login.server.clone(),
             nick,
         })
@@ -173,10 +202,10 @@ fn invalid(message: impl Into<String>) -> ConnectorError {
     ConnectorError::InvalidAccount(message.into())
 }
 
-/// The socket, split, with line framing on the read side.
+/// The connection (TCP or TLS), split, with line framing on the read side.
 struct Connection {
     reader: LineReader,
-    writer: OwnedWriteHalf,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
 }
 
 impl Connection {
@@ -196,14 +225,14 @@ impl Connection {
 /// Reads CR LF (or bare LF) terminated lines. Cancel-safe: bytes read stay in the buffer, so
 /// it can sit in a `select!` next to other branches.
 struct LineReader {
-    stream: OwnedReadHalf,
+    stream: Box<dyn AsyncRead + Send + Unpin>,
     buffer: Vec<u8>,
     /// Set while skipping the rest of an overlong line.
     discarding: bool,
 }
 
 impl LineReader {
-    fn new(stream: OwnedReadHalf) -> Self {
+    fn new(stream: Box<dyn AsyncRead + Send + Unpin>) -> Self {
         Self {
             stream,
             buffer: Vec::with_capacity(1024),
@@ -267,7 +296,11 @@ enum Phase {
     Welcomed,
 }
 
-async fn log_in(target: &Target, password: &Secret) -> Result<Registered, ConnectorError> {
+async fn log_in(
+    target: &Target,
+    password: &Secret,
+    tls: &Result<Arc<ClientConfig>, String>,
+) -> Result<Registered, ConnectorError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|e| {
@@ -277,13 +310,30 @@ async fn log_in(target: &Target, password: &Secret) -> Result<Registered, Connec
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot disable Nagle's algorithm: {e}");
     }
-    let (read, write) = tcp.into_split();
-    let mut connection = Connection {
-        reader: LineReader::new(read),
-        writer: write,
+    let password = password.expose();
+    let loopback = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
+    if !target.tls && !loopback && !password.is_empty() {
+        return Err(invalid(
+            "the password would cross the network unencrypted: use ircs://host:port",
+        ));
+    }
+    let mut connection = if target.tls {
+        let config = tls.as_ref().map_err(|e| {
+            ConnectorError::Unreachable(format!("TLS is not available in this build: {e}"))
+        })?;
+        let (read, write) = tokio::io::split(tls::handshake(tcp, &target.host, config).await?);
+        Connection {
+            reader: LineReader::new(Box::new(read)),
+            writer: Box::new(write),
+        }
+    } else {
+        let (read, write) = tcp.into_split();
+        Connection {
+            reader: LineReader::new(Box::new(read)),
+            writer: Box::new(write),
+        }
     };
     let io = |e: std::io::Error| ConnectorError::Unreachable(format!("the connection failed: {e}"));
-    let password = password.expose();
     let wanted = target.nick.clone();
     let mut nick = wanted.clone();
     let mut isupport = Isupport::default();
@@ -498,6 +548,41 @@ mod tests {
             "irc://h:6667",
         ] {
             assert_eq!(parse_host_port(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ircs_urls_mean_tls() {
+        let login = |server: &str| AccountLogin {
+            protocol: Protocol::Irc,
+            server: server.to_owned(),
+            handle: Handle::parse(Protocol::Irc, "ann").unwrap(),
+            credential: Credential::Password(Secret::new("pw")),
+            contacts: Vec::new(),
+        };
+        let target = Target::parse(&login("ircs://irc.example.org:6697")).unwrap();
+        assert_eq!(
+            (target.host.as_str(), target.port, target.tls),
+            ("irc.example.org", 6697, true)
+        );
+        let target = Target::parse(&login("IRC://[::1]:6667")).unwrap();
+        assert_eq!(
+            (target.host.as_str(), target.port, target.tls),
+            ("::1", 6667, false)
+        );
+        assert!(!Target::parse(&login("10.0.0.1:6667")).unwrap().tls);
+        for bad in [
+            "https://irc.example.org:443",
+            "ircs://irc.example.org",
+            "ircs://",
+        ] {
+            assert!(
+                matches!(
+                    Target::parse(&login(bad)),
+                    Err(ConnectorError::InvalidAccount(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
