@@ -396,6 +396,18 @@ async fn a_watched_nick_coming_and_going_is_reported(server: Server) {
     .await;
     raw.send(&format!("NICK {pal}")).await;
     wait_for(&mut session.events, presence_of(&pal, Availability::Online)).await;
+    // Away and back: pushed with its message where the server offers away-notify with
+    // extended-monitor (InspIRCd), seen by polling USERHOST otherwise (ngIRCd, no message).
+    raw.send("AWAY :gone fishing").await;
+    let away = wait_for(&mut session.events, presence_of(&pal, Availability::Away)).await;
+    if server.kind == Kind::Inspircd {
+        assert!(
+            matches!(&away, ConnectorEvent::Presence { status: Some(s), .. } if s == "gone fishing"),
+            "{away:?}"
+        );
+    }
+    raw.send("AWAY").await;
+    wait_for(&mut session.events, presence_of(&pal, Availability::Online)).await;
     raw.quit().await;
     let event = wait_for(&mut session.events, |event| {
         matches!(event, ConnectorEvent::Presence { .. })

@@ -278,6 +278,8 @@ struct Registered {
     wanted: String,
     /// Logged in with SASL, i.e. the network has services that know the account.
     sasl: bool,
+    /// `away-notify` and `extended-monitor` granted: monitored nicks' away changes are pushed.
+    away_notify: bool,
     isupport: Isupport,
     /// Lines that arrived during registration that the session should still see.
     backlog: Vec<Line>,
@@ -290,6 +292,8 @@ enum Phase {
     CapLs,
     /// SASL requested, waiting for ACK / `AUTHENTICATE +` / 903.
     Sasl,
+    /// Other capabilities requested (no SASL), waiting for ACK or NAK.
+    CapReq,
     /// NICK and USER sent, waiting for 001.
     Registering,
     /// 001 received, waiting for the end of the MOTD (RPL_ISUPPORT comes before it).
@@ -341,6 +345,7 @@ async fn log_in(
     let mut phase = Phase::CapLs;
     let mut caps = String::new();
     let mut sasl = false;
+    let mut away_notify = false;
     let mut sent_pass = false;
     let mut attempts = 0;
     // Without a nick limit from the server, stand-ins keep to the account nick's length or
@@ -370,26 +375,59 @@ async fn log_in(
                     if more {
                         continue;
                     }
+                    // Away changes of monitored nicks arrive as AWAY lines only with both.
+                    let away = ["away-notify", "extended-monitor"];
+                    let mut request: Vec<&str> = Vec::new();
+                    if away.iter().all(|cap| proto::cap_offered(&caps, cap)) {
+                        request.extend(away);
+                    }
                     if !password.is_empty() && proto::sasl_plain_offered(&caps) {
                         phase = Phase::Sasl;
-                        connection.send("CAP REQ :sasl").await.map_err(io)?;
+                        request.insert(0, "sasl");
                         register(&mut connection, &nick, None).await.map_err(io)?;
                     } else {
-                        phase = Phase::Registering;
+                        phase = Phase::CapReq;
                         sent_pass = !password.is_empty();
                         register(&mut connection, &nick, Some(password))
                             .await
                             .map_err(io)?;
+                    }
+                    if request.is_empty() {
+                        phase = Phase::Registering;
+                        connection.send("CAP END").await.map_err(io)?;
+                    } else {
+                        let request = request.join(" ");
+                        connection
+                            .send(&format!("CAP REQ :{request}"))
+                            .await
+                            .map_err(io)?;
+                    }
+                }
+                "ACK" if matches!(phase, Phase::Sasl | Phase::CapReq) => {
+                    let acked: Vec<&str> = line.text().split(' ').collect();
+                    away_notify =
+                        acked.contains(&"away-notify") && acked.contains(&"extended-monitor");
+                    if phase == Phase::Sasl {
+                        connection.send("AUTHENTICATE PLAIN").await.map_err(io)?;
+                    } else {
+                        phase = Phase::Registering;
                         connection.send("CAP END").await.map_err(io)?;
                     }
                 }
-                "ACK" if phase == Phase::Sasl => {
-                    connection.send("AUTHENTICATE PLAIN").await.map_err(io)?;
+                // A request is granted whole or not at all: SASL alone, or no extras.
+                "NAK"
+                    if phase == Phase::Sasl && !line.text().trim().eq_ignore_ascii_case("sasl") =>
+                {
+                    connection.send("CAP REQ :sasl").await.map_err(io)?;
                 }
                 "NAK" if phase == Phase::Sasl => {
                     return Err(ConnectorError::Protocol(
                         "the server offered SASL, then refused it".to_owned(),
                     ));
+                }
+                "NAK" if phase == Phase::CapReq => {
+                    phase = Phase::Registering;
+                    connection.send("CAP END").await.map_err(io)?;
                 }
                 _ => {}
             },
@@ -485,6 +523,7 @@ async fn log_in(
         nick,
         wanted,
         sasl,
+        away_notify,
         isupport,
         backlog,
     })

@@ -187,6 +187,23 @@ pub(super) fn capabilities(list: &str) -> impl Iterator<Item = (&str, Option<&st
         })
 }
 
+/// Whether `name` is in the `CAP LS` list.
+pub(super) fn cap_offered(list: &str, name: &str) -> bool {
+    capabilities(list).any(|(cap, _)| cap.eq_ignore_ascii_case(name))
+}
+
+/// The nicks in an RPL_USERHOST (302) reply (`nick[*]=+user@host`, `-` for away), with whether
+/// each is away.
+pub(super) fn userhost_reply(text: &str) -> Vec<(&str, bool)> {
+    text.split(' ')
+        .filter_map(|reply| {
+            let (nick, rest) = reply.split_once('=')?;
+            let nick = nick.strip_suffix('*').unwrap_or(nick);
+            Some((nick, rest.starts_with('-'))).filter(|(nick, _)| !nick.is_empty())
+        })
+        .collect()
+}
+
 /// Whether the offered `sasl` capability (value: mechanism list, if any) allows PLAIN.
 pub(super) fn sasl_plain_offered(list: &str) -> bool {
     capabilities(list).any(|(name, value)| {
@@ -323,6 +340,17 @@ mod tests {
         assert!(sasl_plain_offered("sasl multi-prefix"));
         assert!(!sasl_plain_offered("sasl=EXTERNAL"));
         assert!(!sasl_plain_offered("multi-prefix"));
+    }
+
+    #[test]
+    fn userhost_replies_say_who_is_away() {
+        assert_eq!(
+            userhost_reply("ann=+a@127.0.0.1 Ben*=-b@host "),
+            [("ann", false), ("Ben", true)]
+        );
+        assert!(userhost_reply("").is_empty());
+        assert!(cap_offered("sasl=PLAIN away-notify", "AWAY-NOTIFY"));
+        assert!(!cap_offered("sasl=PLAIN", "away-notify"));
     }
 
     #[test]

@@ -41,6 +41,8 @@ const ISON_BACKLOG: usize = 4;
 const SOURCE_OVERHEAD: usize = 1 + 1 + 10 + 1 + 63 + 1;
 /// The gap between two NickServ REGAIN requests for the account's nick.
 const REGAIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Nicks per USERHOST command (RFC 2812 §4.8).
+const USERHOST_NICKS: usize = 5;
 /// The PING token of keepalive pings; sends use `sb<number>`.
 const KEEPALIVE_TOKEN: &str = "sb-keepalive";
 
@@ -55,6 +57,7 @@ pub(super) fn start(
         nick,
         wanted,
         sasl,
+        away_notify,
         isupport,
         backlog,
     } = registered;
@@ -68,9 +71,11 @@ pub(super) fn start(
         nick,
         wanted,
         sasl,
+        away_notify,
         isupport,
         watched: HashMap::new(),
         ison_asked: VecDeque::new(),
+        userhost_asked: VecDeque::new(),
         ison_interval,
         next_ison: now,
         keepalive,
@@ -111,8 +116,16 @@ struct Watched {
     handle: Handle,
     /// Followed with MONITOR (else polled with ISON).
     monitored: bool,
-    /// Online as last reported, `None` before the first report.
-    reported: Option<bool>,
+    /// What was last reported, `None` before the first report.
+    reported: Option<(Availability, Option<String>)>,
+}
+
+impl Watched {
+    fn known_online(&self) -> bool {
+        self.reported
+            .as_ref()
+            .is_some_and(|(availability, _)| *availability != Availability::Offline)
+    }
 }
 
 /// A message sent, waiting for the PONG that says the server has processed it.
@@ -143,11 +156,15 @@ struct Session {
     /// The account's own nick.
     wanted: String,
     sasl: bool,
+    /// Monitored nicks' AWAY changes are pushed to us (away-notify + extended-monitor).
+    away_notify: bool,
     isupport: Isupport,
     /// Watched nicks by case-folded nick.
     watched: HashMap<String, Watched>,
     /// The case-folded nicks of each ISON sent and not answered yet, oldest first.
     ison_asked: VecDeque<Vec<String>>,
+    /// The same for USERHOST, which tells online nicks' away state.
+    userhost_asked: VecDeque<Vec<String>>,
     ison_interval: Duration,
     next_ison: Instant,
     keepalive: Keepalive,
@@ -407,11 +424,62 @@ impl Session {
             "PONG" => self.answered(line.text()),
             "PRIVMSG" => self.incoming_message(&line).await?,
             // RPL_MONONLINE: `nick!user@host,...`; RPL_MONOFFLINE: `nick,...`.
-            "730" | "731" => {
-                let online = line.command == "730";
-                for target in line.param(1).split(',') {
-                    let nick = target.split('!').next().unwrap_or_default();
-                    self.report(&self.fold(nick), online).await?;
+            // A nick coming online is reported once USERHOST has said whether it is away.
+            "730" => {
+                let unknown: Vec<String> = line
+                    .param(1)
+                    .split(',')
+                    .map(|target| target.split('!').next().unwrap_or_default())
+                    .map(|nick| self.fold(nick))
+                    .filter(|folded| {
+                        self.watched
+                            .get(folded)
+                            .is_some_and(|watched| !watched.known_online())
+                    })
+                    .collect();
+                self.ask_userhost(unknown).await?;
+            }
+            "731" => {
+                for nick in line.param(1).split(',') {
+                    self.report(&self.fold(nick), Availability::Offline, None)
+                        .await?;
+                }
+            }
+            // RPL_USERHOST: which asked nicks are online, and whether they are away.
+            "302" => {
+                let Some(asked) = self.userhost_asked.pop_front() else {
+                    return Ok(());
+                };
+                let present: HashMap<String, bool> = proto::userhost_reply(line.text())
+                    .into_iter()
+                    .map(|(nick, away)| (self.fold(nick), away))
+                    .collect();
+                for folded in asked {
+                    let (availability, status) = match present.get(&folded) {
+                        None => (Availability::Offline, None),
+                        Some(false) => (Availability::Online, None),
+                        // USERHOST has no away message: keep one AWAY told us.
+                        Some(true) => (Availability::Away, self.away_message(&folded)),
+                    };
+                    self.report(&folded, availability, status).await?;
+                }
+            }
+            // away-notify (for monitored nicks, via extended-monitor): away with a message, or
+            // back without one.
+            "AWAY" if self.away_notify => {
+                let Some(nick) = line.source_nick() else {
+                    return Ok(());
+                };
+                let folded = self.fold(nick);
+                if self.watched.get(&folded).is_some_and(Watched::known_online) {
+                    let (availability, status) = match line.params.first() {
+                        Some(text) if !text.is_empty() => (
+                            Availability::Away,
+                            Some(safe_text(text)).filter(|t| !t.is_empty()),
+                        ),
+                        _ => (Availability::Online, None),
+                    };
+                    self.report(&folded, availability, status).await?;
                 }
             }
             // ERR_MONLISTFULL: these targets were not added; poll them instead.
@@ -435,12 +503,21 @@ impl Session {
                     .filter(|nick| !nick.is_empty())
                     .map(|nick| self.fold(nick))
                     .collect();
+                // Online ones are asked about with USERHOST at every poll: away changes of
+                // nicks we share no channel with are not pushed to us.
+                let mut present = Vec::new();
                 for folded in asked {
                     let polled = self.watched.get(&folded).is_some_and(|w| !w.monitored);
-                    if polled {
-                        self.report(&folded, online.contains(&folded)).await?;
+                    if !polled {
+                        continue;
+                    }
+                    if online.contains(&folded) {
+                        present.push(folded);
+                    } else {
+                        self.report(&folded, Availability::Offline, None).await?;
                     }
                 }
+                self.ask_userhost(present).await?;
             }
             "NICK" => self.nick_change(&line).await?,
             "KILL" if self.is_me(line.param(0)) => {
@@ -563,24 +640,52 @@ impl Session {
             .await
     }
 
+    /// Asks USERHOST about these (case-folded) nicks, five at a time.
+    async fn ask_userhost(&mut self, nicks: Vec<String>) -> Result<(), End> {
+        for batch in nicks.chunks(USERHOST_NICKS) {
+            let names: Vec<String> = batch
+                .iter()
+                .filter_map(|folded| self.watched.get(folded))
+                .map(|watched| watched.handle.as_str().to_owned())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            self.userhost_asked.push_back(batch.to_vec());
+            self.send(&format!("USERHOST {}", names.join(" "))).await?;
+        }
+        Ok(())
+    }
+
+    /// The away message last reported for a watched nick, if it is reported away.
+    fn away_message(&self, folded: &str) -> Option<String> {
+        match &self.watched.get(folded)?.reported {
+            Some((Availability::Away, status)) => status.clone(),
+            _ => None,
+        }
+    }
+
     /// Reports a watched nick's presence if it changed since the last report.
-    async fn report(&mut self, folded: &str, online: bool) -> Result<(), End> {
+    async fn report(
+        &mut self,
+        folded: &str,
+        availability: Availability,
+        status: Option<String>,
+    ) -> Result<(), End> {
         let Some(watched) = self.watched.get_mut(folded) else {
             return Ok(());
         };
-        if watched.reported == Some(online) {
+        let now = (availability, status);
+        if watched.reported.as_ref() == Some(&now) {
             return Ok(());
         }
-        watched.reported = Some(online);
+        watched.reported = Some(now.clone());
         let handle = watched.handle.clone();
+        let (availability, status) = now;
         self.emit(ConnectorEvent::Presence {
             handle,
-            availability: if online {
-                Availability::Online
-            } else {
-                Availability::Offline
-            },
-            status: None,
+            availability,
+            status,
         })
         .await
     }
