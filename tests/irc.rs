@@ -789,3 +789,44 @@ async fn tls_logins_need_a_trusted_certificate() {
     raw.quit().await;
     session.disconnect().await;
 }
+
+#[tokio::test]
+async fn a_server_without_capabilities_gets_pass_nick_user() {
+    // An old-style server: answers nothing to CAP, wants PASS before NICK and USER.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let mut received = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).await.unwrap() > 0);
+            let line = line.trim_end().to_owned();
+            received.push(line.clone());
+            if line.starts_with("USER ") {
+                write
+                    .write_all(b":old 001 ann :Welcome\r\n:old 376 ann :End of MOTD\r\n")
+                    .await
+                    .unwrap();
+                return (received, reader, write);
+            }
+        }
+    });
+    let session = connector()
+        .connect(&login_at(&addr, "ann", "server secret"), LOGIN_TIMEOUT)
+        .await
+        .unwrap();
+    let (received, _reader, _write) = server.await.unwrap();
+    assert_eq!(
+        received,
+        [
+            "CAP LS 302",
+            "PASS :server secret",
+            "NICK ann",
+            "USER ann 0 * :Switchboard"
+        ]
+    );
+    session.disconnect().await;
+}

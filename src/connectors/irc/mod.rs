@@ -47,6 +47,8 @@ const KEEPALIVE: Keepalive = Keepalive {
     idle: Duration::from_secs(60),
     answer: Duration::from_secs(30),
 };
+/// How long to wait for an answer to `CAP LS` before registering without capabilities.
+const CAP_WAIT: Duration = Duration::from_secs(3);
 /// Stand-in nicks tried while the account's nick is taken, before giving up.
 const NICK_ATTEMPTS: usize = 5;
 
@@ -354,7 +356,24 @@ async fn log_in(
 
     connection.send("CAP LS 302").await.map_err(io)?;
     loop {
-        let Some(line) = connection.reader.next().await.map_err(io)? else {
+        // A server that ignores CAP silently would otherwise wait for NICK and USER for ever.
+        let next = if phase == Phase::CapLs {
+            match tokio::time::timeout(CAP_WAIT, connection.reader.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    debug!("no answer to CAP LS; registering without capabilities");
+                    phase = Phase::Registering;
+                    sent_pass = !password.is_empty();
+                    register(&mut connection, &nick, Some(password))
+                        .await
+                        .map_err(io)?;
+                    continue;
+                }
+            }
+        } else {
+            connection.reader.next().await
+        };
+        let Some(line) = next.map_err(io)? else {
             return Err(ConnectorError::Unreachable(
                 "the server closed the connection during login".to_owned(),
             ));
