@@ -1,10 +1,17 @@
 //! IRC connector: logs a nick into one IRC server and reports the presence of the nicks the
-//! user watches (MONITOR, else ISON polling) and the private messages sent to it.
+//! user watches and the private messages sent to it.
 //!
 //! A small line-based client written here over tokio, not the `irc` crate: that crate (1.1) has
 //! no SASL and only flushes what it sends while its stream is being polled, and the few commands
-//! needed (CAP, AUTHENTICATE, NICK/USER, MONITOR, ISON, PRIVMSG, PING) are simpler to own than to
-//! work around.
+//! needed (CAP, AUTHENTICATE, NICK/USER, MONITOR, ISON, USERHOST, PRIVMSG, PING) are simpler to
+//! own than to work around.
+//!
+//! Presence: IRC has no contact list ([`RosterSource::Local`]): the watched nicks come from
+//! Switchboard. They are followed with MONITOR where RPL_ISUPPORT offers it (up to its limit),
+//! the rest by ISON polling; a nick found online is reported once USERHOST has said whether it is
+//! away. Away changes are pushed for monitored nicks when the server grants `away-notify` with
+//! `extended-monitor` (with the away message), and re-read with USERHOST at every poll otherwise.
+//! A watched nick that changes its nick goes offline, as the nick is then free.
 //!
 //! Login: `CAP LS 302`; when the server offers SASL with PLAIN, the account logs in with SASL
 //! PLAIN (account name = the nick), otherwise the password is sent as the server password
@@ -98,7 +105,11 @@ impl IrcConnector {
     /// Pings the server after `idle` without a line from it, and declares the connection dead
     /// when nothing arrives within `answer` after that (defaults 60 s and 30 s).
     pub fn with_keepalive(mut self, idle: Duration, answer: Duration) -> Self {
-        self.keepalive = Keepalive { idle, answer };
+        let floor = Duration::from_millis(100);
+        self.keepalive = Keepalive {
+            idle: idle.max(floor),
+            answer: answer.max(floor),
+        };
         self
     }
 }
@@ -160,8 +171,8 @@ impl Target {
         let nick = login.handle.as_str().to_owned();
         if !proto::valid_nick(&nick) || nick.len() > 64 {
             return Err(invalid(
-                "the handle must be an IRC nick: a letter or one of [ ] \\ ` _ ^ { | } first, \
-                 then letters, digits, those or '-'",
+                "the handle must be an IRC nick of at most 64 characters: a letter or one of \
+                 [ ] \\ ` _ ^ { | } first, then letters, digits, those or '-'",
             ));
         }
         let server = login.server.trim();
