@@ -454,6 +454,48 @@ async fn watch_replaces_the_watched_set(server: Server) {
         presence_of(&second, Availability::Offline)(&event),
         "expected only {second} going offline, got {event:?}"
     );
+
+    // More nicks than MONITOR takes (30 on InspIRCd): every one is reported, and the one past
+    // the limit still comes online (polled with ISON instead).
+    let mut many: Vec<String> = (0..30).map(|_| unique("many")).collect();
+    let entries = |nicks: &[String]| nicks.iter().map(|nick| entry(nick)).collect::<Vec<_>>();
+    session.control.watch(&entries(&many)).await.unwrap();
+    let mut unreported: std::collections::HashSet<Handle> =
+        many.iter().map(|nick| handle(nick)).collect();
+    while !unreported.is_empty() {
+        let event = wait_for(&mut session.events, |event| {
+            matches!(event, ConnectorEvent::Presence { .. })
+        })
+        .await;
+        let ConnectorEvent::Presence {
+            handle,
+            availability,
+            ..
+        } = event
+        else {
+            unreachable!()
+        };
+        assert_eq!(availability, Availability::Offline, "{handle}");
+        assert!(
+            unreported.remove(&handle),
+            "{handle} reported twice or not watched"
+        );
+    }
+    let late = unique("late");
+    many.push(late.clone());
+    session.control.watch(&entries(&many)).await.unwrap();
+    wait_for(
+        &mut session.events,
+        presence_of(&late, Availability::Offline),
+    )
+    .await;
+    let late_client = RawClient::connect(&server, &late).await;
+    wait_for(
+        &mut session.events,
+        presence_of(&late, Availability::Online),
+    )
+    .await;
+    late_client.quit().await;
     session.disconnect().await;
 }
 
