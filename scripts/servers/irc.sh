@@ -23,10 +23,12 @@
 # (API tests), each with password "<name>-pw-7Q". They are registered at start-up the way a user
 # would: a client connects under the nick and sends `PRIVMSG NickServ :REGISTER ...`.
 #
-# Start-up: ngIRCd and InspIRCd are ready in well under a second; Atheme needs a few seconds to
-# link and sync, and InspIRCd only offers SASL once it has. So _sbt_irc_start launches all three
-# and registers the accounts in a background job, and _sbt_irc_finish (called at the end of
-# _sbt_irc_start's caller chain via _sbt_irc_wait) waits for that job before returning.
+# Start-up: ngIRCd and InspIRCd are ready in well under a second; Atheme needs a moment to link
+# and sync, and InspIRCd only offers SASL once it has. So _sbt_irc_start launches InspIRCd and
+# Atheme first, waits for the sync and registers the accounts in a background job while ngIRCd
+# starts, and waits for that job before returning (all ready ~2 s after launch).
+#
+# InspIRCd's GnuTLS module crashes when the server shuts down: see the wrapper that kills it.
 
 _sbt_irc_users=(ann ben cid dot eve fay alice bob carol dave)
 _sbt_irc_wait_pid=""
