@@ -162,6 +162,14 @@ fn entry(nick: &str) -> RosterEntry {
 }
 
 fn connector() -> IrcConnector {
+    // SWITCHBOARD_TEST_LOG=switchboard::connectors::irc=debug shows every line on the wire
+    // (passwords excepted).
+    if let Ok(filter) = std::env::var("SWITCHBOARD_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     IrcConnector::default().with_ison_interval(ISON_INTERVAL)
 }
 
@@ -370,6 +378,14 @@ async fn a_wrong_password_is_refused(server: Server) {
         started.elapsed()
     );
     assert!(!format!("{error:?} {error}").contains("not-the-password"));
+    if server.kind == Kind::Inspircd {
+        // No such account: SASL fails the same way.
+        let error = connector()
+            .connect(&server.login(&unique("nobody"), "whatever"), LOGIN_TIMEOUT)
+            .await
+            .expect_err("no such account");
+        assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+    }
 }
 
 async fn a_watched_nick_coming_and_going_is_reported(server: Server) {

@@ -34,6 +34,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Targets per MONITOR or ISON line, in bytes: well inside the 512-byte line.
 const TARGETS_PER_LINE: usize = 400;
+/// Nicks per ISON line: each is a parameter, and servers take at most 15 parameters (RFC 2812
+/// §2.3; ngIRCd silently drops the rest). One spare.
+const ISON_NICKS: usize = 14;
 /// ISON polls that may be unanswered before the next one is skipped.
 const ISON_BACKLOG: usize = 4;
 /// What the relaying server puts before our text (`:nick!user@host `), beyond the nick:
@@ -386,17 +389,18 @@ impl Session {
     }
 
     async fn poll_ison(&mut self) -> Result<(), End> {
-        if self.ison_asked.len() >= ISON_BACKLOG {
-            debug!("irc server slow to answer ISON; skipping a poll");
-            return Ok(());
-        }
         let nicks: Vec<String> = self
             .watched
             .values()
             .filter(|watched| !watched.monitored)
             .map(|watched| watched.handle.as_str().to_owned())
             .collect();
-        for chunk in chunk_targets(&nicks, " ") {
+        let chunks = chunk_targets(&nicks, " ", ISON_NICKS);
+        if self.ison_asked.len() >= ISON_BACKLOG * chunks.len().max(1) {
+            debug!("irc server slow to answer ISON; skipping a poll");
+            return Ok(());
+        }
+        for chunk in chunks {
             self.ison_asked
                 .push_back(chunk.iter().map(|nick| self.fold(nick)).collect());
             self.send(&format!("ISON {}", chunk.join(" "))).await?;
@@ -411,7 +415,8 @@ impl Session {
         separator: &str,
         targets: &[String],
     ) -> Result<(), End> {
-        for chunk in chunk_targets(targets, separator) {
+        // One comma-separated parameter: only the line length limits it.
+        for chunk in chunk_targets(targets, separator, usize::MAX) {
             self.send(&format!("{prefix}{}", chunk.join(separator)))
                 .await?;
         }
@@ -740,14 +745,19 @@ impl Session {
     }
 }
 
-/// Groups targets so each group joined by `separator` stays within [`TARGETS_PER_LINE`].
-fn chunk_targets<'a>(targets: &'a [String], separator: &str) -> Vec<Vec<&'a str>> {
+/// Groups targets so each group joined by `separator` stays within [`TARGETS_PER_LINE`] bytes
+/// and `max_count` targets.
+fn chunk_targets<'a>(
+    targets: &'a [String],
+    separator: &str,
+    max_count: usize,
+) -> Vec<Vec<&'a str>> {
     let mut chunks: Vec<Vec<&str>> = Vec::new();
     let mut length = 0;
     for target in targets {
         let extra = target.len() + separator.len();
         match chunks.last_mut() {
-            Some(chunk) if length + extra <= TARGETS_PER_LINE => {
+            Some(chunk) if length + extra <= TARGETS_PER_LINE && chunk.len() < max_count => {
                 chunk.push(target);
                 length += extra;
             }
@@ -820,13 +830,15 @@ mod tests {
     #[test]
     fn targets_are_chunked_within_a_line() {
         let nicks: Vec<String> = (0..100).map(|i| format!("nick{i:04}")).collect();
-        let chunks = chunk_targets(&nicks, ",");
+        let chunks = chunk_targets(&nicks, ",", usize::MAX);
         assert!(chunks.len() > 1);
         assert!(chunks.iter().all(|c| c.join(",").len() <= TARGETS_PER_LINE));
         assert_eq!(
             chunks.concat(),
             nicks.iter().map(String::as_str).collect::<Vec<_>>()
         );
-        assert!(chunk_targets(&[], " ").is_empty());
+        let chunks = chunk_targets(&nicks[..20], " ", ISON_NICKS);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [14, 6]);
+        assert!(chunk_targets(&[], " ", 1).is_empty());
     }
 }
