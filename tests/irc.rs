@@ -1,14 +1,15 @@
 //! The IRC connector against real servers that scripts/test.sh starts on loopback, with an
 //! independent raw-socket IRC client written here on the other side to prove that presence and
 //! messages really cross. Two server implementations stand behind the interop tests: ngIRCd (no
-//! services: a server password, presence by ISON polling) and InspIRCd with Atheme services
-//! (SASL PLAIN accounts ann, ben, cid, dot, eve with password `<name>-pw-7Q`, MONITOR). Each test
-//! body runs once per server as `body::ngircd` and `body::inspircd` (see [`against_both`]). On
-//! InspIRCd each test logs in as its own account, so the tests can run in parallel; on ngIRCd,
-//! which has no accounts, nicks get a random suffix. The raw clients never log in to an account.
-//! InspIRCd also has a TLS port (`ircs://localhost:PORT`, certificate from a throwaway CA) and a
-//! sixth account, fay, for the TLS test. The last tests use a scripted server for what a real
-//! server will not do on demand (silence, a bare ERROR).
+//! services: a server password, presence by ISON and USERHOST polling) and InspIRCd with Atheme
+//! services (SASL PLAIN accounts ann, ben, cid, dot, eve with password `<name>-pw-7Q`, MONITOR,
+//! away-notify with extended-monitor). Each test body runs once per server as `body::ngircd` and
+//! `body::inspircd` (see [`against_both`]). On InspIRCd each test logs in as its own account, so
+//! the tests can run in parallel; on ngIRCd, which has no accounts, nicks get a random suffix.
+//! The raw clients never log in to an account. InspIRCd also has a TLS port
+//! (`ircs://localhost:PORT`, certificate from a throwaway CA) and a sixth account, fay, for the
+//! TLS test. The last tests use a scripted server for what a real server will not do on demand
+//! (silence, a bare ERROR, no CAP support).
 
 use std::time::{Duration, Instant};
 
@@ -581,6 +582,15 @@ async fn messages_cross_both_ways(server: Server) {
     assert!(
         matches!(missing, Err(ConnectorError::Refused(_))),
         "{missing:?}"
+    );
+    // Channels are not contacts: refused before anything is sent.
+    let channel = session
+        .control
+        .send_message(&handle("#lobby"), "hello all")
+        .await;
+    assert!(
+        matches!(channel, Err(ConnectorError::Refused(_))),
+        "{channel:?}"
     );
     raw.quit().await;
     session.disconnect().await;
