@@ -329,10 +329,18 @@ _sbt_irc_start() {
 # A real login on each server: PASS on ngIRCd (and its refusal), SASL PLAIN on InspIRCd (and
 # its refusal), MONITOR advertised on InspIRCd only.
 _sbt_irc_check() {
+	local fail=0 line
+	if command -v ss >/dev/null; then
+		_sbt_log "check: IRC servers listen on 127.0.0.1 only"
+		while read -r line; do
+			_sbt_log "  $line"
+			[[ $line == 127.0.0.1:* ]] || { _sbt_log "FAIL: not loopback: $line"; fail=1; }
+		done < <(ss -Hltnp | awk '/"(ngircd|inspircd|atheme-services)"/ { print $4, $6 }')
+	fi
 	_sbt_log "check: IRC logins (ngIRCd PASS, InspIRCd SASL PLAIN + MONITOR, InspIRCd TLS)"
 	python3 - "$SWITCHBOARD_TEST_NGIRCD_SERVER" "$SWITCHBOARD_TEST_NGIRCD_PASSWORD" \
 		"$SWITCHBOARD_TEST_INSPIRCD_SERVER" "$SWITCHBOARD_TEST_INSPIRCD_TLS_SERVER" \
-		"$SWITCHBOARD_TEST_INSPIRCD_TLS_CA" "${_sbt_irc_users[@]}" <<'PY' >&2
+		"$SWITCHBOARD_TEST_INSPIRCD_TLS_CA" "${_sbt_irc_users[@]}" <<'PY' >&2 || fail=1
 import base64, socket, sys
 
 ngircd, ngircd_password, inspircd, tls_server, tls_ca = sys.argv[1:6]
@@ -457,4 +465,5 @@ else:
     fail("InspIRCd TLS registration: " + got)
 sys.exit(0 if ok else 1)
 PY
+	((fail == 0))
 }
