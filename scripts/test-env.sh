@@ -29,6 +29,10 @@
 #   SWITCHBOARD_TEST_XMPP_TLS_CA   PEM file of the CA that issued the TLS Prosody's certificate
 #   SWITCHBOARD_TEST_EJABBERD_SERVER  127.0.0.1:PORT  (ejabberd c2s, plain TCP, no TLS offered;
 #                                  domain localhost too)
+#   SWITCHBOARD_TEST_XMPP_SPARE_SERVER  127.0.0.1:PORT  (a third plain Prosody, same users and
+#                                  rosters, configured but NOT started: tests run it themselves
+#   SWITCHBOARD_TEST_XMPP_SPARE_CONFIG  with `prosody -F --config FILE` to take a server down
+#                                  and bring it back)
 #   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of all servers
 #
 # Knobs: SWITCHBOARD_PG_BIN (folder with initdb/pg_ctl; default: newest /usr/lib/postgresql/*/bin),
@@ -469,8 +473,10 @@ _sbt_xmpp_groups=(
 
 # Usage: _sbt_start_prosody PORT INSTANCE TLS — INSTANCE is its folder in the temp folder (and its
 # name in messages), TLS is 1 for STARTTLS required (needs _sbt_make_certs first), 0 for no TLS.
+# Args: PORT INSTANCE TLS(0|1) [START(1|0)]. With START=0 only the configuration and the users
+# are made: the tests start and stop that one themselves (to take a server down and back).
 _sbt_start_prosody() {
-	local port=$1 instance=$2 tls=$3 dir=$_sbt_tmp/$2
+	local port=$1 instance=$2 tls=$3 start=${4:-1} dir=$_sbt_tmp/$2
 	local cfg=$dir/prosody.cfg.lua
 	mkdir -p "$dir/data" "$dir/certs" # certs stays empty without TLS, but Prosody wants the folder
 
@@ -545,6 +551,10 @@ _sbt_start_prosody() {
 		fi
 	done
 
+	if ((!start)); then
+		_sbt_log "Prosody ($instance) configured, not started: 127.0.0.1:$port ($cfg)"
+		return 0
+	fi
 	prosody -F --config "$cfg" </dev/null >"$dir/prosody.stdout" 2>&1 &
 	local pid=$!
 	_sbt_prosody_pids+=("$pid")
@@ -761,6 +771,12 @@ _sbt_finish_ejabberd() {
 		rosters+=("push_roster_all $dir/roster-$group.erl")
 	done
 	[[ $EUID -ne 0 ]] || chown ejabberd:ejabberd "$dir"/roster-*.erl
+	# The c2s port opens before ejabberd has created its database tables; on a loaded machine
+	# the first commands then fail with `no_exists`. Wait until a harmless read succeeds.
+	for ((i = 0; i < 120; i++)); do
+		"$dir/ctl" registered_users localhost >>"$dir/ctl.log" 2>&1 && break
+		sleep 0.5
+	done
 	if ! for u in "${users[@]}"; do echo "register $u localhost $u-pw-7Q"; done |
 		xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1 ||
 		! printf '%s\n' "${rosters[@]}" | xargs -P 4 -L 1 "$dir/ctl" >>"$dir/ctl.log" 2>&1; then
@@ -958,9 +974,9 @@ _sbt_start() {
 			env -C "$_sbt_tmp/pg" HOME="$_sbt_tmp/pg")
 	fi
 
-	local ports pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port
-	ports=$(_sbt_free_ports 5) || _sbt_die "could not find free ports on 127.0.0.1"
-	read -r pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port <<<"$ports"
+	local ports pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port spare_port
+	ports=$(_sbt_free_ports 6) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port spare_port <<<"$ports"
 
 	_sbt_start_ejabberd "$ejabberd_port" "$ejabberd_dist_port" # boots while the others start
 	_sbt_start_postgres "$pg_port"
@@ -970,6 +986,9 @@ _sbt_start() {
 	_sbt_make_certs # exports SWITCHBOARD_TEST_XMPP_TLS_CA
 	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
 	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
+	_sbt_start_prosody "$spare_port" prosody-spare 0 0
+	export SWITCHBOARD_TEST_XMPP_SPARE_SERVER="127.0.0.1:$spare_port"
+	export SWITCHBOARD_TEST_XMPP_SPARE_CONFIG="$_sbt_tmp/prosody-spare/prosody.cfg.lua"
 	local plugin
 	for plugin in "${_sbt_plugins[@]}"; do
 		"_sbt_${plugin}_start"
@@ -1002,6 +1021,8 @@ else
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_CA=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_CA"
 		printf 'export SWITCHBOARD_TEST_EJABBERD_SERVER=%q\n' "$SWITCHBOARD_TEST_EJABBERD_SERVER"
+		printf 'export SWITCHBOARD_TEST_XMPP_SPARE_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_SPARE_SERVER"
+		printf 'export SWITCHBOARD_TEST_XMPP_SPARE_CONFIG=%q\n' "$SWITCHBOARD_TEST_XMPP_SPARE_CONFIG"
 		for _sbt_var in "${_sbt_exports[@]}"; do
 			printf 'export %s=%q\n' "$_sbt_var" "${!_sbt_var}"
 		done

@@ -21,6 +21,8 @@ pub struct Settings {
     /// Where GraphiQL's files are (the npm install of `web/`).
     pub web_assets: PathBuf,
     pub connect_timeout: Duration,
+    /// The longest wait between two reconnection attempts of one account.
+    pub reconnect_max: Duration,
     pub max_db_connections: u32,
     /// PEM file of root certificates connectors trust for TLS besides the public web PKI roots.
     pub extra_ca_file: Option<PathBuf>,
@@ -35,6 +37,7 @@ impl Default for Settings {
             master_key: None,
             web_assets: PathBuf::from("web/node_modules"),
             connect_timeout: Duration::from_secs(10),
+            reconnect_max: Duration::from_secs(120),
             max_db_connections: 20,
             extra_ca_file: None,
         }
@@ -51,6 +54,7 @@ struct FileSettings {
     master_key: Option<String>,
     web_assets: Option<PathBuf>,
     connect_timeout_secs: Option<u64>,
+    reconnect_max_secs: Option<u64>,
     max_db_connections: Option<u32>,
     extra_ca_file: Option<PathBuf>,
 }
@@ -109,6 +113,9 @@ impl Settings {
         if let Some(v) = f.connect_timeout_secs {
             self.connect_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = f.reconnect_max_secs {
+            self.reconnect_max = Duration::from_secs(v);
+        }
         if let Some(v) = f.max_db_connections {
             self.max_db_connections = v;
         }
@@ -140,17 +147,27 @@ impl Settings {
             self.web_assets = PathBuf::from(v);
         }
         if let Some(v) = get("SWITCHBOARD_CONNECT_TIMEOUT_SECS") {
-            let secs: u64 = v.parse().map_err(|_| ConfigError::Env {
-                name: "SWITCHBOARD_CONNECT_TIMEOUT_SECS",
-                message: "must be a whole number of seconds".into(),
-            })?;
-            self.connect_timeout = Duration::from_secs(secs);
+            self.connect_timeout = seconds("SWITCHBOARD_CONNECT_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_RECONNECT_MAX_SECS") {
+            self.reconnect_max = seconds("SWITCHBOARD_RECONNECT_MAX_SECS", &v)?;
         }
         if let Some(v) = get("SWITCHBOARD_EXTRA_CA_FILE") {
             self.extra_ca_file = Some(PathBuf::from(v));
         }
         Ok(())
     }
+}
+
+fn seconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map(Duration::from_secs)
+        .map_err(|_| ConfigError::Env {
+            name,
+            message: "must be a whole number of seconds".into(),
+        })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::{ServiceSettings, Switchboard};
 use crate::config::Settings;
+use crate::connectors::supervisor::{Backoff, SupervisorSettings};
 use crate::connectors::{ConnectorOptions, ConnectorRegistry};
 use crate::projections::notify::ViewChanges;
 use crate::store::embedded::EmbeddedPostgres;
@@ -122,7 +123,13 @@ impl Application {
             connectors,
             views.clone(),
             ServiceSettings {
-                connect_timeout: settings.connect_timeout,
+                supervisor: SupervisorSettings {
+                    connect_timeout: settings.connect_timeout,
+                    backoff: Backoff {
+                        max: settings.reconnect_max,
+                        ..Backoff::default()
+                    },
+                },
                 ..ServiceSettings::default()
             },
         );
@@ -133,7 +140,8 @@ impl Application {
                 stopped.clone(),
             )),
             tokio::spawn(views.run(pool.clone(), stopped.clone())),
-            tokio::spawn(sweep_vault(vault, stopped)),
+            tokio::spawn(sweep_vault(vault, stopped.clone())),
+            tokio::spawn(renew_leases(app.clone(), stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());
         let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());
@@ -218,6 +226,23 @@ async fn sweep_vault(vault: Vault, mut stop: watch::Receiver<bool>) {
         }
         if *stop.borrow() {
             return;
+        }
+    }
+}
+
+/// Keeps this node's hold on its users' connections, until `stop`.
+async fn renew_leases(app: std::sync::Arc<Switchboard>, mut stop: watch::Receiver<bool>) {
+    let every = app.lease_renewal_interval();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = app.renew_leases().await {
+            tracing::warn!(error = %e, "leases not renewed; retrying");
         }
     }
 }

@@ -586,7 +586,7 @@ async fn messages_cross_both_ways(server: Server) {
     // Channels are not contacts: refused before anything is sent.
     let channel = session
         .control
-        .send_message(&handle("#lobby"), "hello all")
+        .send_message(&Handle::from_stored("#lobby"), "hello all")
         .await;
     assert!(
         matches!(channel, Err(ConnectorError::Refused(_))),
@@ -691,8 +691,13 @@ async fn a_closed_port_is_unreachable() {
 
 #[tokio::test]
 async fn a_bad_handle_or_server_is_an_invalid_account() {
+    // The domain refuses such handles already; the connector checks again (stored data, other
+    // callers).
     for (nick, addr) in [("#channel", "127.0.0.1:6667"), ("ann", "no-port")] {
-        let login = login_at(addr, nick, "pw");
+        let login = AccountLogin {
+            handle: Handle::from_stored(nick),
+            ..login_at(addr, "ann", "pw")
+        };
         let error = connector()
             .connect(&login, LOGIN_TIMEOUT)
             .await

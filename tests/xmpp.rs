@@ -22,10 +22,12 @@ use switchboard::secret::Secret;
 use tokio::sync::mpsc;
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show};
 use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, IqRequest, IqResponse};
+use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,6 +76,7 @@ against_both_servers!(
     close_and_drop_log_out,
     roster_pushes_are_reported,
     silent_contacts_are_reported_offline,
+    direct_messages_cross_both_ways,
 );
 
 /// The Prosody that requires STARTTLS, and the PEM file of the CA that issued its certificate.
@@ -749,4 +752,73 @@ async fn a_lost_connection_ends_the_session() {
         "{event:?}"
     );
     assert_eq!(session.events.recv().await, None);
+}
+
+async fn direct_messages_cross_both_ways(server: &str) {
+    let mut dot = connect(server, "dot").await;
+    let mut eve = raw_client(server, "eve").await;
+    // Available, so that messages to eve's bare JID reach this session.
+    eve.send_stanza(Presence::available().into()).await.unwrap();
+
+    // eve -> dot: a chat message from an independent client arrives as a Message event.
+    let to_dot = Message::chat(Some(Jid::from(BareJid::new("dot@localhost").unwrap())))
+        .with_body(Lang::default(), "hello dot \u{1F44B}".to_owned());
+    eve.send_stanza(to_dot.into()).await.unwrap();
+    let got = wait_for(&mut dot.events, |e| matches!(e, ConnectorEvent::Message(_))).await;
+    let ConnectorEvent::Message(message) = got else {
+        unreachable!()
+    };
+    assert_eq!(message.from, handle("eve@localhost"));
+    assert_eq!(message.body, "hello dot \u{1F44B}");
+    let age = chrono::Utc::now() - message.sent_at;
+    assert!(
+        age < chrono::Duration::seconds(30),
+        "a live message is stamped now: {age}"
+    );
+
+    // dot -> eve through the connector: the independent client receives it from dot.
+    dot.control
+        .send_message(&handle("eve@localhost"), "hi eve <&> \"quoted\"")
+        .await
+        .expect("sent");
+    let received = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = eve.next().await {
+            if let Event::Stanza(Stanza::Message(m)) = event {
+                if let Some((_, body)) = m.get_best_body(vec![]) {
+                    return (m.from.clone(), m.type_.clone(), body.clone());
+                }
+            }
+        }
+        panic!("eve's client ended");
+    })
+    .await
+    .expect("eve receives dot's message");
+    assert_eq!(
+        received.0.map(|j| j.to_bare().to_string()),
+        Some("dot@localhost".to_owned())
+    );
+    assert_eq!(received.1, MessageType::Chat);
+    assert_eq!(received.2, "hi eve <&> \"quoted\"");
+
+    // A recipient that is not a JID is refused without ending the session; after close,
+    // nothing can be sent.
+    let refused = dot
+        .control
+        .send_message(&Handle::from_stored("not a jid@@"), "x")
+        .await;
+    assert!(
+        matches!(refused, Err(ConnectorError::Refused(_))),
+        "{refused:?}"
+    );
+    dot.control
+        .send_message(&handle("eve@localhost"), "still here")
+        .await
+        .expect("the session survived the refusal");
+    dot.control.close().await;
+    let late = dot
+        .control
+        .send_message(&handle("eve@localhost"), "late")
+        .await;
+    assert!(matches!(late, Err(ConnectorError::Closed)), "{late:?}");
+    eve.send_end().await.unwrap();
 }

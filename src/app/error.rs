@@ -58,6 +58,7 @@ impl From<UserError> for AppError {
             UserError::UserNameTaken
             | UserError::DuplicateAccount { .. }
             | UserError::MetaContactExists(_)
+            | UserError::ContactExists(_)
             | UserError::ContactAlreadyBound { .. }
             | UserError::UndoConflict { .. } => AppError::Conflict(text),
             UserError::NotRegistered

@@ -2,6 +2,7 @@
 //! talks to connectors and the vault, and reads the views. No HTTP or GraphQL here.
 
 pub mod error;
+mod link;
 pub mod live;
 pub mod password;
 
@@ -12,9 +13,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateError, CqrsFramework, EventStore};
 use sqlx::{PgPool, Row};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::connectors::{AccountLogin, ConnectorEvent, ConnectorRegistry, Credential, LiveSession};
+use crate::connectors::supervisor::{LinkState, LinkStatus, Supervisor, SupervisorSettings};
+use crate::connectors::{
+    AccountLogin, ConnectorRegistry, Credential, IncomingMessage, LiveSession, RosterEntry,
+    RosterSource,
+};
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
 };
@@ -22,30 +28,39 @@ use crate::domain::metadata::{Actor, EventMetadata};
 use crate::domain::user::{NewAccount, RosterItem, User, UserCommand, UserError};
 use crate::projections::contacts::{self, ContactList};
 use crate::projections::history::{self, HistoryEntry, HistoryFilter};
+use crate::projections::live::{AccountStatus, LiveViews, Presence};
 use crate::projections::notify::ViewChanges;
 use crate::projections::runner::wait_until_applied;
 use crate::secret::Secret;
 use crate::store::event_store::{decode, upcasters, UserStore, EVENT_COLUMNS};
+use crate::store::lease::{Acquired, Leases};
 use crate::store::sessions::SessionStore;
-use crate::store::vault::Vault;
+use crate::store::vault::{SecretKind, Vault};
 
 pub use error::AppError;
-use live::{LiveConnections, Presence};
+use link::AccountLink;
+use live::LiveConnections;
+
+/// The presence of contact handles, by account and handle.
+pub type PresenceMap = HashMap<(AccountId, Handle), Presence>;
 
 /// Tunables of the application layer.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// How long one account's login may take before it counts as unreachable.
-    pub connect_timeout: Duration,
+    /// Login deadline and reconnection backoff of the account supervisors.
+    pub supervisor: SupervisorSettings,
     /// How long a mutation waits for the views to show its effect before answering.
     pub view_wait: Duration,
+    /// How long a node's hold on a user's connections lasts without renewal.
+    pub lease_ttl: Duration,
 }
 
 impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(10),
+            supervisor: SupervisorSettings::default(),
             view_wait: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -67,16 +82,16 @@ pub struct AccountView {
     pub server: String,
     pub handle: String,
     pub bound_at: DateTime<Utc>,
-    pub connected: bool,
+    /// The connection's state, from the node holding the user's connections.
+    pub status: AccountStatus,
 }
 
-/// How one account's login went.
+/// A direct message one of a user's accounts received.
 #[derive(Debug, Clone)]
-pub struct AccountLoginResult {
-    pub account_id: AccountId,
-    pub protocol: Protocol,
-    pub handle: String,
-    pub outcome: Result<usize, AppError>,
+pub struct ReceivedMessage {
+    pub user: UserId,
+    pub account: AccountId,
+    pub message: IncomingMessage,
 }
 
 /// A logged-in session.
@@ -85,7 +100,8 @@ pub struct LoginResult {
     pub token: String,
     pub user_id: UserId,
     pub user_name: String,
-    pub accounts: Vec<AccountLoginResult>,
+    /// Every bound account with its connection status at the time of the answer.
+    pub accounts: Vec<AccountView>,
 }
 
 /// Who makes a request, and which request it is.
@@ -103,6 +119,10 @@ pub struct Switchboard {
     sessions: SessionStore,
     connectors: ConnectorRegistry,
     live: LiveConnections,
+    live_views: LiveViews,
+    leases: Leases,
+    /// Direct messages as they arrive, for whoever listens on this node.
+    messages: broadcast::Sender<ReceivedMessage>,
     views: ViewChanges,
     settings: ServiceSettings,
     /// One writer per user at a time on this node, so parallel account logins do not fight
@@ -126,10 +146,13 @@ impl Switchboard {
             cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
             store,
             sessions: SessionStore::new(pool.clone()),
-            pool,
             vault,
             connectors,
             live: LiveConnections::default(),
+            live_views: LiveViews::new(pool.clone()),
+            leases: Leases::new(pool.clone(), Uuid::new_v4(), settings.lease_ttl),
+            pool,
+            messages: broadcast::channel(256).0,
             views,
             settings,
             writers: std::sync::Mutex::new(HashMap::new()),
@@ -273,12 +296,12 @@ impl Switchboard {
     async fn connect(&self, login: &AccountLogin) -> Result<LiveSession, AppError> {
         let connector = self.connectors.get(login.protocol)?;
         Ok(connector
-            .connect(login, self.settings.connect_timeout)
+            .connect(login, self.settings.supervisor.connect_timeout)
             .await?)
     }
 
     /// Registers a user, binding the given accounts in the same commit once each has logged in
-    /// upstream. Returns a logged-in session.
+    /// upstream (all or nothing). Returns a logged-in session.
     pub async fn register(
         self: &Arc<Self>,
         user_name: &str,
@@ -323,9 +346,8 @@ impl Switchboard {
             return Err(e);
         }
         let result = async {
-            for ((account, _), input) in parsed.iter().zip(&accounts) {
-                self.vault
-                    .put(user, account.account_id, &input.secret)
+            for ((account, session), input) in live.iter_mut().zip(&accounts) {
+                self.keep_credential(user, account.account_id, session, &input.secret)
                     .await?;
             }
             let password_hash = password::hash(password).await?;
@@ -349,17 +371,11 @@ impl Switchboard {
             return Err(e);
         }
         let token = self.sessions.create(user).await?;
-        let mut results = Vec::new();
+        let held = self.hold_lease(user).await?;
         for (account, session) in live {
-            let outcome = self
-                .adopt(user, account.account_id, session, request_id)
-                .await;
-            results.push(AccountLoginResult {
-                account_id: account.account_id,
-                protocol: account.protocol,
-                handle: account.handle.to_string(),
-                outcome,
-            });
+            if let Err(e) = self.adopt(user, &account, session, request_id, held).await {
+                tracing::warn!(%user, account = %account.account_id, error = %e, "roster import failed at registration");
+            }
         }
         let sequence = self.load(user).await?.sequence();
         self.settle(user, sequence).await;
@@ -367,17 +383,18 @@ impl Switchboard {
             token,
             user_id: user,
             user_name: user_name.to_string(),
-            accounts: results,
+            accounts: self.accounts(user).await?,
         })
     }
 
-    /// Checks the password, opens a session, and logs every bound account in, in parallel:
-    /// one failing or slow account does not hold the others back.
+    /// Checks the password, opens a session, and starts logging every bound account in, in
+    /// parallel, without waiting for any of them: the answer shows each account `CONNECTING`
+    /// (or its state, if already connected), and `accountStatusChanged` follows the rest.
     pub async fn login(
         self: &Arc<Self>,
         user_name: &str,
         password: Secret,
-        request_id: Uuid,
+        _request_id: Uuid,
     ) -> Result<LoginResult, AppError> {
         let refused = || AppError::Unauthenticated;
         let user_name = UserName::parse(user_name).map_err(|_| refused())?;
@@ -393,52 +410,87 @@ impl Switchboard {
             return Err(refused());
         };
         let token = self.sessions.create(user_id).await?;
-        let accounts = self.connect_all(user_id, &user, request_id).await;
-        let sequence = self.load(user_id).await?.sequence();
-        self.settle(user_id, sequence).await;
+        if self.hold_lease(user_id).await? {
+            for state in user.accounts() {
+                let account = &state.account;
+                if self.live.is_supervised(user_id, account.account_id) {
+                    continue;
+                }
+                let connecting = LinkStatus {
+                    state: LinkState::Connecting,
+                    attempt: 0,
+                    next_retry_at: None,
+                    detail: None,
+                };
+                self.live_views
+                    .set_status(self.leases.node(), user_id, account.account_id, &connecting)
+                    .await?;
+                if let Err(e) = self
+                    .supervise(user_id, account.account_id, account.protocol, None)
+                    .await
+                {
+                    tracing::warn!(user = %user_id, account = %account.account_id, error = %e, "account not supervised");
+                }
+            }
+        }
         Ok(LoginResult {
             token,
             user_id,
             user_name: registration.user_name.to_string(),
-            accounts,
+            accounts: self.accounts(user_id).await?,
         })
     }
 
-    async fn connect_all(
-        self: &Arc<Self>,
-        user_id: UserId,
-        user: &User,
-        request_id: Uuid,
-    ) -> Vec<AccountLoginResult> {
-        let attempts = user.accounts().map(|state| {
-            let account = state.account.clone();
-            let this = Arc::clone(self);
-            async move {
-                let outcome = async {
-                    let secret = this.vault.get(account.account_id).await?;
-                    let login = AccountLogin {
-                        protocol: account.protocol,
-                        server: account.server.clone(),
-                        handle: account.handle.clone(),
-                        credential: Credential::Password(secret),
-                        contacts: Vec::new(),
-                    };
-                    let session = this.connect(&login).await?;
-                    this.adopt(user_id, account.account_id, session, request_id).await
-                }
-                .await;
-                if let Err(e) = &outcome {
-                    tracing::info!(user = %user_id, account = %account.account_id, code = e.code(), error = %e, "account login failed");
-                }
-                AccountLoginResult {
-                    account_id: account.account_id,
-                    protocol: account.protocol,
-                    handle: account.handle.to_string(),
-                    outcome,
-                }
+    /// Takes (or keeps) the user's lease: true when this node is the one to hold the user's
+    /// connections. Another live node holding it keeps them there.
+    async fn hold_lease(&self, user: UserId) -> Result<bool, AppError> {
+        match self.leases.acquire(user).await? {
+            Acquired::Held => Ok(true),
+            Acquired::HeldElsewhere(node) => {
+                tracing::info!(%user, %node, "another node holds this user's connections");
+                Ok(false)
             }
+        }
+    }
+
+    /// Starts the supervisor of one account; with `session`, one that just logged in.
+    async fn supervise(
+        self: &Arc<Self>,
+        user: UserId,
+        account: AccountId,
+        protocol: Protocol,
+        session: Option<LiveSession>,
+    ) -> Result<(), AppError> {
+        let connector = self.connectors.get(protocol)?;
+        let link = Arc::new(AccountLink {
+            app: Arc::downgrade(self),
+            user,
+            account,
+            roster_source: connector.roster_source(),
         });
-        futures::future::join_all(attempts).await
+        let supervisor = Supervisor::start(connector, link, self.settings.supervisor, session);
+        self.live.attach(user, account, supervisor).await;
+        Ok(())
+    }
+
+    /// Keeps what the vault should hold for a freshly logged-in account: the session token
+    /// the network handed out if any (the password is then never stored), else the password.
+    async fn keep_credential(
+        &self,
+        user: UserId,
+        account: AccountId,
+        session: &mut LiveSession,
+        password: &Secret,
+    ) -> Result<(), AppError> {
+        match session.session_credential.take() {
+            Some(token) => {
+                self.vault
+                    .put_kind(user, account, &token, SecretKind::SessionToken)
+                    .await?
+            }
+            None => self.vault.put(user, account, password).await?,
+        }
+        Ok(())
     }
 
     /// Undoes the upstream side of a binding that was not recorded: logs out and destroys the
@@ -450,61 +502,43 @@ impl Switchboard {
         }
     }
 
-    /// Imports a fresh connection's roster and keeps the connection, forwarding what it sees.
+    /// Imports a freshly bound account's roster now (so the answer shows it) and hands the
+    /// session to a supervisor, or logs it out when another node holds the user's connections.
     /// Returns the number of contacts upstream.
     async fn adopt(
         self: &Arc<Self>,
         user: UserId,
-        account: AccountId,
+        account: &NewAccount,
         session: LiveSession,
         request_id: Uuid,
+        held: bool,
     ) -> Result<usize, AppError> {
-        let LiveSession {
-            roster,
-            mut events,
-            control,
-            ..
-        } = session;
-        let count = roster.len();
-        self.sync_roster(user, account, roster, request_id).await?;
-        let this = Arc::clone(self);
-        let pump = tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                match event {
-                    ConnectorEvent::Presence {
-                        handle,
-                        availability,
-                        status,
-                    } => this.live.set_presence(
-                        user,
-                        account,
-                        handle,
-                        Presence {
-                            availability,
-                            status,
-                        },
-                    ),
-                    ConnectorEvent::RosterChanged(roster) => {
-                        if let Err(e) = this
-                            .sync_roster(user, account, roster, Uuid::now_v7())
-                            .await
-                        {
-                            tracing::warn!(%user, %account, error = %e, "roster push not applied");
-                        }
-                    }
-                    ConnectorEvent::Message(message) => {
-                        tracing::debug!(%user, %account, from = %message.from, "direct message received");
-                    }
-                    ConnectorEvent::Disconnected { reason } => {
-                        tracing::info!(%user, %account, %reason, "upstream connection dropped");
-                        this.live.dropped(user, account);
-                        return;
-                    }
-                }
-            }
-        });
-        self.live.attach(user, account, control, pump).await;
-        Ok(count)
+        let count = session.roster.len();
+        let server_roster =
+            self.connectors.get(account.protocol)?.roster_source() == RosterSource::Server;
+        let imported = if server_roster {
+            self.sync_roster(user, account.account_id, session.roster.clone(), request_id)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        if held {
+            let online = LinkStatus {
+                state: LinkState::Online,
+                attempt: 0,
+                next_retry_at: None,
+                detail: None,
+            };
+            self.live_views
+                .set_status(self.leases.node(), user, account.account_id, &online)
+                .await?;
+            self.supervise(user, account.account_id, account.protocol, Some(session))
+                .await?;
+        } else {
+            session.disconnect().await;
+        }
+        imported.map(|()| count)
     }
 
     async fn sync_roster(
@@ -546,6 +580,7 @@ impl Switchboard {
         self.sessions.end(token).await?;
         if !self.sessions.any_for(user).await? {
             self.live.detach_user(user).await;
+            self.leases.release(user).await?;
         }
         Ok(())
     }
@@ -565,13 +600,12 @@ impl Switchboard {
             .await?
             .decide(UserCommand::BindAccount(account.clone()))
             .map_err(AppError::from)?;
-        let session = self
+        let mut session = self
             .connect(&login)
             .await
             .map_err(|e| name_account(e, &account))?;
         let bound = async {
-            self.vault
-                .put(user, account.account_id, &input.secret)
+            self.keep_credential(user, account.account_id, &mut session, &input.secret)
                 .await?;
             self.execute(
                 user,
@@ -586,8 +620,9 @@ impl Switchboard {
             self.abandon(account.account_id, session).await;
             return Err(e);
         }
+        let held = self.hold_lease(user).await?;
         let contacts = self
-            .adopt(user, account.account_id, session, caller.request_id)
+            .adopt(user, &account, session, caller.request_id, held)
             .await?;
         let sequence = self.load(user).await?.sequence();
         self.settle(user, sequence).await;
@@ -613,9 +648,109 @@ impl Switchboard {
             )
             .await?;
         self.live.detach(caller.user, account).await;
+        self.live_views.forget_account(caller.user, account).await?;
         self.vault.destroy(self.vault.pool(), account).await?;
         self.settle(caller.user, sequence).await;
         Ok(())
+    }
+
+    // ----- contacts on networks without a server roster --------------------------------------
+
+    /// Adds a contact by hand to an account whose network keeps no contact list (IRC); the
+    /// live session starts watching it at once.
+    pub async fn add_contact(
+        &self,
+        caller: Caller,
+        account: AccountId,
+        handle: &str,
+        display_name: Option<String>,
+    ) -> Result<ContactList, AppError> {
+        let state = self.load(caller.user).await?;
+        let protocol = state
+            .account(account)
+            .ok_or(UserError::UnknownAccount(account))?
+            .account
+            .protocol;
+        self.require_local_roster(protocol)?;
+        let handle =
+            Handle::parse(protocol, handle).map_err(|e| AppError::bad_input("handle", e))?;
+        let display_name = display_name
+            .map(|n| DisplayName::parse(&n).map(|n| n.to_string()))
+            .transpose()
+            .map_err(|e| AppError::bad_input("displayName", e))?;
+        let list = self
+            .bind(
+                caller,
+                UserCommand::AddContact {
+                    account_id: account,
+                    handle,
+                    display_name,
+                },
+            )
+            .await?;
+        self.rewatch(caller.user, account).await;
+        Ok(list)
+    }
+
+    /// Removes a contact added by hand (see [`Switchboard::add_contact`]).
+    pub async fn remove_contact(
+        &self,
+        caller: Caller,
+        contact: ContactId,
+    ) -> Result<ContactList, AppError> {
+        let state = self.load(caller.user).await?;
+        let account = state
+            .contacts()
+            .get(&contact)
+            .ok_or(UserError::UnknownContact(contact))?
+            .account_id;
+        if let Some(bound) = state.account(account) {
+            self.require_local_roster(bound.account.protocol)?;
+        }
+        let list = self
+            .bind(
+                caller,
+                UserCommand::RemoveContact {
+                    contact_id: contact,
+                },
+            )
+            .await?;
+        self.rewatch(caller.user, account).await;
+        Ok(list)
+    }
+
+    fn require_local_roster(&self, protocol: Protocol) -> Result<(), AppError> {
+        match self.connectors.get(protocol)?.roster_source() {
+            RosterSource::Local => Ok(()),
+            RosterSource::Server => Err(AppError::BadInput(format!(
+                "{protocol} keeps its contact list on the server: change it there"
+            ))),
+        }
+    }
+
+    /// Tells the account's live session which contacts to watch now.
+    async fn rewatch(&self, user: UserId, account: AccountId) {
+        let Some(session) = self.live.session(user, account) else {
+            return; // the next login passes the list
+        };
+        let contacts: Vec<RosterEntry> = match self.load(user).await {
+            Ok(state) => state
+                .contacts()
+                .values()
+                .filter(|c| c.account_id == account)
+                .map(|c| RosterEntry {
+                    handle: c.handle.clone(),
+                    display_name: c.display_name.clone(),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(%account, error = %e, "watch list not updated");
+                return;
+            }
+        };
+        if let Err(e) = session.watch(&contacts).await {
+            tracing::warn!(%account, error = %e, "watch list not updated");
+        }
     }
 
     // ----- friend binding --------------------------------------------------------------------
@@ -757,6 +892,7 @@ impl Switchboard {
         .bind(user.0)
         .fetch_all(&self.pool)
         .await?;
+        let mut statuses = self.live_views.statuses(user).await?;
         rows.iter()
             .map(|r| {
                 let account_id = AccountId(r.try_get("account_id")?);
@@ -766,7 +902,9 @@ impl Switchboard {
                     server: r.try_get("server")?,
                     handle: r.try_get("handle")?,
                     bound_at: r.try_get("bound_at")?,
-                    connected: self.live.is_connected(user, account_id),
+                    status: statuses
+                        .remove(&account_id)
+                        .unwrap_or_else(AccountStatus::disconnected),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -804,9 +942,14 @@ impl Switchboard {
         Ok(ContactList::from_user(&state))
     }
 
-    pub fn presence(&self, user: UserId, account: AccountId, handle: &str) -> Option<Presence> {
-        self.live
-            .presence(user, account, &Handle::from_stored(handle))
+    /// The known presence of the contacts of the user's online accounts.
+    pub async fn presence(&self, user: UserId) -> Result<PresenceMap, AppError> {
+        Ok(self.live_views.presence(user).await?)
+    }
+
+    /// Direct messages as this node's connections receive them.
+    pub fn messages(&self) -> broadcast::Receiver<ReceivedMessage> {
+        self.messages.subscribe()
     }
 
     pub async fn history(
@@ -826,9 +969,30 @@ impl Switchboard {
         Ok(history::page(&self.pool, user, filter, before, limit).await?)
     }
 
-    /// Closes every upstream connection (server shutdown).
+    /// Extends this node's leases; stops the connections of users whose lease another node
+    /// took (after this node failed to renew in time).
+    pub async fn renew_leases(&self) -> Result<(), AppError> {
+        let held = self.leases.renew().await?;
+        for user in self.live.users() {
+            if !held.contains(&user) {
+                tracing::warn!(%user, "lease lost; closing this node's connections of the user");
+                self.live.detach_user(user).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// How often [`Switchboard::renew_leases`] should run.
+    pub fn lease_renewal_interval(&self) -> Duration {
+        self.leases.renew_every()
+    }
+
+    /// Closes every upstream connection and gives the leases up (server shutdown).
     pub async fn shutdown(&self) {
         self.live.detach_all().await;
+        if let Err(e) = self.leases.release_all().await {
+            tracing::warn!(error = %e, "leases not released; they expire by themselves");
+        }
     }
 }
 

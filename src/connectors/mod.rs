@@ -20,8 +20,12 @@ use crate::secret::Secret;
 
 #[cfg(feature = "irc")]
 pub mod irc;
+#[cfg(feature = "nostr")]
+pub mod nostr;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
+
+pub mod supervisor;
 
 /// Where and as whom to log in. The secret never leaves this struct in clear except towards
 /// the protocol's own server.
@@ -256,7 +260,12 @@ impl ConnectorRegistry {
             Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,
             None => irc::IrcConnector::default(),
         }));
-        #[cfg(not(any(feature = "xmpp", feature = "irc")))]
+        #[cfg(feature = "nostr")]
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => nostr::NostrConnector::with_extra_roots(pem)?,
+            None => nostr::NostrConnector::default(),
+        }));
+        #[cfg(not(any(feature = "xmpp", feature = "irc", feature = "nostr")))]
         let _ = options;
         Ok(registry)
     }

@@ -77,6 +77,12 @@ pub enum NameError {
     Characters,
     #[error("must not be blank or contain control characters")]
     Blank,
+    /// Not a valid id on that network; says what the form is.
+    #[error("not a valid {protocol} id: {expected}")]
+    Form {
+        protocol: Protocol,
+        expected: &'static str,
+    },
 }
 
 /// A Switchboard user name: 3–32 characters, ASCII letters, digits, `.`, `_`, `-`, starting with
@@ -208,7 +214,28 @@ impl Handle {
         } else {
             trimmed.to_owned()
         };
-        Ok(Self(value))
+        let form = |expected| NameError::Form { protocol, expected };
+        match protocol {
+            Protocol::Xmpp => Ok(Self(value)),
+            Protocol::Irc => {
+                let nick = irc_fold(&value);
+                if !is_irc_nick(&nick) {
+                    return Err(form(
+                        "a nick: a letter or one of []\\`_^{|} first, then also digits and '-', at most 32",
+                    ));
+                }
+                Ok(Self(nick))
+            }
+            Protocol::Matrix => {
+                if !is_matrix_user_id(&value) {
+                    return Err(form("a user id like @alice:example.org"));
+                }
+                Ok(Self(value))
+            }
+            Protocol::Nostr => nostr_public_key(&value)
+                .map(Self)
+                .ok_or(form("a public key: npub1… or 64 hex digits")),
+        }
     }
 
     /// A handle read back from storage, where it was stored already normalised.
@@ -219,6 +246,110 @@ impl Handle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// IRC's rfc1459 case mapping: beside ASCII letters, `[]\\~` are the upper case of `{}|^`.
+fn irc_fold(nick: &str) -> String {
+    nick.chars()
+        .map(|c| match c {
+            '[' => '{',
+            ']' => '}',
+            '\\' => '|',
+            '~' => '^',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// RFC 2812's nickname, with the length most servers allow today.
+fn is_irc_nick(nick: &str) -> bool {
+    let special = |c: char| "[]\\`_^{|}".contains(c);
+    let mut chars = nick.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    nick.len() <= 32
+        && (first.is_ascii_alphabetic() || special(first))
+        && chars.all(|c| c.is_ascii_alphanumeric() || special(c) || c == '-')
+}
+
+/// A Nostr public key in its one stored form, lower-case hex, from `npub1…` (NIP-19, also
+/// with a `nostr:` prefix) or 64 hex digits in any case.
+fn nostr_public_key(raw: &str) -> Option<String> {
+    let raw = raw
+        .strip_prefix("nostr:")
+        .unwrap_or(raw)
+        .to_ascii_lowercase();
+    if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(raw);
+    }
+    let bytes = bech32_decode(&raw, "npub")?;
+    (bytes.len() == 32).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The payload of a lower-case bech32 string (BIP-173) with human-readable part `hrp`.
+fn bech32_decode(text: &str, hrp: &str) -> Option<Vec<u8>> {
+    const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    let (prefix, data) = text.rsplit_once('1')?;
+    if prefix != hrp || data.len() < 6 {
+        return None;
+    }
+    let values: Vec<u8> = data
+        .bytes()
+        .map(|c| CHARSET.iter().position(|&x| x == c).map(|v| v as u8))
+        .collect::<Option<_>>()?;
+    let polymod = |values: &[u8]| {
+        const GEN: [u32; 5] = [
+            0x3b6a_57b2,
+            0x2650_8e6d,
+            0x1ea1_19fa,
+            0x3d42_33dd,
+            0x2a14_62b3,
+        ];
+        values.iter().fold(1u32, |chk, &v| {
+            let top = chk >> 25;
+            let mut chk = ((chk & 0x01ff_ffff) << 5) ^ u32::from(v);
+            for (i, g) in GEN.iter().enumerate() {
+                if (top >> i) & 1 == 1 {
+                    chk ^= g;
+                }
+            }
+            chk
+        })
+    };
+    let mut checked: Vec<u8> = hrp.bytes().map(|b| b >> 5).collect();
+    checked.push(0);
+    checked.extend(hrp.bytes().map(|b| b & 31));
+    checked.extend(&values);
+    if polymod(&checked) != 1 {
+        return None;
+    }
+    // 5-bit groups to bytes; leftover padding bits must be zero.
+    let (mut acc, mut bits, mut out) = (0u32, 0u32, Vec::new());
+    for &v in &values[..values.len() - 6] {
+        acc = (acc << 5) | u32::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    (bits < 5 && acc & ((1 << bits) - 1) == 0).then_some(out)
+}
+
+/// `@localpart:server`, the localpart in the characters Matrix allows for new user ids.
+fn is_matrix_user_id(id: &str) -> bool {
+    let Some((local, server)) = id.strip_prefix('@').and_then(|r| r.split_once(':')) else {
+        return false;
+    };
+    !local.is_empty()
+        && local
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c))
+        && !server.is_empty()
+        && server
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
 }
 
 impl fmt::Display for Handle {
@@ -263,8 +394,68 @@ mod tests {
     fn handles_fold_case_where_the_network_does() {
         let jid = Handle::parse(Protocol::Xmpp, "Bob@LocalHost").unwrap();
         assert_eq!(jid.as_str(), "bob@localhost");
-        let npub = Handle::parse(Protocol::Nostr, "NpubABC").unwrap();
-        assert_eq!(npub.as_str(), "NpubABC");
         assert!(Handle::parse(Protocol::Xmpp, "a b").is_err());
+    }
+
+    #[test]
+    fn irc_nicks_fold_with_the_rfc1459_mapping_and_keep_their_form() {
+        let nick = |s| Handle::parse(Protocol::Irc, s).map(|h| h.as_str().to_owned());
+        assert_eq!(nick("Bob[away]").unwrap(), "bob{away}");
+        assert_eq!(nick("BOB{AWAY}"), nick("bob[away]"));
+        assert_eq!(nick("x\\y~").unwrap(), "x|y^");
+        assert_eq!(nick("_dave-2").unwrap(), "_dave-2");
+        for bad in [
+            "#channel",
+            "2fast",
+            "-x",
+            "a,b",
+            "a!b",
+            "nick@host",
+            &"n".repeat(33),
+        ] {
+            assert!(nick(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn nostr_keys_are_stored_as_lower_case_hex() {
+        // The pair from NIP-19.
+        let hex = "7e7e9c42a91bfef19fa929e5fda1b72e0ebc1a4c1141673e2794234d86addf4e";
+        let npub = "npub10elfcs4fr0l0r8af98jlmgdh9c8tcxjvz9qkw038js35mp4dma8qzvjptg";
+        let key = |s: &str| Handle::parse(Protocol::Nostr, s).map(|h| h.as_str().to_owned());
+        assert_eq!(key(npub).unwrap(), hex);
+        assert_eq!(key(&format!("nostr:{npub}")).unwrap(), hex);
+        assert_eq!(key(&npub.to_uppercase()).unwrap(), hex);
+        assert_eq!(key(&hex.to_uppercase()).unwrap(), hex);
+        let broken = format!("{}q", &npub[..npub.len() - 1]);
+        for bad in [
+            &broken[..],
+            "npub1",
+            "nsec1xyz",
+            &hex[1..],
+            "bob@example.org",
+        ] {
+            assert!(key(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn matrix_ids_are_full_user_ids() {
+        let id = |s| Handle::parse(Protocol::Matrix, s).map(|h| h.as_str().to_owned());
+        assert_eq!(id("@Alice:LocalHost").unwrap(), "@alice:localhost");
+        assert_eq!(
+            id("@bob.b-2=x:example.org:8448").unwrap(),
+            "@bob.b-2=x:example.org:8448"
+        );
+        for bad in [
+            "alice",
+            "@alice",
+            "@:localhost",
+            "#room:localhost",
+            "@a b:x",
+            "@a:",
+        ] {
+            assert!(id(bad).is_err(), "{bad} accepted");
+        }
     }
 }

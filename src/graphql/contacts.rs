@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::types::{ContactList, EventKind, HistoryEntry, HistoryPage, MergePayload, PageInfo};
 use super::{api, api_error, caller, parse_id};
 use crate::app::AppError;
-use crate::domain::ids::{ContactId, MetaContactId};
+use crate::domain::ids::{AccountId, ContactId, MetaContactId};
 use crate::projections::history::HistoryFilter;
 
 #[derive(Default)]
@@ -122,6 +122,35 @@ impl ContactMutation {
         let meta = parse_id("metaContactId", &meta_contact_id, MetaContactId)?;
         let contact = parse_id("contactId", &contact_id, ContactId)?;
         let list = api(app.add_to_meta_contact(caller, meta, contact).await)?;
+        Ok(ContactList::new(list, caller.user, None))
+    }
+
+    /// Adds a contact by hand to an account on a network whose server keeps no contact list
+    /// (IRC: a nick to watch). `BAD_USER_INPUT` on other networks: change the roster there.
+    async fn add_contact(
+        &self,
+        ctx: &Context<'_>,
+        account_id: ID,
+        handle: String,
+        display_name: Option<String>,
+    ) -> async_graphql::Result<ContactList> {
+        let (app, caller) = caller(ctx).await?;
+        let account = parse_id("accountId", &account_id, AccountId)?;
+        let list = api(app
+            .add_contact(caller, account, &handle, display_name)
+            .await)?;
+        Ok(ContactList::new(list, caller.user, None))
+    }
+
+    /// Removes a contact added with `addContact`; it leaves its meta-contact too.
+    async fn remove_contact(
+        &self,
+        ctx: &Context<'_>,
+        contact_id: ID,
+    ) -> async_graphql::Result<ContactList> {
+        let (app, caller) = caller(ctx).await?;
+        let contact = parse_id("contactId", &contact_id, ContactId)?;
+        let list = api(app.remove_contact(caller, contact).await)?;
         Ok(ContactList::new(list, caller.user, None))
     }
 

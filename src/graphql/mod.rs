@@ -31,7 +31,7 @@ pub fn schema(app: Arc<Switchboard>) -> SwitchboardSchema {
     Schema::build(
         Query::default(),
         Mutation::default(),
-        subscriptions::Subscription,
+        subscriptions::Subscription::default(),
     )
     .data(app)
     .limit_depth(16)
@@ -44,7 +44,7 @@ pub fn sdl() -> String {
     Schema::build(
         Query::default(),
         Mutation::default(),
-        subscriptions::Subscription,
+        subscriptions::Subscription::default(),
     )
     .finish()
     .sdl()

@@ -1,17 +1,36 @@
 //! Subscriptions, fed by the projections' view-change notifications (never by raw events).
 
-use async_graphql::{Context, Subscription};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{Context, MergedSubscription, Subscription, ID};
 use futures::stream::{self, Stream, StreamExt};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::types::{ContactList, HistoryEntry};
+use super::types::{
+    most_available, protocol_of, Account, AccountStatus, ContactList, HistoryEntry, Presence,
+    PresenceChange,
+};
 use super::{api, caller};
-use crate::projections::{contacts, history};
+use crate::app::{AppError, PresenceMap, Switchboard};
+use crate::domain::ids::{Handle, UserId};
+use crate::projections::contacts::{ContactEntry, ContactList as ListView, MetaContactEntry};
+use crate::projections::notify::ViewChanged;
+use crate::projections::{contacts, history, live};
 
-pub struct Subscription;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(ListSubscription, LiveSubscription);
+
+/// Changes of the event-sourced views.
+#[derive(Default)]
+pub struct ListSubscription;
+
+/// Changes of the live views (connections, presence).
+#[derive(Default)]
+pub struct LiveSubscription;
 
 #[Subscription]
-impl Subscription {
+impl ListSubscription {
     /// The whole unified list, each time it changes.
     async fn contacts_changed(
         &self,
@@ -75,6 +94,147 @@ impl Subscription {
                         }
                         Err(e) => {
                             tracing::warn!(%user, error = %e, "history unavailable for a subscription")
+                        }
+                    }
+                }
+            },
+        );
+        Ok(batches.flatten())
+    }
+}
+
+/// Waits for the next change of one of `views` for `user`; `None` when the server stops.
+/// A lagging receiver only missed wake-ups: it re-reads, since the views hold the truth.
+async fn next_change(
+    changes: &mut broadcast::Receiver<ViewChanged>,
+    user: UserId,
+    views: &[&str],
+) -> Option<()> {
+    loop {
+        match changes.recv().await {
+            Ok(change) if change.user_id == user && views.contains(&change.view.as_str()) => {
+                return Some(())
+            }
+            Err(RecvError::Lagged(_)) => return Some(()),
+            Ok(_) => continue,
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// The accounts whose status differs from `seen`, which is updated.
+fn changed_accounts(seen: &mut HashMap<ID, AccountStatus>, now: Vec<Account>) -> Vec<Account> {
+    now.into_iter()
+        .filter(|account| {
+            let old = seen.insert(account.id.clone(), account.status.clone());
+            old.as_ref() != Some(&account.status)
+        })
+        .collect()
+}
+
+/// Every contact of the live list with its presence and its meta-contact's.
+fn presence_of_all(list: &ListView, known: &PresenceMap) -> Vec<PresenceChange> {
+    let one = |c: &ContactEntry, meta: Option<&MetaContactEntry>| PresenceChange {
+        contact_id: ID(c.contact_id.to_string()),
+        account_id: ID(c.account_id.to_string()),
+        protocol: protocol_of(&c.protocol),
+        handle: c.handle.clone(),
+        presence: known
+            .get(&(c.account_id, Handle::from_stored(&c.handle)))
+            .map(Presence::from),
+        meta_contact_id: meta.map(|m| ID(m.meta_contact_id.to_string())),
+        meta_contact_presence: meta.and_then(|m| most_available(&m.members, known)),
+    };
+    let mut all = Vec::new();
+    for meta in &list.meta_contacts {
+        all.extend(meta.members.iter().map(|c| one(c, Some(meta))));
+    }
+    all.extend(list.single_contacts.iter().map(|c| one(c, None)));
+    all
+}
+
+/// The contacts whose presence (or whose meta-contact's) differs from `seen`, which is
+/// updated.
+fn changed_presence(
+    seen: &mut HashMap<ID, PresenceChange>,
+    now: Vec<PresenceChange>,
+) -> Vec<PresenceChange> {
+    now.into_iter()
+        .filter(|change| {
+            let old = seen.insert(change.contact_id.clone(), change.clone());
+            old.as_ref() != Some(change)
+        })
+        .collect()
+}
+
+#[Subscription]
+impl LiveSubscription {
+    /// An account's connection status, each time it changes (e.g. `ONLINE` →
+    /// `RECONNECTING` with `nextRetryAt` → `ONLINE`).
+    async fn account_status_changed(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Account>> {
+        let (app, caller) = caller(ctx).await?;
+        let user = caller.user;
+        let changes = app.views().subscribe();
+        let mut seen = HashMap::new();
+        let current = api(app.accounts(user).await)?;
+        changed_accounts(&mut seen, current.into_iter().map(Account::from).collect());
+        let batches = stream::unfold(
+            (app, changes, seen),
+            move |(app, mut changes, mut seen)| async move {
+                loop {
+                    next_change(&mut changes, user, &[live::STATUS]).await?;
+                    match app.accounts(user).await {
+                        Ok(now) => {
+                            let now = now.into_iter().map(Account::from).collect();
+                            let changed = changed_accounts(&mut seen, now);
+                            if !changed.is_empty() {
+                                return Some((stream::iter(changed), (app, changes, seen)));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%user, error = %e, "statuses unavailable for a subscription")
+                        }
+                    }
+                }
+            },
+        );
+        Ok(batches.flatten())
+    }
+
+    /// A contact's presence on its network, each time it (or its meta-contact's aggregated
+    /// presence) changes. `presence` is null when unknown (its account is not online).
+    async fn presence_changed(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = PresenceChange>> {
+        let (app, caller) = caller(ctx).await?;
+        let user = caller.user;
+        let changes = app.views().subscribe();
+        let read = move |app: Arc<Switchboard>| async move {
+            let list = app.contacts(user, None).await?;
+            let known = app.presence(user).await?;
+            Ok::<_, AppError>(presence_of_all(&list, &known))
+        };
+        let mut seen = HashMap::new();
+        changed_presence(&mut seen, api(read(app.clone()).await)?);
+        let views = [live::PRESENCE, live::STATUS, contacts::NAME];
+        let batches = stream::unfold(
+            (app, changes, seen),
+            move |(app, mut changes, mut seen)| async move {
+                loop {
+                    next_change(&mut changes, user, &views).await?;
+                    match read(app.clone()).await {
+                        Ok(now) => {
+                            let changed = changed_presence(&mut seen, now);
+                            if !changed.is_empty() {
+                                return Some((stream::iter(changed), (app, changes, seen)));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%user, error = %e, "presence unavailable for a subscription")
                         }
                     }
                 }

@@ -3,11 +3,16 @@
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Json, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
-use crate::app::{AccountLoginResult, AccountView, Switchboard};
+use std::sync::Arc;
+
+use crate::app::{AccountView, PresenceMap, Switchboard};
+use crate::connectors::supervisor::LinkState;
 use crate::connectors::Availability as DomainAvailability;
+use crate::domain::ids::Handle;
 use crate::domain::ids::{Protocol as DomainProtocol, UserId};
 use crate::projections::contacts::{ContactEntry, ContactList as ListView, MetaContactEntry};
 use crate::projections::history::HistoryEntry as HistoryView;
+use crate::projections::live::AccountStatus as StatusView;
 use crate::secret::Secret;
 
 /// An IM network.
@@ -42,7 +47,7 @@ impl From<DomainProtocol> for Protocol {
 }
 
 /// Views store the protocol as its display name.
-fn protocol_of(name: &str) -> Protocol {
+pub(super) fn protocol_of(name: &str) -> Protocol {
     match name {
         "IRC" => Protocol::Irc,
         "MATRIX" => Protocol::Matrix,
@@ -98,8 +103,9 @@ pub struct Account {
     pub server: String,
     pub handle: String,
     pub bound_at: DateTime<Utc>,
-    /// Whether this server holds a live connection for it right now.
+    /// Whether the account is online upstream right now (`status.state == ONLINE`).
     pub connected: bool,
+    pub status: AccountStatus,
 }
 
 impl From<AccountView> for Account {
@@ -110,50 +116,75 @@ impl From<AccountView> for Account {
             server: a.server,
             handle: a.handle,
             bound_at: a.bound_at,
-            connected: a.connected,
+            connected: a.status.status.state == LinkState::Online,
+            status: a.status.into(),
         }
     }
 }
 
-/// How logging one bound account in went.
-#[derive(SimpleObject, Clone)]
-pub struct AccountLogin {
-    pub account_id: ID,
-    pub protocol: Protocol,
-    pub handle: String,
-    pub ok: bool,
-    /// The error code when it failed (`AUTH_FAILED`, `UPSTREAM_UNAVAILABLE`, …).
-    pub error_code: Option<String>,
-    pub error: Option<String>,
-    /// How many contacts the upstream roster holds, when it worked.
-    pub roster_size: Option<i32>,
+/// Where an account's upstream connection stands.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The first login attempt is under way.
+    Connecting,
+    Online,
+    /// The server refused the credentials; no retries until the next login.
+    AuthFailed,
+    /// The first attempts failed; retrying at `nextRetryAt`.
+    Unreachable,
+    /// Not connected and not trying (logged out).
+    Disconnected,
+    /// The connection dropped after being online; retrying at `nextRetryAt`.
+    Reconnecting,
 }
 
-impl From<AccountLoginResult> for AccountLogin {
-    fn from(r: AccountLoginResult) -> Self {
-        let (ok, error_code, error, roster_size) = match r.outcome {
-            Ok(n) => (true, None, None, Some(i32::try_from(n).unwrap_or(i32::MAX))),
-            Err(e) => (false, Some(e.code().to_owned()), Some(e.to_string()), None),
-        };
+impl From<LinkState> for ConnectionState {
+    fn from(s: LinkState) -> Self {
+        match s {
+            LinkState::Connecting => ConnectionState::Connecting,
+            LinkState::Online => ConnectionState::Online,
+            LinkState::AuthFailed => ConnectionState::AuthFailed,
+            LinkState::Unreachable => ConnectionState::Unreachable,
+            LinkState::Disconnected => ConnectionState::Disconnected,
+            LinkState::Reconnecting => ConnectionState::Reconnecting,
+        }
+    }
+}
+
+/// An account's connection status.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct AccountStatus {
+    pub state: ConnectionState,
+    /// Since when it is in this state.
+    pub since: DateTime<Utc>,
+    /// Failed attempts since it was last online.
+    pub attempt: i32,
+    /// When the next attempt starts, while waiting for one.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Why it is not online (never contains a secret).
+    pub detail: Option<String>,
+}
+
+impl From<StatusView> for AccountStatus {
+    fn from(s: StatusView) -> Self {
         Self {
-            account_id: ID(r.account_id.to_string()),
-            protocol: r.protocol.into(),
-            handle: r.handle,
-            ok,
-            error_code,
-            error,
-            roster_size,
+            state: s.status.state.into(),
+            since: s.since,
+            attempt: i32::try_from(s.status.attempt).unwrap_or(i32::MAX),
+            next_retry_at: s.status.next_retry_at,
+            detail: s.status.detail,
         }
     }
 }
 
-/// A new session: the bearer token for every other operation, and how each account's login
-/// went.
+/// A new session: the bearer token for every other operation, and every bound account with
+/// its connection status (login does not wait for the accounts: follow
+/// `accountStatusChanged`).
 #[derive(SimpleObject)]
 pub struct AuthPayload {
     pub token: String,
     pub user: User,
-    pub accounts: Vec<AccountLogin>,
+    pub accounts: Vec<Account>,
 }
 
 /// The result of binding an account.
@@ -188,10 +219,99 @@ impl From<DomainAvailability> for Availability {
 }
 
 /// What a contact was last seen as, on its own network.
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct Presence {
     pub availability: Availability,
     pub status: Option<String>,
+}
+
+impl From<&crate::projections::live::Presence> for Presence {
+    fn from(p: &crate::projections::live::Presence) -> Self {
+        Self {
+            availability: p.availability.into(),
+            status: p.status.clone(),
+        }
+    }
+}
+
+/// A meta-contact's presence: that of its most available member, and which one that is.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct MetaContactPresence {
+    pub availability: Availability,
+    pub status: Option<String>,
+    /// The network where the person is most available; a message goes there by default.
+    pub protocol: Protocol,
+    pub contact_id: ID,
+    pub account_id: ID,
+    pub handle: String,
+}
+
+/// The most available of `members` (ties: the first in list order), or `None` when no member's
+/// presence is known.
+pub fn most_available(
+    members: &[ContactEntry],
+    known: &PresenceMap,
+) -> Option<MetaContactPresence> {
+    members
+        .iter()
+        .filter_map(|c| {
+            known
+                .get(&(c.account_id, Handle::from_stored(&c.handle)))
+                .map(|p| (c, p))
+        })
+        .fold(
+            None,
+            |best: Option<(&ContactEntry, &crate::projections::live::Presence)>, (c, p)| match best
+            {
+                Some((_, b)) if b.availability >= p.availability => best,
+                _ => Some((c, p)),
+            },
+        )
+        .map(|(c, p)| MetaContactPresence {
+            availability: p.availability.into(),
+            status: p.status.clone(),
+            protocol: protocol_of(&c.protocol),
+            contact_id: ID(c.contact_id.to_string()),
+            account_id: ID(c.account_id.to_string()),
+            handle: c.handle.clone(),
+        })
+}
+
+/// A contact's presence after a change, with its meta-contact's aggregated presence.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct PresenceChange {
+    pub contact_id: ID,
+    pub account_id: ID,
+    pub protocol: Protocol,
+    pub handle: String,
+    /// Null when unknown: its account is not online.
+    pub presence: Option<Presence>,
+    pub meta_contact_id: Option<ID>,
+    pub meta_contact_presence: Option<MetaContactPresence>,
+}
+
+/// The user's presence map, read once per response and only if a field asks for it.
+#[derive(Clone)]
+pub struct LivePresence {
+    owner: UserId,
+    map: Arc<tokio::sync::OnceCell<PresenceMap>>,
+}
+
+impl LivePresence {
+    pub fn new(owner: UserId) -> Self {
+        Self {
+            owner,
+            map: Arc::default(),
+        }
+    }
+
+    async fn get(&self, ctx: &Context<'_>) -> async_graphql::Result<&PresenceMap> {
+        let app = ctx.data::<Arc<Switchboard>>()?;
+        self.map
+            .get_or_try_init(|| app.presence(self.owner))
+            .await
+            .map_err(super::api_error)
+    }
 }
 
 /// One contact of one bound account.
@@ -207,30 +327,31 @@ pub struct Contact {
     /// Appeared upstream after the account's first import.
     pub is_new: bool,
     #[graphql(skip)]
-    pub owner: Option<UserId>,
+    pub live: Option<LivePresence>,
     #[graphql(skip)]
     pub entry: ContactEntry,
 }
 
 #[ComplexObject]
 impl Contact {
-    /// Live presence (only while the account is connected, and not in time travel).
+    /// Live presence on its own network (only while the account is online, and not in time
+    /// travel).
     async fn presence(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Presence>> {
-        let Some(owner) = self.owner else {
+        let Some(live) = &self.live else {
             return Ok(None);
         };
-        let app = ctx.data::<std::sync::Arc<Switchboard>>()?;
-        Ok(app
-            .presence(owner, self.entry.account_id, &self.entry.handle)
-            .map(|p| Presence {
-                availability: p.availability.into(),
-                status: p.status,
-            }))
+        let known = live.get(ctx).await?;
+        Ok(known
+            .get(&(
+                self.entry.account_id,
+                Handle::from_stored(&self.entry.handle),
+            ))
+            .map(Presence::from))
     }
 }
 
 impl Contact {
-    fn new(entry: ContactEntry, owner: Option<UserId>) -> Self {
+    fn new(entry: ContactEntry, live: Option<LivePresence>) -> Self {
         Self {
             id: ID(entry.contact_id.to_string()),
             account_id: ID(entry.account_id.to_string()),
@@ -239,7 +360,7 @@ impl Contact {
             display_name: entry.display_name.clone(),
             meta_contact_id: entry.meta_contact_id.map(|m| ID(m.to_string())),
             is_new: entry.is_new,
-            owner,
+            live,
             entry,
         }
     }
@@ -247,22 +368,44 @@ impl Contact {
 
 /// Several contacts bound together as one real person.
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct MetaContact {
     pub id: ID,
     pub name: String,
     pub members: Vec<Contact>,
+    #[graphql(skip)]
+    pub live: Option<LivePresence>,
+    #[graphql(skip)]
+    pub entries: Vec<ContactEntry>,
+}
+
+#[ComplexObject]
+impl MetaContact {
+    /// The person's presence: the most available of its members (not in time travel).
+    async fn presence(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<MetaContactPresence>> {
+        let Some(live) = &self.live else {
+            return Ok(None);
+        };
+        Ok(most_available(&self.entries, live.get(ctx).await?))
+    }
 }
 
 impl MetaContact {
-    fn new(entry: MetaContactEntry, owner: Option<UserId>) -> Self {
+    fn new(entry: MetaContactEntry, live: Option<LivePresence>) -> Self {
         Self {
             id: ID(entry.meta_contact_id.to_string()),
             name: entry.name,
             members: entry
                 .members
-                .into_iter()
-                .map(|c| Contact::new(c, owner))
+                .iter()
+                .cloned()
+                .map(|c| Contact::new(c, live.clone()))
                 .collect(),
+            live,
+            entries: entry.members,
         }
     }
 }
@@ -280,17 +423,17 @@ pub struct ContactList {
 impl ContactList {
     /// `live` lists show presence; lists from the past do not.
     pub fn new(view: ListView, owner: UserId, as_of: Option<DateTime<Utc>>) -> Self {
-        let owner = as_of.is_none().then_some(owner);
+        let live = as_of.is_none().then(|| LivePresence::new(owner));
         Self {
             meta_contacts: view
                 .meta_contacts
                 .into_iter()
-                .map(|m| MetaContact::new(m, owner))
+                .map(|m| MetaContact::new(m, live.clone()))
                 .collect(),
             contacts: view
                 .single_contacts
                 .into_iter()
-                .map(|c| Contact::new(c, owner))
+                .map(|c| Contact::new(c, live.clone()))
                 .collect(),
             as_of,
         }

@@ -3,6 +3,7 @@
 
 pub mod contacts;
 pub mod history;
+pub mod live;
 pub mod notify;
 pub mod runner;
 

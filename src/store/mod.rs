@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod event_store;
+pub mod lease;
 pub mod sessions;
 pub mod vault;
 

@@ -58,6 +58,36 @@ pub enum VaultError {
     Database(#[from] sqlx::Error),
 }
 
+/// What a stored secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// The password the user gave.
+    Password,
+    /// A session token a network handed out in exchange for the password, kept instead of it.
+    SessionToken,
+}
+
+impl SecretKind {
+    fn stored(self) -> &'static str {
+        match self {
+            SecretKind::Password => "password",
+            SecretKind::SessionToken => "session",
+        }
+    }
+
+    /// The associated data the ciphertext is bound to: the account, and for tokens the kind
+    /// too, so that flipping the kind column in the database makes the row undecryptable
+    /// instead of sending a token where a password is expected. Password rows keep the
+    /// account id alone, as they have since the vault's first version.
+    fn aad(self, account: AccountId) -> Vec<u8> {
+        let mut aad = account.0.as_bytes().to_vec();
+        if self == SecretKind::SessionToken {
+            aad.extend_from_slice(b"/session");
+        }
+        aad
+    }
+}
+
 #[derive(Clone)]
 pub struct Vault {
     pool: PgPool,
@@ -78,12 +108,25 @@ impl Vault {
         }
     }
 
-    /// Stores (or replaces) the secret of an account.
+    /// Stores (or replaces) the password of an account.
     pub async fn put(
         &self,
         user: UserId,
         account: AccountId,
         secret: &Secret,
+    ) -> Result<(), VaultError> {
+        self.put_kind(user, account, secret, SecretKind::Password)
+            .await
+    }
+
+    /// Stores (or replaces) the secret of an account: a session token replaces the password
+    /// for good.
+    pub async fn put_kind(
+        &self,
+        user: UserId,
+        account: AccountId,
+        secret: &Secret,
+        kind: SecretKind,
     ) -> Result<(), VaultError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = self
@@ -92,31 +135,45 @@ impl Vault {
                 &nonce,
                 Payload {
                     msg: secret.expose().as_bytes(),
-                    aad: account.0.as_bytes(),
+                    aad: &kind.aad(account),
                 },
             )
             .map_err(|_| VaultError::Undecryptable(account))?;
         sqlx::query(
-            "INSERT INTO credentials (account_id, user_id, nonce, ciphertext) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (account_id) DO UPDATE SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext",
+            "INSERT INTO credentials (account_id, user_id, nonce, ciphertext, kind) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account_id) DO UPDATE \
+             SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, kind = EXCLUDED.kind",
         )
         .bind(account.0)
         .bind(user.0)
         .bind(nonce.as_slice())
         .bind(ciphertext)
+        .bind(kind.stored())
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    /// The stored secret of an account, whatever its kind.
     pub async fn get(&self, account: AccountId) -> Result<Secret, VaultError> {
-        let row = sqlx::query("SELECT nonce, ciphertext FROM credentials WHERE account_id = $1")
-            .bind(account.0)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(VaultError::Missing(account))?;
+        Ok(self.get_kind(account).await?.0)
+    }
+
+    /// The stored secret of an account and what it is.
+    pub async fn get_kind(&self, account: AccountId) -> Result<(Secret, SecretKind), VaultError> {
+        let row =
+            sqlx::query("SELECT nonce, ciphertext, kind FROM credentials WHERE account_id = $1")
+                .bind(account.0)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(VaultError::Missing(account))?;
         let nonce: Vec<u8> = row.try_get("nonce")?;
         let ciphertext: Vec<u8> = row.try_get("ciphertext")?;
+        let kind = match row.try_get::<String, _>("kind")?.as_str() {
+            "password" => SecretKind::Password,
+            "session" => SecretKind::SessionToken,
+            _ => return Err(VaultError::Undecryptable(account)),
+        };
         if nonce.len() != 24 {
             return Err(VaultError::Undecryptable(account));
         }
@@ -126,12 +183,12 @@ impl Vault {
                 XNonce::from_slice(&nonce),
                 Payload {
                     msg: &ciphertext,
-                    aad: account.0.as_bytes(),
+                    aad: &kind.aad(account),
                 },
             )
             .map_err(|_| VaultError::Undecryptable(account))?;
         String::from_utf8(plain)
-            .map(Secret::new)
+            .map(|s| (Secret::new(s), kind))
             .map_err(|_| VaultError::Undecryptable(account))
     }
 

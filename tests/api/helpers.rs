@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use switchboard::config::Settings;
@@ -11,6 +12,9 @@ use switchboard::startup::Application;
 use switchboard::store::vault::MasterKey;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A variable the test command (`scripts/test.sh`) sets; missing means the test cannot run,
 /// which is a failure, not a skip.
@@ -67,6 +71,7 @@ pub fn test_settings(database_url: &str) -> Settings {
             .map(Into::into)
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/web/node_modules").into()),
         connect_timeout: Duration::from_secs(5),
+        reconnect_max: Duration::from_secs(2),
         max_db_connections: 8,
         extra_ca_file: None,
     }
@@ -173,7 +178,7 @@ impl TestApp {
             .gql(
                 None,
                 "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
-                   register(userName: $u, password: $p, accounts: $a) { token accounts { ok errorCode } }
+                   register(userName: $u, password: $p, accounts: $a) { token accounts { handle status { state detail } } }
                  }",
                 json!({ "u": user_name, "p": "correct horse battery", "a": accounts }),
             )
@@ -181,11 +186,41 @@ impl TestApp {
         let data = response.data();
         for account in data["register"]["accounts"].as_array().unwrap() {
             assert_eq!(
-                account["ok"], true,
-                "an account failed to log in: {account}"
+                account["status"]["state"], "ONLINE",
+                "an account is not online after registration: {account}"
             );
         }
         data["register"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 20 s) until the account with `handle` is in `state`; returns the account
+    /// with its status.
+    pub async fn wait_for_account(&self, token: &str, handle: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let accounts = self
+                .gql(
+                    Some(token),
+                    "{ accounts { id handle protocol connected status { state attempt nextRetryAt detail since } } }",
+                    json!({}),
+                )
+                .await;
+            let found = accounts.data()["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["handle"] == handle)
+                .cloned()
+                .unwrap_or_else(|| panic!("no account {handle}"));
+            if found["status"]["state"] == state {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "account {handle} never became {state}: {found}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn contacts(&self, token: &str) -> Value {
@@ -263,4 +298,55 @@ pub fn ids_of(list: &Value, handle: &str) -> Vec<String> {
         .filter(|c| c["handle"] == handle)
         .map(|c| c["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+// ----- subscriptions over WebSocket (graphql-transport-ws) -------------------------------
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket upgrade request for the subscription endpoint, speaking graphql-transport-ws.
+pub fn ws_request(app: &TestApp) -> Request {
+    let mut request = format!("ws://{}/graphql/ws", app.address)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    request
+}
+
+pub async fn open_socket(app: &TestApp, token: &str) -> Socket {
+    let request = ws_request(app);
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket opens");
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
+    let ack = next(&mut socket).await;
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+pub async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+pub async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("socket open")
+            .expect("no socket error");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "ping" && value["type"] != "pong" {
+                return value;
+            }
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod errors;
 mod flow;
 mod helpers;
 mod http;
+mod live;
 mod presence;
 mod projections;
 mod security;

@@ -39,6 +39,15 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
     let token = app
         .register("watcher", json!([xmpp_account("mallory")]))
         .await;
+    wait_for_presence(&app, &token, "bob@localhost", "OFFLINE").await;
+    let mut socket = open_socket(&app, &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "p", "type": "subscribe", "payload": { "query":
+            "subscription { presenceChanged { handle protocol presence { availability } metaContactId } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // bob logs in on his own, with a second, independent XMPP connection.
     let bob = XmppConnector::default()
         .connect(
@@ -56,5 +65,22 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
     wait_for_presence(&app, &token, "bob@localhost", "ONLINE").await;
     bob.disconnect().await;
     wait_for_presence(&app, &token, "bob@localhost", "OFFLINE").await;
+
+    // The subscription told both changes, in order.
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("OFFLINE") {
+        let message = next(&mut socket).await;
+        let change = &message["payload"]["data"]["presenceChanged"];
+        assert_eq!(change["handle"], "bob@localhost", "{message}");
+        assert_eq!(change["protocol"], "XMPP");
+        assert!(change["metaContactId"].is_null());
+        seen.push(
+            change["presence"]["availability"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen, ["ONLINE", "OFFLINE"]);
     app.stop().await;
 }

@@ -12,7 +12,7 @@ async fn third_party_passwords_never_reach_events_views_or_responses() {
         .raw(
             None,
             "mutation($a: [AccountInput!]!) { register(userName: \"alice\", password: \"correct horse battery\", accounts: $a) {
-               token accounts { ok error errorCode } } }",
+               token accounts { status { state detail } } } }",
             json!({ "a": [xmpp_account("alice")] }),
         )
         .await;
@@ -53,7 +53,7 @@ async fn third_party_passwords_never_reach_events_views_or_responses() {
         .await,
     );
     bodies.push(
-        app.raw(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { token accounts { error } } }", json!({}))
+        app.raw(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { token accounts { status { detail } } } }", json!({}))
             .await,
     );
     let secrets = [
@@ -246,8 +246,10 @@ async fn orphaned_secrets_are_swept_and_bound_ones_kept() {
     assert_eq!(left, 2, "alice's bound secret and the fresh one remain");
     // The bound account still logs in with its kept secret.
     let login = app
-        .gql(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { accounts { ok } } }", json!({}))
+        .gql(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { token } }", json!({}))
         .await;
-    assert_eq!(login.data()["login"]["accounts"][0]["ok"], true);
+    let token = login.data()["login"]["token"].as_str().unwrap().to_owned();
+    app.wait_for_account(&token, "alice@localhost", "ONLINE")
+        .await;
     app.stop().await;
 }

@@ -2,68 +2,17 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::client::Request;
+use futures::StreamExt;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket upgrade request for the subscription endpoint, speaking graphql-transport-ws.
-fn ws_request(app: &TestApp) -> Request {
-    let mut request = format!("ws://{}/graphql/ws", app.address)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    request
-}
-
-async fn open(app: &TestApp, token: &str) -> Socket {
-    let request = ws_request(app);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket opens");
-    send(&mut socket, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })).await;
-    let ack = next(&mut socket).await;
-    assert_eq!(ack["type"], "connection_ack", "{ack}");
-    socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
-
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("socket open")
-            .expect("no socket error");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"] != "ping" && value["type"] != "pong" {
-                return value;
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn contacts_changed_and_history_appended_follow_the_views() {
     let app = spawn_app().await;
     let token = app.register("alice", json!([xmpp_account("alice")])).await;
-    let mut socket = open(&app, &token).await;
+    let mut socket = open_socket(&app, &token).await;
     send(
         &mut socket,
         json!({ "id": "c", "type": "subscribe", "payload": { "query": "subscription { contactsChanged { metaContacts { name } } }" } }),

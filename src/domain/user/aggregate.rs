@@ -368,6 +368,34 @@ impl User {
                 }
                 Ok(self.roster_sync_events(account_id, &roster))
             }
+            UserCommand::AddContact {
+                account_id,
+                handle,
+                display_name,
+            } => {
+                if !self.accounts.contains_key(&account_id) {
+                    return Err(UserError::UnknownAccount(account_id));
+                }
+                let contact_id = ContactId::for_handle(account_id, &handle);
+                if self.contacts.contains_key(&contact_id) {
+                    return Err(UserError::ContactExists(contact_id));
+                }
+                Ok(vec![UserEvent::RosterContactAdded {
+                    contact_id,
+                    account_id,
+                    handle,
+                    display_name,
+                    is_new: false,
+                }])
+            }
+            UserCommand::RemoveContact { contact_id } => {
+                let contact = self.contact(contact_id)?;
+                Ok(vec![UserEvent::RosterContactRemoved {
+                    contact_id,
+                    account_id: contact.account_id,
+                    left_meta_contact: contact.meta_contact,
+                }])
+            }
             UserCommand::MergeContacts {
                 meta_contact_id,
                 name,

@@ -39,6 +39,16 @@ pub enum UserCommand {
         account_id: AccountId,
         roster: Vec<RosterItem>,
     },
+    /// The user adds a contact by hand, on a network whose server keeps no contact list (IRC).
+    AddContact {
+        account_id: AccountId,
+        handle: Handle,
+        display_name: Option<String>,
+    },
+    /// The user removes a contact by hand (the counterpart of `AddContact`).
+    RemoveContact {
+        contact_id: ContactId,
+    },
     MergeContacts {
         meta_contact_id: MetaContactId,
         name: DisplayName,

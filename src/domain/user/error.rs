@@ -20,6 +20,8 @@ pub enum UserError {
     UnknownMetaContact(MetaContactId),
     #[error("a meta-contact {0} already exists")]
     MetaContactExists(MetaContactId),
+    #[error("contact {0} is already in the list")]
+    ContactExists(ContactId),
     #[error("merging needs at least two different contacts")]
     TooFewContacts,
     #[error(

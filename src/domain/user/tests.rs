@@ -584,3 +584,67 @@ async fn unbinding_an_account_drops_its_contacts_first() {
         vec![contact(&a, "bob@localhost")]
     );
 }
+
+#[tokio::test]
+async fn a_contact_added_by_hand_is_a_roster_contact_of_the_account() {
+    let a = account(1);
+    fixture()
+        .given(vec![registered(), bound(&a)])
+        .when_async(UserCommand::AddContact {
+            account_id: a.account_id,
+            handle: handle("Dan@localhost"),
+            display_name: Some("Dan".into()),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::RosterContactAdded {
+            contact_id: contact(&a, "dan@localhost"),
+            account_id: a.account_id,
+            handle: handle("dan@localhost"),
+            display_name: Some("Dan".into()),
+            is_new: false,
+        }]);
+}
+
+#[tokio::test]
+async fn a_contact_cannot_be_added_twice_or_to_an_unknown_account() {
+    let a = account(1);
+    fixture()
+        .given(alice_with_contacts())
+        .when_async(UserCommand::AddContact {
+            account_id: a.account_id,
+            handle: handle("BOB@localhost"),
+            display_name: None,
+        })
+        .await
+        .then_expect_error(UserError::ContactExists(contact(&a, "bob@localhost")));
+    fixture()
+        .given(alice_with_contacts())
+        .when_async(UserCommand::AddContact {
+            account_id: account(7).account_id,
+            handle: handle("dan@localhost"),
+            display_name: None,
+        })
+        .await
+        .then_expect_error(UserError::UnknownAccount(account(7).account_id));
+}
+
+#[tokio::test]
+async fn removing_a_bound_contact_by_hand_takes_it_out_of_its_meta_contact() {
+    let bob = contact(&account(1), "bob@localhost");
+    let events = with(alice_with_contacts(), [merged_bob()]);
+    fixture()
+        .given(events.clone())
+        .when_async(UserCommand::RemoveContact { contact_id: bob })
+        .await
+        .then_expect_events(vec![UserEvent::RosterContactRemoved {
+            contact_id: bob,
+            account_id: account(1).account_id,
+            left_meta_contact: Some(meta(1)),
+        }]);
+    let gone = contact(&account(1), "nobody@localhost");
+    fixture()
+        .given(events)
+        .when_async(UserCommand::RemoveContact { contact_id: gone })
+        .await
+        .then_expect_error(UserError::UnknownContact(gone));
+}

@@ -1,0 +1,261 @@
+//! `scripts/bench-live.sh`: what live connections cost, against real IM servers on loopback.
+//!
+//! Reports
+//! - **login wall time**: one user with one account on each network the environment offers,
+//!   from the `login` request until every account is `ONLINE`, against the slowest network's
+//!   single-account login (median of several rounds; the goal is at most 1.2 times it);
+//! - **resident memory per connected idle account**: this process's RSS with 1, 50 and 200
+//!   XMPP accounts connected (and IRC, when offered), as the slope between the steps.
+//!
+//! The Switchboard node runs in this process (so its RSS is the node's). Environment, set by
+//! scripts/bench-live.sh: `SWITCHBOARD_TEST_DATABASE_URL`, `SWITCHBOARD_BENCH_XMPP_SERVER`
+//! (a Prosody with users bench1..benchN, password `bench-pw`), `SWITCHBOARD_BENCH_ACCOUNTS`
+//! (a JSON array of one account input per network for the login bench).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use switchboard::config::Settings;
+use switchboard::secret::Secret;
+use switchboard::startup::Application;
+use switchboard::store::vault::MasterKey;
+
+const PASSWORD: &str = "bench password 1";
+const ROUNDS: usize = 7;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/bench-live.sh"))
+}
+
+struct Bench {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Bench {
+    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let body: Value = request.send().await.unwrap().json().await.unwrap();
+        assert!(body.get("errors").is_none(), "GraphQL errors: {body}");
+        body["data"].clone()
+    }
+
+    async fn register(&self, name: &str, accounts: Value) -> String {
+        let data = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
+                   register(userName: $u, password: $p, accounts: $a) { token } }",
+                json!({ "u": name, "p": PASSWORD, "a": accounts }),
+            )
+            .await;
+        data["register"]["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn bind(&self, token: &str, account: Value) {
+        self.gql(
+            Some(token),
+            "mutation($a: AccountInput!) { bindAccount(account: $a) { rosterSize } }",
+            json!({ "a": account }),
+        )
+        .await;
+    }
+
+    async fn logout(&self, token: &str) {
+        self.gql(Some(token), "mutation { logout }", json!({}))
+            .await;
+    }
+
+    /// Logs in and waits until every account is ONLINE; the time from the request to the
+    /// first observation of that.
+    async fn timed_login(&self, name: &str) -> (Duration, String) {
+        let started = Instant::now();
+        let data = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!) { login(userName: $u, password: $p) { token } }",
+                json!({ "u": name, "p": PASSWORD }),
+            )
+            .await;
+        let token = data["login"]["token"].as_str().unwrap().to_owned();
+        loop {
+            let data = self
+                .gql(
+                    Some(&token),
+                    "{ accounts { status { state detail } } }",
+                    json!({}),
+                )
+                .await;
+            let accounts = data["accounts"].as_array().unwrap();
+            if accounts.iter().all(|a| a["status"]["state"] == "ONLINE") {
+                return (started.elapsed(), token);
+            }
+            for a in accounts {
+                let state = a["status"]["state"].as_str().unwrap_or("");
+                assert!(
+                    ["CONNECTING", "ONLINE", "DISCONNECTED"].contains(&state),
+                    "an account failed: {a}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Median login time of `name` over [`ROUNDS`] rounds, logging out in between.
+    async fn login_median(&self, name: &str) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..ROUNDS {
+            let (time, token) = self.timed_login(name).await;
+            times.push(time);
+            self.logout(&token).await;
+        }
+        times.sort();
+        times[times.len() / 2]
+    }
+}
+
+/// This process's resident set size, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+fn xmpp_bench_account(server: &str, n: usize) -> Value {
+    json!({ "protocol": "XMPP", "server": server, "handle": format!("bench{n}@localhost"), "secret": "bench-pw" })
+}
+
+async fn settled_rss() -> u64 {
+    // Let the sessions finish their login chatter and the allocator settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rss_kib()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn login_bench(bench: &Bench) {
+    let accounts: Vec<Value> =
+        serde_json::from_str(&env("SWITCHBOARD_BENCH_ACCOUNTS")).expect("a JSON array");
+    println!("\n### Login of one user, every network at once vs each alone (median of {ROUNDS})");
+    let mut slowest = Duration::ZERO;
+    for (i, account) in accounts.iter().enumerate() {
+        let name = format!("single{i}");
+        let token = bench.register(&name, json!([account])).await;
+        bench.logout(&token).await;
+        let time = bench.login_median(&name).await;
+        println!(
+            "{:<8} alone: {}",
+            account["protocol"].as_str().unwrap(),
+            ms(time)
+        );
+        slowest = slowest.max(time);
+    }
+    let token = bench.register("everything", json!(accounts)).await;
+    bench.logout(&token).await;
+    let all = bench.login_median("everything").await;
+    println!(
+        "all {} at once: {}   slowest alone: {}   ratio {:.2}x (goal <= 1.2x)",
+        accounts.len(),
+        ms(all),
+        ms(slowest),
+        all.as_secs_f64() / slowest.as_secs_f64()
+    );
+}
+
+async fn memory_bench(bench: &Bench) {
+    let server = env("SWITCHBOARD_BENCH_XMPP_SERVER");
+    println!("\n### Resident memory per connected idle XMPP account");
+    let baseline = settled_rss().await;
+    let token = bench
+        .register("memory", json!([xmpp_bench_account(&server, 1)]))
+        .await;
+    let mut steps = vec![(1usize, settled_rss().await)];
+    let mut bound = 1;
+    for target in [50usize, 200] {
+        while bound < target {
+            bound += 1;
+            bench.bind(&token, xmpp_bench_account(&server, bound)).await;
+        }
+        steps.push((bound, settled_rss().await));
+    }
+    println!("RSS before any account: {baseline} KiB");
+    for (n, rss) in &steps {
+        println!("RSS with {n:>3} accounts connected: {rss} KiB");
+    }
+    for pair in steps.windows(2) {
+        let ((n0, r0), (n1, r1)) = (pair[0], pair[1]);
+        println!(
+            "slope {n0:>3} -> {n1:>3}: {:.1} KiB per account (BitlBee: 13.5 KiB)",
+            (r1 as f64 - r0 as f64) / (n1 - n0) as f64
+        );
+    }
+    bench.logout(&token).await;
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("live bench: run it with scripts/bench-live.sh (skipped under cargo test)");
+        return;
+    }
+    let admin_url = env("SWITCHBOARD_TEST_DATABASE_URL");
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let url = format!("{base}/{db}");
+    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&temp).unwrap();
+    let mut settings = Settings {
+        database_url: Some(Secret::new(url)),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: temp,
+        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
+        max_db_connections: 16,
+        ..Settings::default()
+    };
+    if let Ok(ca) = std::env::var("SWITCHBOARD_EXTRA_CA_FILE") {
+        settings.extra_ca_file = Some(ca.into());
+    }
+    let app = Application::build(settings).await.unwrap();
+    let address = app.address();
+    let stop = app.stopper();
+    let server = tokio::spawn(app.run_until_stopped());
+    let bench = Bench {
+        url: format!("http://{address}/graphql"),
+        http: reqwest::Client::new(),
+    };
+    println!(
+        "## Switchboard live-connection benchmark ({} CPUs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let only = std::env::var("SWITCHBOARD_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "login" {
+        login_bench(&bench).await;
+    }
+    if only.is_empty() || only == "memory" {
+        memory_bench(&bench).await;
+    }
+    let _ = stop.send(true);
+    server.await.unwrap().unwrap();
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}

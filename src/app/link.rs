@@ -1,0 +1,170 @@
+//! One bound account as its supervisor sees the rest of Switchboard: where its login comes
+//! from (aggregate + vault) and where what it sees goes (commands, live views, messages).
+
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::Switchboard;
+use crate::connectors::supervisor::{AccountHost, HostError, LinkStatus};
+use crate::connectors::{
+    AccountLogin, ConnectorEvent, Credential, LiveSession, RosterEntry, RosterSource,
+};
+use crate::domain::ids::{AccountId, UserId};
+use crate::projections::live::{Presence, PresenceUpdate};
+use crate::store::vault::{SecretKind, VaultError};
+
+pub(super) struct AccountLink {
+    /// Weak: the app owns the supervisors, which own their links.
+    pub(super) app: Weak<Switchboard>,
+    pub(super) user: UserId,
+    pub(super) account: AccountId,
+    pub(super) roster_source: RosterSource,
+}
+
+impl AccountLink {
+    fn app(&self) -> Result<Arc<Switchboard>, HostError> {
+        self.app.upgrade().ok_or_else(|| HostError {
+            message: "the server is shutting down".into(),
+            fatal: true,
+        })
+    }
+}
+
+fn retry(error: impl std::fmt::Display) -> HostError {
+    HostError {
+        message: error.to_string(),
+        fatal: false,
+    }
+}
+
+#[async_trait]
+impl AccountHost for AccountLink {
+    async fn login(&self) -> Result<AccountLogin, HostError> {
+        let app = self.app()?;
+        let user = app.load(self.user).await.map_err(retry)?;
+        let Some(state) = user.account(self.account) else {
+            return Err(HostError {
+                message: "the account is no longer bound".into(),
+                fatal: true,
+            });
+        };
+        let (secret, kind) = match app.vault.get_kind(self.account).await {
+            Ok(found) => found,
+            Err(e @ (VaultError::Missing(_) | VaultError::Undecryptable(_))) => {
+                return Err(HostError {
+                    message: e.to_string(),
+                    fatal: true,
+                })
+            }
+            Err(e) => return Err(retry(e)),
+        };
+        let contacts = match self.roster_source {
+            RosterSource::Server => Vec::new(),
+            RosterSource::Local => user
+                .contacts()
+                .values()
+                .filter(|c| c.account_id == self.account)
+                .map(|c| RosterEntry {
+                    handle: c.handle.clone(),
+                    display_name: c.display_name.clone(),
+                })
+                .collect(),
+        };
+        Ok(AccountLogin {
+            protocol: state.account.protocol,
+            server: state.account.server.clone(),
+            handle: state.account.handle.clone(),
+            credential: match kind {
+                SecretKind::Password => Credential::Password(secret),
+                SecretKind::SessionToken => Credential::Session(secret),
+            },
+            contacts,
+        })
+    }
+
+    async fn report(&self, status: LinkStatus) {
+        let Ok(app) = self.app() else { return };
+        tracing::info!(user = %self.user, account = %self.account, state = status.state.as_str(),
+            attempt = status.attempt, detail = status.detail.as_deref().unwrap_or(""), "account status");
+        if let Err(e) = app
+            .live_views
+            .set_status(app.leases.node(), self.user, self.account, &status)
+            .await
+        {
+            tracing::warn!(account = %self.account, error = %e, "account status not recorded");
+        }
+    }
+
+    async fn online(&self, session: &mut LiveSession) -> Result<(), HostError> {
+        let app = self.app()?;
+        if let Some(token) = session.session_credential.take() {
+            app.vault
+                .put_kind(self.user, self.account, &token, SecretKind::SessionToken)
+                .await
+                .map_err(retry)?;
+        }
+        if self.roster_source == RosterSource::Server {
+            app.sync_roster(
+                self.user,
+                self.account,
+                session.roster.clone(),
+                Uuid::now_v7(),
+            )
+            .await
+            .map_err(retry)?;
+        }
+        Ok(())
+    }
+
+    async fn observe(&self, events: Vec<ConnectorEvent>) {
+        let Ok(app) = self.app() else { return };
+        // Presence comes in bursts (a whole roster after login): one write per burst.
+        let mut presence = Vec::new();
+        for event in events {
+            match event {
+                ConnectorEvent::Presence {
+                    handle,
+                    availability,
+                    status,
+                } => presence.push(PresenceUpdate {
+                    handle,
+                    presence: Presence {
+                        availability,
+                        status,
+                    },
+                }),
+                ConnectorEvent::RosterChanged(roster)
+                    if self.roster_source == RosterSource::Server =>
+                {
+                    if let Err(e) = app
+                        .sync_roster(self.user, self.account, roster, Uuid::now_v7())
+                        .await
+                    {
+                        tracing::warn!(account = %self.account, error = %e, "roster change not applied");
+                    }
+                }
+                ConnectorEvent::RosterChanged(_) => {}
+                ConnectorEvent::Message(message) => {
+                    tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
+                        "direct message received");
+                    let _ = app.messages.send(super::ReceivedMessage {
+                        user: self.user,
+                        account: self.account,
+                        message,
+                    });
+                }
+                // The supervisor handles disconnection itself and never passes it on.
+                ConnectorEvent::Disconnected { .. } => {}
+            }
+        }
+        if let Err(e) = app
+            .live_views
+            .record_presence(self.user, self.account, &presence)
+            .await
+        {
+            tracing::warn!(account = %self.account, error = %e, "presence not recorded");
+        }
+    }
+}

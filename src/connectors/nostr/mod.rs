@@ -1,0 +1,537 @@
+//! Nostr connector: logs a key pair into one relay, reads the follow list as the roster, reports
+//! contacts' user statuses as presence and exchanges NIP-17 private messages.
+//!
+//! Account: the handle is the public key (`npub1…` or 64 hex digits, reported as lower-case hex,
+//! see [`normalize_handle`]), the password is the secret key (`nsec1…` or hex), the server is the
+//! relay's `ws://` or `wss://` URL. A secret key that does not belong to the handle is refused
+//! before any traffic ([`ConnectorError::AuthFailed`]).
+//!
+//! Login: websocket, NIP-42 `AUTH` answer to the relay's challenge, then proof that the relay
+//! takes our writes: our own NIP-38 status ("online", with a NIP-40 expiration, refreshed while
+//! the session lasts, cleared on close) must be accepted with `OK true`. A relay that refuses it
+//! (or our queries) with an access prefix (`restricted:`, `auth-required:`, `blocked:`) fails
+//! the login with `AuthFailed`. Then the latest follow list (kind 3) is the roster.
+//!
+//! Presence mapping (NIP-38, kind 30315 with `d` = `general`): a contact's newest status with a
+//! non-empty content that has not expired (NIP-40 `expiration`) is [`Availability::Online`] with
+//! the content as status text; an empty content, an expired status or none at all is
+//! [`Availability::Offline`]. Nostr has no away/busy levels.
+//!
+//! Messages: NIP-17 (a kind 14 rumor, sealed and gift-wrapped with NIP-59). Each message goes to
+//! the recipient and, as NIP-17 asks, a copy to ourselves for our other clients. Received gift
+//! wraps are unwrapped; our own copies and group messages are not reported, nor are messages
+//! already stored at login that are dated (by their rumor) more than [`MESSAGE_MARGIN`] before
+//! the session started; each message is reported once per session. Gift wraps are back-dated
+//! at random by up to two days, so the subscription reaches that far back.
+//!
+//! The relay connection is driven here rather than by nostr-sdk's relay pool, which reconnects
+//! on its own and waits for an `OK` to `AUTH` that nostr-relay never sends; a lost connection
+//! ends the session with [`ConnectorEvent::Disconnected`] and reconnecting is the caller's call.
+//! Protocol types, keys and encryption come from the `nostr` crate, the core of nostr-sdk.
+
+mod relay;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use nostr::{
+    ClientMessage, Event, EventBuilder, Filter, Keys, Kind, PublicKey, SecretKey, SubscriptionId,
+    Tag, Timestamp,
+};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::debug;
+
+use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterEntry};
+use crate::domain::ids::{Handle, Protocol};
+use relay::{FromRelay, RelayAddress, Socket};
+use session::{NostrSessionControl, Session};
+
+/// Events a session may queue before the consumer reads them; beyond that the session waits.
+const EVENT_QUEUE: usize = 64;
+/// How long to wait right after connecting for a NIP-42 challenge before writing anything:
+/// relays that require login send it at once, and a write before the answer would be refused.
+const CHALLENGE_WAIT: Duration = Duration::from_millis(1500);
+/// How long our own status lives on the relay if the session dies without clearing it.
+const STATUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// The content of our own status while the session lasts.
+const ONLINE_STATUS: &str = "online";
+/// Stored messages (found on the relay at login) dated up to this much before the session start
+/// are still reported: sent during the login, or by a sender whose clock is a little behind.
+/// Older ones were for an earlier session to report. Messages that arrive live are all new.
+pub const MESSAGE_MARGIN: Duration = Duration::from_secs(10);
+/// NIP-59 back-dates gift wraps at random by up to two days (plus a little slack).
+const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
+
+const SUB_FOLLOWS: &str = "follows";
+const SUB_STATUS: &str = "status";
+const SUB_MESSAGES: &str = "messages";
+
+/// The `d` tag of the NIP-38 status that stands for presence.
+const GENERAL_STATUS: &str = "general";
+
+/// The canonical form of a Nostr handle (`npub1…`, 64 hex digits in any case, or `nostr:npub1…`):
+/// the public key in lower-case hex, which is what the connector reports. `None` if it is not a
+/// public key.
+pub fn normalize_handle(raw: &str) -> Option<String> {
+    PublicKey::parse(raw.trim()).ok().map(|key| key.to_hex())
+}
+
+/// The handle the connector reports for `key`.
+fn handle_of(key: &PublicKey) -> Option<Handle> {
+    Handle::parse(Protocol::Nostr, &key.to_hex()).ok()
+}
+
+pub struct NostrConnector {
+    /// What wss:// relays' certificates must chain to; built once (ring provider).
+    tls: Result<Arc<ClientConfig>, String>,
+}
+
+/// Trusts the public web PKI roots only.
+impl Default for NostrConnector {
+    fn default() -> Self {
+        Self::with_roots(public_roots())
+    }
+}
+
+impl NostrConnector {
+    /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
+    /// `CERTIFICATE` blocks), e.g. a private CA's, for wss:// relays.
+    pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
+        let mut roots = public_roots();
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate
+                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
+            roots
+                .add(certificate)
+                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
+        }
+        Ok(Self::with_roots(roots))
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        // The provider is named rather than taken from the process default, which would panic if
+        // a dependency also enabled aws-lc.
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|builder| Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| e.to_string());
+        Self { tls }
+    }
+}
+
+fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+#[async_trait]
+impl Connector for NostrConnector {
+    fn protocol(&self) -> Protocol {
+        Protocol::Nostr
+    }
+
+    async fn connect(
+        &self,
+        login: &AccountLogin,
+        timeout: Duration,
+    ) -> Result<LiveSession, ConnectorError> {
+        let address = RelayAddress::parse(&login.server)?;
+        let own = PublicKey::parse(login.handle.as_str().trim()).map_err(|_| {
+            ConnectorError::InvalidAccount(
+                "a Nostr handle is a public key: npub1… or 64 hex digits".to_owned(),
+            )
+        })?;
+        // A secret key that is not one (or not this account's) is a wrong password.
+        let secret = SecretKey::parse(login.credential.password()?.expose().trim())
+            .map_err(|_| ConnectorError::AuthFailed)?;
+        let keys = Keys::new(secret);
+        if keys.public_key() != own {
+            return Err(ConnectorError::AuthFailed);
+        }
+        let tls = self
+            .tls
+            .clone()
+            .map_err(|e| ConnectorError::Protocol(format!("TLS is not usable: {e}")))?;
+
+        let started = Timestamp::now();
+        let logged_in = tokio::time::timeout(timeout, log_in(&address, &keys, &tls))
+            .await
+            .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        debug!(relay = %address.url, handle = %login.handle, "nostr session online");
+
+        let roster = logged_in.roster.clone();
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (control, stop, outbox) = NostrSessionControl::new();
+        let session = Session::new(logged_in, keys, events_tx, stop, outbox, started);
+        control.attach(tokio::spawn(session.run()));
+        Ok(LiveSession {
+            roster,
+            events,
+            control: Arc::new(control),
+            session_credential: None,
+        })
+    }
+}
+
+/// What a successful login hands to the session.
+pub(super) struct LoggedIn {
+    socket: Socket,
+    roster: Vec<RosterEntry>,
+    /// The follow list the roster came from, if the account has one.
+    follow_list: Option<Box<Event>>,
+    /// When our "online" status was dated; later ones must be newer.
+    status_at: Timestamp,
+    /// Relay messages that arrived during login and belong to the session (stored messages).
+    backlog: Vec<FromRelay>,
+}
+
+/// Where the login stands.
+#[derive(Default)]
+struct LoginState {
+    status_accepted: bool,
+    follows_done: bool,
+    /// The stored messages are in (the backlog): what follows is live.
+    messages_done: bool,
+    /// A challenge answered: a later `auth-required:` means the relay did not take our login.
+    answered_challenge: bool,
+    /// Refused for want of login before any challenge came: resend once one comes.
+    awaiting_challenge: bool,
+}
+
+/// Logs in: AUTH, our status accepted, the follow list and the stored messages read. Bounded by
+/// the caller's timeout.
+async fn log_in(
+    address: &RelayAddress,
+    keys: &Keys,
+    tls: &Arc<ClientConfig>,
+) -> Result<LoggedIn, ConnectorError> {
+    let mut socket = relay::open(address, tls).await?;
+    let mut state = LoginState::default();
+    let mut backlog = Vec::new();
+
+    // Relays that require login challenge at once; answer before any write or query.
+    match tokio::time::timeout(CHALLENGE_WAIT, next_message(&mut socket)).await {
+        Ok(Some(FromRelay::Auth(challenge))) => {
+            answer_challenge(&mut socket, address, keys, &challenge).await?;
+            state.answered_challenge = true;
+        }
+        Ok(Some(other)) => backlog.push(other),
+        Ok(None) => return Err(lost_during_login()),
+        Err(_) => {}
+    }
+
+    let status_at = Timestamp::now();
+    let status = status_event(keys, ONLINE_STATUS, status_at)?;
+    let own = keys.public_key();
+    // Queries first: a relay that keeps us out refuses a query at once, a write maybe only
+    // after a throttle (nostr-relay: 2 s).
+    send_login_requests(&mut socket, &own, &status).await?;
+
+    let mut follow_list: Option<Box<Event>> = None;
+    while !(state.status_accepted && state.follows_done && state.messages_done) {
+        let Some(message) = next_message(&mut socket).await else {
+            return Err(lost_during_login());
+        };
+        match message {
+            FromRelay::Auth(challenge) => {
+                answer_challenge(&mut socket, address, keys, &challenge).await?;
+                state.answered_challenge = true;
+                if std::mem::take(&mut state.awaiting_challenge) {
+                    send_login_requests(&mut socket, &own, &status).await?;
+                }
+            }
+            FromRelay::Ok {
+                id,
+                accepted,
+                reason,
+            } if id == status.id.to_hex() || (id.is_empty() && !accepted) => {
+                if accepted {
+                    state.status_accepted = true;
+                } else {
+                    refusal(&mut state, &reason)?;
+                }
+            }
+            FromRelay::Event {
+                subscription,
+                event,
+            } if subscription == SUB_FOLLOWS => {
+                if event.kind == Kind::ContactList
+                    && event.pubkey == own
+                    && follow_list
+                        .as_ref()
+                        .is_none_or(|current| event.created_at > current.created_at)
+                {
+                    follow_list = Some(event);
+                }
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_FOLLOWS => {
+                state.follows_done = true;
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
+                state.messages_done = true;
+                backlog.push(FromRelay::Eose(subscription));
+            }
+            FromRelay::Closed {
+                subscription,
+                reason,
+            } if subscription == SUB_FOLLOWS || subscription == SUB_MESSAGES => {
+                refusal(&mut state, &reason)?;
+                if !state.awaiting_challenge {
+                    return Err(ConnectorError::Refused(format!(
+                        "the relay closed our query: {reason}"
+                    )));
+                }
+            }
+            FromRelay::Notice(text) => {
+                // nostr-relay refuses a query (and a bad AUTH) with a NOTICE, not a CLOSED.
+                debug!(notice = %text, "relay notice during login");
+                if relay::is_access_refusal(&text) {
+                    refusal(&mut state, &text)?;
+                }
+            }
+            other => backlog.push(other),
+        }
+    }
+    let roster = follow_list
+        .as_deref()
+        .map(|event| roster_of(event, &own))
+        .unwrap_or_default();
+    Ok(LoggedIn {
+        socket,
+        roster,
+        follow_list,
+        status_at,
+        backlog,
+    })
+}
+
+/// Decides what a refusal during login means: `AuthFailed` unless the relay may still ask us
+/// to log in (then the refused requests are sent again after the answer).
+fn refusal(state: &mut LoginState, reason: &str) -> Result<(), ConnectorError> {
+    if reason.starts_with("auth-required:") && !state.answered_challenge {
+        state.awaiting_challenge = true;
+        return Ok(());
+    }
+    if relay::is_access_refusal(reason) || reason.starts_with("auth-required:") {
+        debug!(%reason, "the relay refused the account");
+        return Err(ConnectorError::AuthFailed);
+    }
+    Err(ConnectorError::Refused(reason.to_owned()))
+}
+
+fn lost_during_login() -> ConnectorError {
+    ConnectorError::Unreachable("the relay closed the connection during login".to_owned())
+}
+
+async fn send_login_requests(
+    socket: &mut Socket,
+    own: &PublicKey,
+    status: &Event,
+) -> Result<(), ConnectorError> {
+    let follows = Filter::new().kind(Kind::ContactList).author(*own).limit(1);
+    let messages = Filter::new()
+        .kind(Kind::GiftWrap)
+        .pubkey(*own)
+        .since(Timestamp::now() - GIFT_WRAP_LOOKBACK);
+    for message in [
+        relay::frame(ClientMessage::req(
+            SubscriptionId::new(SUB_FOLLOWS),
+            vec![follows],
+        )),
+        relay::frame(ClientMessage::req(
+            SubscriptionId::new(SUB_MESSAGES),
+            vec![messages],
+        )),
+        relay::event_frame(status),
+    ] {
+        send(socket, message).await?;
+    }
+    Ok(())
+}
+
+async fn answer_challenge(
+    socket: &mut Socket,
+    address: &RelayAddress,
+    keys: &Keys,
+    challenge: &str,
+) -> Result<(), ConnectorError> {
+    // Built by hand: the relay tag must be the URL exactly as the relay knows itself, which
+    // nostr's RelayUrl could rewrite.
+    let tags = [
+        Tag::parse(["relay", address.url.as_str()]),
+        Tag::parse(["challenge", challenge]),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| ConnectorError::Protocol(format!("cannot build the AUTH event: {e}")))?;
+    let event = EventBuilder::new(Kind::Authentication, "")
+        .tags(tags)
+        .sign_with_keys(keys)
+        .map_err(|e| ConnectorError::Protocol(format!("cannot sign the AUTH event: {e}")))?;
+    send(socket, relay::frame(ClientMessage::auth(event))).await
+}
+
+async fn send(socket: &mut Socket, message: Message) -> Result<(), ConnectorError> {
+    socket
+        .send(message)
+        .await
+        .map_err(|e| ConnectorError::Unreachable(format!("the connection failed: {e}")))
+}
+
+/// The next relay message we understand; `None` once the connection is gone.
+async fn next_message(socket: &mut Socket) -> Option<FromRelay> {
+    while let Some(frame) = socket.next().await {
+        match frame {
+            Ok(Message::Text(text)) => {
+                if let Some(message) = relay::parse(text.as_str()) {
+                    return Some(message);
+                }
+            }
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// Our NIP-38 general status: `content` empty clears it. It expires on its own should the
+/// session die without clearing it.
+fn status_event(keys: &Keys, content: &str, at: Timestamp) -> Result<Event, ConnectorError> {
+    EventBuilder::new(Kind::UserStatus, content)
+        .tags([
+            Tag::identifier(GENERAL_STATUS),
+            Tag::expiration(at + STATUS_LIFETIME),
+        ])
+        .custom_created_at(at)
+        .sign_with_keys(keys)
+        .map_err(|e| ConnectorError::Protocol(format!("cannot sign our status: {e}")))
+}
+
+/// The roster a follow list stands for: its `p` tags, once each, with the petname (4th field)
+/// as the display name. Ourselves and malformed keys are left out.
+fn roster_of(event: &Event, own: &PublicKey) -> Vec<RosterEntry> {
+    let mut roster: Vec<RosterEntry> = Vec::new();
+    for tag in event.tags.iter() {
+        let fields = tag.as_slice();
+        if fields.first().map(String::as_str) != Some("p") {
+            continue;
+        }
+        let Some(key) = fields.get(1).and_then(|raw| PublicKey::from_hex(raw).ok()) else {
+            continue;
+        };
+        if key == *own {
+            continue;
+        }
+        let Some(handle) = handle_of(&key) else {
+            continue;
+        };
+        if roster.iter().any(|entry| entry.handle == handle) {
+            continue;
+        }
+        let display_name = fields
+            .get(3)
+            .map(|name| name.trim())
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
+        roster.push(RosterEntry {
+            handle,
+            display_name,
+        });
+    }
+    roster
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(seed: u8) -> Keys {
+        Keys::new(SecretKey::from_slice(&[seed; 32]).unwrap())
+    }
+
+    #[test]
+    fn handles_normalize_to_lower_case_hex() {
+        let key = keys(7).public_key();
+        let hex = key.to_hex();
+        assert_eq!(normalize_handle(&hex.to_uppercase()), Some(hex.clone()));
+        let npub = nostr::ToBech32::to_bech32(&key).unwrap();
+        assert_eq!(normalize_handle(&format!(" {npub} ")), Some(hex.clone()));
+        assert_eq!(normalize_handle(&format!("nostr:{npub}")), Some(hex));
+        assert_eq!(normalize_handle("alice@example.org"), None);
+        assert_eq!(normalize_handle(&"0".repeat(63)), None);
+    }
+
+    #[test]
+    fn the_follow_list_becomes_the_roster() {
+        let own = keys(1);
+        let (ben, cid) = (keys(2).public_key(), keys(3).public_key());
+        let event = EventBuilder::new(Kind::ContactList, "")
+            .tags([
+                Tag::parse(["p", &ben.to_hex(), "", "Ben"]).unwrap(),
+                Tag::parse(["p", &cid.to_hex()]).unwrap(),
+                Tag::parse(["p", &ben.to_hex(), "", "Ben again"]).unwrap(),
+                Tag::parse(["p", "not-a-key"]).unwrap(),
+                Tag::parse(["t", "nostr"]).unwrap(),
+            ])
+            .sign_with_keys(&own)
+            .unwrap();
+        let roster = roster_of(&event, &own.public_key());
+        assert_eq!(
+            roster,
+            vec![
+                RosterEntry {
+                    handle: handle_of(&ben).unwrap(),
+                    display_name: Some("Ben".to_owned()),
+                },
+                RosterEntry {
+                    handle: handle_of(&cid).unwrap(),
+                    display_name: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn our_status_is_general_and_expires() {
+        let at = Timestamp::from_secs(1_700_000_000);
+        let event = status_event(&keys(1), ONLINE_STATUS, at).unwrap();
+        assert_eq!(event.kind, Kind::UserStatus);
+        assert_eq!(event.tags.identifier(), Some(GENERAL_STATUS));
+        assert_eq!(event.tags.expiration(), Some(&(at + STATUS_LIFETIME)));
+        assert_eq!(event.created_at, at);
+    }
+
+    #[test]
+    fn refusals_during_login() {
+        let mut state = LoginState::default();
+        assert!(refusal(&mut state, "auth-required: log in").is_ok());
+        assert!(state.awaiting_challenge);
+        state.answered_challenge = true;
+        assert!(matches!(
+            refusal(&mut state, "auth-required: log in"),
+            Err(ConnectorError::AuthFailed)
+        ));
+        assert!(matches!(
+            refusal(&mut state, "restricted: permission denied"),
+            Err(ConnectorError::AuthFailed)
+        ));
+        assert!(matches!(
+            refusal(&mut state, "invalid: too large"),
+            Err(ConnectorError::Refused(_))
+        ));
+    }
+}

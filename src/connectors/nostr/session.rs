@@ -1,0 +1,663 @@
+//! A logged-in Nostr session: one task owns the relay socket and turns what the relay sends
+//! into [`ConnectorEvent`]s, sends messages for the control side, keeps our status fresh and
+//! clears it on close.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use nostr::nips::nip59::UnwrappedGift;
+use nostr::{
+    ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, SubscriptionId,
+    Timestamp,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, warn};
+
+use super::relay::{self, FromRelay, Socket};
+use super::{
+    handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, MESSAGE_MARGIN, ONLINE_STATUS,
+    STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_STATUS,
+};
+use crate::connectors::{
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry, SessionControl,
+};
+use crate::domain::ids::Handle;
+
+/// How often the session looks at its clocks (expired statuses, unanswered writes, pings).
+const TICK: Duration = Duration::from_secs(1);
+/// Our status is published again this often, well within its lifetime.
+const STATUS_REFRESH: Duration = Duration::from_secs(STATUS_LIFETIME.as_secs() / 2);
+/// A websocket ping this often keeps the relay talking.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Nothing at all from the relay for this long (pings unanswered): the connection is dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(75);
+/// How long a message may wait for the relay's `OK`.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long close() waits for the relay to take the cleared status.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// How long close() waits for the whole session task.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+const OUTBOX_QUEUE: usize = 16;
+
+/// A contact's newest NIP-38 general status.
+struct Status {
+    at: Timestamp,
+    content: String,
+    expires: Option<Timestamp>,
+}
+
+impl Status {
+    fn of(event: &Event) -> Self {
+        Self {
+            at: event.created_at,
+            content: event.content.trim().to_owned(),
+            expires: event.tags.expiration().copied(),
+        }
+    }
+}
+
+/// The presence a contact's status stands for at `now` (see the module documentation).
+fn presence(status: Option<&Status>, now: Timestamp) -> (Availability, Option<String>) {
+    match status {
+        Some(status) if !status.content.is_empty() && status.expires.is_none_or(|at| at > now) => {
+            (Availability::Online, Some(status.content.clone()))
+        }
+        _ => (Availability::Offline, None),
+    }
+}
+
+/// A write waiting for the relay's `OK`.
+struct PendingWrite {
+    id: EventId,
+    sent: Instant,
+    /// Where to say how it went; `None` for writes nobody waits for (status, self copies).
+    done: Option<oneshot::Sender<Result<(), ConnectorError>>>,
+}
+
+/// Why the session ended.
+enum End {
+    /// close() or the LiveSession dropped: log out politely, report nothing.
+    Local,
+    /// The relay or the network ended it: report it.
+    Remote(String),
+}
+
+pub(super) struct Session {
+    socket: Socket,
+    keys: Keys,
+    own: PublicKey,
+    events: mpsc::Sender<ConnectorEvent>,
+    /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
+    stop: mpsc::Receiver<()>,
+    outbox: mpsc::Receiver<Outgoing>,
+    /// Messages dated before this (less the margin) were sent before the session.
+    started: Timestamp,
+    follow_list: Option<Box<Event>>,
+    roster: Vec<RosterEntry>,
+    contacts: HashMap<PublicKey, Handle>,
+    statuses: HashMap<PublicKey, Status>,
+    /// What was last reported per contact; absent until reported once.
+    reported: HashMap<PublicKey, (Availability, Option<String>)>,
+    /// Stored statuses are still coming (until the status subscription's EOSE).
+    statuses_loading: bool,
+    /// Past the messages subscription's EOSE: what comes now was sent during the session.
+    messages_live: bool,
+    writes: VecDeque<PendingWrite>,
+    seen_wraps: HashSet<EventId>,
+    seen_messages: HashSet<EventId>,
+    status_at: Timestamp,
+    next_status: Instant,
+    last_heard: Instant,
+    last_ping: Instant,
+    backlog: Vec<FromRelay>,
+}
+
+impl Session {
+    pub(super) fn new(
+        logged_in: LoggedIn,
+        keys: Keys,
+        events: mpsc::Sender<ConnectorEvent>,
+        stop: mpsc::Receiver<()>,
+        outbox: mpsc::Receiver<Outgoing>,
+        started: Timestamp,
+    ) -> Self {
+        let now = Instant::now();
+        let own = keys.public_key();
+        let mut session = Self {
+            socket: logged_in.socket,
+            keys,
+            own,
+            events,
+            stop,
+            outbox,
+            started,
+            follow_list: logged_in.follow_list,
+            roster: Vec::new(),
+            contacts: HashMap::new(),
+            statuses: HashMap::new(),
+            reported: HashMap::new(),
+            statuses_loading: false,
+            messages_live: false,
+            writes: VecDeque::new(),
+            seen_wraps: HashSet::new(),
+            seen_messages: HashSet::new(),
+            status_at: logged_in.status_at,
+            next_status: now + STATUS_REFRESH,
+            last_heard: now,
+            last_ping: now,
+            backlog: logged_in.backlog,
+        };
+        session.set_roster(logged_in.roster);
+        session
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut end = self.subscribe_statuses().await;
+        for message in std::mem::take(&mut self.backlog) {
+            if end.is_err() {
+                break;
+            }
+            end = self.handle(message).await;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while end.is_ok() {
+            end = tokio::select! {
+                _ = self.stop.recv() => Err(End::Local),
+                _ = self.events.closed() => Err(End::Local),
+                Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
+                frame = self.socket.next() => self.handle_frame(frame).await,
+                _ = tick.tick() => self.on_tick().await,
+            };
+        }
+        // Nobody waits for these any more.
+        for write in self.writes.drain(..) {
+            if let Some(done) = write.done {
+                let _ = done.send(Err(ConnectorError::Closed));
+            }
+        }
+        match end {
+            Err(End::Remote(reason)) => {
+                debug!(%reason, "nostr session lost");
+                let _ = self.socket.close(None).await;
+                // Best effort: the receiver may be gone or the stop may come first.
+                let _ = self.emit(ConnectorEvent::Disconnected { reason }).await;
+            }
+            Err(End::Local) | Ok(()) => self.say_goodbye().await,
+        }
+    }
+
+    async fn handle_frame(
+        &mut self,
+        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<(), End> {
+        self.last_heard = Instant::now();
+        match frame {
+            Some(Ok(Message::Text(text))) => match relay::parse(text.as_str()) {
+                Some(message) => self.handle(message).await,
+                None => Ok(()),
+            },
+            Some(Ok(Message::Close(frame))) => Err(End::Remote(match frame {
+                Some(frame) if !frame.reason.is_empty() => {
+                    format!("the relay closed the connection: {}", frame.reason)
+                }
+                _ => "the relay closed the connection".to_owned(),
+            })),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(End::Remote(format!("the connection failed: {e}"))),
+            None => Err(End::Remote("the connection was closed".to_owned())),
+        }
+    }
+
+    async fn handle(&mut self, message: FromRelay) -> Result<(), End> {
+        match message {
+            FromRelay::Event {
+                subscription,
+                event,
+            } => match subscription.as_str() {
+                SUB_FOLLOWS => self.on_follow_list(event).await,
+                SUB_STATUS => self.on_status(&event).await,
+                SUB_MESSAGES => self.on_gift_wrap(&event).await,
+                _ => Ok(()),
+            },
+            FromRelay::Eose(subscription) if subscription == SUB_STATUS => {
+                self.statuses_loading = false;
+                self.report_presence().await
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
+                self.messages_live = true;
+                Ok(())
+            }
+            FromRelay::Ok {
+                id,
+                accepted,
+                reason,
+            } => {
+                self.on_ok(&id, accepted, reason);
+                Ok(())
+            }
+            FromRelay::Closed {
+                subscription,
+                reason,
+            } => Err(End::Remote(format!(
+                "the relay ended our {subscription} subscription: {reason}"
+            ))),
+            FromRelay::Auth(_) => {
+                // A second challenge on a live connection: we are logged in already, and
+                // nostr-relay only sends one. Logged for the curious.
+                debug!("ignoring a repeated AUTH challenge");
+                Ok(())
+            }
+            FromRelay::Notice(text) => {
+                debug!(notice = %text, "relay notice");
+                Ok(())
+            }
+            FromRelay::Eose(_) => Ok(()),
+        }
+    }
+
+    /// Settles the oldest write the `OK` can be for: by id, or the oldest one when the relay
+    /// does not say (nostr-relay's refusals; it answers in order).
+    fn on_ok(&mut self, id: &str, accepted: bool, reason: String) {
+        let position = if id.is_empty() {
+            (!self.writes.is_empty()).then_some(0)
+        } else {
+            self.writes.iter().position(|write| write.id.to_hex() == id)
+        };
+        let Some(write) = position.and_then(|i| self.writes.remove(i)) else {
+            return;
+        };
+        let outcome = if accepted || reason.starts_with("duplicate:") {
+            Ok(())
+        } else {
+            warn!(%reason, "the relay refused a write");
+            Err(ConnectorError::Refused(reason))
+        };
+        if let Some(done) = write.done {
+            let _ = done.send(outcome);
+        }
+    }
+
+    async fn on_follow_list(&mut self, event: Box<Event>) -> Result<(), End> {
+        let newer = self
+            .follow_list
+            .as_ref()
+            .is_none_or(|current| event.created_at > current.created_at);
+        if event.kind != Kind::ContactList || event.pubkey != self.own || !newer {
+            return Ok(());
+        }
+        let roster = roster_of(&event, &self.own);
+        self.follow_list = Some(event);
+        if roster == self.roster {
+            return Ok(());
+        }
+        self.set_roster(roster.clone());
+        self.emit(ConnectorEvent::RosterChanged(roster)).await?;
+        // New contacts' statuses: asked again; reported (Offline included) at the EOSE.
+        self.subscribe_statuses().await
+    }
+
+    fn set_roster(&mut self, roster: Vec<RosterEntry>) {
+        self.contacts = roster
+            .iter()
+            .filter_map(|entry| {
+                PublicKey::from_hex(entry.handle.as_str())
+                    .ok()
+                    .map(|key| (key, entry.handle.clone()))
+            })
+            .collect();
+        self.statuses
+            .retain(|key, _| self.contacts.contains_key(key));
+        self.reported
+            .retain(|key, _| self.contacts.contains_key(key));
+        self.roster = roster;
+    }
+
+    /// (Re)subscribes to the contacts' statuses; the relay replaces a subscription of the same
+    /// id. Without contacts there is nothing to ask (an empty author list may mean "anyone").
+    async fn subscribe_statuses(&mut self) -> Result<(), End> {
+        if self.contacts.is_empty() {
+            self.statuses_loading = false;
+            let close = ClientMessage::close(SubscriptionId::new(SUB_STATUS));
+            return self.send(relay::frame(close)).await;
+        }
+        let filter = Filter::new()
+            .kind(Kind::UserStatus)
+            .authors(self.contacts.keys().copied())
+            .identifier(GENERAL_STATUS);
+        self.statuses_loading = true;
+        let request = ClientMessage::req(SubscriptionId::new(SUB_STATUS), vec![filter]);
+        self.send(relay::frame(request)).await
+    }
+
+    async fn on_status(&mut self, event: &Event) -> Result<(), End> {
+        if event.kind != Kind::UserStatus
+            || event.tags.identifier() != Some(GENERAL_STATUS)
+            || !self.contacts.contains_key(&event.pubkey)
+        {
+            return Ok(());
+        }
+        // Equal dates: the later arrival wins (the relay sends live events in order).
+        if self
+            .statuses
+            .get(&event.pubkey)
+            .is_some_and(|current| current.at > event.created_at)
+        {
+            return Ok(());
+        }
+        self.statuses.insert(event.pubkey, Status::of(event));
+        if self.statuses_loading {
+            return Ok(());
+        }
+        self.report_presence().await
+    }
+
+    /// Reports every contact whose presence differs from what was last reported (all of them
+    /// the first time).
+    async fn report_presence(&mut self) -> Result<(), End> {
+        let now = Timestamp::now();
+        let mut changes = Vec::new();
+        for entry in &self.roster {
+            let Ok(key) = PublicKey::from_hex(entry.handle.as_str()) else {
+                continue;
+            };
+            let current = presence(self.statuses.get(&key), now);
+            if self.reported.get(&key) != Some(&current) {
+                changes.push((key, entry.handle.clone(), current));
+            }
+        }
+        for (key, handle, (availability, status)) in changes {
+            self.reported.insert(key, (availability, status.clone()));
+            self.emit(ConnectorEvent::Presence {
+                handle,
+                availability,
+                status,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_gift_wrap(&mut self, event: &Event) -> Result<(), End> {
+        if event.kind != Kind::GiftWrap || !self.seen_wraps.insert(event.id) {
+            return Ok(());
+        }
+        let gift = match UnwrappedGift::from_gift_wrap(&self.keys, event).await {
+            Ok(gift) => gift,
+            Err(e) => {
+                debug!(id = %event.id, "ignoring a gift wrap we cannot open: {e}");
+                return Ok(());
+            }
+        };
+        let mut rumor = gift.rumor;
+        if rumor.kind != Kind::PrivateDirectMessage || gift.sender == self.own {
+            return Ok(());
+        }
+        // One-to-one only: a rumor addressed to more than us is a group message.
+        let recipients: Vec<&PublicKey> = rumor.tags.public_keys().collect();
+        if recipients != [&self.own] {
+            return Ok(());
+        }
+        // Stored messages from before the session were for an earlier session to report. Live
+        // ones are new whatever the sender's clock says.
+        if !self.messages_live && rumor.created_at + MESSAGE_MARGIN < self.started {
+            return Ok(());
+        }
+        if !self.seen_messages.insert(rumor.id()) {
+            return Ok(());
+        }
+        let Some(from) = handle_of(&gift.sender) else {
+            return Ok(());
+        };
+        let sent_at = i64::try_from(rumor.created_at.as_secs())
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .unwrap_or_else(Utc::now);
+        self.emit(ConnectorEvent::Message(IncomingMessage {
+            from,
+            body: rumor.content,
+            sent_at,
+        }))
+        .await
+    }
+
+    async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
+        let Outgoing { to, body, done } = outgoing;
+        let Ok(recipient) = PublicKey::parse(to.as_str().trim()) else {
+            let _ = done.send(Err(ConnectorError::Refused(format!(
+                "{to} is not a Nostr public key"
+            ))));
+            return Ok(());
+        };
+        let rumor = EventBuilder::private_msg_rumor(recipient, body).build(self.own);
+        let wrap = |receiver: PublicKey| {
+            let rumor = rumor.clone();
+            let keys = &self.keys;
+            async move { EventBuilder::gift_wrap(keys, &receiver, rumor, []).await }
+        };
+        let (to_them, to_us) = match (wrap(recipient).await, wrap(self.own).await) {
+            (Ok(them), Ok(us)) => (them, us),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = done.send(Err(ConnectorError::Protocol(format!(
+                    "cannot wrap the message: {e}"
+                ))));
+                return Ok(());
+            }
+        };
+        self.write(&to_them, Some(done)).await?;
+        // Our own copy (NIP-17), so the user's other clients see what was sent.
+        self.write(&to_us, None).await
+    }
+
+    async fn write(
+        &mut self,
+        event: &Event,
+        done: Option<oneshot::Sender<Result<(), ConnectorError>>>,
+    ) -> Result<(), End> {
+        self.writes.push_back(PendingWrite {
+            id: event.id,
+            sent: Instant::now(),
+            done,
+        });
+        self.send(relay::event_frame(event)).await
+    }
+
+    async fn on_tick(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if now.duration_since(self.last_heard) > SILENCE_LIMIT {
+            return Err(End::Remote("the relay stopped answering".to_owned()));
+        }
+        if now.duration_since(self.last_ping) >= PING_INTERVAL {
+            self.last_ping = now;
+            self.send(Message::Ping(Vec::new().into())).await?;
+        }
+        while self
+            .writes
+            .front()
+            .is_some_and(|write| now.duration_since(write.sent) > WRITE_TIMEOUT)
+        {
+            if let Some(done) = self.writes.pop_front().and_then(|write| write.done) {
+                let _ = done.send(Err(ConnectorError::Unreachable(
+                    "the relay did not confirm the message in time".to_owned(),
+                )));
+            }
+        }
+        if now >= self.next_status {
+            self.next_status = now + STATUS_REFRESH;
+            self.publish_status(ONLINE_STATUS).await?;
+        }
+        // Statuses that expired since the last look.
+        if !self.statuses_loading {
+            self.report_presence().await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes our status, dated after the previous one: the relay keeps only the newest
+    /// per second, and a tie would leave it to chance which one stays.
+    async fn publish_status(&mut self, content: &str) -> Result<(), End> {
+        let at = Timestamp::now().max(self.status_at + 1u64);
+        self.status_at = at;
+        match status_event(&self.keys, content, at) {
+            Ok(event) => self.write(&event, None).await,
+            Err(e) => {
+                warn!("cannot publish our status: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        self.socket
+            .send(message)
+            .await
+            .map_err(|e| End::Remote(format!("the connection failed: {e}")))
+    }
+
+    /// Queues an event; gives up when Switchboard stops the session or stops listening.
+    async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
+        tokio::select! {
+            sent = self.events.send(event) => sent.map_err(|_| End::Local),
+            _ = self.stop.recv() => Err(End::Local),
+        }
+    }
+
+    /// Logs out: clears our status (waiting briefly for the relay to take it, so contacts see
+    /// us go at once rather than at its expiry), then closes the websocket.
+    async fn say_goodbye(mut self) {
+        let goodbye = async {
+            let at = Timestamp::now().max(self.status_at + 1u64);
+            let Ok(event) = status_event(&self.keys, "", at) else {
+                return;
+            };
+            if self.socket.send(relay::event_frame(&event)).await.is_err() {
+                return;
+            }
+            let id = event.id.to_hex();
+            while let Some(frame) = self.socket.next().await {
+                let Ok(Message::Text(text)) = frame else {
+                    if matches!(frame, Ok(Message::Close(_)) | Err(_)) {
+                        return;
+                    }
+                    continue;
+                };
+                if let Some(FromRelay::Ok { id: answered, .. }) = relay::parse(text.as_str()) {
+                    if answered == id || answered.is_empty() {
+                        break;
+                    }
+                }
+            }
+            let _ = self.socket.close(None).await;
+        };
+        if tokio::time::timeout(GOODBYE_GRACE, goodbye).await.is_err() {
+            debug!("the relay did not take our cleared status in time");
+        }
+        debug!("nostr session closed");
+    }
+}
+
+/// A message on its way out, with where to say how it went.
+pub(super) struct Outgoing {
+    to: Handle,
+    body: String,
+    done: oneshot::Sender<Result<(), ConnectorError>>,
+}
+
+/// The control side of a session: queues messages, stops its task and waits for the logout.
+pub(super) struct NostrSessionControl {
+    stop: Mutex<Option<mpsc::Sender<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    outbox: mpsc::Sender<Outgoing>,
+}
+
+impl NostrSessionControl {
+    /// The control, and the session's ends of its stop signal and outbox.
+    pub(super) fn new() -> (Self, mpsc::Receiver<()>, mpsc::Receiver<Outgoing>) {
+        let (stop_tx, stop_rx) = mpsc::channel(1);
+        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
+        let control = Self {
+            stop: Mutex::new(Some(stop_tx)),
+            task: Mutex::new(None),
+            outbox: outbox_tx,
+        };
+        (control, stop_rx, outbox_rx)
+    }
+
+    pub(super) fn attach(&self, task: JoinHandle<()>) {
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+}
+
+#[async_trait]
+impl SessionControl for NostrSessionControl {
+    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
+        let (done, outcome) = oneshot::channel();
+        let outgoing = Outgoing {
+            to: to.clone(),
+            body: body.to_owned(),
+            done,
+        };
+        self.outbox
+            .send(outgoing)
+            .await
+            .map_err(|_| ConnectorError::Closed)?;
+        outcome.await.map_err(|_| ConnectorError::Closed)?
+    }
+
+    async fn close(&self) {
+        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(stop) = stop {
+            // A full queue means a stop is already pending; dropping the sender stops it too.
+            let _ = stop.try_send(());
+        }
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
+                warn!("nostr session did not stop in time; aborting it");
+                abort.abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(content: &str, expires: Option<u64>) -> Status {
+        Status {
+            at: Timestamp::from_secs(100),
+            content: content.to_owned(),
+            expires: expires.map(Timestamp::from_secs),
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_presence() {
+        let now = Timestamp::from_secs(200);
+        assert_eq!(
+            presence(Some(&status("hiking", None)), now),
+            (Availability::Online, Some("hiking".to_owned()))
+        );
+        assert_eq!(
+            presence(Some(&status("hiking", Some(300))), now),
+            (Availability::Online, Some("hiking".to_owned()))
+        );
+        assert_eq!(
+            presence(Some(&status("hiking", Some(200))), now),
+            (Availability::Offline, None)
+        );
+        assert_eq!(
+            presence(Some(&status("", None)), now),
+            (Availability::Offline, None)
+        );
+        assert_eq!(presence(None, now), (Availability::Offline, None));
+    }
+}

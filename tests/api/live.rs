@@ -1,0 +1,373 @@
+//! One login, many accounts: per-account live status, reconnection after an outage, a refused
+//! password that stops retrying, and meta-contact presence that follows the network where the
+//! person is online. The outage is real: a Prosody of the test's own is stopped and started.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard::connectors::xmpp::XmppConnector;
+use switchboard::connectors::{AccountLogin, Connector, Credential, LiveSession};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
+
+use crate::helpers::*;
+
+/// The spare Prosody of scripts/test-env.sh, run by this test so it can go down and come back.
+struct SpareProsody {
+    config: String,
+    server: String,
+    child: Option<Child>,
+}
+
+impl SpareProsody {
+    fn new() -> Self {
+        Self {
+            config: env("SWITCHBOARD_TEST_XMPP_SPARE_CONFIG"),
+            server: env("SWITCHBOARD_TEST_XMPP_SPARE_SERVER"),
+            child: None,
+        }
+    }
+
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("prosody")
+            .args(["-F", "--config", &self.config])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prosody starts");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&self.server).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the spare Prosody did not come up on {}", self.server);
+    }
+
+    /// Stops it the hard way, as a crash or a network cut would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sets a user's password (the server must be down: prosodyctl writes its files).
+    fn set_password(&self, user: &str, password: &str) {
+        assert!(self.child.is_none(), "stop the server first");
+        let jid = format!("{user}@localhost");
+        let run = |args: &[&str]| {
+            let status = Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&self.config)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("prosodyctl runs");
+            assert!(status.success(), "prosodyctl {args:?} failed");
+        };
+        run(&["deluser", &jid]);
+        run(&["register", user, "localhost", password]);
+    }
+
+    fn account(&self, user: &str) -> Value {
+        json!({
+            "protocol": "XMPP",
+            "server": self.server,
+            "handle": format!("{user}@localhost"),
+            "secret": xmpp_password(user),
+        })
+    }
+}
+
+impl Drop for SpareProsody {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Logs `user` in on `server` as an independent client, so their presence shows upstream.
+async fn independent(server: &str, user: &str) -> LiveSession {
+    XmppConnector::default()
+        .connect(
+            &AccountLogin {
+                protocol: Protocol::Xmpp,
+                server: server.to_owned(),
+                handle: Handle::parse(Protocol::Xmpp, &format!("{user}@localhost")).unwrap(),
+                credential: Credential::Password(Secret::new(xmpp_password(user))),
+                contacts: Vec::new(),
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user} logs in on {server}: {e}"))
+}
+
+async fn login(app: &TestApp, user: &str) -> Value {
+    app.gql(
+        None,
+        &format!(
+            "mutation {{ login(userName: \"{user}\", password: \"correct horse battery\") {{
+               token accounts {{ handle server status {{ state }} }} }} }}"
+        ),
+        json!({}),
+    )
+    .await
+    .data()["login"]
+        .clone()
+}
+
+const META: &str =
+    "{ contacts { metaContacts { name presence { availability protocol handle accountId } \
+                     members { handle presence { availability } } } } }";
+
+/// Waits until the first meta-contact's presence satisfies `want`.
+async fn wait_for_meta(app: &TestApp, token: &str, want: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let list = app.gql(Some(token), META, json!({})).await;
+        let meta = list.data()["contacts"]["metaContacts"][0].clone();
+        if want(&meta["presence"]) {
+            return meta;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the meta-contact's presence never matched");
+}
+
+#[tokio::test]
+async fn one_server_down_reconnects_alone_and_presence_follows_the_person() {
+    let _turn = SPARE.lock().await;
+    let mut spare = SpareProsody::new();
+    spare.start().await;
+    let app = spawn_app().await;
+    // alice's account on the main Prosody, dave's on the spare one: two servers, one login.
+    let token = app
+        .register(
+            "ophelia",
+            json!([xmpp_account("alice"), spare.account("dave")]),
+        )
+        .await;
+    let main_account = app.account_id(&token, "alice@localhost").await;
+    let spare_account = app.account_id(&token, "dave@localhost").await;
+
+    // dave (a contact of alice's account) and alice (a contact of dave's) are one person here.
+    // Nobody else logs in as dave on the main server, so his presence there is ours to set.
+    let list = app.contacts(&token).await;
+    let dave = ids_of(&list, "dave@localhost")[0].clone();
+    let alice = ids_of(&list, "alice@localhost")[0].clone();
+    app.gql(
+        Some(&token),
+        "mutation($ids: [ID!]!) { mergeContacts(name: \"Person\", contactIds: $ids) { metaContactId } }",
+        json!({ "ids": [dave, alice] }),
+    )
+    .await
+    .data();
+
+    // Online on the main server only: the meta-contact is online there.
+    let dave_upstream = independent(&xmpp_server(), "dave").await;
+    let meta = wait_for_meta(&app, &token, |p| p["availability"] == "ONLINE").await;
+    assert_eq!(meta["presence"]["handle"], "dave@localhost");
+    assert_eq!(meta["presence"]["accountId"], main_account.as_str());
+    // Then on the spare one too, and off the main one: presence follows to the other network.
+    let alice_upstream = independent(&spare.server, "alice").await;
+    dave_upstream.disconnect().await;
+    let meta = wait_for_meta(&app, &token, |p| {
+        p["availability"] == "ONLINE" && p["handle"] == "alice@localhost"
+    })
+    .await;
+    assert_eq!(meta["presence"]["accountId"], spare_account.as_str());
+    assert_eq!(meta["presence"]["protocol"], "XMPP");
+    drop(alice_upstream);
+
+    // Watch every status change from here on.
+    let mut socket = open_socket(&app, &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "s", "type": "subscribe", "payload": { "query":
+            "subscription { accountStatusChanged { id handle status { state attempt nextRetryAt } } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The spare server dies: only dave's account goes RECONNECTING, with a retry time.
+    spare.kill();
+    let down = app
+        .wait_for_account(&token, "dave@localhost", "RECONNECTING")
+        .await;
+    assert!(down["status"]["nextRetryAt"].is_string() || down["status"]["attempt"] != 0);
+    assert!(down["status"]["detail"].is_string(), "{down}");
+    assert_eq!(down["connected"], false);
+    let alive = app
+        .wait_for_account(&token, "alice@localhost", "ONLINE")
+        .await;
+    assert_eq!(alive["connected"], true);
+    // What the spare account's contacts showed is no longer known.
+    let meta = wait_for_meta(&app, &token, |p| p["handle"] != "alice@localhost").await;
+    assert_ne!(meta["presence"]["availability"], "ONLINE");
+
+    // It comes back: ONLINE again without a new login (backoff capped at 2 s in tests).
+    spare.start().await;
+    app.wait_for_account(&token, "dave@localhost", "ONLINE")
+        .await;
+
+    // The subscription saw dave's account go down and up, and never a change of alice's.
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("ONLINE") {
+        let message = next(&mut socket).await;
+        let account = &message["payload"]["data"]["accountStatusChanged"];
+        assert_eq!(
+            account["id"],
+            spare_account.as_str(),
+            "only the spare account changes: {message}"
+        );
+        states.push(account["status"]["state"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(states.first().map(String::as_str), Some("RECONNECTING"));
+    assert!(!states.contains(&"CONNECTING".to_owned()), "{states:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_retrying() {
+    // Runs after (or before) the other spare test: never both at once on one server.
+    let _turn = SPARE.lock().await;
+    let mut spare = SpareProsody::new();
+    spare.start().await;
+    let app = spawn_app().await;
+    let token = app
+        .register(
+            "portia",
+            json!([xmpp_account("carol"), spare.account("eve")]),
+        )
+        .await;
+    app.gql(Some(&token), "mutation { logout }", json!({}))
+        .await
+        .data();
+
+    // The spare server is replaced by one that accepts connections and never answers.
+    spare.kill();
+    let port: u16 = spare.server.rsplit_once(':').unwrap().1.parse().unwrap();
+    let silent = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the spare port is free again");
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let answer = login(&app, "portia").await;
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let states: Vec<&str> = answer["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["CONNECTING", "CONNECTING"], "{answer}");
+    // carol's account comes up while eve's still waits for its silent server.
+    app.wait_for_account(&token, "carol@localhost", "ONLINE")
+        .await;
+    let eve = app
+        .wait_for_account(&token, "eve@localhost", "CONNECTING")
+        .await;
+    assert_eq!(eve["status"]["attempt"], 0);
+    // The login deadline (5 s in tests) makes it UNREACHABLE, with a retry planned.
+    let eve = app
+        .wait_for_account(&token, "eve@localhost", "UNREACHABLE")
+        .await;
+    assert!(eve["status"]["nextRetryAt"].is_string(), "{eve}");
+    held.abort();
+    let _ = held.await;
+    app.gql(Some(&token), "mutation { logout }", json!({}))
+        .await
+        .data();
+
+    // eve's password changes upstream: the next login says AUTH_FAILED and records nothing.
+    spare.set_password("eve", "a-new-password-9Z");
+    spare.start().await;
+    let events = app.event_count().await;
+    let answer = login(&app, "portia").await;
+    let token = answer["token"].as_str().unwrap().to_owned();
+    let failed = app
+        .wait_for_account(&token, "eve@localhost", "AUTH_FAILED")
+        .await;
+    assert_eq!(failed["status"]["attempt"], 1);
+    app.wait_for_account(&token, "carol@localhost", "ONLINE")
+        .await;
+    // No retry of a refused password, even after the longest backoff.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = app
+        .wait_for_account(&token, "eve@localhost", "AUTH_FAILED")
+        .await;
+    assert_eq!(still["status"]["attempt"], 1, "{still}");
+    assert_eq!(
+        app.event_count().await,
+        events,
+        "a failed login records nothing"
+    );
+
+    spare.kill();
+    spare.set_password("eve", &xmpp_password("eve"));
+    app.stop().await;
+}
+
+/// The tests of this file share the spare server.
+static SPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn one_node_holds_a_users_connections_until_it_lets_go() {
+    // Two nodes share a database and, necessarily, the master key of its credential vault.
+    let settings = test_settings(&fresh_database().await);
+    let first = spawn_app_with(settings.clone()).await;
+    let token = first
+        .register("quentin", json!([xmpp_account("alice")]))
+        .await;
+    let holder = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>(
+            "SELECT l.node_id, s.node_id FROM live_leases l JOIN account_status s USING (user_id)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("one lease and one status")
+    };
+    let (lease_node, status_node) = holder(first.pool.clone()).await;
+    assert_eq!(lease_node, status_node);
+
+    // A second node on the same database: logging in there does not open a second
+    // connection; it shows the first node's live status.
+    let second = spawn_app_with(settings).await;
+    let answer = login(&second, "quentin").await;
+    assert_eq!(answer["accounts"][0]["status"]["state"], "ONLINE");
+    assert_eq!(holder(second.pool.clone()).await, (lease_node, status_node));
+    let other = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&other, "alice@localhost", "ONLINE")
+        .await;
+
+    // The first node shuts down and gives its leases up: the next login takes over.
+    first.stop().await;
+    let (none,): (i64,) = sqlx::query_as("SELECT count(*) FROM live_leases")
+        .fetch_one(&second.pool)
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "a clean shutdown releases the leases");
+    second
+        .wait_for_account(&other, "alice@localhost", "DISCONNECTED")
+        .await;
+    let answer = login(&second, "quentin").await;
+    let token2 = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&token2, "alice@localhost", "ONLINE")
+        .await;
+    let (new_lease, new_status) = holder(second.pool.clone()).await;
+    assert_eq!(new_lease, new_status);
+    assert_ne!(new_lease, lease_node, "the second node holds them now");
+    drop(token);
+    second.stop().await;
+}

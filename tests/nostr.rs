@@ -1,0 +1,731 @@
+//! The Nostr connector against the real relay (nostr-relay, NIP-42 login required) that
+//! scripts/test.sh starts on loopback, with an independent client on the other side: raw
+//! websocket JSON written here (only signing and NIP-59 wrapping come from the `nostr` crate).
+//!
+//! Identities (scripts/servers/nostr.sh): ann, ben, cid, dot and eve each follow the other four
+//! (petnames "Ann", "Ben", …); `stranger` may log in but is granted nothing. The tests run in
+//! parallel, so each connector login uses an identity of its own: ann (login and close), cid
+//! (messages), dot (follow list changes), eve (presence); ben only ever appears as the raw peer,
+//! so nobody else changes his status. The last test uses a scripted relay to lose the
+//! connection on demand.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use nostr::nips::nip59::UnwrappedGift;
+use nostr::{Event, EventBuilder, Keys, Kind, PublicKey, SecretKey, Tag, Timestamp};
+use serde_json::{json, Value};
+use switchboard::connectors::nostr::NostrConnector;
+use switchboard::connectors::{
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, Credential, LiveSession,
+    RosterEntry,
+};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A variable scripts/test.sh exports; without it these tests fail rather than skip.
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+fn relay() -> String {
+    env("SWITCHBOARD_TEST_NOSTR_RELAY")
+}
+
+/// One test identity from the key file: `name secret_hex public_hex nsec npub`.
+struct Identity {
+    keys: Keys,
+    nsec: String,
+    npub: String,
+}
+
+fn identity(name: &str) -> Identity {
+    let path = env("SWITCHBOARD_TEST_NOSTR_KEYS");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first() == Some(&name) {
+            let keys = Keys::new(SecretKey::from_hex(fields[1]).unwrap());
+            assert_eq!(keys.public_key().to_hex(), fields[2], "{path}: {name}");
+            return Identity {
+                keys,
+                nsec: fields[3].to_owned(),
+                npub: fields[4].to_owned(),
+            };
+        }
+    }
+    panic!("{name} is not in {path}");
+}
+
+fn hex(name: &str) -> String {
+    identity(name).keys.public_key().to_hex()
+}
+
+/// The handle the connector reports for a test identity: its public key in lower-case hex.
+fn handle(name: &str) -> Handle {
+    Handle::parse(Protocol::Nostr, &hex(name)).unwrap()
+}
+
+fn login_with(server: &str, handle: &str, secret: &str) -> AccountLogin {
+    AccountLogin {
+        protocol: Protocol::Nostr,
+        server: server.to_owned(),
+        handle: Handle::parse(Protocol::Nostr, handle).unwrap(),
+        credential: Credential::Password(Secret::new(secret)),
+        contacts: Vec::new(),
+    }
+}
+
+fn login_as(name: &str) -> AccountLogin {
+    let who = identity(name);
+    login_with(
+        &relay(),
+        &who.keys.public_key().to_hex(),
+        who.keys.secret_key().to_secret_hex().as_str(),
+    )
+}
+
+async fn connect(name: &str) -> LiveSession {
+    NostrConnector::default()
+        .connect(&login_as(name), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot log in: {e}"))
+}
+
+async fn connect_err(login: &AccountLogin) -> ConnectorError {
+    NostrConnector::default()
+        .connect(login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("login should fail")
+}
+
+fn pals_of(name: &str) -> Vec<RosterEntry> {
+    ["ann", "ben", "cid", "dot", "eve"]
+        .into_iter()
+        .filter(|pal| *pal != name)
+        .map(|pal| RosterEntry {
+            handle: handle(pal),
+            display_name: Some(capitalised(pal)),
+        })
+        .collect()
+}
+
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+fn sorted(mut roster: Vec<RosterEntry>) -> Vec<RosterEntry> {
+    roster.sort_by(|a, b| a.handle.cmp(&b.handle));
+    roster
+}
+
+/// Waits for the first event that `wanted` accepts; panics with everything seen otherwise.
+async fn wait_for(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+    wanted: impl Fn(&ConnectorEvent) -> bool,
+) -> ConnectorEvent {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+            seen.push(event);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
+        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
+    }
+}
+
+fn presence_of(
+    who: &str,
+    availability: Availability,
+    status: Option<&str>,
+) -> impl Fn(&ConnectorEvent) -> bool {
+    let who = handle(who);
+    let status = status.map(str::to_owned);
+    move |event| {
+        matches!(event, ConnectorEvent::Presence { handle, availability: a, status: s }
+            if *handle == who && *a == availability && *s == status)
+    }
+}
+
+/// The other side: a raw websocket client that logs in with NIP-42 and speaks NIP-01 JSON.
+struct Peer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    keys: Keys,
+    subscriptions: u32,
+}
+
+impl Peer {
+    async fn login(name: &str) -> Self {
+        let url = relay();
+        let keys = identity(name).keys;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("the peer cannot reach {url}: {e}"));
+        let challenge = next_json(&mut ws).await;
+        assert_eq!(
+            challenge[0], "AUTH",
+            "expected a NIP-42 challenge: {challenge}"
+        );
+        let auth = EventBuilder::new(Kind::Authentication, "")
+            .tags([
+                Tag::parse(["relay", url.as_str()]).unwrap(),
+                Tag::parse(["challenge", challenge[1].as_str().unwrap()]).unwrap(),
+            ])
+            .sign_with_keys(&keys)
+            .unwrap();
+        // nostr-relay answers AUTH with nothing; it handles our next messages after it.
+        send_json(&mut ws, json!(["AUTH", auth])).await;
+        Self {
+            ws,
+            keys,
+            subscriptions: 0,
+        }
+    }
+
+    /// Publishes and waits for the relay's `OK true`.
+    async fn publish(&mut self, event: &Event) {
+        send_json(&mut self.ws, json!(["EVENT", event])).await;
+        loop {
+            let answer = next_json(&mut self.ws).await;
+            if answer[0] == "OK" && (answer[1] == event.id.to_hex() || answer[1] == "") {
+                assert_eq!(answer[2], true, "the relay refused {event:?}: {answer}");
+                return;
+            }
+        }
+    }
+
+    /// Stored events matching `filter`, up to the relay's EOSE.
+    async fn query(&mut self, filter: Value) -> Vec<Event> {
+        let id = self.subscribe(filter).await;
+        let mut found = Vec::new();
+        loop {
+            let message = next_json(&mut self.ws).await;
+            match message[0].as_str() {
+                Some("EVENT") if message[1] == id => {
+                    found.push(serde_json::from_value(message[2].clone()).unwrap())
+                }
+                Some("EOSE") if message[1] == id => break,
+                Some("NOTICE" | "CLOSED") => panic!("the relay refused the query: {message}"),
+                _ => {}
+            }
+        }
+        send_json(&mut self.ws, json!(["CLOSE", id])).await;
+        found
+    }
+
+    async fn subscribe(&mut self, filter: Value) -> String {
+        self.subscriptions += 1;
+        let id = format!("peer-{}", self.subscriptions);
+        send_json(&mut self.ws, json!(["REQ", id, filter])).await;
+        id
+    }
+
+    /// The next event on any subscription that `wanted` accepts.
+    async fn wait_event(&mut self, wanted: impl Fn(&Event) -> bool) -> Event {
+        tokio::time::timeout(EVENT_TIMEOUT, async {
+            loop {
+                let message = next_json(&mut self.ws).await;
+                if message[0] == "EVENT" {
+                    let event: Event = serde_json::from_value(message[2].clone()).unwrap();
+                    if wanted(&event) {
+                        return event;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the peer saw no matching event in time")
+    }
+
+    /// Publishes our NIP-38 general status, dated `at` (each test's statuses strictly later
+    /// than the last: the relay keeps one per second).
+    async fn set_status(&mut self, content: &str, at: Timestamp, expires: Option<Timestamp>) {
+        let mut tags = vec![Tag::identifier("general")];
+        tags.extend(expires.map(Tag::expiration));
+        let event = EventBuilder::new(Kind::UserStatus, content)
+            .tags(tags)
+            .custom_created_at(at)
+            .sign_with_keys(&self.keys)
+            .unwrap();
+        self.publish(&event).await;
+    }
+
+    /// Sends a NIP-17 message to `to`, its rumor dated `at`.
+    async fn send_message(&mut self, to: &PublicKey, body: &str, at: Timestamp) -> Event {
+        let rumor = EventBuilder::private_msg_rumor(*to, body)
+            .custom_created_at(at)
+            .build(self.keys.public_key());
+        let wrap = EventBuilder::gift_wrap(&self.keys, to, rumor, [])
+            .await
+            .unwrap();
+        self.publish(&wrap).await;
+        wrap
+    }
+}
+
+async fn send_json<S>(ws: &mut WebSocketStream<S>, value: Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(value.to_string())).await.unwrap();
+}
+
+async fn next_json<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let frame = tokio::time::timeout(EVENT_TIMEOUT, ws.next())
+            .await
+            .expect("the relay said nothing in time")
+            .expect("the relay closed the connection")
+            .expect("websocket error");
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+/// The general status `name` has on the relay now, as the peer sees it.
+async fn status_on_relay(peer: &mut Peer, name: &str) -> Option<Event> {
+    let mut statuses = peer
+        .query(json!({"kinds": [30315], "authors": [hex(name)], "#d": ["general"]}))
+        .await;
+    statuses.sort_by_key(|event| event.created_at);
+    statuses.pop()
+}
+
+#[tokio::test]
+async fn login_reads_the_follow_list_and_close_clears_the_status() {
+    // npub and nsec forms are accepted too; the handles reported are lower-case hex.
+    let ann = identity("ann");
+    let login = login_with(&relay(), &ann.npub, &ann.nsec);
+    let started = Instant::now();
+    let mut session = NostrConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ann cannot log in: {e}"));
+    eprintln!("ann logged in in {:?}", started.elapsed());
+    assert_eq!(sorted(session.roster.clone()), sorted(pals_of("ann")));
+
+    // One presence per contact after login, Offline included.
+    let mut reported = HashSet::new();
+    while reported.len() < 4 {
+        match wait_for(&mut session.events, |_| true).await {
+            ConnectorEvent::Presence { handle, .. } => {
+                assert!(reported.insert(handle.clone()), "{handle} reported twice");
+            }
+            other => panic!("expected the contacts' presence first, got {other:?}"),
+        }
+    }
+    let contacts: HashSet<Handle> = pals_of("ann").into_iter().map(|e| e.handle).collect();
+    assert_eq!(reported, contacts);
+
+    // The login proved write access with ann's own status, which expires on its own.
+    let mut peer = Peer::login("ben").await;
+    let status = status_on_relay(&mut peer, "ann")
+        .await
+        .expect("ann's status");
+    assert_eq!(status.content, "online");
+    assert!(status
+        .tags
+        .expiration()
+        .is_some_and(|at| *at > Timestamp::now()));
+
+    let closing = Instant::now();
+    session.control.close().await;
+    session.control.close().await; // idempotent
+    assert!(
+        closing.elapsed() < Duration::from_secs(6),
+        "close took {:?}",
+        closing.elapsed()
+    );
+    // Nothing after close: no Disconnected, just the end of the events.
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, async {
+        let mut rest = Vec::new();
+        while let Some(event) = session.events.recv().await {
+            rest.push(event);
+        }
+        rest
+    })
+    .await
+    .expect("the events did not end after close");
+    assert!(
+        !rest
+            .iter()
+            .any(|e| matches!(e, ConnectorEvent::Disconnected { .. })),
+        "{rest:?}"
+    );
+    let status = status_on_relay(&mut peer, "ann")
+        .await
+        .expect("ann's status");
+    assert_eq!(status.content, "", "close should clear ann's status");
+    assert!(matches!(
+        session
+            .control
+            .send_message(&handle("ben"), "too late")
+            .await,
+        Err(ConnectorError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn a_secret_key_of_another_account_fails_as_auth_failed() {
+    let ann = identity("ann");
+    let ben = identity("ben");
+    for secret in [ben.nsec.as_str(), "not-a-key", ""] {
+        let login = login_with(&relay(), &ann.npub, secret);
+        let error = connect_err(&login).await;
+        assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+        // The secret must not leak into the error.
+        assert!(secret.is_empty() || !format!("{error:?} {error}").contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn a_key_the_relay_does_not_grant_fails_as_auth_failed() {
+    let started = Instant::now();
+    let error = connect_err(&login_as("stranger")).await;
+    assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
+    // Refused by the relay, not given up on at the login timeout.
+    assert!(
+        started.elapsed() < LOGIN_TIMEOUT,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_relay_and_bad_accounts_are_told_apart() {
+    let ann = identity("ann");
+    let secret = ann.nsec.as_str();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let login = login_with(&format!("ws://127.0.0.1:{closed_port}"), &ann.npub, secret);
+    let error = connect_err(&login).await;
+    assert!(matches!(error, ConnectorError::Unreachable(_)), "{error:?}");
+
+    for server in ["127.0.0.1:7777", "https://relay.example.org", "ws://"] {
+        let error = connect_err(&login_with(server, &ann.npub, secret)).await;
+        assert!(
+            matches!(error, ConnectorError::InvalidAccount(_)),
+            "{server}: {error:?}"
+        );
+    }
+    let error = connect_err(&login_with(&relay(), "ann@example.org", secret)).await;
+    assert!(
+        matches!(error, ConnectorError::InvalidAccount(_)),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_follow_list_is_reported() {
+    let mut session = connect("dot").await;
+    assert_eq!(sorted(session.roster.clone()), sorted(pals_of("dot")));
+    let mut dot = Peer::login("dot").await;
+    let publish_follows = |entries: Vec<(String, &'static str)>, at: Timestamp| {
+        let tags = entries
+            .iter()
+            .map(|(key, name)| Tag::parse(["p", key.as_str(), "", name]).unwrap())
+            .collect::<Vec<_>>();
+        EventBuilder::new(Kind::ContactList, "")
+            .tags(tags)
+            .custom_created_at(at)
+            .sign_with_keys(&identity("dot").keys)
+            .unwrap()
+    };
+    // As the user's other client would: drop three, rename one.
+    let now = Timestamp::now();
+    let list = publish_follows(vec![(hex("ann"), "Annie")], now + 1u64);
+    dot.publish(&list).await;
+    let changed = wait_for(&mut session.events, |e| {
+        matches!(e, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(
+        changed,
+        ConnectorEvent::RosterChanged(vec![RosterEntry {
+            handle: handle("ann"),
+            display_name: Some("Annie".to_owned()),
+        }])
+    );
+
+    // An older list is not news; the original list back is.
+    let stale = publish_follows(vec![(hex("eve"), "Eve")], now - 30u64);
+    dot.publish(&stale).await;
+    let original = pals_of("dot")
+        .into_iter()
+        .map(|entry| (entry.handle.as_str().to_owned(), leak(entry.display_name)))
+        .collect();
+    dot.publish(&publish_follows(original, now + 2u64)).await;
+    match wait_for(&mut session.events, |e| {
+        matches!(e, ConnectorEvent::RosterChanged(_))
+    })
+    .await
+    {
+        ConnectorEvent::RosterChanged(roster) => {
+            assert_eq!(sorted(roster), sorted(pals_of("dot")))
+        }
+        _ => unreachable!(),
+    }
+    // The contacts back in the list are reported again, Offline included.
+    for pal in ["ben", "cid", "eve"] {
+        let who = handle(pal);
+        wait_for(
+            &mut session.events,
+            |e| matches!(e, ConnectorEvent::Presence { handle, .. } if *handle == who),
+        )
+        .await;
+    }
+    session.control.close().await;
+}
+
+fn leak(name: Option<String>) -> &'static str {
+    Box::leak(name.unwrap_or_default().into_boxed_str())
+}
+
+#[tokio::test]
+async fn contacts_statuses_are_reported_as_presence() {
+    let mut ben = Peer::login("ben").await;
+    // Dated after anything ben has on the relay, should the tests run again against it.
+    let mut at = status_on_relay(&mut ben, "ben")
+        .await
+        .map_or(Timestamp::now(), |last| {
+            last.created_at.max(Timestamp::now())
+        });
+    let mut next = || {
+        at = at + 1u64;
+        at
+    };
+    let run = nonce();
+    let (reading, hiking, brb) = (
+        format!("reading {run}"),
+        format!("hiking {run}"),
+        format!("brb {run}"),
+    );
+    // Already set before eve logs in: reported with the first presences.
+    ben.set_status(&reading, next(), None).await;
+    let mut session = connect("eve").await;
+    wait_for(
+        &mut session.events,
+        presence_of("ben", Availability::Online, Some(&reading)),
+    )
+    .await;
+
+    ben.set_status(&hiking, next(), None).await;
+    wait_for(
+        &mut session.events,
+        presence_of("ben", Availability::Online, Some(&hiking)),
+    )
+    .await;
+
+    // An empty status is offline.
+    ben.set_status("", next(), None).await;
+    wait_for(
+        &mut session.events,
+        presence_of("ben", Availability::Offline, None),
+    )
+    .await;
+
+    // So is an expired one, when it expires.
+    ben.set_status(&brb, next(), Some(Timestamp::now() + 3u64))
+        .await;
+    wait_for(
+        &mut session.events,
+        presence_of("ben", Availability::Online, Some(&brb)),
+    )
+    .await;
+    wait_for(
+        &mut session.events,
+        presence_of("ben", Availability::Offline, None),
+    )
+    .await;
+    session.control.close().await;
+}
+
+/// Tells this run's statuses and messages from those of earlier runs against the same relay.
+fn nonce() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+#[tokio::test]
+async fn private_messages_cross_both_ways() {
+    let cid = identity("cid").keys.public_key();
+    let ben_key = identity("ben").keys.public_key();
+    let mut ben = Peer::login("ben").await;
+    // Sent before cid's session: not reported by it.
+    let run = nonce();
+    ben.send_message(&cid, &format!("old news {run}"), Timestamp::now() - 600u64)
+        .await;
+
+    let mut session = connect("cid").await;
+    let sent = Timestamp::now();
+    let (hello, second, third) = (
+        format!("hello cid {run}"),
+        format!("second {run}"),
+        format!("third {run}"),
+    );
+    let ours =
+        |e: &ConnectorEvent| matches!(e, ConnectorEvent::Message(m) if m.body.ends_with(&run));
+    // The same message wrapped twice (as a client resending does) is reported once.
+    let rumor = EventBuilder::private_msg_rumor(cid, hello.as_str())
+        .custom_created_at(sent)
+        .build(ben_key);
+    for _ in 0..2 {
+        let wrap = EventBuilder::gift_wrap(&ben.keys, &cid, rumor.clone(), [])
+            .await
+            .unwrap();
+        ben.publish(&wrap).await;
+    }
+    ben.send_message(&cid, &second, Timestamp::now()).await;
+    // A message that arrives during the session is new, even from a sender whose clock is
+    // far behind.
+    let late = format!("late clock {run}");
+    ben.send_message(&cid, &late, Timestamp::now() - 3600u64)
+        .await;
+
+    let mut bodies = Vec::new();
+    while bodies.len() < 3 {
+        if let ConnectorEvent::Message(message) = wait_for(&mut session.events, ours).await {
+            assert_eq!(message.from, handle("ben"));
+            if message.body == hello {
+                assert_eq!(message.sent_at.timestamp() as u64, sent.as_secs());
+            }
+            bodies.push(message.body);
+        }
+    }
+    assert_eq!(bodies, [hello, second, late]);
+
+    // And the other way: ben unwraps what cid's session sent.
+    let sub = ben
+        .subscribe(json!({"kinds": [1059], "#p": [ben_key.to_hex()], "since": Timestamp::now().as_secs() - 3 * 24 * 3600}))
+        .await;
+    assert!(sub.starts_with("peer-"));
+    let reply = format!("hi ben, cid here {run}");
+    session
+        .control
+        .send_message(&handle("ben"), &reply)
+        .await
+        .expect("the relay took the message");
+    let keys = ben.keys.clone();
+    let mut found = None;
+    while found.is_none() {
+        let wrap = ben.wait_event(|e| e.kind == Kind::GiftWrap).await;
+        if let Ok(gift) = UnwrappedGift::from_gift_wrap(&keys, &wrap).await {
+            if gift.rumor.content == reply {
+                found = Some(gift);
+            }
+        }
+    }
+    let gift = found.unwrap();
+    assert_eq!(gift.sender, cid);
+    assert_eq!(gift.rumor.kind, Kind::PrivateDirectMessage);
+
+    // cid's own copy came back to the session too, and is not reported as a message from
+    // anyone: the next message is ben's.
+    ben.send_message(&cid, &third, Timestamp::now()).await;
+    match wait_for(&mut session.events, ours).await {
+        ConnectorEvent::Message(message) => {
+            assert_eq!((message.from, message.body), (handle("ben"), third))
+        }
+        _ => unreachable!(),
+    }
+    let copies = Peer::login("cid")
+        .await
+        .query(json!({"kinds": [1059], "#p": [cid.to_hex()], "since": Timestamp::now().as_secs() - 3 * 24 * 3600}))
+        .await;
+    let cid_keys = identity("cid").keys;
+    let mut own_copies = 0;
+    for wrap in &copies {
+        if let Ok(gift) = UnwrappedGift::from_gift_wrap(&cid_keys, wrap).await {
+            if gift.sender == cid && gift.rumor.content == reply {
+                own_copies += 1;
+            }
+        }
+    }
+    assert_eq!(own_copies, 1, "cid keeps one copy of what it sent");
+    session.control.close().await;
+}
+
+/// A scripted relay that logs one client in (challenge, OK to its status, an empty follow
+/// list), then drops the connection; it counts the connections it gets.
+async fn scripted_relay() -> (String, tokio::sync::watch::Receiver<usize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (count_tx, count) = tokio::sync::watch::channel(0);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count_tx.send_modify(|n| *n += 1);
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                continue;
+            };
+            send_json(&mut ws, json!(["AUTH", "challenge-1"])).await;
+            let mut status_ok = false;
+            let mut queries_done = false;
+            while !(status_ok && queries_done) {
+                let message = next_json(&mut ws).await;
+                match message[0].as_str() {
+                    Some("EVENT") if message[1]["kind"] == 30315 => {
+                        send_json(&mut ws, json!(["OK", message[1]["id"], true, ""])).await;
+                        status_ok = true;
+                    }
+                    Some("REQ") => {
+                        send_json(&mut ws, json!(["EOSE", message[1]])).await;
+                        queries_done |= message[1] == "messages";
+                    }
+                    _ => {}
+                }
+            }
+            // Gone without a goodbye, as a crashed relay would be.
+            drop(ws);
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn a_lost_connection_is_reported_once_and_not_retried() {
+    let (url, mut count) = scripted_relay().await;
+    let ann = identity("ann");
+    let login = login_with(&url, &ann.npub, &ann.nsec);
+    let mut session = NostrConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect("scripted login");
+    assert!(session.roster.is_empty());
+    let event = wait_for(&mut session.events, |e| {
+        matches!(e, ConnectorEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(matches!(event, ConnectorEvent::Disconnected { reason } if !reason.is_empty()));
+    // The events end there, and the connector did not dial again: that is the caller's call.
+    let rest = tokio::time::timeout(EVENT_TIMEOUT, session.events.recv())
+        .await
+        .expect("the events did not end after the disconnection");
+    assert!(rest.is_none(), "{rest:?}");
+    assert_eq!(*count.borrow_and_update(), 1);
+    session.control.close().await;
+}
