@@ -1,11 +1,13 @@
 # shellcheck shell=bash
 # scripts/servers/irc.sh — test-env.sh plugin: two IRC servers on loopback for tests/irc.rs.
 #
-#   ngIRCd 26          no services, no SASL, no MONITOR (presence by ISON only). A global server
-#                      password (the PASS command), so logins test that path and its refusal
-#                      (464). An operator block, so a test can KILL a client.
-#   InspIRCd 3 + Atheme 7.2   IRCv3 CAP, SASL PLAIN (served by Atheme's SaslServ), MONITOR,
-#                      NickServ accounts (REGISTER, REGAIN). No server password. A second,
+#   ngIRCd 26          no services, no SASL, no MONITOR (presence by ISON/USERHOST polling). A
+#                      global server password (the PASS command), so logins test that path and
+#                      its refusal (ngIRCd sends only `ERROR :Access denied: Bad password?`, no
+#                      464). An operator block, so a test can KILL a client.
+#   InspIRCd 3 + Atheme 7.2   IRCv3 CAP, SASL PLAIN (served by Atheme's SaslServ), MONITOR (30),
+#                      away-notify + extended-monitor, NickServ accounts (REGISTER, and REGAIN
+#                      from nickserv/enforce with InspIRCd's svshold). No server password. A second,
 #                      TLS-only client port (GnuTLS) with the throwaway "localhost" certificate
 #                      that test-env.sh makes for the TLS Prosody.
 #
