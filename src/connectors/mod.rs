@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+#[cfg(feature = "irc")]
+pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
 #[cfg(feature = "nostr")]
@@ -255,6 +257,11 @@ impl ConnectorRegistry {
             Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
             None => xmpp::XmppConnector::default(),
         }));
+        #[cfg(feature = "irc")]
+        registry.register(Arc::new(match &options.extra_roots_pem {
+            Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,
+            None => irc::IrcConnector::default(),
+        }));
         #[cfg(feature = "matrix")]
         registry.register(Arc::new(match &options.extra_roots_pem {
             Some(pem) => matrix::MatrixConnector::with_extra_roots(pem)?,
@@ -265,7 +272,12 @@ impl ConnectorRegistry {
             Some(pem) => nostr::NostrConnector::with_extra_roots(pem)?,
             None => nostr::NostrConnector::default(),
         }));
-        #[cfg(not(any(feature = "xmpp", feature = "matrix", feature = "nostr")))]
+        #[cfg(not(any(
+            feature = "xmpp",
+            feature = "irc",
+            feature = "matrix",
+            feature = "nostr"
+        )))]
         let _ = options;
         Ok(registry)
     }
