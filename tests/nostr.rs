@@ -79,7 +79,10 @@ fn login_with(server: &str, handle: &str, secret: &str) -> AccountLogin {
     AccountLogin {
         protocol: Protocol::Nostr,
         server: server.to_owned(),
-        handle: Handle::parse(Protocol::Nostr, handle).unwrap(),
+        // What the domain refuses can still reach a connector from stored data: it must say so
+        // itself, hence from_stored for malformed handles.
+        handle: Handle::parse(Protocol::Nostr, handle)
+            .unwrap_or_else(|_| Handle::from_stored(handle)),
         credential: Credential::Password(Secret::new(secret)),
         contacts: Vec::new(),
     }

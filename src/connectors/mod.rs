@@ -115,6 +115,9 @@ pub struct IncomingMessage {
     pub body: String,
     /// When the sender sent it, if the network says; otherwise when it arrived.
     pub sent_at: DateTime<Utc>,
+    /// The network's own id of the message, where it has one (Matrix event id, Nostr rumor
+    /// id, XMPP stanza id): lets a caller drop a message a reconnection delivers twice.
+    pub id: Option<String>,
 }
 
 /// How available a contact is, ordered from least to most available.

@@ -793,10 +793,12 @@ impl Session {
             .and_then(|p| Delay::try_from(p.clone()).ok())
             .map(|d| d.stamp.0.with_timezone(&chrono::Utc))
             .unwrap_or_else(chrono::Utc::now);
+        let id = message.id.as_ref().map(|id| id.0.clone());
         self.emit(ConnectorEvent::Message(IncomingMessage {
             from: handle,
             body,
             sent_at,
+            id,
         }))
         .await
     }

@@ -174,7 +174,7 @@ pub enum Protocol {
 impl Protocol {
     /// Whether handles on this network compare case-insensitively.
     fn folds_case(self) -> bool {
-        matches!(self, Protocol::Xmpp | Protocol::Irc | Protocol::Matrix)
+        matches!(self, Protocol::Xmpp | Protocol::Matrix)
     }
 }
 
@@ -209,6 +209,7 @@ impl Handle {
                 max: Self::MAX,
             });
         }
+        // IRC nicks fold ASCII letters only (below); XMPP and Matrix fold like Unicode.
         let value = if protocol.folds_case() {
             trimmed.to_lowercase()
         } else {
@@ -218,7 +219,7 @@ impl Handle {
         match protocol {
             Protocol::Xmpp => Ok(Self(value)),
             Protocol::Irc => {
-                let nick = irc_fold(&value);
+                let nick = value.to_ascii_lowercase();
                 if !is_irc_nick(&nick) {
                     return Err(form(
                         "a nick: a letter or one of []\\`_^{|} first, then also digits and '-', at most 32",
@@ -246,19 +247,6 @@ impl Handle {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// IRC's rfc1459 case mapping: beside ASCII letters, `[]\\~` are the upper case of `{}|^`.
-fn irc_fold(nick: &str) -> String {
-    nick.chars()
-        .map(|c| match c {
-            '[' => '{',
-            ']' => '}',
-            '\\' => '|',
-            '~' => '^',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
 }
 
 /// RFC 2812's nickname, with the length most servers allow today.
@@ -398,11 +386,12 @@ mod tests {
     }
 
     #[test]
-    fn irc_nicks_fold_with_the_rfc1459_mapping_and_keep_their_form() {
+    fn irc_nicks_fold_ascii_letters_only_and_keep_their_form() {
+        // Servers differ in case mapping (rfc1459 folds []\\~ too, ngIRCd's "ascii" does
+        // not): the stored nick folds letters only; the connector compares the server's way.
         let nick = |s| Handle::parse(Protocol::Irc, s).map(|h| h.as_str().to_owned());
-        assert_eq!(nick("Bob[away]").unwrap(), "bob{away}");
-        assert_eq!(nick("BOB{AWAY}"), nick("bob[away]"));
-        assert_eq!(nick("x\\y~").unwrap(), "x|y^");
+        assert_eq!(nick("Bob[away]").unwrap(), "bob[away]");
+        assert_ne!(nick("BOB{AWAY}"), nick("bob[away]"));
         assert_eq!(nick("_dave-2").unwrap(), "_dave-2");
         for bad in [
             "#channel",

@@ -350,3 +350,7 @@ pub async fn next(socket: &mut Socket) -> Value {
         }
     }
 }
+
+/// Held by tests that log bob in on a network or watch his presence there: only one of them
+/// may move his presence at a time.
+pub static BOB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -7,6 +7,7 @@ mod flow;
 mod helpers;
 mod http;
 mod live;
+mod networks;
 mod presence;
 mod projections;
 mod security;

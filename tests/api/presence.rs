@@ -35,6 +35,7 @@ async fn wait_for_presence(app: &TestApp, token: &str, handle: &str, want: &str)
 
 #[tokio::test]
 async fn a_contact_logging_in_upstream_shows_online_then_offline() {
+    let _bob = BOB.lock().await;
     let app = spawn_app().await;
     let token = app
         .register("watcher", json!([xmpp_account("mallory")]))

@@ -606,6 +606,7 @@ impl Session {
             from: handle,
             body,
             sent_at: Utc::now(),
+            id: None,
         }))
         .await
     }

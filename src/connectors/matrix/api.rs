@@ -141,6 +141,8 @@ pub(super) struct Event {
     pub content: Value,
     #[serde(default)]
     pub origin_server_ts: Option<i64>,
+    #[serde(default)]
+    pub event_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

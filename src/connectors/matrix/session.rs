@@ -202,6 +202,7 @@ impl Session {
             from,
             body: body.to_owned(),
             sent_at,
+            id: event.event_id.clone(),
         })
     }
 

@@ -409,7 +409,8 @@ impl Session {
         if !self.messages_live && rumor.created_at + MESSAGE_MARGIN < self.started {
             return Ok(());
         }
-        if !self.seen_messages.insert(rumor.id()) {
+        let rumor_id = rumor.id();
+        if !self.seen_messages.insert(rumor_id) {
             return Ok(());
         }
         let Some(from) = handle_of(&gift.sender) else {
@@ -423,6 +424,7 @@ impl Session {
             from,
             body: rumor.content,
             sent_at,
+            id: Some(rumor_id.to_hex()),
         }))
         .await
     }

@@ -1,0 +1,217 @@
+//! The product's promise across four networks, end to end: one user with an account on XMPP,
+//! IRC, Matrix and Nostr logs in once; all four come online; their contacts form one list;
+//! bob's four handles merged into one person show the presence of whichever network bob is
+//! online on. Bob's side is each network's own connector logged in as bob.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchboard::connectors::irc::IrcConnector;
+use switchboard::connectors::matrix::MatrixConnector;
+use switchboard::connectors::nostr::NostrConnector;
+use switchboard::connectors::xmpp::XmppConnector;
+use switchboard::connectors::{AccountLogin, Connector, Credential, LiveSession};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
+
+use crate::helpers::*;
+
+/// One test identity on the Nostr relay (scripts/servers/nostr.sh).
+struct NostrKey {
+    secret_hex: String,
+    public_hex: String,
+    npub: String,
+}
+
+fn nostr_keys() -> HashMap<String, NostrKey> {
+    let path = env("SWITCHBOARD_TEST_NOSTR_KEYS");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 5, "name secret_hex public_hex nsec npub: {l}");
+            (
+                f[0].to_owned(),
+                NostrKey {
+                    secret_hex: f[1].to_owned(),
+                    public_hex: f[2].to_owned(),
+                    npub: f[4].to_owned(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The same test person's account input on each network.
+fn accounts_of(user: &str, keys: &HashMap<String, NostrKey>) -> Value {
+    json!([
+        xmpp_account(user),
+        { "protocol": "IRC", "server": env("SWITCHBOARD_TEST_INSPIRCD_SERVER"),
+          "handle": user, "secret": xmpp_password(user) },
+        { "protocol": "MATRIX", "server": env("SWITCHBOARD_TEST_MATRIX_SERVER"),
+          "handle": format!("@{user}:localhost"), "secret": xmpp_password(user) },
+        { "protocol": "NOSTR", "server": env("SWITCHBOARD_TEST_NOSTR_RELAY"),
+          "handle": keys[user].npub, "secret": keys[user].secret_hex },
+    ])
+}
+
+/// Logs bob in on one network with that network's connector, so he is online there.
+async fn bob_online(protocol: &str, keys: &HashMap<String, NostrKey>) -> LiveSession {
+    let (connector, protocol_id, server, handle, secret): (Box<dyn Connector>, _, _, _, _) =
+        match protocol {
+            "XMPP" => (
+                Box::new(XmppConnector::default()),
+                Protocol::Xmpp,
+                xmpp_server(),
+                "bob@localhost".to_owned(),
+                xmpp_password("bob"),
+            ),
+            "IRC" => (
+                Box::new(IrcConnector::default()),
+                Protocol::Irc,
+                env("SWITCHBOARD_TEST_INSPIRCD_SERVER"),
+                "bob".to_owned(),
+                xmpp_password("bob"),
+            ),
+            "MATRIX" => (
+                Box::new(MatrixConnector::default()),
+                Protocol::Matrix,
+                env("SWITCHBOARD_TEST_MATRIX_SERVER"),
+                "@bob:localhost".to_owned(),
+                xmpp_password("bob"),
+            ),
+            "NOSTR" => (
+                Box::new(NostrConnector::default()),
+                Protocol::Nostr,
+                env("SWITCHBOARD_TEST_NOSTR_RELAY"),
+                keys["bob"].npub.clone(),
+                keys["bob"].secret_hex.clone(),
+            ),
+            other => panic!("no network {other}"),
+        };
+    connector
+        .connect(
+            &AccountLogin {
+                protocol: protocol_id,
+                server,
+                handle: Handle::parse(protocol_id, &handle).unwrap(),
+                credential: Credential::Password(Secret::new(secret)),
+                contacts: Vec::new(),
+            },
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("bob logs in on {protocol}: {e}"))
+}
+
+const PERSON: &str = "{ contacts { metaContacts { name presence { availability protocol handle } \
+                       members { protocol handle presence { availability } } } } }";
+
+/// Waits until the meta-contact's presence satisfies `want`; returns the meta-contact.
+async fn wait_for_person(app: &TestApp, token: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let list = app.gql(Some(token), PERSON, json!({})).await;
+        last = list.data()["contacts"]["metaContacts"][0].clone();
+        if want(&last["presence"]) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the person's presence never matched: {last}");
+}
+
+#[tokio::test]
+async fn four_networks_one_login_one_contact_list_one_person() {
+    let _bob = BOB.lock().await;
+    let keys = nostr_keys();
+    let app = spawn_app().await;
+    let token = app.register("fourfold", accounts_of("alice", &keys)).await;
+    app.gql(Some(&token), "mutation { logout }", json!({}))
+        .await
+        .data();
+
+    // One login: every account starts at once and all four come online.
+    let login = app
+        .gql(
+            None,
+            "mutation { login(userName: \"fourfold\", password: \"correct horse battery\") {
+               token accounts { protocol status { state } } } }",
+            json!({}),
+        )
+        .await;
+    let login = login.data()["login"].clone();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let mut protocols: Vec<&str> = login["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["protocol"].as_str().unwrap())
+        .collect();
+    protocols.sort();
+    assert_eq!(protocols, ["IRC", "MATRIX", "NOSTR", "XMPP"]);
+    let handles = [
+        "alice@localhost".to_owned(),
+        "alice".to_owned(),
+        "@alice:localhost".to_owned(),
+        keys["alice"].public_hex.clone(),
+    ];
+    for handle in &handles {
+        app.wait_for_account(&token, handle, "ONLINE").await;
+    }
+
+    // IRC keeps no contact list: bob is added by hand and watched from now on.
+    let irc = app.account_id(&token, "alice").await;
+    app.gql(
+        Some(&token),
+        "mutation($a: ID!) { addContact(accountId: $a, handle: \"Bob\", displayName: \"Bob\") { contacts { handle } } }",
+        json!({ "a": irc }),
+    )
+    .await
+    .data();
+
+    // One list: bob on every network, from three server-side rosters and the IRC watch list.
+    let list = app.contacts(&token).await;
+    let bob_handles = [
+        "bob@localhost".to_owned(),
+        "bob".to_owned(),
+        "@bob:localhost".to_owned(),
+        keys["bob"].public_hex.clone(),
+    ];
+    let mut bobs = Vec::new();
+    for handle in &bob_handles {
+        let ids = ids_of(&list, handle);
+        assert_eq!(ids.len(), 1, "bob as {handle} once in {list}");
+        bobs.extend(ids);
+    }
+    app.gql(
+        Some(&token),
+        "mutation($ids: [ID!]!) { mergeContacts(name: \"Bob\", contactIds: $ids) { metaContactId } }",
+        json!({ "ids": bobs }),
+    )
+    .await
+    .data();
+
+    // Bob goes online on one network at a time: the person follows him there.
+    for protocol in ["IRC", "MATRIX", "NOSTR", "XMPP"] {
+        let session = bob_online(protocol, &keys).await;
+        let person = wait_for_person(&app, &token, |p| {
+            p["availability"] == "ONLINE" && p["protocol"] == protocol
+        })
+        .await;
+        assert_eq!(person["name"], "Bob");
+        let online: Vec<&str> = person["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["presence"]["availability"] == "ONLINE")
+            .map(|m| m["protocol"].as_str().unwrap())
+            .collect();
+        assert_eq!(online, [protocol], "only there: {person}");
+        session.disconnect().await;
+        wait_for_person(&app, &token, |p| p["availability"] != "ONLINE").await;
+    }
+    app.stop().await;
+}
