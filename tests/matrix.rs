@@ -46,8 +46,10 @@ fn mxid(localpart: &str) -> String {
     format!("@{localpart}:{}", domain())
 }
 
+/// As the domain parses it; malformed ones as stored data could still hold them, since the
+/// connector must refuse those itself.
 fn handle(raw: &str) -> Handle {
-    Handle::parse(Protocol::Matrix, raw).unwrap()
+    Handle::parse(Protocol::Matrix, raw).unwrap_or_else(|_| Handle::from_stored(raw))
 }
 
 fn password_of(localpart: &str) -> String {
