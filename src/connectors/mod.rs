@@ -22,8 +22,16 @@ use crate::secret::Secret;
 pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+mod net;
 #[cfg(feature = "nostr")]
 pub mod nostr;
+#[cfg(any(
+    feature = "xmpp",
+    feature = "irc",
+    feature = "matrix",
+    feature = "nostr"
+))]
+mod tls;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 

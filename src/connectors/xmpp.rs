@@ -29,9 +29,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{CertificateError, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
@@ -57,6 +56,8 @@ use tokio_xmpp::xmlstream::{
 use tokio_xmpp::Stanza;
 use tracing::{debug, warn};
 
+use super::net::{invalid, parse_host_port};
+use super::tls;
 use super::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ExtraRootsError,
     IncomingMessage, LiveSession, RosterEntry, SessionControl,
@@ -100,7 +101,7 @@ pub struct XmppConnector {
 /// Trusts the public web PKI roots only.
 impl Default for XmppConnector {
     fn default() -> Self {
-        Self::with_roots(public_roots())
+        Self::with_roots(tls::public_roots())
     }
 }
 
@@ -108,41 +109,14 @@ impl XmppConnector {
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
     /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        let mut roots = public_roots();
-        let mut added = 0;
-        for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate
-                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
-            roots
-                .add(certificate)
-                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
-        }
-        Ok(Self::with_roots(roots))
+        Ok(Self::with_roots(tls::roots_with(pem)?))
     }
 
     fn with_roots(roots: RootCertStore) -> Self {
-        // The provider is named rather than taken from the process default, which would panic if
-        // a future dependency also enabled aws-lc.
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports rustls' default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Self {
             timeouts: STREAM_TIMEOUTS,
-            tls: Arc::new(tls),
+            tls: tls::client_config(roots),
         }
-    }
-}
-
-fn public_roots() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
 }
 
@@ -235,26 +209,6 @@ impl Target {
             jid,
         })
     }
-}
-
-/// Splits `host:port`; IPv6 literals must be bracketed (`[::1]:5222`).
-fn parse_host_port(server: &str) -> Option<(String, u16)> {
-    let (host, port) = server.trim().rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
-    let host = match host.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']').filter(|ip| ip.contains(':'))?,
-        None if host.contains(':') => return None,
-        None => host,
-    };
-    let plausible = !host.is_empty()
-        && !host
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '[' | ']'));
-    plausible.then(|| (host.to_owned(), port))
-}
-
-fn invalid(message: impl Into<String>) -> ConnectorError {
-    ConnectorError::InvalidAccount(message.into())
 }
 
 /// What a successful login hands to the session.
@@ -435,28 +389,7 @@ async fn start_tls(
     TlsConnector::from(Arc::clone(tls))
         .connect(name, tcp)
         .await
-        .map_err(|e| failed(tls_failure(&e)))
-}
-
-/// A handshake failure in words, certificate problems first.
-fn tls_failure(error: &io::Error) -> String {
-    use tokio_rustls::rustls::Error as TlsError;
-    let Some(TlsError::InvalidCertificate(problem)) = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<TlsError>())
-    else {
-        return error.to_string();
-    };
-    match problem {
-        CertificateError::UnknownIssuer => {
-            "certificate not trusted (issued by no trusted root CA)".to_owned()
-        }
-        // rustls words most of them "certificate expired: …", "certificate not valid for …".
-        other => match other.to_string() {
-            text if text.starts_with("certificate") => text,
-            text => format!("certificate rejected: {text}"),
-        },
-    }
+        .map_err(|e| failed(super::tls::failure(&e)))
 }
 
 /// Opens an XML stream to `jid`'s domain over `io` and reads the server's stream features.

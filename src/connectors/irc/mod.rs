@@ -30,7 +30,6 @@
 
 mod proto;
 mod session;
-mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +40,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
+use super::net::{invalid, parse_host_port};
+use super::tls;
 use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterSource};
 use crate::domain::ids::Protocol;
 use crate::secret::Secret;
@@ -71,8 +72,8 @@ struct Keepalive {
 pub struct IrcConnector {
     ison_interval: Duration,
     keepalive: Keepalive,
-    /// What `ircs://` trusts; an error (never seen with ring) makes `ircs://` logins fail.
-    tls: Result<Arc<ClientConfig>, String>,
+    /// What `ircs://` trusts.
+    tls: Arc<ClientConfig>,
 }
 
 /// Trusts the public web PKI roots only.
@@ -81,7 +82,7 @@ impl Default for IrcConnector {
         Self {
             ison_interval: ISON_INTERVAL,
             keepalive: KEEPALIVE,
-            tls: tls::client_config(tls::public_roots()).map_err(|e| e.to_string()),
+            tls: tls::client_config(tls::public_roots()),
         }
     }
 }
@@ -91,7 +92,7 @@ impl IrcConnector {
     /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
         Ok(Self {
-            tls: Ok(tls::client_config(tls::roots_with(pem)?)?),
+            tls: tls::client_config(tls::roots_with(pem)?),
             ..Self::default()
         })
     }
@@ -195,26 +196,6 @@ impl Target {
     }
 }
 
-/// Splits `host:port`; IPv6 literals must be bracketed (`[::1]:6667`).
-fn parse_host_port(server: &str) -> Option<(String, u16)> {
-    let (host, port) = server.trim().rsplit_once(':')?;
-    let port = port.parse::<u16>().ok().filter(|port| *port != 0)?;
-    let host = match host.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']').filter(|ip| ip.contains(':'))?,
-        None if host.contains(':') => return None,
-        None => host,
-    };
-    let plausible = !host.is_empty()
-        && !host
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '[' | ']'));
-    plausible.then(|| (host.to_owned(), port))
-}
-
-fn invalid(message: impl Into<String>) -> ConnectorError {
-    ConnectorError::InvalidAccount(message.into())
-}
-
 /// The connection (TCP or TLS), split, with line framing on the read side.
 struct Connection {
     reader: LineReader,
@@ -316,7 +297,7 @@ enum Phase {
 async fn log_in(
     target: &Target,
     password: &Secret,
-    tls: &Result<Arc<ClientConfig>, String>,
+    tls: &Arc<ClientConfig>,
 ) -> Result<Registered, ConnectorError> {
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -335,10 +316,7 @@ async fn log_in(
         ));
     }
     let mut connection = if target.tls {
-        let config = tls.as_ref().map_err(|e| {
-            ConnectorError::Unreachable(format!("TLS is not available in this build: {e}"))
-        })?;
-        let (read, write) = tokio::io::split(tls::handshake(tcp, &target.host, config).await?);
+        let (read, write) = tokio::io::split(tls::handshake(tcp, &target.host, tls).await?);
         Connection {
             reader: LineReader::new(Box::new(read)),
             writer: Box::new(write),

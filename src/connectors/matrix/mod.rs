@@ -43,11 +43,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::{StatusCode, Url};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
+use super::net::invalid;
+use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
 use super::{
@@ -71,14 +71,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct MatrixConnector {
     /// What HTTPS trusts: the public web PKI roots, plus any extra ones.
-    roots: Arc<RootCertStore>,
+    tls: Arc<ClientConfig>,
 }
 
 /// Trusts the public web PKI roots only.
 impl Default for MatrixConnector {
     fn default() -> Self {
         Self {
-            roots: Arc::new(public_roots()),
+            tls: tls::client_config(tls::public_roots()),
         }
     }
 }
@@ -87,36 +87,15 @@ impl MatrixConnector {
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
     /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        let mut roots = public_roots();
-        let mut added = 0;
-        for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate
-                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
-            roots
-                .add(certificate)
-                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
-        }
         Ok(Self {
-            roots: Arc::new(roots),
+            tls: tls::client_config(tls::roots_with(pem)?),
         })
     }
 
     /// One HTTP client per session: its connections end with the session.
     fn http_client(&self, target: &Target) -> Result<reqwest::Client, ConnectorError> {
-        // The provider is named rather than taken from the process default, which would panic
-        // if a future dependency also enabled aws-lc.
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ConnectorError::Protocol(format!("TLS set-up failed: {e}")))?
-            .with_root_certificates(Arc::clone(&self.roots))
-            .with_no_client_auth();
         let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
+            .use_preconfigured_tls((*self.tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
@@ -127,12 +106,6 @@ impl MatrixConnector {
         builder
             .build()
             .map_err(|e| ConnectorError::Protocol(format!("HTTP client set-up failed: {e}")))
-    }
-}
-
-fn public_roots() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
 }
 
@@ -243,10 +216,6 @@ fn parse_base_url(server: &str) -> Result<(Url, bool), ConnectorError> {
         ));
     }
     Ok((url, loopback))
-}
-
-fn invalid(message: impl Into<String>) -> ConnectorError {
-    ConnectorError::InvalidAccount(message.into())
 }
 
 /// Authenticates, sets our presence and reads the first sync.

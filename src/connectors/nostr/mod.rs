@@ -42,12 +42,11 @@ use nostr::{
     Tag, Timestamp,
 };
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
+use super::tls;
 use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 use relay::{FromRelay, RelayAddress, Socket};
@@ -89,14 +88,16 @@ fn handle_of(key: &PublicKey) -> Option<Handle> {
 }
 
 pub struct NostrConnector {
-    /// What wss:// relays' certificates must chain to; built once (ring provider).
-    tls: Result<Arc<ClientConfig>, String>,
+    /// What wss:// relays' certificates must chain to.
+    tls: Arc<ClientConfig>,
 }
 
 /// Trusts the public web PKI roots only.
 impl Default for NostrConnector {
     fn default() -> Self {
-        Self::with_roots(public_roots())
+        Self {
+            tls: tls::client_config(tls::public_roots()),
+        }
     }
 }
 
@@ -104,37 +105,9 @@ impl NostrConnector {
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
     /// `CERTIFICATE` blocks), e.g. a private CA's, for wss:// relays.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        let mut roots = public_roots();
-        let mut added = 0;
-        for certificate in CertificateDer::pem_slice_iter(pem) {
-            let certificate = certificate
-                .map_err(|e| ExtraRootsError(format!("unreadable PEM certificate: {e}")))?;
-            roots
-                .add(certificate)
-                .map_err(|e| ExtraRootsError(format!("unusable as a trust anchor: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ExtraRootsError("no PEM CERTIFICATE block found".to_owned()));
-        }
-        Ok(Self::with_roots(roots))
-    }
-
-    fn with_roots(roots: RootCertStore) -> Self {
-        // The provider is named rather than taken from the process default, which would panic if
-        // a dependency also enabled aws-lc.
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|builder| Arc::new(builder.with_root_certificates(roots).with_no_client_auth()))
-            .map_err(|e| e.to_string());
-        Self { tls }
-    }
-}
-
-fn public_roots() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        Ok(Self {
+            tls: tls::client_config(tls::roots_with(pem)?),
+        })
     }
 }
 
@@ -162,10 +135,7 @@ impl Connector for NostrConnector {
         if keys.public_key() != own {
             return Err(ConnectorError::AuthFailed);
         }
-        let tls = self
-            .tls
-            .clone()
-            .map_err(|e| ConnectorError::Protocol(format!("TLS is not usable: {e}")))?;
+        let tls = Arc::clone(&self.tls);
 
         let started = Timestamp::now();
         let logged_in = tokio::time::timeout(timeout, log_in(&address, &keys, &tls))

@@ -8,9 +8,7 @@ use nostr::{ClientMessage, Event, Url};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::{CertificateError, ClientConfig, Error as TlsError};
-use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
@@ -84,23 +82,7 @@ pub(super) async fn open(
         })?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = if address.tls {
-        let name = ServerName::try_from(address.host.clone()).map_err(|_| {
-            ConnectorError::InvalidAccount(format!(
-                "{} is not a name a certificate can be for",
-                address.host
-            ))
-        })?;
-        let stream = TlsConnector::from(Arc::clone(tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| {
-                ConnectorError::Unreachable(format!(
-                    "TLS handshake with {} failed: {}",
-                    address.host,
-                    tls_failure(&e)
-                ))
-            })?;
-        Box::new(stream)
+        Box::new(super::super::tls::handshake(tcp, &address.host, tls).await?)
     } else {
         Box::new(tcp)
     };
@@ -118,20 +100,6 @@ pub(super) async fn open(
             )),
         })?;
     Ok(socket)
-}
-
-/// A handshake failure in words, certificate problems first.
-fn tls_failure(error: &std::io::Error) -> String {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<TlsError>())
-    {
-        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-            "certificate not trusted (issued by no trusted root CA)".to_owned()
-        }
-        Some(TlsError::InvalidCertificate(other)) => format!("certificate rejected: {other}"),
-        _ => error.to_string(),
-    }
 }
 
 /// What the relay says, as far as the connector cares.

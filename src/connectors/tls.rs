@@ -1,5 +1,5 @@
-//! TLS for `ircs://` servers: rustls with ring, the public web PKI roots plus any extra roots
-//! the connector was configured with; the certificate must be valid for the host name dialled.
+//! TLS for every connector: rustls with ring, the public web PKI roots plus any extra roots
+//! Switchboard was configured with; the certificate must be valid for the name dialled.
 
 use std::io;
 use std::sync::Arc;
@@ -14,14 +14,14 @@ use tokio_rustls::TlsConnector;
 use crate::connectors::{ConnectorError, ExtraRootsError};
 
 /// The public web PKI roots.
-pub(super) fn public_roots() -> RootCertStore {
+pub(crate) fn public_roots() -> RootCertStore {
     RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     }
 }
 
 /// The public roots plus every `CERTIFICATE` block in `pem`.
-pub(super) fn roots_with(pem: &[u8]) -> Result<RootCertStore, ExtraRootsError> {
+pub(crate) fn roots_with(pem: &[u8]) -> Result<RootCertStore, ExtraRootsError> {
     let mut roots = public_roots();
     let mut added = 0;
     for certificate in CertificateDer::pem_slice_iter(pem) {
@@ -40,18 +40,17 @@ pub(super) fn roots_with(pem: &[u8]) -> Result<RootCertStore, ExtraRootsError> {
 
 /// A client configuration trusting `roots`, with ring named as the provider rather than taken
 /// from the process default (which panics when two providers are compiled in).
-pub(super) fn client_config(roots: RootCertStore) -> Result<Arc<ClientConfig>, ExtraRootsError> {
+pub(crate) fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ExtraRootsError(format!("TLS set-up failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        // rustls' own default versions with its own ring provider: cannot fail.
+        .unwrap_or_else(|e| unreachable!("ring supports rustls' default versions: {e}"));
+    Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The TLS handshake over a fresh connection to `host`.
-pub(super) async fn handshake(
+pub(crate) async fn handshake(
     tcp: TcpStream,
     host: &str,
     config: &Arc<ClientConfig>,
@@ -71,15 +70,22 @@ pub(super) async fn handshake(
 }
 
 /// A handshake failure in words, certificate problems first.
-fn failure(error: &io::Error) -> String {
+pub(crate) fn failure(error: &io::Error) -> String {
     use tokio_rustls::rustls::Error as TlsError;
-    match error
+    let Some(TlsError::InvalidCertificate(problem)) = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<TlsError>())
-    {
-        Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+    else {
+        return error.to_string();
+    };
+    match problem {
+        CertificateError::UnknownIssuer => {
             "certificate not trusted (issued by no trusted root CA)".to_owned()
         }
-        _ => error.to_string(),
+        // rustls words most of them "certificate expired: …", "certificate not valid for …".
+        other => match other.to_string() {
+            text if text.starts_with("certificate") => text,
+            text => format!("certificate rejected: {text}"),
+        },
     }
 }
