@@ -25,6 +25,7 @@ pub mod matrix;
 mod net;
 #[cfg(feature = "nostr")]
 pub mod nostr;
+mod task;
 #[cfg(any(
     feature = "xmpp",
     feature = "irc",

@@ -26,8 +26,7 @@ use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -57,10 +56,11 @@ use tokio_xmpp::Stanza;
 use tracing::{debug, warn};
 
 use super::net::{invalid, parse_host_port};
+use super::task::{Outgoing, TaskControl};
 use super::tls;
 use super::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ExtraRootsError,
-    IncomingMessage, LiveSession, RosterEntry, SessionControl,
+    IncomingMessage, LiveSession, RosterEntry,
 };
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
@@ -152,28 +152,23 @@ impl Connector for XmppConnector {
             backlog,
         } = logged_in;
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        // Dropping the sender (with the LiveSession) stops the session just like a close.
-        let (stop_tx, stop_rx) = mpsc::channel(1);
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
+        // Dropping the control (with the LiveSession) stops the session just like a close.
+        let (control, inbox) = TaskControl::new("xmpp", OUTBOX_QUEUE, CLOSE_TIMEOUT);
         let session = Session {
             stream,
             own: target.jid,
             events: events_tx,
-            stop: stop_rx,
-            outbox: outbox_rx,
+            stop: inbox.stop,
+            outbox: inbox.requests,
             roster: roster.clone(),
             presence: HashMap::new(),
             pings: 0,
         };
-        let task = tokio::spawn(session.run(backlog));
+        control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {
             roster,
             events,
-            control: Arc::new(XmppSessionControl {
-                stop: std::sync::Mutex::new(Some(stop_tx)),
-                task: std::sync::Mutex::new(Some(task)),
-                outbox: outbox_tx,
-            }),
+            control: Arc::new(control),
             session_credential: None,
         })
     }
@@ -977,53 +972,6 @@ fn error_reply(to: Option<Jid>, id: String, condition: DefinedCondition) -> Stan
         payload: None,
     }
     .into()
-}
-
-/// A message on its way out, with where to say how it went.
-struct Outgoing {
-    to: Handle,
-    body: String,
-    done: oneshot::Sender<Result<(), ConnectorError>>,
-}
-
-/// The control side of a session: queues messages, stops its task and waits for the logout.
-struct XmppSessionControl {
-    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-    outbox: mpsc::Sender<Outgoing>,
-}
-
-#[async_trait]
-impl SessionControl for XmppSessionControl {
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
-        let (done, outcome) = oneshot::channel();
-        let outgoing = Outgoing {
-            to: to.clone(),
-            body: body.to_owned(),
-            done,
-        };
-        self.outbox
-            .send(outgoing)
-            .await
-            .map_err(|_| ConnectorError::Closed)?;
-        outcome.await.map_err(|_| ConnectorError::Closed)?
-    }
-
-    async fn close(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(stop) = stop {
-            // A full queue means a stop is already pending; dropping the sender stops it too.
-            let _ = stop.try_send(());
-        }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
-                warn!("xmpp session did not stop in time; aborting it");
-                abort.abort();
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::proto::{self, Isupport, Line, MAX_LINE};
 use super::{safe_text, Connection, Keepalive, Registered};
+use crate::connectors::task::TaskControl;
 use crate::connectors::{
     Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, RosterEntry,
     SessionControl,
@@ -65,9 +65,8 @@ pub(super) fn start(
         backlog,
     } = registered;
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-    // Dropping the sender (with the LiveSession) stops the session just like a close.
-    let (stop_tx, stop_rx) = mpsc::channel(1);
-    let (requests_tx, requests_rx) = mpsc::channel(REQUEST_QUEUE);
+    // Dropping the control (with the LiveSession) stops the session just like a close.
+    let (control, inbox) = TaskControl::new("irc", REQUEST_QUEUE, CLOSE_TIMEOUT);
     let now = Instant::now();
     let session = Session {
         connection,
@@ -89,19 +88,15 @@ pub(super) fn start(
         killed: None,
         last_regain: None,
         events: events_tx,
-        stop: stop_rx,
-        requests: requests_rx,
+        stop: inbox.stop,
+        requests: inbox.requests,
     };
-    let task = tokio::spawn(session.run(contacts.to_vec(), backlog));
+    control.attach(tokio::spawn(session.run(contacts.to_vec(), backlog)));
     LiveSession {
         // IRC keeps no contact list: the watched nicks are Switchboard's own (RosterSource::Local).
         roster: Vec::new(),
         events,
-        control: Arc::new(IrcSessionControl {
-            stop: std::sync::Mutex::new(Some(stop_tx)),
-            task: std::sync::Mutex::new(Some(task)),
-            requests: requests_tx,
-        }),
+        control: Arc::new(IrcSessionControl(control)),
         session_credential: None,
     }
 }
@@ -772,55 +767,31 @@ fn chunk_targets<'a>(
 }
 
 /// The control side of a session: queues requests, stops its task and waits for the logout.
-struct IrcSessionControl {
-    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-    requests: mpsc::Sender<Request>,
-}
+struct IrcSessionControl(TaskControl<Request>);
 
 #[async_trait]
 impl SessionControl for IrcSessionControl {
     async fn close(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(stop) = stop {
-            // A full queue means a stop is already pending; dropping the sender stops it too.
-            let _ = stop.try_send(());
-        }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
-                warn!("irc session did not stop in time; aborting it");
-                abort.abort();
-            }
-        }
+        self.0.close().await;
     }
 
     async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
-        let (done, outcome) = oneshot::channel();
-        let request = Request::Send {
-            to: to.clone(),
-            body: body.to_owned(),
-            done,
-        };
-        self.requests
-            .send(request)
-            .await
-            .map_err(|_| ConnectorError::Closed)?;
-        outcome.await.map_err(|_| ConnectorError::Closed)?
+        self.0
+            .ask(|done| Request::Send {
+                to: to.clone(),
+                body: body.to_owned(),
+                done,
+            })
+            .await?
     }
 
     async fn watch(&self, contacts: &[RosterEntry]) -> Result<(), ConnectorError> {
-        let (done, applied) = oneshot::channel();
-        let request = Request::Watch {
-            contacts: contacts.to_vec(),
-            done,
-        };
-        self.requests
-            .send(request)
+        self.0
+            .ask(|done| Request::Watch {
+                contacts: contacts.to_vec(),
+                done,
+            })
             .await
-            .map_err(|_| ConnectorError::Closed)?;
-        applied.await.map_err(|_| ConnectorError::Closed)
     }
 }
 

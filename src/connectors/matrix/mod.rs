@@ -47,18 +47,16 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
 use super::net::invalid;
+use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
-use super::{
-    AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession,
-    SessionControl,
-};
+use super::{AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession};
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 use api::{Api, ApiError};
 use session::Session;
-use task::MatrixSessionControl;
+use task::CLOSE_TIMEOUT;
 
 /// Events a session may queue before the consumer reads them; beyond that it waits.
 const EVENT_QUEUE: usize = 64;
@@ -131,16 +129,17 @@ impl Connector for MatrixConnector {
 
         let roster = session.roster().to_vec();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        // Dropping the sender (with the LiveSession) stops the session just like a close.
-        let (stop_tx, stop_rx) = mpsc::channel(1);
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
-        let task = tokio::spawn(session.run(events_tx, stop_rx, outbox_rx));
-        let control: Arc<dyn SessionControl> =
-            Arc::new(MatrixSessionControl::new(stop_tx, task, outbox_tx));
+        // Dropping the control (with the LiveSession) stops the session just like a close.
+        let (control, inbox) = TaskControl::new("matrix", OUTBOX_QUEUE, CLOSE_TIMEOUT);
+        control.attach(tokio::spawn(session.run(
+            events_tx,
+            inbox.stop,
+            inbox.requests,
+        )));
         Ok(LiveSession {
             roster,
             events,
-            control,
+            control: Arc::new(control),
             session_credential,
         })
     }

@@ -6,17 +6,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use reqwest::StatusCode;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
 use super::session::{Invite, Member, Session, SYNC_TIMELINE};
-use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, SessionControl,
-};
+use crate::connectors::task::Outgoing;
+use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage};
 use crate::domain::ids::Handle;
 
 /// Failed `/sync`s in a row retried before the session reports itself disconnected.
@@ -24,7 +21,7 @@ const SYNC_RETRIES: u32 = 3;
 /// How long a closing session tries to set its presence offline.
 const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 /// Upper bound for [`SessionControl::close`]: the goodbye plus a request in flight.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type PendingSync = Pin<Box<dyn Future<Output = Result<SyncResponse, ApiError>> + Send>>;
 
@@ -363,65 +360,4 @@ fn send_failure(error: ApiError) -> Failure {
         ApiError::Status { .. } => ConnectorError::Refused(error.to_string()),
         ApiError::Decode(_) => ConnectorError::Protocol(error.to_string()),
     })
-}
-
-/// A message on its way out, with where to say how it went.
-pub(super) struct Outgoing {
-    to: Handle,
-    body: String,
-    done: oneshot::Sender<Result<(), ConnectorError>>,
-}
-
-/// The control side of a session: queues messages, stops its task and waits for it.
-pub(super) struct MatrixSessionControl {
-    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-    outbox: mpsc::Sender<Outgoing>,
-}
-
-impl MatrixSessionControl {
-    pub(super) fn new(
-        stop: mpsc::Sender<()>,
-        task: JoinHandle<()>,
-        outbox: mpsc::Sender<Outgoing>,
-    ) -> Self {
-        Self {
-            stop: std::sync::Mutex::new(Some(stop)),
-            task: std::sync::Mutex::new(Some(task)),
-            outbox,
-        }
-    }
-}
-
-#[async_trait]
-impl SessionControl for MatrixSessionControl {
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
-        let (done, outcome) = oneshot::channel();
-        let outgoing = Outgoing {
-            to: to.clone(),
-            body: body.to_owned(),
-            done,
-        };
-        self.outbox
-            .send(outgoing)
-            .await
-            .map_err(|_| ConnectorError::Closed)?;
-        outcome.await.map_err(|_| ConnectorError::Closed)?
-    }
-
-    async fn close(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(stop) = stop {
-            // A full queue means a stop is already pending; dropping the sender stops it too.
-            let _ = stop.try_send(());
-        }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
-                warn!("matrix session did not stop in time; aborting it");
-                abort.abort();
-            }
-        }
-    }
 }

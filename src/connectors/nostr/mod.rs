@@ -46,11 +46,12 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
+use super::task::TaskControl;
 use super::tls;
 use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 use relay::{FromRelay, RelayAddress, Socket};
-use session::{NostrSessionControl, Session};
+use session::{Session, CLOSE_TIMEOUT, OUTBOX_QUEUE};
 
 /// Events a session may queue before the consumer reads them; beyond that the session waits.
 const EVENT_QUEUE: usize = 64;
@@ -145,8 +146,15 @@ impl Connector for NostrConnector {
 
         let roster = logged_in.roster.clone();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let (control, stop, outbox) = NostrSessionControl::new();
-        let session = Session::new(logged_in, keys, events_tx, stop, outbox, started);
+        let (control, inbox) = TaskControl::new("nostr", OUTBOX_QUEUE, CLOSE_TIMEOUT);
+        let session = Session::new(
+            logged_in,
+            keys,
+            events_tx,
+            inbox.stop,
+            inbox.requests,
+            started,
+        );
         control.attach(tokio::spawn(session.run()));
         Ok(LiveSession {
             roster,

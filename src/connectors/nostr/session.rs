@@ -3,10 +3,8 @@
 //! clears it on close.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use nostr::nips::nip59::UnwrappedGift;
@@ -15,7 +13,6 @@ use nostr::{
     Timestamp,
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
@@ -24,8 +21,9 @@ use super::{
     handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, MESSAGE_MARGIN, ONLINE_STATUS,
     STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_STATUS,
 };
+use crate::connectors::task::Outgoing;
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry, SessionControl,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry,
 };
 use crate::domain::ids::Handle;
 
@@ -42,8 +40,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long close() waits for the relay to take the cleared status.
 const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 /// How long close() waits for the whole session task.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-const OUTBOX_QUEUE: usize = 16;
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const OUTBOX_QUEUE: usize = 16;
 
 /// A contact's newest NIP-38 general status.
 struct Status {
@@ -561,71 +559,6 @@ impl Session {
             debug!("the relay did not take our cleared status in time");
         }
         debug!("nostr session closed");
-    }
-}
-
-/// A message on its way out, with where to say how it went.
-pub(super) struct Outgoing {
-    to: Handle,
-    body: String,
-    done: oneshot::Sender<Result<(), ConnectorError>>,
-}
-
-/// The control side of a session: queues messages, stops its task and waits for the logout.
-pub(super) struct NostrSessionControl {
-    stop: Mutex<Option<mpsc::Sender<()>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-    outbox: mpsc::Sender<Outgoing>,
-}
-
-impl NostrSessionControl {
-    /// The control, and the session's ends of its stop signal and outbox.
-    pub(super) fn new() -> (Self, mpsc::Receiver<()>, mpsc::Receiver<Outgoing>) {
-        let (stop_tx, stop_rx) = mpsc::channel(1);
-        let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX_QUEUE);
-        let control = Self {
-            stop: Mutex::new(Some(stop_tx)),
-            task: Mutex::new(None),
-            outbox: outbox_tx,
-        };
-        (control, stop_rx, outbox_rx)
-    }
-
-    pub(super) fn attach(&self, task: JoinHandle<()>) {
-        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-    }
-}
-
-#[async_trait]
-impl SessionControl for NostrSessionControl {
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
-        let (done, outcome) = oneshot::channel();
-        let outgoing = Outgoing {
-            to: to.clone(),
-            body: body.to_owned(),
-            done,
-        };
-        self.outbox
-            .send(outgoing)
-            .await
-            .map_err(|_| ConnectorError::Closed)?;
-        outcome.await.map_err(|_| ConnectorError::Closed)?
-    }
-
-    async fn close(&self) {
-        let stop = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(stop) = stop {
-            // A full queue means a stop is already pending; dropping the sender stops it too.
-            let _ = stop.try_send(());
-        }
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = task {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, task).await.is_err() {
-                warn!("nostr session did not stop in time; aborting it");
-                abort.abort();
-            }
-        }
     }
 }
 
