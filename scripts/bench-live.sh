@@ -63,8 +63,9 @@ fi
 if [[ -n ${SWITCHBOARD_TEST_MATRIX_SERVER:-} ]]; then
 	accounts+=("{\"protocol\":\"MATRIX\",\"server\":\"$SWITCHBOARD_TEST_MATRIX_SERVER\",\"handle\":\"@carol:localhost\",\"secret\":\"carol-pw-7Q\"}")
 fi
-if [[ -n ${SWITCHBOARD_BENCH_NOSTR_ACCOUNT:-} ]]; then
-	accounts+=("$SWITCHBOARD_BENCH_NOSTR_ACCOUNT")
+if [[ -n ${SWITCHBOARD_TEST_NOSTR_RELAY:-} ]]; then
+	read -r nostr_secret nostr_npub < <(awk '$1 == "carol" { print $2, $5 }' "$SWITCHBOARD_TEST_NOSTR_KEYS")
+	accounts+=("{\"protocol\":\"NOSTR\",\"server\":\"$SWITCHBOARD_TEST_NOSTR_RELAY\",\"handle\":\"$nostr_npub\",\"secret\":\"$nostr_secret\"}")
 fi
 SWITCHBOARD_BENCH_ACCOUNTS="[$(
 	IFS=,

@@ -11,6 +11,9 @@
 //! TLS test. The last tests use a scripted server for what a real server will not do on demand
 //! (silence, a bare ERROR, no CAP support).
 
+mod common;
+use common::env;
+
 use std::time::{Duration, Instant};
 
 use switchboard::connectors::irc::IrcConnector;
@@ -29,12 +32,6 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// ISON polling interval on ngIRCd in these tests (the default is 30 s).
 const ISON_INTERVAL: Duration = Duration::from_millis(500);
-
-/// A server address scripts/test.sh exports; without it these tests fail rather than skip.
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -192,30 +189,11 @@ async fn wait_for(
     events: &mut mpsc::Receiver<ConnectorEvent>,
     wanted: impl Fn(&ConnectorEvent) -> bool,
 ) -> ConnectorEvent {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
-            if wanted(&event) {
-                return Some(event);
-            }
-            seen.push(event);
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
-        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
-    }
+    common::wait_within(events, EVENT_TIMEOUT, wanted).await
 }
 
 fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent) -> bool {
-    let who = handle(who);
-    move |event| {
-        matches!(event, ConnectorEvent::Presence { handle, availability: seen, .. }
-            if *handle == who && *seen == availability)
-    }
+    common::presence_is(handle(who), availability)
 }
 
 /// A plain IRC client over a socket, for driving the other side of a test.

@@ -8,6 +8,9 @@
 //! rooms or `m.direct` registers throwaway users of its own with the server's registration shared
 //! secret, so the tests run in parallel, and again on the same server, without meeting.
 
+mod common;
+use common::env;
+
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -26,12 +29,6 @@ use tokio::sync::mpsc;
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Generous: a `/sync` long poll wakes as soon as something happens, normally within 0.1 s.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// A variable scripts/test.sh exports; without it these tests fail rather than skip.
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-}
 
 /// The Synapse base URL, e.g. `http://127.0.0.1:PORT`.
 fn server() -> String {
@@ -92,30 +89,11 @@ async fn wait_for(
     events: &mut mpsc::Receiver<ConnectorEvent>,
     wanted: impl Fn(&ConnectorEvent) -> bool,
 ) -> ConnectorEvent {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
-            if wanted(&event) {
-                return Some(event);
-            }
-            seen.push(event);
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
-        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
-    }
+    common::wait_within(events, EVENT_TIMEOUT, wanted).await
 }
 
 fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent) -> bool {
-    let who = handle(who);
-    move |event| {
-        matches!(event, ConnectorEvent::Presence { handle, availability: seen, .. }
-            if *handle == who && *seen == availability)
-    }
+    common::presence_is(handle(who), availability)
 }
 
 fn message_from(who: &str) -> impl Fn(&ConnectorEvent) -> bool {

@@ -9,6 +9,9 @@
 //! so nobody else changes his status. The last test uses a scripted relay to lose the
 //! connection on demand.
 
+mod common;
+use common::env;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -30,12 +33,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A variable scripts/test.sh exports; without it these tests fail rather than skip.
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-}
 
 fn relay() -> String {
     env("SWITCHBOARD_TEST_NOSTR_RELAY")
@@ -140,22 +137,7 @@ async fn wait_for(
     events: &mut mpsc::Receiver<ConnectorEvent>,
     wanted: impl Fn(&ConnectorEvent) -> bool,
 ) -> ConnectorEvent {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
-            if wanted(&event) {
-                return Some(event);
-            }
-            seen.push(event);
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
-        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
-    }
+    common::wait_within(events, EVENT_TIMEOUT, wanted).await
 }
 
 fn presence_of(

@@ -9,6 +9,9 @@
 //! Prosody with the same users requires STARTTLS, with a certificate from a throwaway CA. The last
 //! tests use a scripted server for the failure paths a real server will not produce on demand.
 
+mod common;
+use common::env;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,12 +34,6 @@ use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A server address scripts/test.sh exports; without it these tests fail rather than skip.
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
-}
 
 /// The plain Prosody that scripts/test.sh starts.
 fn prosody() -> String {
@@ -126,30 +123,11 @@ async fn wait_for(
     events: &mut mpsc::Receiver<ConnectorEvent>,
     wanted: impl Fn(&ConnectorEvent) -> bool,
 ) -> ConnectorEvent {
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-        while let Some(event) = events.recv().await {
-            if wanted(&event) {
-                return Some(event);
-            }
-            seen.push(event);
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
-        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
-    }
+    common::wait_within(events, EVENT_TIMEOUT, wanted).await
 }
 
 fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent) -> bool {
-    let who = handle(who);
-    move |event| {
-        matches!(event, ConnectorEvent::Presence { handle, availability: seen, .. }
-            if *handle == who && *seen == availability)
-    }
+    common::presence_is(handle(who), availability)
 }
 
 /// A plain tokio-xmpp client, online, for driving the other side of a test.

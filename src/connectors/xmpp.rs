@@ -979,38 +979,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn servers_must_be_host_and_port() {
-        assert_eq!(
-            parse_host_port("localhost:5222"),
-            Some(("localhost".to_owned(), 5222))
-        );
-        assert_eq!(
-            parse_host_port(" 127.0.0.1:1 "),
-            Some(("127.0.0.1".to_owned(), 1))
-        );
-        assert_eq!(
-            parse_host_port("[::1]:15222"),
-            Some(("::1".to_owned(), 15222))
-        );
-        for bad in [
-            "",
-            "localhost",
-            "localhost:",
-            ":5222",
-            "localhost:0",
-            "localhost:65536",
-            "localhost:x",
-            "::1:5222",
-            "[localhost]:5222",
-            "user@host:5222",
-            "xmpp://host:5222",
-            "two words:5222",
-        ] {
-            assert_eq!(parse_host_port(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn plain_login_only_where_allowed_and_never_anonymous() {
         let offered: BTreeSet<String> = ["ANONYMOUS", "PLAIN", "SCRAM-SHA-1", "X-OAUTH2"]
             .map(str::to_owned)

@@ -576,29 +576,6 @@ mod tests {
     use crate::domain::ids::Handle;
 
     #[test]
-    fn servers_must_be_host_and_port() {
-        assert_eq!(
-            parse_host_port("irc.example.org:6667"),
-            Some(("irc.example.org".to_owned(), 6667))
-        );
-        assert_eq!(
-            parse_host_port("[::1]:6667"),
-            Some(("::1".to_owned(), 6667))
-        );
-        for bad in [
-            "",
-            "irc",
-            "irc:",
-            ":6667",
-            "irc:0",
-            "::1:6667",
-            "irc://h:6667",
-        ] {
-            assert_eq!(parse_host_port(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn ircs_urls_mean_tls() {
         let login = |server: &str| AccountLogin {
             protocol: Protocol::Irc,

@@ -1,0 +1,49 @@
+//! Helpers every connector interop test shares (`mod common;` in tests/xmpp.rs, irc.rs,
+//! matrix.rs, nostr.rs): server settings from the environment, and waiting for events.
+
+#![allow(dead_code)] // each test crate uses a part
+
+use std::time::Duration;
+
+use switchboard::connectors::{Availability, ConnectorEvent};
+use switchboard::domain::ids::Handle;
+use tokio::sync::mpsc;
+
+/// A server setting scripts/test.sh exports; without it these tests fail rather than skip.
+pub fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+/// Waits up to `limit` for the first event that `wanted` accepts; panics with everything seen
+/// otherwise.
+pub async fn wait_within(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+    limit: Duration,
+    wanted: impl Fn(&ConnectorEvent) -> bool,
+) -> ConnectorEvent {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(limit, async {
+        while let Some(event) = events.recv().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+            seen.push(event);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the session ended; events seen: {seen:?}"),
+        Err(_) => panic!("no matching event in time; events seen: {seen:?}"),
+    }
+}
+
+/// Matches a presence event of `who` with this availability (any status text).
+pub fn presence_is(who: Handle, availability: Availability) -> impl Fn(&ConnectorEvent) -> bool {
+    move |event| {
+        matches!(event, ConnectorEvent::Presence { handle, availability: seen, .. }
+            if *handle == who && *seen == availability)
+    }
+}
