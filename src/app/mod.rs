@@ -416,20 +416,23 @@ impl Switchboard {
                 if self.live.is_supervised(user_id, account.account_id) {
                     continue;
                 }
-                let connecting = LinkStatus {
-                    state: LinkState::Connecting,
+                // A network this build has no connector for can never connect: say so.
+                let (state, detail) = match self.connectors.get(account.protocol) {
+                    Ok(_) => (LinkState::Connecting, None),
+                    Err(e) => (LinkState::Disconnected, Some(e.to_string())),
+                };
+                let status = LinkStatus {
+                    state,
                     attempt: 0,
                     next_retry_at: None,
-                    detail: None,
+                    detail,
                 };
                 self.live_views
-                    .set_status(self.leases.node(), user_id, account.account_id, &connecting)
+                    .set_status(self.leases.node(), user_id, account.account_id, &status)
                     .await?;
-                if let Err(e) = self
-                    .supervise(user_id, account.account_id, account.protocol, None)
-                    .await
-                {
-                    tracing::warn!(user = %user_id, account = %account.account_id, error = %e, "account not supervised");
+                if state == LinkState::Connecting {
+                    self.supervise(user_id, account.account_id, account.protocol, None)
+                        .await?;
                 }
             }
         }
@@ -633,6 +636,70 @@ impl Switchboard {
             .find(|a| a.account_id == account.account_id)
             .ok_or_else(|| AppError::internal("bound account missing from the view"))?;
         Ok((view, contacts))
+    }
+
+    /// Replaces a bound account's secret (after a password change upstream, or a revoked
+    /// session token) once it logs in with the new one; the account comes back online without
+    /// a new Switchboard login. A refused secret changes nothing. Secrets are not history: no
+    /// event is recorded.
+    pub async fn renew_secret(
+        self: &Arc<Self>,
+        caller: Caller,
+        account: AccountId,
+        secret: Secret,
+    ) -> Result<AccountView, AppError> {
+        let user = caller.user;
+        let state = self.load(user).await?;
+        let bound = state
+            .account(account)
+            .ok_or(UserError::UnknownAccount(account))?
+            .account
+            .clone();
+        let connector = self.connectors.get(bound.protocol)?;
+        let contacts = match connector.roster_source() {
+            RosterSource::Server => Vec::new(),
+            RosterSource::Local => state
+                .contacts()
+                .values()
+                .filter(|c| c.account_id == account)
+                .map(|c| RosterEntry {
+                    handle: c.handle.clone(),
+                    display_name: c.display_name.clone(),
+                })
+                .collect(),
+        };
+        let login = AccountLogin {
+            protocol: bound.protocol,
+            server: bound.server.clone(),
+            handle: bound.handle.clone(),
+            credential: Credential::Password(secret.clone()),
+            contacts,
+        };
+        let new = NewAccount {
+            account_id: account,
+            protocol: bound.protocol,
+            server: bound.server,
+            handle: bound.handle,
+        };
+        let mut session = self
+            .connect(&login)
+            .await
+            .map_err(|e| name_account(e, &new))?;
+        if let Err(e) = self
+            .keep_credential(user, account, &mut session, &secret)
+            .await
+        {
+            session.disconnect().await;
+            return Err(e);
+        }
+        let held = self.hold_lease(user).await?;
+        self.adopt(user, &new, session, caller.request_id, held)
+            .await?;
+        self.accounts(user)
+            .await?
+            .into_iter()
+            .find(|a| a.account_id == account)
+            .ok_or_else(|| AppError::internal("renewed account missing from the view"))
     }
 
     /// Unbinds an account: its contacts leave the list and its secret is destroyed.

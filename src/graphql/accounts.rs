@@ -105,6 +105,21 @@ impl AccountMutation {
         })
     }
 
+    /// Gives a bound account a new secret (its password changed upstream, or its session token
+    /// was revoked: status `AUTH_FAILED`). It must log in with it; then it is back online
+    /// without a new login. `AUTH_FAILED` if refused, and the old secret stays.
+    async fn renew_account_secret(
+        &self,
+        ctx: &Context<'_>,
+        account_id: ID,
+        secret: String,
+    ) -> async_graphql::Result<Account> {
+        let (app, caller) = caller(ctx).await?;
+        let account = parse_id("accountId", &account_id, AccountId)?;
+        let view = api(app.renew_secret(caller, account, Secret::new(secret)).await)?;
+        Ok(view.into())
+    }
+
     /// Unbinds an account: its contacts leave the list and its secret is destroyed.
     async fn unbind_account(
         &self,

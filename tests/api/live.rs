@@ -312,6 +312,42 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
         "a failed login records nothing"
     );
 
+    // The user gives the new password: a refused one changes nothing, the right one brings
+    // the account back without a new login, and records nothing either.
+    let eve_id = app.account_id(&token, "eve@localhost").await;
+    let renew = "mutation($a: ID!, $s: String!) { renewAccountSecret(accountId: $a, secret: $s) {
+                   handle status { state } } }";
+    let refused = app
+        .gql(
+            Some(&token),
+            renew,
+            json!({ "a": eve_id, "s": "still-wrong" }),
+        )
+        .await;
+    assert_eq!(refused.code(), "AUTH_FAILED");
+    let renewed = app
+        .gql(
+            Some(&token),
+            renew,
+            json!({ "a": eve_id, "s": "a-new-password-9Z" }),
+        )
+        .await;
+    assert_eq!(
+        renewed.data()["renewAccountSecret"]["status"]["state"],
+        "ONLINE"
+    );
+    assert_eq!(app.event_count().await, events);
+    // And the next login uses it.
+    app.gql(Some(&token), "mutation { logout }", json!({}))
+        .await
+        .data();
+    let token = login(&app, "portia").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_account(&token, "eve@localhost", "ONLINE")
+        .await;
+
     spare.kill();
     spare.set_password("eve", &xmpp_password("eve"));
     app.stop().await;
