@@ -714,3 +714,13 @@ async fn a_lost_connection_is_reported_once_and_not_retried() {
     assert_eq!(*count.borrow_and_update(), 1);
     session.control.close().await;
 }
+
+#[tokio::test]
+async fn two_logins_in_the_same_second_both_succeed() {
+    // Both publish the same status event (same key, content and second): the relay answers
+    // the second with "duplicate:", which must not fail the login. Logging in at once makes
+    // the same second all but certain.
+    let (first, second) = tokio::join!(connect("dave"), connect("dave"));
+    first.disconnect().await;
+    second.disconnect().await;
+}

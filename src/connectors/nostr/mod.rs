@@ -237,7 +237,9 @@ async fn log_in(
                 accepted,
                 reason,
             } if id == status.id.to_hex() || (id.is_empty() && !accepted) => {
-                if accepted {
+                // A second login within the same second publishes the very same status event:
+                // the relay already holds it, which is as good as taking it (as in sessions).
+                if accepted || reason.starts_with("duplicate:") {
                     state.status_accepted = true;
                 } else {
                     refusal(&mut state, &reason)?;
