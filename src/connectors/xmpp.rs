@@ -84,6 +84,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SASL mechanisms tokio-xmpp implements, minus ANONYMOUS: it would "succeed" as a throwaway
 /// guest on servers that offer it, which is never what a bound account means.
 const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
+/// Socket buffers of one stream. tokio's default is 8 KiB each way, per idle account; stanzas
+/// are mostly far smaller, and a larger one is simply read or written in several turns.
+const STREAM_READ_BUFFER: usize = 2048;
+const STREAM_WRITE_BUFFER: usize = 1024;
 /// Messages that may wait for the session task to send them.
 const OUTBOX_QUEUE: usize = 16;
 const BIND_ID: &str = "switchboard-bind";
@@ -394,7 +398,7 @@ async fn open_stream<Io: AsyncRead + AsyncWrite + Unpin>(
     timeouts: Timeouts,
 ) -> Result<(StreamFeatures, XmppStream<BufStream<Io>>), ConnectorError> {
     let pending = initiate_stream(
-        BufStream::new(io),
+        BufStream::with_capacity(STREAM_READ_BUFFER, STREAM_WRITE_BUFFER, io),
         ns::JABBER_CLIENT,
         stream_header(jid),
         timeouts,

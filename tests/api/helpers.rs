@@ -1,6 +1,7 @@
 //! Shared test helpers: each test gets its own database and its own server on a free port.
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -354,3 +355,86 @@ pub async fn next(socket: &mut Socket) -> Value {
 /// Held by tests that log bob in on a network or watch his presence there: only one of them
 /// may move his presence at a time.
 pub static BOB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ----- the spare Prosody, which tests take down and bring back ---------------------------------
+
+/// Held by the tests that run the spare Prosody: one at a time.
+pub static SPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The spare Prosody of scripts/test-env.sh, run by this test so it can go down and come back.
+pub struct SpareProsody {
+    config: String,
+    pub server: String,
+    child: Option<Child>,
+}
+
+impl SpareProsody {
+    pub fn new() -> Self {
+        Self {
+            config: env("SWITCHBOARD_TEST_XMPP_SPARE_CONFIG"),
+            server: env("SWITCHBOARD_TEST_XMPP_SPARE_SERVER"),
+            child: None,
+        }
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("prosody")
+            .args(["-F", "--config", &self.config])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prosody starts");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&self.server).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the spare Prosody did not come up on {}", self.server);
+    }
+
+    /// Stops it the hard way, as a crash or a network cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sets a user's password (the server must be down: prosodyctl writes its files).
+    pub fn set_password(&self, user: &str, password: &str) {
+        assert!(self.child.is_none(), "stop the server first");
+        let jid = format!("{user}@localhost");
+        let run = |args: &[&str]| {
+            let status = Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&self.config)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("prosodyctl runs");
+            assert!(status.success(), "prosodyctl {args:?} failed");
+        };
+        run(&["deluser", &jid]);
+        run(&["register", user, "localhost", password]);
+    }
+
+    pub fn account(&self, user: &str) -> Value {
+        json!({
+            "protocol": "XMPP",
+            "server": self.server,
+            "handle": format!("{user}@localhost"),
+            "secret": xmpp_password(user),
+        })
+    }
+}
+
+impl Drop for SpareProsody {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

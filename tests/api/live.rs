@@ -2,7 +2,6 @@
 //! password that stops retrying, and meta-contact presence that follows the network where the
 //! person is online. The outage is real: a Prosody of the test's own is stopped and started.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -12,84 +11,6 @@ use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 
 use crate::helpers::*;
-
-/// The spare Prosody of scripts/test-env.sh, run by this test so it can go down and come back.
-struct SpareProsody {
-    config: String,
-    server: String,
-    child: Option<Child>,
-}
-
-impl SpareProsody {
-    fn new() -> Self {
-        Self {
-            config: env("SWITCHBOARD_TEST_XMPP_SPARE_CONFIG"),
-            server: env("SWITCHBOARD_TEST_XMPP_SPARE_SERVER"),
-            child: None,
-        }
-    }
-
-    async fn start(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("prosody")
-            .args(["-F", "--config", &self.config])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prosody starts");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(&self.server).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the spare Prosody did not come up on {}", self.server);
-    }
-
-    /// Stops it the hard way, as a crash or a network cut would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sets a user's password (the server must be down: prosodyctl writes its files).
-    fn set_password(&self, user: &str, password: &str) {
-        assert!(self.child.is_none(), "stop the server first");
-        let jid = format!("{user}@localhost");
-        let run = |args: &[&str]| {
-            let status = Command::new("prosodyctl")
-                .arg("--config")
-                .arg(&self.config)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("prosodyctl runs");
-            assert!(status.success(), "prosodyctl {args:?} failed");
-        };
-        run(&["deluser", &jid]);
-        run(&["register", user, "localhost", password]);
-    }
-
-    fn account(&self, user: &str) -> Value {
-        json!({
-            "protocol": "XMPP",
-            "server": self.server,
-            "handle": format!("{user}@localhost"),
-            "secret": xmpp_password(user),
-        })
-    }
-}
-
-impl Drop for SpareProsody {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Logs `user` in on `server` as an independent client, so their presence shows upstream.
 async fn independent(server: &str, user: &str) -> LiveSession {
@@ -351,59 +272,4 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
     spare.kill();
     spare.set_password("eve", &xmpp_password("eve"));
     app.stop().await;
-}
-
-/// The tests of this file share the spare server.
-static SPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-#[tokio::test]
-async fn one_node_holds_a_users_connections_until_it_lets_go() {
-    // Two nodes share a database and, necessarily, the master key of its credential vault.
-    let settings = test_settings(&fresh_database().await);
-    let first = spawn_app_with(settings.clone()).await;
-    let token = first
-        .register("quentin", json!([xmpp_account("alice")]))
-        .await;
-    let holder = |pool: sqlx::PgPool| async move {
-        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>(
-            "SELECT l.node_id, s.node_id FROM live_leases l JOIN account_status s USING (user_id)",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("one lease and one status")
-    };
-    let (lease_node, status_node) = holder(first.pool.clone()).await;
-    assert_eq!(lease_node, status_node);
-
-    // A second node on the same database: logging in there does not open a second
-    // connection; it shows the first node's live status.
-    let second = spawn_app_with(settings).await;
-    let answer = login(&second, "quentin").await;
-    assert_eq!(answer["accounts"][0]["status"]["state"], "ONLINE");
-    assert_eq!(holder(second.pool.clone()).await, (lease_node, status_node));
-    let other = answer["token"].as_str().unwrap().to_owned();
-    second
-        .wait_for_account(&other, "alice@localhost", "ONLINE")
-        .await;
-
-    // The first node shuts down and gives its leases up: the next login takes over.
-    first.stop().await;
-    let (none,): (i64,) = sqlx::query_as("SELECT count(*) FROM live_leases")
-        .fetch_one(&second.pool)
-        .await
-        .unwrap();
-    assert_eq!(none, 0, "a clean shutdown releases the leases");
-    second
-        .wait_for_account(&other, "alice@localhost", "DISCONNECTED")
-        .await;
-    let answer = login(&second, "quentin").await;
-    let token2 = answer["token"].as_str().unwrap().to_owned();
-    second
-        .wait_for_account(&token2, "alice@localhost", "ONLINE")
-        .await;
-    let (new_lease, new_status) = holder(second.pool.clone()).await;
-    assert_eq!(new_lease, new_status);
-    assert_ne!(new_lease, lease_node, "the second node holds them now");
-    drop(token);
-    second.stop().await;
 }

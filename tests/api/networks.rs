@@ -1,7 +1,10 @@
 //! The product's promise across four networks, end to end: one user with an account on XMPP,
 //! IRC, Matrix and Nostr logs in once; all four come online; their contacts form one list;
 //! bob's four handles merged into one person show the presence of whichever network bob is
-//! online on. Bob's side is each network's own connector logged in as bob.
+//! online on; the XMPP server dying makes only that account reconnect, and the other three
+//! never flicker; wrong credentials on any network are AUTH_FAILED and record nothing. Bob's
+//! side is each network's own connector logged in as bob. The XMPP server is the spare
+//! Prosody, which this test takes down and brings back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,10 +47,10 @@ fn nostr_keys() -> HashMap<String, NostrKey> {
         .collect()
 }
 
-/// The same test person's account input on each network.
-fn accounts_of(user: &str, keys: &HashMap<String, NostrKey>) -> Value {
+/// The same test person's account input on each network (XMPP on `xmpp`).
+fn accounts_of(user: &str, xmpp: &SpareProsody, keys: &HashMap<String, NostrKey>) -> Value {
     json!([
-        xmpp_account(user),
+        xmpp.account(user),
         { "protocol": "IRC", "server": env("SWITCHBOARD_TEST_INSPIRCD_SERVER"),
           "handle": user, "secret": xmpp_password(user) },
         { "protocol": "MATRIX", "server": env("SWITCHBOARD_TEST_MATRIX_SERVER"),
@@ -58,13 +61,17 @@ fn accounts_of(user: &str, keys: &HashMap<String, NostrKey>) -> Value {
 }
 
 /// Logs bob in on one network with that network's connector, so he is online there.
-async fn bob_online(protocol: &str, keys: &HashMap<String, NostrKey>) -> LiveSession {
+async fn bob_online(
+    protocol: &str,
+    xmpp: &SpareProsody,
+    keys: &HashMap<String, NostrKey>,
+) -> LiveSession {
     let (connector, protocol_id, server, handle, secret): (Box<dyn Connector>, _, _, _, _) =
         match protocol {
             "XMPP" => (
                 Box::new(XmppConnector::default()),
                 Protocol::Xmpp,
-                xmpp_server(),
+                xmpp.server.clone(),
                 "bob@localhost".to_owned(),
                 xmpp_password("bob"),
             ),
@@ -126,9 +133,14 @@ async fn wait_for_person(app: &TestApp, token: &str, want: impl Fn(&Value) -> bo
 #[tokio::test]
 async fn four_networks_one_login_one_contact_list_one_person() {
     let _bob = BOB.lock().await;
+    let _spare = SPARE.lock().await;
+    let mut xmpp = SpareProsody::new();
+    xmpp.start().await;
     let keys = nostr_keys();
     let app = spawn_app().await;
-    let token = app.register("fourfold", accounts_of("alice", &keys)).await;
+    let token = app
+        .register("fourfold", accounts_of("alice", &xmpp, &keys))
+        .await;
     app.gql(Some(&token), "mutation { logout }", json!({}))
         .await
         .data();
@@ -196,7 +208,7 @@ async fn four_networks_one_login_one_contact_list_one_person() {
 
     // Bob goes online on one network at a time: the person follows him there.
     for protocol in ["IRC", "MATRIX", "NOSTR", "XMPP"] {
-        let session = bob_online(protocol, &keys).await;
+        let session = bob_online(protocol, &xmpp, &keys).await;
         let person = wait_for_person(&app, &token, |p| {
             p["availability"] == "ONLINE" && p["protocol"] == protocol
         })
@@ -213,5 +225,61 @@ async fn four_networks_one_login_one_contact_list_one_person() {
         session.disconnect().await;
         wait_for_person(&app, &token, |p| p["availability"] != "ONLINE").await;
     }
+
+    // The XMPP server dies and comes back: only that account changes state.
+    let xmpp_account = app.account_id(&token, "alice@localhost").await;
+    let mut socket = open_socket(&app, &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "s", "type": "subscribe", "payload": { "query":
+            "subscription { accountStatusChanged { id protocol status { state } } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    xmpp.kill();
+    app.wait_for_account(&token, "alice@localhost", "RECONNECTING")
+        .await;
+    for handle in &handles[1..] {
+        app.wait_for_account(&token, handle, "ONLINE").await;
+    }
+    xmpp.start().await;
+    app.wait_for_account(&token, "alice@localhost", "ONLINE")
+        .await;
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("ONLINE") {
+        let message = next(&mut socket).await;
+        let account = &message["payload"]["data"]["accountStatusChanged"];
+        assert_eq!(
+            account["id"],
+            xmpp_account.as_str(),
+            "only XMPP changes: {message}"
+        );
+        states.push(account["status"]["state"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(states[0], "RECONNECTING", "{states:?}");
+
+    // Wrong credentials on every network: AUTH_FAILED, and nothing recorded.
+    let events = app.event_count().await;
+    let mut wrong = accounts_of("carol", &xmpp, &keys);
+    for account in wrong.as_array_mut().unwrap() {
+        account["secret"] = match account["protocol"].as_str().unwrap() {
+            // A valid key that is not carol's: the relay would take it, the handle does not.
+            "NOSTR" => json!(keys["dave"].secret_hex),
+            _ => json!("not-the-password-1"),
+        };
+        let answer = app
+            .gql(
+                Some(&token),
+                "mutation($a: AccountInput!) { bindAccount(account: $a) { account { id } } }",
+                json!({ "a": account }),
+            )
+            .await;
+        assert_eq!(answer.code(), "AUTH_FAILED", "{account}: {}", answer.0);
+    }
+    assert_eq!(
+        app.event_count().await,
+        events,
+        "refused bindings record nothing"
+    );
     app.stop().await;
 }
