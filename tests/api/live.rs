@@ -150,6 +150,21 @@ async fn one_server_down_reconnects_alone_and_presence_follows_the_person() {
     }
     assert_eq!(states.first().map(String::as_str), Some("RECONNECTING"));
     assert!(!states.contains(&"CONNECTING".to_owned()), "{states:?}");
+
+    // Logging out (the last session) disconnects every account and gives the lease up.
+    app.gql(Some(&token), "mutation { logout }", json!({}))
+        .await
+        .data();
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM account_status ORDER BY state")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(states, ["DISCONNECTED", "DISCONNECTED"]);
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM live_leases")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
     app.stop().await;
 }
 
@@ -272,4 +287,56 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
     spare.kill();
     spare.set_password("eve", &xmpp_password("eve"));
     app.stop().await;
+}
+
+#[tokio::test]
+async fn one_node_holds_a_users_connections_until_it_lets_go() {
+    // Two nodes share a database and, necessarily, the master key of its credential vault.
+    let settings = test_settings(&fresh_database().await);
+    let first = spawn_app_with(settings.clone()).await;
+    let token = first
+        .register("quentin", json!([xmpp_account("alice")]))
+        .await;
+    let holder = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid)>(
+            "SELECT l.node_id, s.node_id FROM live_leases l JOIN account_status s USING (user_id)",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("one lease and one status")
+    };
+    let (lease_node, status_node) = holder(first.pool.clone()).await;
+    assert_eq!(lease_node, status_node);
+
+    // A second node on the same database: logging in there does not open a second
+    // connection; it shows the first node's live status.
+    let second = spawn_app_with(settings).await;
+    let answer = login(&second, "quentin").await;
+    assert_eq!(answer["accounts"][0]["status"]["state"], "ONLINE");
+    assert_eq!(holder(second.pool.clone()).await, (lease_node, status_node));
+    let other = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&other, "alice@localhost", "ONLINE")
+        .await;
+
+    // The first node shuts down and gives its leases up: the next login takes over.
+    first.stop().await;
+    let (none,): (i64,) = sqlx::query_as("SELECT count(*) FROM live_leases")
+        .fetch_one(&second.pool)
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "a clean shutdown releases the leases");
+    second
+        .wait_for_account(&other, "alice@localhost", "DISCONNECTED")
+        .await;
+    let answer = login(&second, "quentin").await;
+    let token2 = answer["token"].as_str().unwrap().to_owned();
+    second
+        .wait_for_account(&token2, "alice@localhost", "ONLINE")
+        .await;
+    let (new_lease, new_status) = holder(second.pool.clone()).await;
+    assert_eq!(new_lease, new_status);
+    assert_ne!(new_lease, lease_node, "the second node holds them now");
+    drop(token);
+    second.stop().await;
 }
