@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use switchboard::config::Settings;
+use switchboard::connectors::xmpp::XmppConnector;
+use switchboard::connectors::{AccountLogin, Connector, Credential};
+use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
 use switchboard::store::vault::MasterKey;
@@ -201,6 +204,34 @@ async fn memory_bench(bench: &Bench) {
         );
     }
     bench.logout(&token).await;
+
+    // The same accounts through the bare connector (no supervisor, app or views): how much of
+    // the per-account cost is the XMPP session itself.
+    let before = settled_rss().await;
+    let mut sessions = Vec::new();
+    for n in 1..=150 {
+        let login = AccountLogin {
+            protocol: Protocol::Xmpp,
+            server: server.clone(),
+            handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
+            credential: Credential::Password(Secret::new("bench-pw")),
+            contacts: Vec::new(),
+        };
+        sessions.push(
+            XmppConnector::default()
+                .connect(&login, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
+    }
+    let after = settled_rss().await;
+    println!(
+        "bare XmppConnector sessions, 150 of them: {:.1} KiB per session",
+        (after as f64 - before as f64) / 150.0
+    );
+    for session in sessions {
+        session.disconnect().await;
+    }
 }
 
 #[tokio::main]

@@ -8,9 +8,7 @@ use uuid::Uuid;
 
 use super::Switchboard;
 use crate::connectors::supervisor::{AccountHost, HostError, LinkStatus};
-use crate::connectors::{
-    AccountLogin, ConnectorEvent, Credential, LiveSession, RosterEntry, RosterSource,
-};
+use crate::connectors::{AccountLogin, ConnectorEvent, Credential, LiveSession, RosterSource};
 use crate::domain::ids::{AccountId, UserId};
 use crate::projections::live::{Presence, PresenceUpdate};
 use crate::store::vault::{SecretKind, VaultError};
@@ -62,15 +60,7 @@ impl AccountHost for AccountLink {
         };
         let contacts = match self.roster_source {
             RosterSource::Server => Vec::new(),
-            RosterSource::Local => user
-                .contacts()
-                .values()
-                .filter(|c| c.account_id == self.account)
-                .map(|c| RosterEntry {
-                    handle: c.handle.clone(),
-                    display_name: c.display_name.clone(),
-                })
-                .collect(),
+            RosterSource::Local => super::watch_list(&user, self.account),
         };
         Ok(AccountLogin {
             protocol: state.account.protocol,

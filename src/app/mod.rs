@@ -658,15 +658,7 @@ impl Switchboard {
         let connector = self.connectors.get(bound.protocol)?;
         let contacts = match connector.roster_source() {
             RosterSource::Server => Vec::new(),
-            RosterSource::Local => state
-                .contacts()
-                .values()
-                .filter(|c| c.account_id == account)
-                .map(|c| RosterEntry {
-                    handle: c.handle.clone(),
-                    display_name: c.display_name.clone(),
-                })
-                .collect(),
+            RosterSource::Local => watch_list(&state, account),
         };
         let login = AccountLogin {
             protocol: bound.protocol,
@@ -800,16 +792,8 @@ impl Switchboard {
         let Some(session) = self.live.session(user, account) else {
             return; // the next login passes the list
         };
-        let contacts: Vec<RosterEntry> = match self.load(user).await {
-            Ok(state) => state
-                .contacts()
-                .values()
-                .filter(|c| c.account_id == account)
-                .map(|c| RosterEntry {
-                    handle: c.handle.clone(),
-                    display_name: c.display_name.clone(),
-                })
-                .collect(),
+        let contacts = match self.load(user).await {
+            Ok(state) => watch_list(&state, account),
             Err(e) => {
                 tracing::warn!(%account, error = %e, "watch list not updated");
                 return;
@@ -1061,6 +1045,19 @@ impl Switchboard {
             tracing::warn!(error = %e, "leases not released; they expire by themselves");
         }
     }
+}
+
+/// An account's contacts as a connector's watch list (networks without a server roster).
+fn watch_list(state: &User, account: AccountId) -> Vec<RosterEntry> {
+    state
+        .contacts()
+        .values()
+        .filter(|c| c.account_id == account)
+        .map(|c| RosterEntry {
+            handle: c.handle.clone(),
+            display_name: c.display_name.clone(),
+        })
+        .collect()
 }
 
 /// Says which account a refused login was for (the connector's own message cannot know).

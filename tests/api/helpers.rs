@@ -438,3 +438,16 @@ impl Drop for SpareProsody {
         self.kill();
     }
 }
+
+/// Reads `accountStatusChanged` messages until `account` is ONLINE again, asserting that no
+/// other account changed meanwhile; returns the states seen, in order.
+pub async fn states_until_online(socket: &mut Socket, account: &str) -> Vec<String> {
+    let mut states = Vec::new();
+    while states.last().map(String::as_str) != Some("ONLINE") {
+        let message = next(socket).await;
+        let changed = &message["payload"]["data"]["accountStatusChanged"];
+        assert_eq!(changed["id"], account, "only {account} changes: {message}");
+        states.push(changed["status"]["state"].as_str().unwrap().to_owned());
+    }
+    states
+}

@@ -137,17 +137,7 @@ async fn one_server_down_reconnects_alone_and_presence_follows_the_person() {
         .await;
 
     // The subscription saw dave's account go down and up, and never a change of alice's.
-    let mut states = Vec::new();
-    while states.last().map(String::as_str) != Some("ONLINE") {
-        let message = next(&mut socket).await;
-        let account = &message["payload"]["data"]["accountStatusChanged"];
-        assert_eq!(
-            account["id"],
-            spare_account.as_str(),
-            "only the spare account changes: {message}"
-        );
-        states.push(account["status"]["state"].as_str().unwrap().to_owned());
-    }
+    let states = states_until_online(&mut socket, &spare_account).await;
     assert_eq!(states.first().map(String::as_str), Some("RECONNECTING"));
     assert!(!states.contains(&"CONNECTING".to_owned()), "{states:?}");
 

@@ -245,17 +245,7 @@ async fn four_networks_one_login_one_contact_list_one_person() {
     xmpp.start().await;
     app.wait_for_account(&token, "alice@localhost", "ONLINE")
         .await;
-    let mut states = Vec::new();
-    while states.last().map(String::as_str) != Some("ONLINE") {
-        let message = next(&mut socket).await;
-        let account = &message["payload"]["data"]["accountStatusChanged"];
-        assert_eq!(
-            account["id"],
-            xmpp_account.as_str(),
-            "only XMPP changes: {message}"
-        );
-        states.push(account["status"]["state"].as_str().unwrap().to_owned());
-    }
+    let states = states_until_online(&mut socket, &xmpp_account).await;
     assert_eq!(states[0], "RECONNECTING", "{states:?}");
 
     // Wrong credentials on every network: AUTH_FAILED, and nothing recorded.
