@@ -3,12 +3,12 @@
 #
 # 1. installs the GraphiQL browser files into web/node_modules (scripts/web-assets.sh), which tests
 #    of GET /graphql serve;
-# 2. starts a private PostgreSQL, two Prosodys (plain, and STARTTLS with a throwaway CA) and an
-#    ejabberd on loopback (scripts/test-env.sh, sourced so they run for the whole test run and are
-#    stopped when this script exits, pass or fail; it installs what is missing with apt) and
-#    exports SWITCHBOARD_TEST_DATABASE_URL, SWITCHBOARD_TEST_XMPP_SERVER,
-#    SWITCHBOARD_TEST_XMPP_DOMAIN, SWITCHBOARD_TEST_XMPP_TLS_SERVER, SWITCHBOARD_TEST_XMPP_TLS_CA,
-#    SWITCHBOARD_TEST_EJABBERD_SERVER;
+# 2. starts on loopback a private PostgreSQL, two Prosodys (plain, and STARTTLS with a throwaway
+#    CA) plus a spare one the tests run themselves, an ejabberd, and through the plugins in
+#    scripts/servers/ an ngIRCd, an InspIRCd with Atheme, a Synapse and a nostr-relay
+#    (scripts/test-env.sh, sourced so they run for the whole test run and are stopped when this
+#    script exits, pass or fail; it installs what is missing with apt and pip) and exports their
+#    SWITCHBOARD_TEST_* variables (printed below);
 # 3. runs `cargo test --all-targets "$@"` and exits with its status.
 # If a server does not come up, it stops here with that server's log.
 set -euo pipefail
@@ -20,7 +20,7 @@ echo "==> web assets (GraphiQL)"
 bash scripts/web-assets.sh
 export SWITCHBOARD_WEB_ASSETS=${SWITCHBOARD_WEB_ASSETS:-$repo/web/node_modules}
 
-echo "==> test servers (PostgreSQL, Prosody plain and TLS, ejabberd)"
+echo "==> test servers (PostgreSQL, Prosody, ejabberd, ngIRCd, InspIRCd + Atheme, Synapse, nostr-relay)"
 # shellcheck source=scripts/test-env.sh
 source "$repo/scripts/test-env.sh"
 echo "SWITCHBOARD_TEST_DATABASE_URL=$SWITCHBOARD_TEST_DATABASE_URL"
