@@ -284,6 +284,22 @@ for _sbt_plugin_file in "$(dirname "${BASH_SOURCE[0]}")"/servers/*.sh; do
 done
 unset _sbt_plugin_file _sbt_plugin_name
 
+# SIGTERM to every pid given, then up to 10 s each for a clean shutdown, then SIGKILL; reaps.
+_sbt_stop_pids() {
+	local pid i
+	for pid in "$@"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "$@"; do
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+}
+
 _sbt_cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
@@ -299,21 +315,8 @@ _sbt_cleanup() {
 			_sbt_tail "$log" 20
 		done
 	fi
-	if ((${#_sbt_extra_pids[@]} > 0)); then
-		local pid i
-		for pid in "${_sbt_extra_pids[@]}"; do
-			kill -TERM "$pid" 2>/dev/null || true
-		done
-		for pid in "${_sbt_extra_pids[@]}"; do
-			for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
-				kill -0 "$pid" 2>/dev/null || break
-				sleep 0.1
-			done
-			kill -KILL "$pid" 2>/dev/null || true
-			wait "$pid" 2>/dev/null || true
-		done
-		_sbt_extra_pids=()
-	fi
+	_sbt_stop_pids "${_sbt_extra_pids[@]}"
+	_sbt_extra_pids=()
 	# ejabberd first: SIGTERM makes its Erlang VM shut down cleanly, as `ejabberdctl stop` would
 	# without starting a second VM for it. It takes ~1 s, which the others' stops overlap. The VM's
 	# pid is in ejabberd.pid; before that is written, it is the ejabberdctl process's only child.
@@ -323,21 +326,8 @@ _sbt_cleanup() {
 			cat "/proc/$_sbt_ejabberd_pid/task/$_sbt_ejabberd_pid/children" 2>/dev/null || true)
 		[[ -z $ejabberd_vm ]] || kill -TERM $ejabberd_vm 2>/dev/null || true
 	fi
-	if ((${#_sbt_prosody_pids[@]} > 0)); then
-		local pid i
-		for pid in "${_sbt_prosody_pids[@]}"; do
-			kill -TERM "$pid" 2>/dev/null || true
-		done
-		for pid in "${_sbt_prosody_pids[@]}"; do
-			for ((i = 0; i < 100; i++)); do # up to 10 s for a clean shutdown
-				kill -0 "$pid" 2>/dev/null || break
-				sleep 0.1
-			done
-			kill -KILL "$pid" 2>/dev/null || true
-			wait "$pid" 2>/dev/null || true
-		done
-		_sbt_prosody_pids=()
-	fi
+	_sbt_stop_pids "${_sbt_prosody_pids[@]}"
+	_sbt_prosody_pids=()
 	if [[ -n $_sbt_pg_pid ]]; then
 		# "fast" shutdown: roll back open transactions, disconnect clients, stop. pg_ctl waits for
 		# the postmaster to finish; then SIGKILL as a last resort, and reap it.
@@ -424,16 +414,17 @@ _sbt_start_postgres() {
 # A throwaway CA and a certificate for "localhost" signed by it, for the TLS Prosody.
 # ----------------------------------------------------------------------------------------------
 
-# Writes $_sbt_tmp/tls/ca.pem (the CA certificate, for the tests to trust) and
+# Args: DIR [WHAT]. Writes DIR/ca.pem (the CA certificate, for the tests to trust) and
 # localhost.crt/localhost.key (the server's). EC P-256 keys: generated in milliseconds. The
 # certificate names localhost in subjectAltName (TLS clients ignore the CN) and is a server
 # certificate only. The CA's key is deleted once it has signed: nothing else can be issued.
+# Plugins call it for CAs of their own (WHAT names it in the CA's subject and in errors).
 _sbt_make_certs() {
-	local dir=$_sbt_tmp/tls
+	local dir=$1 what=${2:-test}
 	mkdir -p "$dir"
 	if ! {
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-			-subj "/CN=Switchboard throwaway test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+			-subj "/CN=Switchboard throwaway $what CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
 			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
 			openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 				-subj /CN=localhost -keyout "$dir/localhost.key" -out "$dir/localhost.csr" &&
@@ -443,10 +434,9 @@ _sbt_make_certs() {
 					keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth)
 	} >"$dir/openssl.log" 2>&1; then
 		_sbt_tail "$dir/openssl.log"
-		_sbt_die "creating the test certificates with openssl failed"
+		_sbt_die "creating the $what certificates with openssl failed"
 	fi
 	rm -f "$dir/ca.key" "$dir/localhost.csr"
-	export SWITCHBOARD_TEST_XMPP_TLS_CA=$dir/ca.pem
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -983,7 +973,8 @@ _sbt_start() {
 	_sbt_start_prosody "$xmpp_port" prosody 0
 	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$xmpp_port"
 	export SWITCHBOARD_TEST_XMPP_DOMAIN="localhost"
-	_sbt_make_certs # exports SWITCHBOARD_TEST_XMPP_TLS_CA
+	_sbt_make_certs "$_sbt_tmp/tls"
+	export SWITCHBOARD_TEST_XMPP_TLS_CA=$_sbt_tmp/tls/ca.pem
 	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
 	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
 	_sbt_start_prosody "$spare_port" prosody-spare 0 0

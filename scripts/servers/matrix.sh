@@ -77,7 +77,9 @@ _sbt_matrix_start() {
 	venv=$(_sbt_matrix_venv)
 	read -r port tls_port <<<"$(_sbt_free_ports 2)" || _sbt_die "could not find free ports for Synapse"
 	[[ -n $tls_port ]] || _sbt_die "could not find free ports for Synapse"
-	_sbt_matrix_certs "$dir/tls"
+	# A CA of its own for the HTTPS listener: the tests hold the connector's certificate checks
+	# to a real server.
+	_sbt_make_certs "$dir/tls" "Matrix test"
 	secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 	mkdir -p "$dir/media"
 	# Every rc_* limit very high: the tests log in, sync and send far faster than a person.
@@ -181,27 +183,6 @@ _sbt_matrix_start() {
 	_sbt_log "Synapse $_sbt_matrix_synapse_version up: $url (domain localhost; $(tail -n 1 "$dir/setup.log"); ready $(_sbt_since "$started") after launch)"
 }
 
-# A throwaway CA (its key deleted once used) and a certificate for "localhost" signed by it,
-# for the HTTPS listener: the tests hold the connector's certificate checks to a real server.
-_sbt_matrix_certs() {
-	local dir=$1
-	mkdir -p "$dir"
-	if ! {
-		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-			-subj "/CN=Switchboard throwaway Matrix test CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" \
-			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
-			openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-				-subj /CN=localhost -keyout "$dir/localhost.key" -out "$dir/localhost.csr" &&
-			openssl x509 -req -in "$dir/localhost.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-				-set_serial "0x$(openssl rand -hex 8)" -days 2 -out "$dir/localhost.crt" \
-				-extfile <(printf '%s\n' subjectAltName=DNS:localhost basicConstraints=critical,CA:FALSE \
-					keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth)
-	} >"$dir/openssl.log" 2>&1; then
-		_sbt_tail "$dir/openssl.log"
-		_sbt_die "creating the Matrix test certificates with openssl failed"
-	fi
-	rm -f "$dir/ca.key" "$dir/localhost.csr"
-}
 
 _sbt_matrix_check() {
 	_sbt_log "check: Matrix (Synapse) listens on 127.0.0.1 only; every user logs in; m.direct contacts and names"

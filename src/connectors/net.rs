@@ -1,6 +1,7 @@
 //! Small pieces every connector's settings parsing shares.
 
-use super::ConnectorError;
+use super::{AccountLogin, ConnectorError};
+use crate::domain::ids::Protocol;
 
 /// Splits `host:port`; IPv6 literals must be bracketed (`[::1]:5222`).
 pub(crate) fn parse_host_port(server: &str) -> Option<(String, u16)> {
@@ -16,6 +17,20 @@ pub(crate) fn parse_host_port(server: &str) -> Option<(String, u16)> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '[' | ']'));
     plausible.then(|| (host.to_owned(), port))
+}
+
+/// Refuses an account of another network than the connector's.
+pub(crate) fn require_protocol(
+    login: &AccountLogin,
+    protocol: Protocol,
+) -> Result<(), ConnectorError> {
+    if login.protocol == protocol {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "a {} account cannot log in over {protocol}",
+        login.protocol
+    )))
 }
 
 /// The account's settings cannot be used (bad handle or server form).

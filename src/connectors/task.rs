@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::{ConnectorError, SessionControl};
+use super::{ConnectorError, ConnectorEvent, SessionControl};
 use crate::domain::ids::Handle;
 
 /// A direct message on its way out, with where to say how it went.
@@ -18,6 +18,22 @@ pub(crate) struct Outgoing {
     pub to: Handle,
     pub body: String,
     pub done: oneshot::Sender<Result<(), ConnectorError>>,
+}
+
+/// The session should end instead of going on: Switchboard stopped it or stopped listening.
+pub(crate) struct Stopped;
+
+/// Hands an event to Switchboard, waiting while its queue is full (presence is never dropped);
+/// gives up when the session is stopped meanwhile or nobody listens any more.
+pub(crate) async fn emit(
+    events: &mpsc::Sender<ConnectorEvent>,
+    stop: &mut mpsc::Receiver<()>,
+    event: ConnectorEvent,
+) -> Result<(), Stopped> {
+    tokio::select! {
+        sent = events.send(event) => sent.map_err(|_| Stopped),
+        _ = stop.recv() => Err(Stopped),
+    }
 }
 
 /// The receiving ends a session task reads: the stop signal (which also yields `None` once

@@ -55,8 +55,8 @@ use tokio_xmpp::xmlstream::{
 use tokio_xmpp::Stanza;
 use tracing::{debug, warn};
 
-use super::net::{invalid, parse_host_port};
-use super::task::{Outgoing, TaskControl};
+use super::net::{invalid, parse_host_port, require_protocol};
+use super::task::{self, Outgoing, TaskControl};
 use super::tls;
 use super::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ExtraRootsError,
@@ -189,12 +189,7 @@ struct Target {
 
 impl Target {
     fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
-        if login.protocol != Protocol::Xmpp {
-            return Err(invalid(format!(
-                "a {} account cannot log in over XMPP",
-                login.protocol
-            )));
-        }
+        require_protocol(login, Protocol::Xmpp)?;
         let jid = BareJid::new(login.handle.as_str())
             .ok()
             .filter(|jid| jid.node().is_some())
@@ -924,10 +919,9 @@ impl Session {
 
     /// Queues an event; gives up when Switchboard stops the session or stops listening.
     async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
-        tokio::select! {
-            sent = self.events.send(event) => sent.map_err(|_| End::Local),
-            _ = self.stop.recv() => Err(End::Local),
-        }
+        task::emit(&self.events, &mut self.stop, event)
+            .await
+            .map_err(|task::Stopped| End::Local)
     }
 
     /// Logs out cleanly: unavailable presence, stream footer, then a short wait for the

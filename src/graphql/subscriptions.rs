@@ -8,8 +8,7 @@ use futures::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::types::{
-    most_available, protocol_of, Account, AccountStatus, ContactList, HistoryEntry, Presence,
-    PresenceChange,
+    most_available, protocol_of, Account, ContactList, HistoryEntry, Presence, PresenceChange,
 };
 use super::{api, caller};
 use crate::app::{AppError, PresenceMap, Switchboard};
@@ -122,16 +121,6 @@ async fn next_change(
     }
 }
 
-/// The accounts whose status differs from `seen`, which is updated.
-fn changed_accounts(seen: &mut HashMap<ID, AccountStatus>, now: Vec<Account>) -> Vec<Account> {
-    now.into_iter()
-        .filter(|account| {
-            let old = seen.insert(account.id.clone(), account.status.clone());
-            old.as_ref() != Some(&account.status)
-        })
-        .collect()
-}
-
 /// Every contact of the live list with its presence and its meta-contact's.
 fn presence_of_all(list: &ListView, known: &PresenceMap) -> Vec<PresenceChange> {
     let one = |c: &ContactEntry, meta: Option<&MetaContactEntry>| PresenceChange {
@@ -153,18 +142,50 @@ fn presence_of_all(list: &ListView, known: &PresenceMap) -> Vec<PresenceChange> 
     all
 }
 
-/// The contacts whose presence (or whose meta-contact's) differs from `seen`, which is
-/// updated.
-fn changed_presence(
-    seen: &mut HashMap<ID, PresenceChange>,
-    now: Vec<PresenceChange>,
-) -> Vec<PresenceChange> {
-    now.into_iter()
-        .filter(|change| {
-            let old = seen.insert(change.contact_id.clone(), change.clone());
-            old.as_ref() != Some(change)
-        })
-        .collect()
+/// The items of `read` (keyed by `key`) that differ from what the subscriber saw last,
+/// re-read whenever one of `views` changes for `user`. The first read is the baseline: it
+/// answers the subscription's errors and is not sent.
+async fn changes_of<T, F, Fut>(
+    app: Arc<Switchboard>,
+    user: UserId,
+    views: &'static [&'static str],
+    key: fn(&T) -> ID,
+    read: F,
+) -> async_graphql::Result<impl Stream<Item = T>>
+where
+    T: Clone + PartialEq + Send + 'static,
+    F: Fn(Arc<Switchboard>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<T>, AppError>> + Send,
+{
+    let changes = app.views().subscribe();
+    let changed = move |seen: &mut HashMap<ID, T>, now: Vec<T>| -> Vec<T> {
+        now.into_iter()
+            .filter(|item| seen.insert(key(item), item.clone()).as_ref() != Some(item))
+            .collect()
+    };
+    let mut seen = HashMap::new();
+    changed(&mut seen, api(read(app.clone()).await)?);
+    let read = Arc::new(read);
+    let batches = stream::unfold((app, changes, seen), move |(app, mut changes, mut seen)| {
+        let read = Arc::clone(&read);
+        async move {
+            loop {
+                next_change(&mut changes, user, views).await?;
+                match read(app.clone()).await {
+                    Ok(now) => {
+                        let batch = changed(&mut seen, now);
+                        if !batch.is_empty() {
+                            return Some((stream::iter(batch), (app, changes, seen)));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%user, error = %e, "live view unavailable for a subscription")
+                    }
+                }
+            }
+        }
+    });
+    Ok(batches.flatten())
 }
 
 #[Subscription]
@@ -177,31 +198,21 @@ impl LiveSubscription {
     ) -> async_graphql::Result<impl Stream<Item = Account>> {
         let (app, caller) = caller(ctx).await?;
         let user = caller.user;
-        let changes = app.views().subscribe();
-        let mut seen = HashMap::new();
-        let current = api(app.accounts(user).await)?;
-        changed_accounts(&mut seen, current.into_iter().map(Account::from).collect());
-        let batches = stream::unfold(
-            (app, changes, seen),
-            move |(app, mut changes, mut seen)| async move {
-                loop {
-                    next_change(&mut changes, user, &[live::STATUS]).await?;
-                    match app.accounts(user).await {
-                        Ok(now) => {
-                            let now = now.into_iter().map(Account::from).collect();
-                            let changed = changed_accounts(&mut seen, now);
-                            if !changed.is_empty() {
-                                return Some((stream::iter(changed), (app, changes, seen)));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(%user, error = %e, "statuses unavailable for a subscription")
-                        }
-                    }
-                }
+        changes_of(
+            app,
+            user,
+            &[live::STATUS],
+            |a: &Account| a.id.clone(),
+            move |app| async move {
+                Ok(app
+                    .accounts(user)
+                    .await?
+                    .into_iter()
+                    .map(Account::from)
+                    .collect())
             },
-        );
-        Ok(batches.flatten())
+        )
+        .await
     }
 
     /// A contact's presence on its network, each time it (or its meta-contact's aggregated
@@ -212,34 +223,13 @@ impl LiveSubscription {
     ) -> async_graphql::Result<impl Stream<Item = PresenceChange>> {
         let (app, caller) = caller(ctx).await?;
         let user = caller.user;
-        let changes = app.views().subscribe();
-        let read = move |app: Arc<Switchboard>| async move {
+        const VIEWS: &[&str] = &[live::PRESENCE, live::STATUS, contacts::NAME];
+        let key = |c: &PresenceChange| c.contact_id.clone();
+        changes_of(app, user, VIEWS, key, move |app| async move {
             let list = app.contacts(user, None).await?;
             let known = app.presence(user).await?;
-            Ok::<_, AppError>(presence_of_all(&list, &known))
-        };
-        let mut seen = HashMap::new();
-        changed_presence(&mut seen, api(read(app.clone()).await)?);
-        let views = [live::PRESENCE, live::STATUS, contacts::NAME];
-        let batches = stream::unfold(
-            (app, changes, seen),
-            move |(app, mut changes, mut seen)| async move {
-                loop {
-                    next_change(&mut changes, user, &views).await?;
-                    match read(app.clone()).await {
-                        Ok(now) => {
-                            let changed = changed_presence(&mut seen, now);
-                            if !changed.is_empty() {
-                                return Some((stream::iter(changed), (app, changes, seen)));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(%user, error = %e, "presence unavailable for a subscription")
-                        }
-                    }
-                }
-            },
-        );
-        Ok(batches.flatten())
+            Ok(presence_of_all(&list, &known))
+        })
+        .await
     }
 }

@@ -96,7 +96,7 @@ impl User {
 }
 
 /// A bound third-party account. Its secret is never returned.
-#[derive(SimpleObject, Clone)]
+#[derive(SimpleObject, Clone, PartialEq)]
 pub struct Account {
     pub id: ID,
     pub protocol: Protocol,

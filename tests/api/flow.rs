@@ -302,9 +302,7 @@ async fn register_login_merge_unbind_undo_history_and_time_travel() {
         .unwrap()
         .iter()
         .all(|a| a["connected"] == true));
-    app.gql(Some(&other), "mutation { logout }", json!({}))
-        .await
-        .data();
+    app.logout(&other).await;
     let session = app
         .gql(None, "mutation { login(userName: \"alice\", password: \"correct horse battery\") { token } }", json!({}))
         .await;

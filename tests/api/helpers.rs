@@ -194,6 +194,26 @@ impl TestApp {
         data["register"]["token"].as_str().unwrap().to_owned()
     }
 
+    /// Logs `user` in (test password); the `login` payload: token and accounts with status.
+    pub async fn login(&self, user: &str) -> Value {
+        self.gql(
+            None,
+            "mutation($u: String!) { login(userName: $u, password: \"correct horse battery\") {
+               token accounts { handle server protocol status { state } } } }",
+            json!({ "u": user }),
+        )
+        .await
+        .data()["login"]
+            .clone()
+    }
+
+    /// Ends the session of `token`.
+    pub async fn logout(&self, token: &str) {
+        self.gql(Some(token), "mutation { logout }", json!({}))
+            .await
+            .data();
+    }
+
     /// Waits (up to 20 s) until the account with `handle` is in `state`; returns the account
     /// with its status.
     pub async fn wait_for_account(&self, token: &str, handle: &str, state: &str) -> Value {

@@ -29,20 +29,6 @@ async fn independent(server: &str, user: &str) -> LiveSession {
         .unwrap_or_else(|e| panic!("{user} logs in on {server}: {e}"))
 }
 
-async fn login(app: &TestApp, user: &str) -> Value {
-    app.gql(
-        None,
-        &format!(
-            "mutation {{ login(userName: \"{user}\", password: \"correct horse battery\") {{
-               token accounts {{ handle server status {{ state }} }} }} }}"
-        ),
-        json!({}),
-    )
-    .await
-    .data()["login"]
-        .clone()
-}
-
 const META: &str =
     "{ contacts { metaContacts { name presence { availability protocol handle accountId } \
                      members { handle presence { availability } } } } }";
@@ -142,9 +128,7 @@ async fn one_server_down_reconnects_alone_and_presence_follows_the_person() {
     assert!(!states.contains(&"CONNECTING".to_owned()), "{states:?}");
 
     // Logging out (the last session) disconnects every account and gives the lease up.
-    app.gql(Some(&token), "mutation { logout }", json!({}))
-        .await
-        .data();
+    app.logout(&token).await;
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM account_status ORDER BY state")
         .fetch_all(&app.pool)
         .await
@@ -171,9 +155,7 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
             json!([xmpp_account("carol"), spare.account("eve")]),
         )
         .await;
-    app.gql(Some(&token), "mutation { logout }", json!({}))
-        .await
-        .data();
+    app.logout(&token).await;
 
     // The spare server is replaced by one that accepts connections and never answers.
     spare.kill();
@@ -187,7 +169,7 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
             sockets.push(socket);
         }
     });
-    let answer = login(&app, "portia").await;
+    let answer = app.login("portia").await;
     let token = answer["token"].as_str().unwrap().to_owned();
     let states: Vec<&str> = answer["accounts"]
         .as_array()
@@ -210,15 +192,13 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
     assert!(eve["status"]["nextRetryAt"].is_string(), "{eve}");
     held.abort();
     let _ = held.await;
-    app.gql(Some(&token), "mutation { logout }", json!({}))
-        .await
-        .data();
+    app.logout(&token).await;
 
     // eve's password changes upstream: the next login says AUTH_FAILED and records nothing.
     spare.set_password("eve", "a-new-password-9Z");
     spare.start().await;
     let events = app.event_count().await;
-    let answer = login(&app, "portia").await;
+    let answer = app.login("portia").await;
     let token = answer["token"].as_str().unwrap().to_owned();
     let failed = app
         .wait_for_account(&token, "eve@localhost", "AUTH_FAILED")
@@ -264,10 +244,8 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
     );
     assert_eq!(app.event_count().await, events);
     // And the next login uses it.
-    app.gql(Some(&token), "mutation { logout }", json!({}))
-        .await
-        .data();
-    let token = login(&app, "portia").await["token"]
+    app.logout(&token).await;
+    let token = app.login("portia").await["token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -301,7 +279,7 @@ async fn one_node_holds_a_users_connections_until_it_lets_go() {
     // A second node on the same database: logging in there does not open a second
     // connection; it shows the first node's live status.
     let second = spawn_app_with(settings).await;
-    let answer = login(&second, "quentin").await;
+    let answer = second.login("quentin").await;
     assert_eq!(answer["accounts"][0]["status"]["state"], "ONLINE");
     assert_eq!(holder(second.pool.clone()).await, (lease_node, status_node));
     let other = answer["token"].as_str().unwrap().to_owned();
@@ -319,7 +297,7 @@ async fn one_node_holds_a_users_connections_until_it_lets_go() {
     second
         .wait_for_account(&other, "alice@localhost", "DISCONNECTED")
         .await;
-    let answer = login(&second, "quentin").await;
+    let answer = second.login("quentin").await;
     let token2 = answer["token"].as_str().unwrap().to_owned();
     second
         .wait_for_account(&token2, "alice@localhost", "ONLINE")

@@ -141,20 +141,10 @@ async fn four_networks_one_login_one_contact_list_one_person() {
     let token = app
         .register("fourfold", accounts_of("alice", &xmpp, &keys))
         .await;
-    app.gql(Some(&token), "mutation { logout }", json!({}))
-        .await
-        .data();
+    app.logout(&token).await;
 
     // One login: every account starts at once and all four come online.
-    let login = app
-        .gql(
-            None,
-            "mutation { login(userName: \"fourfold\", password: \"correct horse battery\") {
-               token accounts { protocol status { state } } } }",
-            json!({}),
-        )
-        .await;
-    let login = login.data()["login"].clone();
+    let login = app.login("fourfold").await;
     let token = login["token"].as_str().unwrap().to_owned();
     let mut protocols: Vec<&str> = login["accounts"]
         .as_array()

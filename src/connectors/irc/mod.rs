@@ -40,7 +40,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
-use super::net::{invalid, parse_host_port};
+use super::net::{invalid, parse_host_port, require_protocol};
 use super::tls;
 use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterSource};
 use crate::domain::ids::Protocol;
@@ -163,12 +163,7 @@ struct Target {
 
 impl Target {
     fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
-        if login.protocol != Protocol::Irc {
-            return Err(invalid(format!(
-                "a {} account cannot log in over IRC",
-                login.protocol
-            )));
-        }
+        require_protocol(login, Protocol::Irc)?;
         let nick = login.handle.as_str().to_owned();
         if !proto::valid_nick(&nick) || nick.len() > 64 {
             return Err(invalid(

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::proto::{self, Isupport, Line, MAX_LINE};
 use super::{safe_text, Connection, Keepalive, Registered};
-use crate::connectors::task::TaskControl;
+use crate::connectors::task::{self, TaskControl};
 use crate::connectors::{
     Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, RosterEntry,
     SessionControl,
@@ -713,10 +713,9 @@ impl Session {
 
     /// Queues an event; gives up when Switchboard stops the session or stops listening.
     async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
-        tokio::select! {
-            sent = self.events.send(event) => sent.map_err(|_| End::Local),
-            _ = self.stop.recv() => Err(End::Local),
-        }
+        task::emit(&self.events, &mut self.stop, event)
+            .await
+            .map_err(|task::Stopped| End::Local)
     }
 
     /// Logs out: QUIT, then a short wait for the server's ERROR (or the end of the stream), so

@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
-use super::net::invalid;
+use super::net::{invalid, require_protocol};
 use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
@@ -156,12 +156,7 @@ struct Target {
 
 impl Target {
     fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
-        if login.protocol != Protocol::Matrix {
-            return Err(invalid(format!(
-                "a {} account cannot log in over Matrix",
-                login.protocol
-            )));
-        }
+        require_protocol(login, Protocol::Matrix)?;
         let user = parse_user_id(&login.handle).ok_or_else(|| {
             invalid("the handle must be a Matrix user id such as @alice:example.org")
         })?;

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
 use super::session::{Invite, Member, Session, SYNC_TIMELINE};
-use crate::connectors::task::Outgoing;
+use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage};
 use crate::domain::ids::Handle;
 
@@ -311,10 +311,9 @@ impl Live {
 
     /// Queues an event; gives up when Switchboard stops the session or stops listening.
     async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
-        tokio::select! {
-            sent = self.events.send(event) => sent.map_err(|_| End::Local),
-            _ = self.stop.recv() => Err(End::Local),
-        }
+        task::emit(&self.events, &mut self.stop, event)
+            .await
+            .map_err(|task::Stopped| End::Local)
     }
 
     /// Sets our presence offline; the access token stays valid for the next login.

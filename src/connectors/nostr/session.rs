@@ -21,7 +21,7 @@ use super::{
     handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, MESSAGE_MARGIN, ONLINE_STATUS,
     STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_STATUS,
 };
-use crate::connectors::task::Outgoing;
+use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
     Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry,
 };
@@ -522,10 +522,9 @@ impl Session {
 
     /// Queues an event; gives up when Switchboard stops the session or stops listening.
     async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
-        tokio::select! {
-            sent = self.events.send(event) => sent.map_err(|_| End::Local),
-            _ = self.stop.recv() => Err(End::Local),
-        }
+        task::emit(&self.events, &mut self.stop, event)
+            .await
+            .map_err(|task::Stopped| End::Local)
     }
 
     /// Logs out: clears our status (waiting briefly for the relay to take it, so contacts see
