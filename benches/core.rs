@@ -12,10 +12,13 @@
 //! PostgreSQL in a temporary folder. The upstream network is a synthetic connector: this bench
 //! measures Switchboard, not an IM server.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use common::Bench;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::{
@@ -71,25 +74,7 @@ impl Connector for Synthetic {
     }
 }
 
-struct Bench {
-    url: String,
-    http: reqwest::Client,
-}
-
 impl Bench {
-    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(body.get("errors").is_none(), "{body}");
-        body["data"].clone()
-    }
-
     /// A user with a synthetic account and one meta-contact; returns (token, meta id).
     async fn user(&self, name: &str) -> (String, String) {
         let data = self

@@ -12,8 +12,11 @@
 //! (a Prosody with users bench1..benchN, password `bench-pw`), `SWITCHBOARD_BENCH_ACCOUNTS`
 //! (a JSON array of one account input per network for the login bench).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Bench;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::xmpp::XmppConnector;
@@ -30,25 +33,7 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/bench-live.sh"))
 }
 
-struct Bench {
-    url: String,
-    http: reqwest::Client,
-}
-
 impl Bench {
-    async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(body.get("errors").is_none(), "GraphQL errors: {body}");
-        body["data"].clone()
-    }
-
     async fn register(&self, name: &str, accounts: Value) -> String {
         let data = self
             .gql(
