@@ -10,6 +10,8 @@
 #    script exits, pass or fail; it installs what is missing with apt and pip) and exports their
 #    SWITCHBOARD_TEST_* variables (printed below);
 # 3. runs `cargo test --all-targets "$@"` and exits with its status.
+#    SWITCHBOARD_TEST_CPU_HOGS=N keeps N busy loops running meanwhile (e.g. 2 on a 2-core
+#    machine), to check that no test depends on idle CPUs; each loop ends with this script.
 # If a server does not come up, it stops here with that server's log.
 set -euo pipefail
 
@@ -33,6 +35,16 @@ echo "SWITCHBOARD_TEST_XMPP_SPARE_SERVER=$SWITCHBOARD_TEST_XMPP_SPARE_SERVER"
 for var in "${_sbt_exports[@]}"; do # the servers of the plugins in scripts/servers/
 	echo "$var=${!var}"
 done
+
+hogs=${SWITCHBOARD_TEST_CPU_HOGS:-0}
+if [[ $hogs -gt 0 ]]; then
+	echo "==> $hogs busy loops keep the CPUs busy during the tests"
+	me=$$
+	for ((i = 0; i < hogs; i++)); do
+		# Busy, and gone within a moment of this script's end, pass, fail or interrupt.
+		(while kill -0 "$me" 2>/dev/null; do for ((j = 0; j < 200000; j++)); do :; done; done) &
+	done
+fi
 
 echo "==> cargo test --all-targets $*"
 # Not `exec`: this shell must live on so its EXIT trap stops the servers afterwards.

@@ -26,6 +26,9 @@ pub struct Settings {
     pub max_db_connections: u32,
     /// PEM file of root certificates connectors trust for TLS besides the public web PKI roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// How long a mutation waits for the views to show its change before it answers
+    /// `VIEWS_BEHIND` instead.
+    pub view_wait: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             reconnect_max: Duration::from_secs(120),
             max_db_connections: 20,
             extra_ca_file: None,
+            view_wait: Duration::from_secs(5),
         }
     }
 }
@@ -57,6 +61,7 @@ struct FileSettings {
     reconnect_max_secs: Option<u64>,
     max_db_connections: Option<u32>,
     extra_ca_file: Option<PathBuf>,
+    view_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +127,9 @@ impl Settings {
         if let Some(v) = f.extra_ca_file {
             self.extra_ca_file = Some(v);
         }
+        if let Some(v) = f.view_wait_ms {
+            self.view_wait = Duration::from_millis(v);
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -155,6 +163,16 @@ impl Settings {
         if let Some(v) = get("SWITCHBOARD_EXTRA_CA_FILE") {
             self.extra_ca_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("SWITCHBOARD_VIEW_WAIT_MS") {
+            self.view_wait =
+                v.trim()
+                    .parse()
+                    .map(Duration::from_millis)
+                    .map_err(|_| ConfigError::Env {
+                        name: "SWITCHBOARD_VIEW_WAIT_MS",
+                        message: "must be a whole number of milliseconds".into(),
+                    })?;
+        }
         Ok(())
     }
 }
@@ -181,7 +199,7 @@ mod tests {
         let file = dir.join("switchboard.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nextra_ca_file = \"/tmp/ca.pem\"\n",
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nextra_ca_file = \"/tmp/ca.pem\"\nview_wait_ms = 1500\n",
         )
         .unwrap();
         let settings = Settings::load(Some(&file), |name| {
@@ -191,6 +209,7 @@ mod tests {
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.data_dir, PathBuf::from("/tmp/y"));
         assert_eq!(settings.extra_ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+        assert_eq!(settings.view_wait, Duration::from_millis(1500));
         let settings = Settings::load(Some(&file), |name| {
             (name == "SWITCHBOARD_EXTRA_CA_FILE").then(|| "/etc/private-ca.pem".to_owned())
         })

@@ -130,6 +130,7 @@ impl Application {
                         ..Backoff::default()
                     },
                 },
+                view_wait: settings.view_wait,
                 ..ServiceSettings::default()
             },
         );

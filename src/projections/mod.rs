@@ -3,6 +3,7 @@
 
 pub mod contacts;
 pub mod history;
+pub mod horizon;
 pub mod live;
 pub mod notify;
 pub mod runner;

@@ -15,13 +15,14 @@ use tokio::sync::{broadcast, watch};
 
 use crate::domain::ids::UserId;
 use crate::domain::user::User;
+use crate::projections::horizon::read_horizon;
 use crate::projections::notify::ViewChanged;
 use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
 
 /// How many events one transaction applies at most.
 pub const BATCH: i64 = 500;
 /// How often to look again when a notification may have come before its rows were readable
-/// (an older transaction was still open).
+/// (an older transaction writing events was still open).
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,11 @@ pub async fn catch_up(
         .bind(name)
         .execute(pool)
         .await?;
-    let mut tx = pool.begin().await?;
+    // READ COMMITTED whatever the server's default: the read below must take a newer snapshot
+    // than the horizon's statement.
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
     // The row lock serialises runners of one projection across nodes.
     let checkpoint = sqlx::query(
         "SELECT tx_id::text AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
@@ -77,18 +82,20 @@ pub async fn catch_up(
     .await?;
     let after_tx: String = checkpoint.try_get("tx_id")?;
     let after_position: i64 = checkpoint.try_get("position")?;
+    let horizon = read_horizon(&mut tx).await?;
     // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
     // SQL would make each later read scan them again); only the user's events are applied.
     let query = format!(
         "SELECT aggregate_type, {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, position) > ($1::text::xid8, $2) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           AND tx_id < $4::text::xid8 \
          ORDER BY tx_id, position LIMIT $3"
     );
     let rows = sqlx::query(&query)
         .bind(&after_tx)
         .bind(after_position)
         .bind(BATCH)
+        .bind(horizon.to_string())
         .fetch_all(&mut *tx)
         .await?;
     let Some(last_row) = rows.last() else {

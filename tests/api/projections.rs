@@ -108,3 +108,151 @@ async fn a_failing_batch_leaves_the_checkpoint_where_it_was() {
     assert_eq!(history_positions(&pool).await.len(), 1);
     pool.close().await;
 }
+
+/// An open transaction that holds a transaction id and took `events`' writing lock in no way.
+async fn open_writer_elsewhere(
+    url: &str,
+    statements: &[&str],
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = PgPool::connect(url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    // It has a transaction id now, so it holds the cluster's snapshot xmin back.
+    let own: Option<String> = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(own.is_some());
+    tx
+}
+
+#[tokio::test]
+async fn transactions_that_cannot_write_events_do_not_hold_the_reader_back() {
+    let url = fresh_database().await;
+    let pool = PgPool::connect(&url).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+    sqlx::query("CREATE TABLE unrelated (n int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // One open writer in another database of the same cluster, one in this database writing a
+    // table that is not `events`, one only reading `events`.
+    let other_database = open_writer_elsewhere(
+        &fresh_database().await,
+        &[
+            "CREATE TABLE batch_job (n int)",
+            "INSERT INTO batch_job VALUES (1)",
+        ],
+    )
+    .await;
+    let same_database = open_writer_elsewhere(&url, &["INSERT INTO unrelated VALUES (1)"]).await;
+    let reader = open_writer_elsewhere(
+        &url,
+        &[
+            "SELECT count(*) FROM events",
+            "INSERT INTO unrelated VALUES (2)",
+        ],
+    )
+    .await;
+
+    let mut conn = pool.acquire().await.unwrap();
+    let position = insert_registration(&mut conn, "prompt").await;
+    drop(conn);
+    let read = catch_up(&pool, &HistoryProjection, &upcasters)
+        .await
+        .unwrap();
+    assert_eq!(read, 1, "the committed event is read at once");
+    assert_eq!(history_positions(&pool).await, vec![position]);
+
+    for tx in [other_database, same_database, reader] {
+        tx.rollback().await.unwrap();
+    }
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_writer_that_locked_events_before_its_id_is_read_after_commit() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+
+    // A holds the writing lock but no transaction id yet: it gets a newer id than B when it
+    // writes, so B may be read before A commits without skipping A.
+    let mut a = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        .execute(&mut *a)
+        .await
+        .unwrap();
+    let mut b = pool.acquire().await.unwrap();
+    let first = insert_registration(&mut b, "first").await;
+    drop(b);
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        1
+    );
+    let second = insert_registration(&mut a, "second").await;
+    // A is open with an id now: nothing after it may be read.
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        0
+    );
+    a.commit().await.unwrap();
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(history_positions(&pool).await, vec![first, second]);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn events_written_after_another_table_in_one_transaction_are_refused() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE unrelated (n int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO unrelated VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let refused = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('User', 'x', 1, 'UserRegistered', '1.0', '{}', '{}')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("first rows a transaction writes"),
+        "{refused}"
+    );
+    tx.rollback().await.unwrap();
+
+    // Several event statements in one transaction stay allowed.
+    let mut tx = pool.begin().await.unwrap();
+    insert_registration(&mut tx, "one").await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('User', 'x', 2, 'UserRegistered', '1.0', '{}', '{}')",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+}
