@@ -60,7 +60,7 @@ impl AccountHost for AccountLink {
         };
         let contacts = match self.roster_source {
             RosterSource::Server => Vec::new(),
-            RosterSource::Local => super::watch_list(&user, self.account),
+            RosterSource::Local => super::accounts::watch_list(&user, self.account),
         };
         Ok(AccountLogin {
             protocol: state.account.protocol,

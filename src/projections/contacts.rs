@@ -1,10 +1,11 @@
 //! The unified contact list and bound accounts: a projection into `user_view`,
 //! `account_view`, `meta_contact_view` and `contact_view`, plus the read model both the live
-//! view and time travel return.
+//! view and time travel return, and the reads of bound accounts and user names.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
@@ -138,6 +139,46 @@ impl ContactList {
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Self::assemble(metas, contacts))
     }
+}
+
+/// A bound account as `account_view` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountEntry {
+    pub account_id: AccountId,
+    pub protocol: String,
+    pub server: String,
+    pub handle: String,
+    pub bound_at: DateTime<Utc>,
+}
+
+/// The user's bound accounts, oldest binding first.
+pub async fn accounts(pool: &PgPool, user: UserId) -> Result<Vec<AccountEntry>, sqlx::Error> {
+    sqlx::query(
+        "SELECT account_id, protocol, server, handle, bound_at FROM account_view \
+         WHERE user_id = $1 ORDER BY bound_at, account_id",
+    )
+    .bind(user.0)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(AccountEntry {
+            account_id: AccountId(r.try_get("account_id")?),
+            protocol: r.try_get("protocol")?,
+            server: r.try_get("server")?,
+            handle: r.try_get("handle")?,
+            bound_at: r.try_get("bound_at")?,
+        })
+    })
+    .collect()
+}
+
+/// The user's name as `user_view` has it; none until the registration is projected.
+pub async fn user_name(pool: &PgPool, user: UserId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_name FROM user_view WHERE user_id = $1")
+        .bind(user.0)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Keeps the account and contact views.

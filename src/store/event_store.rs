@@ -130,6 +130,66 @@ impl UserStore {
         rows.iter().map(|r| decode(r, &self.upcasters)).collect()
     }
 
+    /// The stream's prefix up to the last event recorded at or before `as_of`, in stream order
+    /// (time travel).
+    pub async fn read_stream_as_of(
+        &self,
+        user: UserId,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, PersistenceError> {
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+               AND sequence <= (SELECT COALESCE(max(sequence), 0) FROM events \
+                                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND recorded_at <= $3) \
+             ORDER BY sequence"
+        );
+        let rows = sqlx::query(&query)
+            .bind(User::TYPE)
+            .bind(user.to_string())
+            .bind(as_of)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql)?;
+        rows.iter().map(|r| decode(r, &self.upcasters)).collect()
+    }
+
+    /// The user's event with public id `position`; none if it is another user's.
+    pub async fn event_at(
+        &self,
+        user: UserId,
+        position: i64,
+    ) -> Result<Option<StoredEvent>, PersistenceError> {
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE position = $1 AND aggregate_type = $2 AND aggregate_id = $3"
+        );
+        let row = sqlx::query(&query)
+            .bind(position)
+            .bind(User::TYPE)
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql)?;
+        row.map(|r| decode(&r, &self.upcasters)).transpose()
+    }
+
+    /// The public id (global position) of the user's event at `sequence`.
+    pub async fn position_of(
+        &self,
+        user: UserId,
+        sequence: usize,
+    ) -> Result<Option<i64>, PersistenceError> {
+        sqlx::query_scalar(
+            "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(User::TYPE)
+        .bind(user.to_string())
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql)
+    }
+
     /// Drops a cached aggregate, e.g. after a failed commit.
     fn forget(&self, aggregate_id: &str) {
         if let Ok(mut cache) = self.cache.lock() {

@@ -1,0 +1,177 @@
+//! Signing up and in: register, login, authenticate and logout.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::accounts::name_account;
+use super::{password, AccountInput, AppError, LoginResult, Switchboard};
+use crate::connectors::supervisor::{LinkState, LinkStatus};
+use crate::domain::ids::{UserId, UserName};
+use crate::domain::metadata::Actor;
+use crate::domain::user::{User, UserCommand, UserError};
+use crate::secret::Secret;
+
+impl Switchboard {
+    /// Registers a user, binding the given accounts in the same commit once each has logged in
+    /// upstream (all or nothing). Returns a logged-in session.
+    pub async fn register(
+        self: &Arc<Self>,
+        user_name: &str,
+        password: Secret,
+        accounts: Vec<AccountInput>,
+        request_id: Uuid,
+    ) -> Result<LoginResult, AppError> {
+        let user_name =
+            UserName::parse(user_name).map_err(|e| AppError::bad_input("userName", e))?;
+        password::validate(&password)?;
+        let parsed = accounts
+            .iter()
+            .map(Self::parse_account)
+            .collect::<Result<Vec<_>, _>>()?;
+        let user = UserId::for_name(&user_name);
+        if self.load(user).await?.registration().is_some() {
+            return Err(UserError::UserNameTaken.into());
+        }
+        // Refuse duplicates before anyone logs in upstream.
+        User::default()
+            .decide(UserCommand::Register {
+                user_name: user_name.clone(),
+                password_hash: String::new(),
+                accounts: parsed.iter().map(|(a, _)| a.clone()).collect(),
+            })
+            .map_err(AppError::from)?;
+        let sessions =
+            futures::future::join_all(parsed.iter().map(|(_, login)| self.connect(login))).await;
+        let mut live = Vec::new();
+        let mut failure = None;
+        for (session, (account, _)) in sessions.into_iter().zip(&parsed) {
+            match session {
+                Ok(session) => live.push((account.clone(), session)),
+                Err(e) if failure.is_none() => failure = Some(name_account(e, account)),
+                Err(_) => {}
+            }
+        }
+        if let Some(e) = failure {
+            for (_, session) in live {
+                session.disconnect().await;
+            }
+            return Err(e);
+        }
+        let result = async {
+            for ((account, session), input) in live.iter_mut().zip(&accounts) {
+                self.keep_credential(user, account.account_id, session, &input.secret)
+                    .await?;
+            }
+            let password_hash = password::hash(password).await?;
+            self.execute(
+                user,
+                UserCommand::Register {
+                    user_name: user_name.clone(),
+                    password_hash,
+                    accounts: parsed.iter().map(|(a, _)| a.clone()).collect(),
+                },
+                Actor::User(user),
+                request_id,
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = result {
+            for (account, session) in live {
+                self.abandon(account.account_id, session).await;
+            }
+            return Err(e);
+        }
+        let token = self.sessions.create(user).await?;
+        let held = self.hold_lease(user).await?;
+        for (account, session) in live {
+            if let Err(e) = self.adopt(user, &account, session, request_id, held).await {
+                tracing::warn!(%user, account = %account.account_id, error = %e, "roster import failed at registration");
+            }
+        }
+        let sequence = self.load(user).await?.sequence();
+        self.settle(user, sequence).await;
+        Ok(LoginResult {
+            token,
+            user_id: user,
+            user_name: user_name.to_string(),
+            accounts: self.accounts(user).await?,
+        })
+    }
+
+    /// Checks the password, opens a session, and starts logging every bound account in, in
+    /// parallel, without waiting for any of them: the answer shows each account `CONNECTING`
+    /// (or its state, if already connected), and `accountStatusChanged` follows the rest.
+    pub async fn login(
+        self: &Arc<Self>,
+        user_name: &str,
+        password: Secret,
+        _request_id: Uuid,
+    ) -> Result<LoginResult, AppError> {
+        let refused = || AppError::Unauthenticated;
+        let user_name = UserName::parse(user_name).map_err(|_| refused())?;
+        let user_id = UserId::for_name(&user_name);
+        let user = self.load(user_id).await?;
+        let registration = user.registration().cloned();
+        let ok = password::verify(
+            password,
+            registration.as_ref().map(|r| r.password_hash.clone()),
+        )
+        .await?;
+        let Some(registration) = registration.filter(|_| ok) else {
+            return Err(refused());
+        };
+        let token = self.sessions.create(user_id).await?;
+        if self.hold_lease(user_id).await? {
+            for state in user.accounts() {
+                let account = &state.account;
+                if self.live.is_supervised(user_id, account.account_id) {
+                    continue;
+                }
+                // A network this build has no connector for can never connect: say so.
+                let (state, detail) = match self.connectors.get(account.protocol) {
+                    Ok(_) => (LinkState::Connecting, None),
+                    Err(e) => (LinkState::Disconnected, Some(e.to_string())),
+                };
+                let status = LinkStatus {
+                    state,
+                    attempt: 0,
+                    next_retry_at: None,
+                    detail,
+                };
+                self.live_views
+                    .set_status(self.leases.node(), user_id, account.account_id, &status)
+                    .await?;
+                if state == LinkState::Connecting {
+                    self.supervise(user_id, account.account_id, account.protocol, None)
+                        .await?;
+                }
+            }
+        }
+        Ok(LoginResult {
+            token,
+            user_id,
+            user_name: registration.user_name.to_string(),
+            accounts: self.accounts(user_id).await?,
+        })
+    }
+
+    /// The user behind a bearer token.
+    pub async fn authenticate(&self, token: &str) -> Result<UserId, AppError> {
+        self.sessions
+            .user_of(token)
+            .await?
+            .ok_or(AppError::Unauthenticated)
+    }
+
+    /// Ends the session; the last session of a user also closes the upstream connections.
+    pub async fn logout(&self, user: UserId, token: &str) -> Result<(), AppError> {
+        self.sessions.end(token).await?;
+        if !self.sessions.any_for(user).await? {
+            self.live.detach_user(user).await;
+            self.leases.release(user).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! This node's hold on upstream connections: leases, account supervisors, fresh-login glue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::link::AccountLink;
+use super::{AppError, Switchboard};
+use crate::connectors::supervisor::{LinkState, LinkStatus, Supervisor};
+use crate::connectors::{LiveSession, RosterSource};
+use crate::domain::ids::{AccountId, Protocol, UserId};
+use crate::domain::metadata::Actor;
+use crate::domain::user::{NewAccount, RosterItem, UserCommand};
+use crate::secret::Secret;
+use crate::store::lease::Acquired;
+use crate::store::vault::SecretKind;
+
+impl Switchboard {
+    /// Takes (or keeps) the user's lease: true when this node is the one to hold the user's
+    /// connections. Another live node holding it keeps them there.
+    pub(super) async fn hold_lease(&self, user: UserId) -> Result<bool, AppError> {
+        match self.leases.acquire(user).await? {
+            Acquired::Held => Ok(true),
+            Acquired::HeldElsewhere(node) => {
+                tracing::info!(%user, %node, "another node holds this user's connections");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Starts the supervisor of one account; with `session`, one that just logged in.
+    pub(super) async fn supervise(
+        self: &Arc<Self>,
+        user: UserId,
+        account: AccountId,
+        protocol: Protocol,
+        session: Option<LiveSession>,
+    ) -> Result<(), AppError> {
+        let connector = self.connectors.get(protocol)?;
+        let link = Arc::new(AccountLink {
+            app: Arc::downgrade(self),
+            user,
+            account,
+            roster_source: connector.roster_source(),
+        });
+        let supervisor = Supervisor::start(connector, link, self.settings.supervisor, session);
+        self.live.attach(user, account, supervisor).await;
+        Ok(())
+    }
+
+    /// Keeps what the vault should hold for a freshly logged-in account: the session token
+    /// the network handed out if any (the password is then never stored), else the password.
+    pub(super) async fn keep_credential(
+        &self,
+        user: UserId,
+        account: AccountId,
+        session: &mut LiveSession,
+        password: &Secret,
+    ) -> Result<(), AppError> {
+        match session.session_credential.take() {
+            Some(token) => {
+                self.vault
+                    .put_kind(user, account, &token, SecretKind::SessionToken)
+                    .await?
+            }
+            None => self.vault.put(user, account, password).await?,
+        }
+        Ok(())
+    }
+
+    /// Undoes the upstream side of a binding that was not recorded: logs out and destroys the
+    /// secret put in the vault for it.
+    pub(super) async fn abandon(&self, account: AccountId, session: LiveSession) {
+        session.disconnect().await;
+        if let Err(e) = self.vault.destroy(self.vault.pool(), account).await {
+            tracing::error!(%account, error = %e, "cannot destroy the secret of a refused binding");
+        }
+    }
+
+    /// Imports a freshly bound account's roster now (so the answer shows it) and hands the
+    /// session to a supervisor, or logs it out when another node holds the user's connections.
+    /// Returns the number of contacts upstream.
+    pub(super) async fn adopt(
+        self: &Arc<Self>,
+        user: UserId,
+        account: &NewAccount,
+        session: LiveSession,
+        request_id: Uuid,
+        held: bool,
+    ) -> Result<usize, AppError> {
+        let count = session.roster.len();
+        let server_roster =
+            self.connectors.get(account.protocol)?.roster_source() == RosterSource::Server;
+        let imported = if server_roster {
+            self.sync_roster(user, account.account_id, session.roster.clone(), request_id)
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        if held {
+            let online = LinkStatus {
+                state: LinkState::Online,
+                attempt: 0,
+                next_retry_at: None,
+                detail: None,
+            };
+            self.live_views
+                .set_status(self.leases.node(), user, account.account_id, &online)
+                .await?;
+            self.supervise(user, account.account_id, account.protocol, Some(session))
+                .await?;
+        } else {
+            session.disconnect().await;
+        }
+        imported.map(|()| count)
+    }
+
+    pub(super) async fn sync_roster(
+        &self,
+        user: UserId,
+        account: AccountId,
+        roster: Vec<crate::connectors::RosterEntry>,
+        request_id: Uuid,
+    ) -> Result<usize, AppError> {
+        let roster = roster
+            .into_iter()
+            .map(|e| RosterItem {
+                handle: e.handle,
+                display_name: e.display_name,
+            })
+            .collect();
+        self.execute(
+            user,
+            UserCommand::SyncRoster {
+                account_id: account,
+                roster,
+            },
+            Actor::Reconciliation,
+            request_id,
+        )
+        .await
+    }
+
+    /// Extends this node's leases; stops the connections of users whose lease another node
+    /// took (after this node failed to renew in time).
+    pub async fn renew_leases(&self) -> Result<(), AppError> {
+        let held = self.leases.renew().await?;
+        for user in self.live.users() {
+            if !held.contains(&user) {
+                tracing::warn!(%user, "lease lost; closing this node's connections of the user");
+                self.live.detach_user(user).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// How often [`Switchboard::renew_leases`] should run.
+    pub fn lease_renewal_interval(&self) -> Duration {
+        self.leases.renew_every()
+    }
+
+    /// Closes every upstream connection and gives the leases up (server shutdown).
+    pub async fn shutdown(&self) {
+        self.live.detach_all().await;
+        if let Err(e) = self.leases.release_all().await {
+            tracing::warn!(error = %e, "leases not released; they expire by themselves");
+        }
+    }
+}
