@@ -88,7 +88,7 @@ impl Switchboard {
             .adopt(user, &account, session, caller.request_id, held)
             .await?;
         let sequence = self.load(user).await?.sequence();
-        self.settle(user, sequence).await;
+        self.settle(user, sequence).await?;
         let view = self
             .accounts(user)
             .await?
@@ -169,7 +169,7 @@ impl Switchboard {
         self.live.detach(caller.user, account).await;
         self.live_views.forget_account(caller.user, account).await?;
         self.vault.destroy(self.vault.pool(), account).await?;
-        self.settle(caller.user, sequence).await;
+        self.settle(caller.user, sequence).await?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ impl Switchboard {
                 caller.request_id,
             )
             .await?;
-        self.settle(caller.user, sequence).await;
+        self.settle(caller.user, sequence).await?;
         self.contacts(caller.user, None).await
     }
 

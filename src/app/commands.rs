@@ -86,23 +86,28 @@ impl Switchboard {
         error.into()
     }
 
-    /// Waits until the views show everything up to `sequence` (read-your-writes for clients).
-    pub(super) async fn settle(&self, user: UserId, sequence: usize) {
+    /// Waits until the views show everything up to `sequence` (read-your-writes for clients),
+    /// within one deadline for all of them. Views that cannot catch up are an error: answering
+    /// with what they hold would pass stale data off as current.
+    pub(super) async fn settle(&self, user: UserId, sequence: usize) -> Result<(), AppError> {
         if sequence == 0 {
-            return;
+            return Ok(());
         }
         let mut changes = self.views.subscribe();
+        let deadline = tokio::time::Instant::now() + self.settings.view_wait;
         for view in [contacts::NAME, history::NAME] {
-            let wait = self.settings.view_wait;
-            match wait_until_applied(&self.pool, &mut changes, view, user, sequence, wait).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(%user, view, "views lag behind; answering with what they have")
-                }
-                Err(e) => {
-                    tracing::warn!(%user, view, error = %e, "cannot check the views' progress")
-                }
+            let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let applied =
+                wait_until_applied(&self.pool, &mut changes, view, user, sequence, wait).await?;
+            if !applied {
+                tracing::warn!(%user, view, sequence, "views lag behind; answering VIEWS_BEHIND");
+                let event_id = self.store.position_of(user, sequence).await.ok().flatten();
+                return Err(AppError::ViewsBehind {
+                    event_id,
+                    waited: self.settings.view_wait,
+                });
             }
         }
+        Ok(())
     }
 }

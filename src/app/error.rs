@@ -22,6 +22,13 @@ pub enum AppError {
     AuthFailed(String),
     #[error("{0}")]
     UpstreamUnavailable(String),
+    /// The change was recorded, but the views did not show it within the deadline: the answer
+    /// would have been stale. Repeating the change would make it twice; reading later shows it.
+    #[error("the change was recorded{}, but the views did not show it within {} ms; read again shortly instead of repeating it", event_id.map(|id| format!(" (event {id})")).unwrap_or_default(), waited.as_millis())]
+    ViewsBehind {
+        event_id: Option<i64>,
+        waited: std::time::Duration,
+    },
     /// Logged in full on the server; clients only see the code.
     #[error("internal error")]
     Internal(String),
@@ -38,6 +45,7 @@ impl AppError {
             AppError::Conflict(_) => "CONFLICT",
             AppError::AuthFailed(_) => "AUTH_FAILED",
             AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            AppError::ViewsBehind { .. } => "VIEWS_BEHIND",
             AppError::Internal(_) => "INTERNAL",
         }
     }

@@ -91,7 +91,7 @@ impl Switchboard {
             }
         }
         let sequence = self.load(user).await?.sequence();
-        self.settle(user, sequence).await;
+        self.settle(user, sequence).await?;
         Ok(LoginResult {
             token,
             user_id: user,

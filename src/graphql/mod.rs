@@ -57,7 +57,20 @@ pub fn api_error(error: AppError) -> async_graphql::Error {
         tracing::error!(%detail, "internal error");
     }
     let code = error.code();
-    async_graphql::Error::new(error.to_string()).extend_with(|_, e| e.set("code", code))
+    let recorded = match &error {
+        AppError::ViewsBehind { event_id, .. } => Some(*event_id),
+        _ => None,
+    };
+    async_graphql::Error::new(error.to_string()).extend_with(|_, e| {
+        e.set("code", code);
+        // A client must not repeat a change that was made: say so, and which event it is.
+        if let Some(event_id) = recorded {
+            e.set("recorded", true);
+            if let Some(id) = event_id {
+                e.set("eventId", id);
+            }
+        }
+    })
 }
 
 /// `Result<T, AppError>` → GraphQL result, keeping the code.

@@ -10,6 +10,7 @@ mod live;
 mod networks;
 mod presence;
 mod projections;
+mod read_your_writes;
 mod security;
 mod subscriptions;
 mod tls;

@@ -1,0 +1,118 @@
+//! Read-your-writes through the API: a mutation answers with its own change even while other
+//! transactions stay open on the cluster, and says `VIEWS_BEHIND` when the views cannot catch up
+//! rather than answering stale data.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::*;
+
+const MERGE: &str = "mutation($ids: [ID!]!) { mergeContacts(name: \"Bob\", contactIds: $ids) { metaContactId } }";
+const RENAME: &str = "mutation($id: ID!, $name: String!) {
+  renameMetaContact(metaContactId: $id, name: $name) { metaContacts { id name } } }";
+
+/// Alice with her XMPP roster and one meta-contact holding bob and carol; its id.
+async fn alice_with_a_meta_contact(app: &TestApp) -> (String, String) {
+    let token = app.register("alice", json!([xmpp_account("alice")])).await;
+    let list = app.contacts(&token).await;
+    let ids: Vec<String> = ["bob@localhost", "carol@localhost"]
+        .iter()
+        .flat_map(|h| ids_of(&list, h))
+        .collect();
+    let merged = app.gql(Some(&token), MERGE, json!({ "ids": ids })).await;
+    let meta = merged.data()["mergeContacts"]["metaContactId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, meta)
+}
+
+/// A transaction left open after `statements`, holding a transaction id.
+async fn open_transaction(url: &str, statements: &[&str]) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = PgPool::connect(url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    tx
+}
+
+#[tokio::test]
+async fn a_mutation_shows_its_change_while_unrelated_transactions_stay_open() {
+    let app = spawn_app().await;
+    let (token, meta) = alice_with_a_meta_contact(&app).await;
+    sqlx::query("CREATE TABLE batch_job (n int)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // Another application's transaction in another database of the cluster, and a batch job
+    // in ours writing a table that is not the event store: both hold the cluster's xmin back.
+    let elsewhere = open_transaction(
+        &fresh_database().await,
+        &["CREATE TABLE other_app (n int)", "INSERT INTO other_app VALUES (1)"],
+    )
+    .await;
+    let batch = open_transaction(&app.database_url, &["INSERT INTO batch_job VALUES (1)"]).await;
+
+    let started = Instant::now();
+    let renamed = app
+        .gql(Some(&token), RENAME, json!({ "id": meta, "name": "Robert" }))
+        .await;
+    let took = started.elapsed();
+    let metas = &renamed.data()["renameMetaContact"]["metaContacts"];
+    assert_eq!(metas[0]["id"], meta.as_str());
+    assert_eq!(metas[0]["name"], "Robert", "the answer shows the rename: {renamed:?}");
+    println!("renameMetaContact answered in {took:?} with two foreign transactions open");
+
+    // The view shows it to every later read too.
+    let list = app.contacts(&token).await;
+    assert_eq!(list["metaContacts"][0]["name"], "Robert");
+
+    elsewhere.rollback().await.unwrap();
+    batch.rollback().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mutation_whose_views_cannot_catch_up_answers_views_behind() {
+    let mut settings = test_settings(&fresh_database().await);
+    settings.view_wait = Duration::from_millis(1500);
+    let app = spawn_app_with(settings).await;
+    let (token, meta) = alice_with_a_meta_contact(&app).await;
+    let events_before = app.event_count().await;
+
+    // The contact list's batch fails from now on: the rename is recorded but cannot be shown.
+    sqlx::query("ALTER TABLE meta_contact_view ADD CONSTRAINT broken CHECK (name <> 'Robert') NOT VALID")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let renamed = app
+        .gql(Some(&token), RENAME, json!({ "id": meta, "name": "Robert" }))
+        .await;
+    assert_eq!(renamed.code(), "VIEWS_BEHIND", "{renamed:?}");
+    let error = &renamed.0["errors"][0];
+    assert_eq!(error["extensions"]["recorded"], true, "{error}");
+    assert!(error["extensions"]["eventId"].is_i64(), "{error}");
+    assert!(renamed.0["data"].is_null() || renamed.0["data"]["renameMetaContact"].is_null());
+    assert_eq!(app.event_count().await, events_before + 1, "the change was recorded");
+
+    // Once the view can take it, the change shows without being made again.
+    sqlx::query("ALTER TABLE meta_contact_view DROP CONSTRAINT broken")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = app.contacts(&token).await;
+        if list["metaContacts"][0]["name"] == "Robert" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the view never caught up: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.event_count().await, events_before + 1);
+    app.stop().await;
+}
