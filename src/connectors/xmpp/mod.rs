@@ -1,0 +1,164 @@
+//! XMPP connector: logs a bare JID into its server, reads the roster and reports contacts'
+//! presence and roster pushes.
+//!
+//! It drives tokio-xmpp's XML stream layer itself instead of using `tokio_xmpp::Client`: that
+//! client reconnects on its own, hides SASL failures (a wrong password is retried for ever, even
+//! after the client is dropped) and never reports a lost connection. Here a login either
+//! succeeds or fails with a clear [`ConnectorError`], and a lost connection ends the session
+//! with [`ConnectorEvent::Disconnected`]; reconnecting is the caller's decision.
+//!
+//! The transport is TCP to the configured `host:port` (no DNS SRV lookup). Whenever the server
+//! offers STARTTLS, required or not, the connection is upgraded before any login: the certificate
+//! must chain to the public web PKI roots (webpki-roots) or to extra roots the connector was
+//! configured with ([`XmppConnector::with_extra_roots`]), and must be valid for the JID's domain,
+//! not the host connected to (RFC 6120 §13.7.2.1). A failed upgrade ends the login with
+//! [`ConnectorError::Unreachable`]; it never falls back to plain TCP. A server that does not
+//! offer STARTTLS (or whose offer an attacker on the path stripped) is logged into in the clear,
+//! where SASL PLAIN (the password itself on the wire) is refused except on loopback; SCRAM never
+//! sends the password.
+
+mod login;
+mod session;
+mod stanza;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::xmlstream::Timeouts;
+use tracing::debug;
+
+use super::net::{invalid, parse_host_port, require_protocol};
+use super::task::TaskControl;
+use super::tls;
+#[cfg(doc)]
+use super::ConnectorEvent;
+use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession};
+use crate::domain::ids::Protocol;
+use login::{log_in, LoggedIn};
+use session::{Session, CLOSE_TIMEOUT};
+
+/// Events a session may queue before the consumer reads them; beyond that the session waits
+/// (and stops reading the socket) rather than dropping presence updates.
+const EVENT_QUEUE: usize = 64;
+/// Silence after which the session pings the server, and how long it then waits for any answer
+/// before it declares the connection dead: a dead TCP peer is otherwise never noticed.
+const STREAM_TIMEOUTS: Timeouts = Timeouts {
+    read_timeout: Duration::from_secs(60),
+    response_timeout: Duration::from_secs(30),
+};
+/// Messages that may wait for the session task to send them.
+const OUTBOX_QUEUE: usize = 16;
+
+/// Logs XMPP accounts in; one instance serves every account.
+#[derive(Debug, Clone)]
+pub struct XmppConnector {
+    /// Liveness timeouts of every stream this connector opens.
+    timeouts: Timeouts,
+    /// What STARTTLS trusts: the roots and the crypto provider (ring).
+    tls: Arc<ClientConfig>,
+}
+
+/// Trusts the public web PKI roots only.
+impl Default for XmppConnector {
+    fn default() -> Self {
+        Self::with_roots(tls::public_roots())
+    }
+}
+
+impl XmppConnector {
+    /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
+    /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
+    pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
+        Ok(Self::with_roots(tls::roots_with(pem)?))
+    }
+
+    fn with_roots(roots: RootCertStore) -> Self {
+        Self {
+            timeouts: STREAM_TIMEOUTS,
+            tls: tls::client_config(roots),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for XmppConnector {
+    fn protocol(&self) -> Protocol {
+        Protocol::Xmpp
+    }
+
+    async fn connect(
+        &self,
+        login: &AccountLogin,
+        timeout: Duration,
+    ) -> Result<LiveSession, ConnectorError> {
+        let target = Target::parse(login)?;
+        // One deadline for the whole login: TCP connect, SASL, bind and roster.
+        let logged_in = tokio::time::timeout(
+            timeout,
+            log_in(
+                &target,
+                login.credential.password()?,
+                self.timeouts,
+                &self.tls,
+            ),
+        )
+        .await
+        .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        debug!(server = %target.server, handle = %login.handle, "xmpp session online");
+
+        let LoggedIn {
+            stream,
+            roster,
+            backlog,
+        } = logged_in;
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        // Dropping the control (with the LiveSession) stops the session just like a close.
+        let (control, inbox) = TaskControl::new("xmpp", OUTBOX_QUEUE, CLOSE_TIMEOUT);
+        let session = Session::new(
+            stream,
+            target.jid,
+            events_tx,
+            inbox.stop,
+            inbox.requests,
+            roster.clone(),
+        );
+        control.attach(tokio::spawn(session.run(backlog)));
+        Ok(LiveSession {
+            roster,
+            events,
+            control: Arc::new(control),
+            session_credential: None,
+        })
+    }
+}
+
+/// Where and as whom to log in, validated before any network traffic.
+struct Target {
+    host: String,
+    port: u16,
+    /// `host:port` as configured, for messages.
+    server: String,
+    jid: BareJid,
+}
+
+impl Target {
+    fn parse(login: &AccountLogin) -> Result<Self, ConnectorError> {
+        require_protocol(login, Protocol::Xmpp)?;
+        let jid = BareJid::new(login.handle.as_str())
+            .ok()
+            .filter(|jid| jid.node().is_some())
+            .ok_or_else(|| invalid("the handle must be a bare JID such as user@example.org"))?;
+        let (host, port) = parse_host_port(&login.server)
+            .ok_or_else(|| invalid("the server must be host:port (IPv6 addresses in brackets)"))?;
+        Ok(Self {
+            host,
+            port,
+            server: login.server.clone(),
+            jid,
+        })
+    }
+}

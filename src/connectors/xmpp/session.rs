@@ -1,0 +1,455 @@
+//! The session task of a logged-in account: presence, roster pushes, messages, keepalive, logout.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::delay::Delay;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::ping::Ping;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Item, Roster};
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStreamElement};
+use tokio_xmpp::Stanza;
+use tracing::{debug, warn};
+
+use super::login::{send_stanza, Stream};
+use super::stanza::{availability, error_reply, result_reply, roster_entry, status_text};
+use crate::connectors::task::{self, Outgoing};
+use crate::connectors::{
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry,
+};
+use crate::domain::ids::{Handle, Protocol};
+
+/// How long a closing session waits for the server to acknowledge the end of the stream.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
+/// Upper bound for [`SessionControl::close`]: the goodbye plus a blocked socket write.
+pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One contact's presence across its resources; the most available resource wins.
+#[derive(Default)]
+struct ContactPresence {
+    /// By resource (empty for presence from the bare JID): availability, priority, status.
+    resources: BTreeMap<String, (Availability, i8, Option<String>)>,
+    /// Status text of the last unavailable presence, shown while the contact is offline.
+    offline_status: Option<String>,
+    /// What was last reported, to report only changes.
+    reported: Option<(Availability, Option<String>)>,
+}
+
+impl ContactPresence {
+    fn summary(&self) -> (Availability, Option<String>) {
+        self.resources
+            .values()
+            .max_by_key(|(availability, priority, _)| (*availability, *priority))
+            .map(|(availability, _, status)| (*availability, status.clone()))
+            .unwrap_or((Availability::Offline, self.offline_status.clone()))
+    }
+}
+
+/// Why a session ends.
+enum End {
+    /// Closed or dropped by Switchboard: say goodbye, report nothing.
+    Local,
+    /// Lost upstream: report the reason.
+    Remote(String),
+}
+
+/// A logged-in connection, run by one task.
+pub(super) struct Session {
+    stream: Stream,
+    own: BareJid,
+    events: mpsc::Sender<ConnectorEvent>,
+    /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
+    stop: mpsc::Receiver<()>,
+    /// Messages to send, each with where to say how it went.
+    outbox: mpsc::Receiver<Outgoing>,
+    roster: Vec<RosterEntry>,
+    presence: HashMap<Handle, ContactPresence>,
+    pings: u64,
+}
+
+impl Session {
+    pub(super) fn new(
+        stream: Stream,
+        own: BareJid,
+        events: mpsc::Sender<ConnectorEvent>,
+        stop: mpsc::Receiver<()>,
+        outbox: mpsc::Receiver<Outgoing>,
+        roster: Vec<RosterEntry>,
+    ) -> Self {
+        Self {
+            stream,
+            own,
+            events,
+            stop,
+            outbox,
+            roster,
+            presence: HashMap::new(),
+            pings: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, backlog: VecDeque<Stanza>) {
+        let mut end = Ok(());
+        for stanza in backlog {
+            end = self.handle_stanza(stanza).await;
+            if end.is_err() {
+                break;
+            }
+        }
+        if end.is_ok() {
+            end = self.report_silent_contacts().await;
+        }
+        while end.is_ok() {
+            end = tokio::select! {
+                _ = self.stop.recv() => Err(End::Local),
+                _ = self.events.closed() => Err(End::Local),
+                Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
+                item = self.stream.next() => self.handle_item(item).await,
+            };
+        }
+        match end {
+            Err(End::Remote(reason)) => {
+                debug!(%reason, "xmpp session lost");
+                // Best effort: the receiver may be gone or the stop may come first.
+                let _ = self.emit(ConnectorEvent::Disconnected { reason }).await;
+            }
+            Err(End::Local) | Ok(()) => self.say_goodbye().await,
+        }
+    }
+
+    async fn handle_item(
+        &mut self,
+        item: Option<Result<FallibleStreamElement, ReadError>>,
+    ) -> Result<(), End> {
+        match item {
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(stanza)))) => {
+                self.handle_stanza(stanza).await
+            }
+            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::StreamError(e)))) => {
+                // For instance `conflict` when another client took our resource. The server
+                // closes the stream right after; close ours too.
+                self.close_stream().await;
+                Err(End::Remote(e.to_string()))
+            }
+            Some(Ok(FallibleStreamElement::Ok(other))) => {
+                debug!("ignoring {other:?}");
+                Ok(())
+            }
+            Some(Ok(FallibleStreamElement::Err(e))) => {
+                debug!("ignoring an unparsable element: {e}");
+                Ok(())
+            }
+            Some(Err(ReadError::ParseError(e))) => {
+                debug!("ignoring an unparsable element: {e}");
+                Ok(())
+            }
+            Some(Err(ReadError::SoftTimeout)) => {
+                // Any answer, even an error, resets the read timer; none means a dead link.
+                self.pings += 1;
+                let ping = Iq::from_get(format!("switchboard-ping-{}", self.pings), Ping);
+                self.send(ping.into()).await
+            }
+            Some(Err(ReadError::StreamFooterReceived)) => {
+                self.close_stream().await;
+                Err(End::Remote("the server closed the stream".to_owned()))
+            }
+            Some(Err(ReadError::HardError(e))) => {
+                Err(End::Remote(format!("the connection failed: {e}")))
+            }
+            None => Err(End::Remote("the connection was closed".to_owned())),
+        }
+    }
+
+    async fn handle_stanza(&mut self, stanza: Stanza) -> Result<(), End> {
+        match stanza {
+            Stanza::Presence(presence) => self.handle_presence(presence).await,
+            Stanza::Iq(iq) => self.handle_iq(iq).await,
+            Stanza::Message(message) => self.handle_message(message).await,
+        }
+    }
+
+    /// One-to-one messages with a body become [`ConnectorEvent::Message`]; group chat,
+    /// headlines, errors and body-less notifications (chat states, receipts) are not ours.
+    async fn handle_message(&mut self, message: Message) -> Result<(), End> {
+        if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+            return Ok(());
+        }
+        let Some(from) = message.from.as_ref().map(Jid::to_bare) else {
+            return Ok(());
+        };
+        let Ok(handle) = Handle::parse(Protocol::Xmpp, from.as_str()) else {
+            return Ok(());
+        };
+        let Some((_, body)) = message.get_best_body_cloned(vec![]) else {
+            return Ok(());
+        };
+        // Offline storage replays old messages with a delay stamp: keep their real time.
+        let sent_at = message
+            .payloads
+            .iter()
+            .find(|p| p.is("delay", ns::DELAY))
+            .and_then(|p| Delay::try_from(p.clone()).ok())
+            .map(|d| d.stamp.0.with_timezone(&chrono::Utc))
+            .unwrap_or_else(chrono::Utc::now);
+        let id = message.id.as_ref().map(|id| id.0.clone());
+        self.emit(ConnectorEvent::Message(IncomingMessage {
+            from: handle,
+            body,
+            sent_at,
+            id,
+        }))
+        .await
+    }
+
+    /// Sends one chat message and tells the sender how it went. Only a broken connection ends
+    /// the session; a bad recipient is the sender's problem.
+    async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
+        let Outgoing { to, body, done } = outgoing;
+        let to = match BareJid::new(to.as_str()) {
+            Ok(jid) => jid,
+            Err(e) => {
+                let _ = done.send(Err(ConnectorError::Refused(format!("bad JID: {e}"))));
+                return Ok(());
+            }
+        };
+        let message = Message::chat(Some(Jid::from(to))).with_body(Lang::default(), body);
+        let sent = self.send(message.into()).await;
+        let _ = done.send(match &sent {
+            Ok(()) => Ok(()),
+            Err(_) => Err(ConnectorError::Closed),
+        });
+        sent
+    }
+
+    async fn handle_presence(&mut self, presence: Presence) -> Result<(), End> {
+        // Presence without `from` comes from our own account.
+        let Some(from) = presence.from.as_ref() else {
+            return Ok(());
+        };
+        let bare = from.to_bare();
+        if bare == self.own {
+            return Ok(());
+        }
+        let Ok(handle) = Handle::parse(Protocol::Xmpp, bare.as_str()) else {
+            return Ok(());
+        };
+        // Only contacts: directed presence from strangers or rooms is not ours to report.
+        if !self.roster.iter().any(|entry| entry.handle == handle) {
+            debug!(%bare, "ignoring presence from outside the roster");
+            return Ok(());
+        }
+        let resource = from.resource().map_or("", |r| r.as_str()).to_owned();
+        let contact = self.presence.entry(handle.clone()).or_default();
+        match presence.type_ {
+            PresenceType::None => {
+                let entry = (
+                    availability(presence.show.as_ref()),
+                    presence.priority.0,
+                    status_text(&presence.statuses),
+                );
+                contact.resources.insert(resource, entry);
+            }
+            PresenceType::Unavailable => {
+                // Unavailable from the bare JID means every resource is gone.
+                if resource.is_empty() {
+                    contact.resources.clear();
+                } else {
+                    contact.resources.remove(&resource);
+                }
+                contact.offline_status = status_text(&presence.statuses);
+            }
+            // The contact's server could not be reached: treat as offline.
+            PresenceType::Error => {
+                contact.resources.clear();
+                contact.offline_status = None;
+            }
+            // Subscription requests and probes: not reported by this connector yet.
+            _ => return Ok(()),
+        }
+        let summary = contact.summary();
+        if contact.reported.as_ref() == Some(&summary) {
+            return Ok(());
+        }
+        contact.reported = Some(summary.clone());
+        let (availability, status) = summary;
+        self.emit(ConnectorEvent::Presence {
+            handle,
+            availability,
+            status,
+        })
+        .await
+    }
+
+    async fn handle_iq(&mut self, iq: Iq) -> Result<(), End> {
+        match iq {
+            Iq::Set {
+                from, id, payload, ..
+            } if payload.is("query", ns::ROSTER) => {
+                // RFC 6121 §2.1.6: only our own account may push roster changes.
+                if !self.is_own_account(from.as_ref()) {
+                    warn!(?from, "ignoring a roster push from a foreign JID");
+                    return self
+                        .send(error_reply(from, id, DefinedCondition::Forbidden))
+                        .await;
+                }
+                match Roster::try_from(payload) {
+                    Ok(push) => {
+                        self.send(result_reply(from, id)).await?;
+                        self.apply_roster_push(&push.items);
+                        self.emit(ConnectorEvent::RosterChanged(self.roster.clone()))
+                            .await?;
+                        self.report_silent_contacts().await
+                    }
+                    Err(_) => {
+                        self.send(error_reply(from, id, DefinedCondition::BadRequest))
+                            .await
+                    }
+                }
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } if payload.is("ping", ns::PING) => self.send(result_reply(from, id)).await,
+            // Every request needs an answer (RFC 6120 §8.2.3); we offer nothing else.
+            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
+                self.send(error_reply(from, id, DefinedCondition::ServiceUnavailable))
+                    .await
+            }
+            // Answers to our keepalive pings; they have done their job by arriving.
+            Iq::Result { .. } | Iq::Error { .. } => Ok(()),
+        }
+    }
+
+    /// Reports every contact in the roster that no presence has been reported for yet as
+    /// offline: right after login, and for contacts a roster push adds. A contact is offline
+    /// until its presence says otherwise (RFC 6121 §4.3), but servers differ in whether they say
+    /// so: for an offline contact we are subscribed to, the server only SHOULD answer our
+    /// login's presence probe with `unavailable` (§4.3.2; Prosody does, ejabberd does not), and
+    /// for a contact without a subscription nothing is ever sent. Reporting it here gives every
+    /// contact a presence on every server; one that is online follows within moments.
+    async fn report_silent_contacts(&mut self) -> Result<(), End> {
+        let own = Handle::parse(Protocol::Xmpp, self.own.as_str()).ok();
+        let silent: Vec<Handle> = self
+            .roster
+            .iter()
+            .map(|entry| &entry.handle)
+            .filter(|handle| Some(*handle) != own.as_ref())
+            .filter(|handle| {
+                self.presence
+                    .get(*handle)
+                    .is_none_or(|contact| contact.reported.is_none())
+            })
+            .cloned()
+            .collect();
+        for handle in silent {
+            let contact = self.presence.entry(handle.clone()).or_default();
+            let (availability, status) = contact.summary();
+            contact.reported = Some((availability, status.clone()));
+            self.emit(ConnectorEvent::Presence {
+                handle,
+                availability,
+                status,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn is_own_account(&self, from: Option<&Jid>) -> bool {
+        from.is_none_or(|from| from.to_bare() == self.own)
+    }
+
+    fn apply_roster_push(&mut self, items: &[Item]) {
+        for item in items {
+            let Ok(handle) = Handle::parse(Protocol::Xmpp, item.jid.as_str()) else {
+                continue;
+            };
+            let position = self.roster.iter().position(|entry| entry.handle == handle);
+            match (roster_entry(item), position) {
+                (Some(entry), Some(at)) => self.roster[at] = entry,
+                (Some(entry), None) => self.roster.push(entry),
+                (None, Some(at)) => {
+                    self.roster.remove(at);
+                    self.presence.remove(&handle);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Answers the server's end of the stream with ours; the outcome no longer matters.
+    async fn close_stream(&mut self) {
+        let footer = <Stream as SinkExt<&XmppStreamElement>>::close(&mut self.stream);
+        let _ = tokio::time::timeout(GOODBYE_GRACE, footer).await;
+    }
+
+    async fn send(&mut self, stanza: Stanza) -> Result<(), End> {
+        send_stanza(&mut self.stream, stanza)
+            .await
+            .map_err(|e| End::Remote(format!("the connection failed: {e}")))
+    }
+
+    /// Queues an event; gives up when Switchboard stops the session or stops listening.
+    async fn emit(&mut self, event: ConnectorEvent) -> Result<(), End> {
+        task::emit(&self.events, &mut self.stop, event)
+            .await
+            .map_err(|task::Stopped| End::Local)
+    }
+
+    /// Logs out cleanly: unavailable presence, stream footer, then a short wait for the
+    /// server's footer so it has processed both before the socket goes.
+    async fn say_goodbye(mut self) {
+        let goodbye = async {
+            send_stanza(&mut self.stream, Presence::unavailable().into()).await?;
+            self.stream.shutdown().await?;
+            while let Some(item) = self.stream.next().await {
+                if let Err(ReadError::StreamFooterReceived | ReadError::HardError(_)) = item {
+                    break;
+                }
+            }
+            io::Result::Ok(())
+        };
+        match tokio::time::timeout(GOODBYE_GRACE, goodbye).await {
+            Ok(Ok(())) => debug!("xmpp session closed"),
+            Ok(Err(e)) => debug!("xmpp session closed uncleanly: {e}"),
+            Err(_) => debug!("xmpp server did not acknowledge the logout in time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_available_resource_wins() {
+        let mut contact = ContactPresence::default();
+        assert_eq!(contact.summary(), (Availability::Offline, None));
+        contact.resources.insert(
+            "phone".to_owned(),
+            (Availability::Away, 0, Some("on the go".to_owned())),
+        );
+        contact
+            .resources
+            .insert("desk".to_owned(), (Availability::Online, -1, None));
+        assert_eq!(contact.summary(), (Availability::Online, None));
+        contact.resources.remove("desk");
+        assert_eq!(
+            contact.summary(),
+            (Availability::Away, Some("on the go".to_owned()))
+        );
+        contact.resources.clear();
+        contact.offline_status = Some("bye".to_owned());
+        assert_eq!(
+            contact.summary(),
+            (Availability::Offline, Some("bye".to_owned()))
+        );
+    }
+}
