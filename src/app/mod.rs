@@ -25,10 +25,11 @@ use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
 };
 use crate::domain::metadata::{Actor, EventMetadata};
+use crate::domain::presence::Presence;
 use crate::domain::user::{NewAccount, RosterItem, User, UserCommand, UserError};
 use crate::projections::contacts::{self, ContactList};
 use crate::projections::history::{self, HistoryEntry, HistoryFilter};
-use crate::projections::live::{AccountStatus, LiveViews, Presence};
+use crate::projections::live::{AccountStatus, LiveViews};
 use crate::projections::notify::ViewChanges;
 use crate::projections::runner::wait_until_applied;
 use crate::secret::Secret;
@@ -901,7 +902,7 @@ impl Switchboard {
             .await?
             .ok_or_else(|| AppError::NotFound(format!("no event {event_id}")))?;
         let stored = decode(&row, &upcasters()).map_err(AppError::internal)?;
-        if stored.event.binding_change().is_none() {
+        if !stored.event.is_undoable() {
             return Err(AppError::BadInput(format!(
                 "event {event_id} ({}) is not a contact binding and cannot be undone",
                 stored.event.kind()
