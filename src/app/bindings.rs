@@ -103,7 +103,7 @@ impl Switchboard {
             .await
             .map_err(AppError::internal)?
             .ok_or_else(|| AppError::NotFound(format!("no event {event_id}")))?;
-        if stored.event.binding_change().is_none() {
+        if !stored.event.is_undoable() {
             return Err(AppError::BadInput(format!(
                 "event {event_id} ({}) is not a contact binding and cannot be undone",
                 stored.event.kind()

@@ -10,7 +10,8 @@ use super::Switchboard;
 use crate::connectors::supervisor::{AccountHost, HostError, LinkStatus};
 use crate::connectors::{AccountLogin, ConnectorEvent, Credential, LiveSession, RosterSource};
 use crate::domain::ids::{AccountId, UserId};
-use crate::projections::live::{Presence, PresenceUpdate};
+use crate::domain::presence::Presence;
+use crate::projections::live::PresenceUpdate;
 use crate::store::vault::{SecretKind, VaultError};
 
 pub(super) struct AccountLink {

@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
+/// Connectors report presence in the domain's terms: it is part of their contract.
+pub use crate::domain::presence::Availability;
+
 #[cfg(feature = "irc")]
 pub mod irc;
 #[cfg(feature = "matrix")]
@@ -127,17 +130,6 @@ pub struct IncomingMessage {
     /// The network's own id of the message, where it has one (Matrix event id, Nostr rumor
     /// id, XMPP stanza id): lets a caller drop a message a reconnection delivers twice.
     pub id: Option<String>,
-}
-
-/// How available a contact is, ordered from least to most available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Availability {
-    Offline,
-    DoNotDisturb,
-    ExtendedAway,
-    Away,
-    Online,
-    Chat,
 }
 
 /// What a live connection observed upstream after login.

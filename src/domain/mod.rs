@@ -2,4 +2,5 @@
 
 pub mod ids;
 pub mod metadata;
+pub mod presence;
 pub mod user;

@@ -8,7 +8,8 @@ use futures::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::types::{
-    most_available, protocol_of, Account, ContactList, HistoryEntry, Presence, PresenceChange,
+    meta_contact_presence, protocol_of, Account, ContactList, HistoryEntry, Presence,
+    PresenceChange,
 };
 use super::{api, caller};
 use crate::app::{AppError, PresenceMap, Switchboard};
@@ -132,7 +133,7 @@ fn presence_of_all(list: &ListView, known: &PresenceMap) -> Vec<PresenceChange> 
             .get(&(c.account_id, Handle::from_stored(&c.handle)))
             .map(Presence::from),
         meta_contact_id: meta.map(|m| ID(m.meta_contact_id.to_string())),
-        meta_contact_presence: meta.and_then(|m| most_available(&m.members, known)),
+        meta_contact_presence: meta.and_then(|m| meta_contact_presence(&m.members, known)),
     };
     let mut all = Vec::new();
     for meta in &list.meta_contacts {

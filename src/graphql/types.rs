@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::app::{AccountView, PresenceMap, Switchboard};
 use crate::connectors::supervisor::LinkState;
-use crate::connectors::Availability as DomainAvailability;
 use crate::domain::ids::Handle;
 use crate::domain::ids::{Protocol as DomainProtocol, UserId};
+use crate::domain::presence::{self, Availability as DomainAvailability};
+use crate::domain::user::UserEvent;
 use crate::projections::contacts::{ContactEntry, ContactList as ListView, MetaContactEntry};
 use crate::projections::history::HistoryEntry as HistoryView;
 use crate::projections::live::AccountStatus as StatusView;
@@ -225,8 +226,8 @@ pub struct Presence {
     pub status: Option<String>,
 }
 
-impl From<&crate::projections::live::Presence> for Presence {
-    fn from(p: &crate::projections::live::Presence) -> Self {
+impl From<&presence::Presence> for Presence {
+    fn from(p: &presence::Presence) -> Self {
         Self {
             availability: p.availability.into(),
             status: p.status.clone(),
@@ -246,35 +247,26 @@ pub struct MetaContactPresence {
     pub handle: String,
 }
 
-/// The most available of `members` (ties: the first in list order), or `None` when no member's
-/// presence is known.
-pub fn most_available(
+/// The presence of the meta-contact made of `members`, as the domain chooses it
+/// ([`presence::most_available`]), or `None` when no member's presence is known.
+pub fn meta_contact_presence(
     members: &[ContactEntry],
     known: &PresenceMap,
 ) -> Option<MetaContactPresence> {
-    members
-        .iter()
-        .filter_map(|c| {
-            known
-                .get(&(c.account_id, Handle::from_stored(&c.handle)))
-                .map(|p| (c, p))
-        })
-        .fold(
-            None,
-            |best: Option<(&ContactEntry, &crate::projections::live::Presence)>, (c, p)| match best
-            {
-                Some((_, b)) if b.availability >= p.availability => best,
-                _ => Some((c, p)),
-            },
+    presence::most_available(members.iter().map(|c| {
+        (
+            c,
+            known.get(&(c.account_id, Handle::from_stored(&c.handle))),
         )
-        .map(|(c, p)| MetaContactPresence {
-            availability: p.availability.into(),
-            status: p.status.clone(),
-            protocol: protocol_of(&c.protocol),
-            contact_id: ID(c.contact_id.to_string()),
-            account_id: ID(c.account_id.to_string()),
-            handle: c.handle.clone(),
-        })
+    }))
+    .map(|(c, p)| MetaContactPresence {
+        availability: p.availability.into(),
+        status: p.status.clone(),
+        protocol: protocol_of(&c.protocol),
+        contact_id: ID(c.contact_id.to_string()),
+        account_id: ID(c.account_id.to_string()),
+        handle: c.handle.clone(),
+    })
 }
 
 /// A contact's presence after a change, with its meta-contact's aggregated presence.
@@ -389,7 +381,7 @@ impl MetaContact {
         let Some(live) = &self.live else {
             return Ok(None);
         };
-        Ok(most_available(&self.entries, live.get(ctx).await?))
+        Ok(meta_contact_presence(&self.entries, live.get(ctx).await?))
     }
 }
 
@@ -521,16 +513,7 @@ impl From<HistoryView> for HistoryEntry {
         Self {
             id: ID(h.position.to_string()),
             sequence: h.sequence,
-            undoable: matches!(
-                kind,
-                Some(
-                    EventKind::ContactsMerged
-                        | EventKind::ContactAddedToMetaContact
-                        | EventKind::ContactRemovedFromMetaContact
-                        | EventKind::MetaContactRenamed
-                        | EventKind::BindingUndone
-                )
-            ),
+            undoable: UserEvent::is_undoable_kind(&h.kind),
             kind,
             summary: h.summary,
             actor: h.actor,

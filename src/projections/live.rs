@@ -14,20 +14,13 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::connectors::supervisor::{LinkState, LinkStatus};
-use crate::connectors::Availability;
 use crate::domain::ids::{AccountId, Handle, UserId};
+use crate::domain::presence::{Availability, Presence};
 
 /// The view name in change notifications for statuses.
 pub const STATUS: &str = "account_status";
 /// The view name in change notifications for presence.
 pub const PRESENCE: &str = "presence";
-
-/// A contact handle's presence on one account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presence {
-    pub availability: Availability,
-    pub status: Option<String>,
-}
 
 /// One presence observation to record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,8 @@ use sqlx::PgPool;
 
 use crate::helpers::*;
 
-const MERGE: &str = "mutation($ids: [ID!]!) { mergeContacts(name: \"Bob\", contactIds: $ids) { metaContactId } }";
+const MERGE: &str =
+    "mutation($ids: [ID!]!) { mergeContacts(name: \"Bob\", contactIds: $ids) { metaContactId } }";
 const RENAME: &str = "mutation($id: ID!, $name: String!) {
   renameMetaContact(metaContactId: $id, name: $name) { metaContacts { id name } } }";
 
@@ -30,7 +31,10 @@ async fn alice_with_a_meta_contact(app: &TestApp) -> (String, String) {
 }
 
 /// A transaction left open after `statements`, holding a transaction id.
-async fn open_transaction(url: &str, statements: &[&str]) -> sqlx::Transaction<'static, sqlx::Postgres> {
+async fn open_transaction(
+    url: &str,
+    statements: &[&str],
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
     let pool = PgPool::connect(url).await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     for statement in statements {
@@ -52,19 +56,29 @@ async fn a_mutation_shows_its_change_while_unrelated_transactions_stay_open() {
     // in ours writing a table that is not the event store: both hold the cluster's xmin back.
     let elsewhere = open_transaction(
         &fresh_database().await,
-        &["CREATE TABLE other_app (n int)", "INSERT INTO other_app VALUES (1)"],
+        &[
+            "CREATE TABLE other_app (n int)",
+            "INSERT INTO other_app VALUES (1)",
+        ],
     )
     .await;
     let batch = open_transaction(&app.database_url, &["INSERT INTO batch_job VALUES (1)"]).await;
 
     let started = Instant::now();
     let renamed = app
-        .gql(Some(&token), RENAME, json!({ "id": meta, "name": "Robert" }))
+        .gql(
+            Some(&token),
+            RENAME,
+            json!({ "id": meta, "name": "Robert" }),
+        )
         .await;
     let took = started.elapsed();
     let metas = &renamed.data()["renameMetaContact"]["metaContacts"];
     assert_eq!(metas[0]["id"], meta.as_str());
-    assert_eq!(metas[0]["name"], "Robert", "the answer shows the rename: {renamed:?}");
+    assert_eq!(
+        metas[0]["name"], "Robert",
+        "the answer shows the rename: {renamed:?}"
+    );
     println!("renameMetaContact answered in {took:?} with two foreign transactions open");
 
     // The view shows it to every later read too.
@@ -85,19 +99,29 @@ async fn a_mutation_whose_views_cannot_catch_up_answers_views_behind() {
     let events_before = app.event_count().await;
 
     // The contact list's batch fails from now on: the rename is recorded but cannot be shown.
-    sqlx::query("ALTER TABLE meta_contact_view ADD CONSTRAINT broken CHECK (name <> 'Robert') NOT VALID")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "ALTER TABLE meta_contact_view ADD CONSTRAINT broken CHECK (name <> 'Robert') NOT VALID",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let renamed = app
-        .gql(Some(&token), RENAME, json!({ "id": meta, "name": "Robert" }))
+        .gql(
+            Some(&token),
+            RENAME,
+            json!({ "id": meta, "name": "Robert" }),
+        )
         .await;
     assert_eq!(renamed.code(), "VIEWS_BEHIND", "{renamed:?}");
     let error = &renamed.0["errors"][0];
     assert_eq!(error["extensions"]["recorded"], true, "{error}");
     assert!(error["extensions"]["eventId"].is_i64(), "{error}");
     assert!(renamed.0["data"].is_null() || renamed.0["data"]["renameMetaContact"].is_null());
-    assert_eq!(app.event_count().await, events_before + 1, "the change was recorded");
+    assert_eq!(
+        app.event_count().await,
+        events_before + 1,
+        "the change was recorded"
+    );
 
     // Once the view can take it, the change shows without being made again.
     sqlx::query("ALTER TABLE meta_contact_view DROP CONSTRAINT broken")
@@ -110,7 +134,10 @@ async fn a_mutation_whose_views_cannot_catch_up_answers_views_behind() {
         if list["metaContacts"][0]["name"] == "Robert" {
             break;
         }
-        assert!(Instant::now() < deadline, "the view never caught up: {list}");
+        assert!(
+            Instant::now() < deadline,
+            "the view never caught up: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(app.event_count().await, events_before + 1);

@@ -157,9 +157,9 @@ impl User {
         target_sequence: usize,
         target: &UserEvent,
     ) -> Result<UserEvent, UserError> {
-        let change = target
-            .binding_change()
-            .filter(|_| target_sequence <= self.sequence)
+        let change = Some(target)
+            .filter(|t| t.is_undoable() && target_sequence <= self.sequence)
+            .and_then(UserEvent::binding_change)
             .ok_or(UserError::NotUndoable(target_sequence))?;
         let id = change.meta_contact_id;
         let conflict = |conflicting: Option<&usize>| UserError::UndoConflict {

@@ -103,7 +103,7 @@ pub struct BindingChange {
 
 impl UserEvent {
     /// The meta-contact change of a binding event (merge, add, remove, rename, undo); `None`
-    /// for every other event, which cannot be undone.
+    /// for every other event. Exactly the undoable events have one (see [`Self::is_undoable`]).
     pub fn binding_change(&self) -> Option<BindingChange> {
         let change = |id: &MetaContactId, before: Option<&MetaContactState>, after| BindingChange {
             meta_contact_id: *id,
@@ -161,6 +161,26 @@ impl UserEvent {
             } => Some(change(meta_contact_id, before.as_ref(), after.clone())),
             _ => None,
         }
+    }
+
+    /// Whether `undo` accepts events of `kind`: the binding events, the only ones that record
+    /// their meta-contact's state on both sides and so can be reversed exactly. Given the kind
+    /// name because the history only keeps that; the aggregate, the application and the API all
+    /// ask here so they cannot disagree.
+    pub fn is_undoable_kind(kind: &str) -> bool {
+        matches!(
+            kind,
+            "ContactsMerged"
+                | "ContactAddedToMetaContact"
+                | "ContactRemovedFromMetaContact"
+                | "MetaContactRenamed"
+                | "BindingUndone"
+        )
+    }
+
+    /// Whether `undo` accepts this event (see [`Self::is_undoable_kind`]).
+    pub fn is_undoable(&self) -> bool {
+        Self::is_undoable_kind(self.kind())
     }
 
     /// The stable kind name, as stored in `event_type` and filtered on in the history.

@@ -648,3 +648,106 @@ async fn removing_a_bound_contact_by_hand_takes_it_out_of_its_meta_contact() {
         .await
         .then_expect_error(UserError::UnknownContact(gone));
 }
+
+/// A realistic stream holding at least one event of every kind, binding events included.
+fn one_event_of_every_kind() -> Vec<UserEvent> {
+    let (a, b) = (account(1), account(2));
+    let carol = contact(&a, "carol@localhost");
+    let mut bob_and_carol = bob_pair();
+    bob_and_carol.push(carol);
+    with(
+        alice_with_contacts(),
+        [
+            merged_bob(),
+            UserEvent::ContactAddedToMetaContact {
+                meta_contact_id: meta(1),
+                contact_id: carol,
+                before: MetaContactState::new(name("Bob"), bob_pair()),
+            },
+            UserEvent::MetaContactRenamed {
+                meta_contact_id: meta(1),
+                before: MetaContactState::new(name("Bob"), bob_and_carol.clone()),
+                name: name("Robert"),
+            },
+            UserEvent::ContactRemovedFromMetaContact {
+                meta_contact_id: meta(1),
+                contact_id: carol,
+                before: MetaContactState::new(name("Robert"), bob_and_carol.clone()),
+            },
+            UserEvent::BindingUndone {
+                undone_sequence: 12,
+                meta_contact_id: meta(1),
+                before: Some(MetaContactState::new(name("Robert"), bob_pair())),
+                after: Some(MetaContactState::new(name("Robert"), bob_and_carol)),
+            },
+            UserEvent::RosterContactRemoved {
+                contact_id: carol,
+                account_id: a.account_id,
+                left_meta_contact: Some(meta(1)),
+            },
+            UserEvent::RosterContactRemoved {
+                contact_id: contact(&b, "bob@localhost"),
+                account_id: b.account_id,
+                left_meta_contact: Some(meta(1)),
+            },
+            UserEvent::AccountUnbound {
+                account_id: b.account_id,
+            },
+        ],
+    )
+}
+
+#[test]
+fn the_sample_stream_covers_every_kind() {
+    let mut seen: Vec<&str> = one_event_of_every_kind()
+        .iter()
+        .map(UserEvent::kind)
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let mut every = UserEvent::KINDS.to_vec();
+    every.sort_unstable();
+    assert_eq!(seen, every);
+}
+
+/// The undoable kinds the API advertises are exactly those the aggregate reverses: each event,
+/// undone right after it happened (when nothing can conflict), is accepted if and only if its
+/// kind is undoable.
+#[test]
+fn undo_accepts_exactly_the_undoable_kinds() {
+    let history = one_event_of_every_kind();
+    for (i, event) in history.iter().enumerate() {
+        let sequence = i + 1;
+        let kind = event.kind();
+        assert_eq!(event.is_undoable(), UserEvent::is_undoable_kind(kind));
+        assert_eq!(
+            event.is_undoable(),
+            event.binding_change().is_some(),
+            "{kind}: undoable kinds are those with a binding change"
+        );
+        let decided = state_after(&history[..=i]).decide(UserCommand::Undo {
+            target_sequence: sequence,
+            target: Box::new(event.clone()),
+        });
+        if event.is_undoable() {
+            let events = decided.unwrap_or_else(|e| panic!("{kind} at {sequence} refused: {e}"));
+            assert!(
+                matches!(
+                    events.as_slice(),
+                    [UserEvent::BindingUndone { undone_sequence, .. }] if *undone_sequence == sequence
+                ),
+                "{kind} at {sequence}: {events:?}"
+            );
+        } else {
+            assert_eq!(decided, Err(UserError::NotUndoable(sequence)), "{kind}");
+        }
+    }
+}
+
+#[test]
+fn unknown_kinds_are_not_undoable() {
+    assert!(!UserEvent::is_undoable_kind("SomethingFromTheFuture"));
+    assert!(!UserEvent::is_undoable_kind(""));
+    // Kind names are case-sensitive, as stored.
+    assert!(!UserEvent::is_undoable_kind("contactsmerged"));
+}
