@@ -68,6 +68,7 @@ impl From<UserError> for AppError {
             | UserError::MetaContactExists(_)
             | UserError::ContactExists(_)
             | UserError::ContactAlreadyBound { .. }
+            | UserError::AccountIdMismatch { .. }
             | UserError::UndoConflict { .. } => AppError::Conflict(text),
             UserError::NotRegistered
             | UserError::UnknownAccount(_)
@@ -76,6 +77,8 @@ impl From<UserError> for AppError {
             UserError::DuplicateInRequest
             | UserError::TooFewContacts
             | UserError::ContactNotInMetaContact { .. }
+            | UserError::ContactDeparted(_)
+            | UserError::ContactNotDormant(_)
             | UserError::NotUndoable(_) => AppError::BadInput(text),
         }
     }

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::Switchboard;
 use crate::connectors::supervisor::{AccountHost, HostError, LinkStatus};
-use crate::connectors::{AccountLogin, ConnectorEvent, Credential, LiveSession, RosterSource};
+use crate::connectors::{
+    AccountLogin, ConnectorEvent, Credential, LiveSession, Roster, RosterSource,
+};
 use crate::domain::ids::{AccountId, UserId};
 use crate::domain::presence::Presence;
 use crate::projections::live::PresenceUpdate;
@@ -130,7 +132,12 @@ impl AccountHost for AccountLink {
                     if self.roster_source == RosterSource::Server =>
                 {
                     if let Err(e) = app
-                        .sync_roster(self.user, self.account, roster, Uuid::now_v7())
+                        .sync_roster(
+                            self.user,
+                            self.account,
+                            Roster::Complete(roster),
+                            Uuid::now_v7(),
+                        )
                         .await
                     {
                         tracing::warn!(account = %self.account, error = %e, "roster change not applied");

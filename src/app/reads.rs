@@ -57,10 +57,14 @@ impl Switchboard {
             .await
             .map_err(AppError::internal)?;
         let mut state = User::default();
+        let mut times = std::collections::HashMap::with_capacity(events.len());
         for stored in events {
+            times.insert(stored.sequence, stored.recorded_at);
             cqrs_es::Aggregate::apply(&mut state, stored.event);
         }
-        Ok(ContactList::from_user(&state))
+        Ok(ContactList::from_user(&state, |sequence| {
+            times.get(&sequence).copied()
+        }))
     }
 
     /// The known presence of the contacts of the user's online accounts.

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::link::AccountLink;
 use super::{AppError, Switchboard};
 use crate::connectors::supervisor::{LinkState, LinkStatus, Supervisor};
-use crate::connectors::{LiveSession, RosterSource};
+use crate::connectors::{LiveSession, Roster, RosterSource};
 use crate::domain::ids::{AccountId, Protocol, UserId};
 use crate::domain::metadata::Actor;
 use crate::domain::user::{NewAccount, RosterItem, UserCommand};
@@ -89,7 +89,7 @@ impl Switchboard {
         request_id: Uuid,
         held: bool,
     ) -> Result<usize, AppError> {
-        let count = session.roster.len();
+        let count = session.roster.entries().len();
         let server_roster =
             self.connectors.get(account.protocol)?.roster_source() == RosterSource::Server;
         let imported = if server_roster {
@@ -121,16 +121,24 @@ impl Switchboard {
         &self,
         user: UserId,
         account: AccountId,
-        roster: Vec<crate::connectors::RosterEntry>,
+        roster: Roster,
         request_id: Uuid,
     ) -> Result<usize, AppError> {
-        let roster = roster
-            .into_iter()
-            .map(|e| RosterItem {
-                handle: e.handle,
-                display_name: e.display_name,
-            })
-            .collect();
+        let roster = match roster {
+            Roster::Complete(entries) => Some(
+                entries
+                    .into_iter()
+                    .map(|e| RosterItem {
+                        handle: e.handle,
+                        display_name: e.display_name,
+                    })
+                    .collect(),
+            ),
+            Roster::Absent(reason) => {
+                tracing::info!(%user, %account, %reason, "roster not read; nothing removed");
+                None
+            }
+        };
         self.execute(
             user,
             UserCommand::SyncRoster {

@@ -108,6 +108,27 @@ pub struct RosterEntry {
     pub display_name: Option<String>,
 }
 
+/// An account's contact list as its server gave it at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roster {
+    /// The whole list: a contact missing from it is gone upstream.
+    Complete(Vec<RosterEntry>),
+    /// The list could not be read (the reason is safe to log): an answer without payload, a
+    /// relay that has not got the list yet. Nothing can be concluded from it, so nothing is
+    /// removed because of it.
+    Absent(String),
+}
+
+impl Roster {
+    /// The contacts read; none when the list is absent.
+    pub fn entries(&self) -> &[RosterEntry] {
+        match self {
+            Roster::Complete(entries) => entries,
+            Roster::Absent(_) => &[],
+        }
+    }
+}
+
 /// Where an account's contact list lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RosterSource {
@@ -176,7 +197,7 @@ pub enum ConnectorError {
 /// A logged-in connection. Dropping it, or calling [`LiveSession::disconnect`], logs out.
 pub struct LiveSession {
     /// The roster as read right after login.
-    pub roster: Vec<RosterEntry>,
+    pub roster: Roster,
     /// What the connection sees from now on (presence, roster pushes, messages, disconnection).
     pub events: mpsc::Receiver<ConnectorEvent>,
     /// Sends through the connection and stops it.

@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 /// Namespace for deriving a user's id from the normalised user name (UUIDv5).
 const USER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_7d0c_4a2f_4c1e_9d7b_2f0e_8c3a_1d64);
+/// Namespace for deriving an account's id from its user and upstream identity (UUIDv5).
+const ACCOUNT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7a41_c2e9_0b6d_4f35_8e17_d4a9_62c0_5f18);
 /// Namespace for deriving a contact's id from its account and handle (UUIDv5).
 const CONTACT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x0c9f_3b52_6e1d_4b8a_a0f4_7c2d_5e91_3b07);
 
@@ -55,6 +57,49 @@ impl UserId {
             &USER_ID_NAMESPACE,
             name.normalized().as_bytes(),
         ))
+    }
+}
+
+/// What makes a bound account the same account: its network, server and handle. Binding the
+/// same key again is binding the same account, with the same id and contacts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AccountKey {
+    pub protocol: Protocol,
+    /// Lower-cased: host names compare without case.
+    pub server: String,
+    pub handle: Handle,
+}
+
+impl AccountKey {
+    pub fn new(protocol: Protocol, server: &str, handle: &Handle) -> Self {
+        Self {
+            protocol,
+            server: server.trim().to_ascii_lowercase(),
+            handle: handle.clone(),
+        }
+    }
+}
+
+impl fmt::Display for AccountKey {
+    /// One string per key (NUL cannot occur in any part), usable as a map key anywhere.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\0{}\0{}",
+            self.protocol,
+            self.server,
+            self.handle.as_str()
+        )
+    }
+}
+
+impl AccountId {
+    /// The id an account gets the first time this user binds it: derived, so the same account
+    /// bound again (or by two racing requests) has one id.
+    pub fn for_binding(user: UserId, key: &AccountKey) -> Self {
+        let mut name = user.0.as_bytes().to_vec();
+        name.extend_from_slice(key.to_string().as_bytes());
+        Self(Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, &name))
     }
 }
 
@@ -349,6 +394,31 @@ impl fmt::Display for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_key_ignores_server_case_and_its_id_is_stable_per_user() {
+        let handle = Handle::parse(Protocol::Xmpp, "Bob@Example.org").unwrap();
+        let key = AccountKey::new(Protocol::Xmpp, " Chat.Example.org:5222", &handle);
+        assert_eq!(
+            key,
+            AccountKey::new(Protocol::Xmpp, "chat.example.org:5222", &handle)
+        );
+        let alice = UserId::for_name(&UserName::parse("alice").unwrap());
+        let carol = UserId::for_name(&UserName::parse("carol").unwrap());
+        assert_eq!(
+            AccountId::for_binding(alice, &key),
+            AccountId::for_binding(alice, &key)
+        );
+        assert_ne!(
+            AccountId::for_binding(alice, &key),
+            AccountId::for_binding(carol, &key)
+        );
+        let irc = AccountKey::new(Protocol::Irc, "chat.example.org:5222", &handle);
+        assert_ne!(
+            AccountId::for_binding(alice, &key),
+            AccountId::for_binding(alice, &irc)
+        );
+    }
 
     #[test]
     fn user_names_are_validated_and_compared_case_insensitively() {

@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::ids::{AccountId, ContactId, MetaContactId, UserId};
-use crate::domain::user::{BindingChange, MetaContactState, User, UserEvent};
+use crate::domain::user::{BindingChange, DepartureReason, MetaContactState, User, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
 
@@ -26,6 +26,17 @@ pub struct ContactEntry {
     pub display_name: Option<String>,
     pub meta_contact_id: Option<MetaContactId>,
     pub is_new: bool,
+    /// Set when the contact has left the roster: it is then shown only as a dormant member of
+    /// its meta-contact.
+    pub departure: Option<ContactDeparture>,
+}
+
+/// Why and since when a dormant member is off the roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactDeparture {
+    pub reason: DepartureReason,
+    /// `None` only where the time is unknown.
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A meta-contact with its members.
@@ -44,14 +55,16 @@ pub struct ContactList {
 }
 
 impl ContactList {
-    /// Groups contacts under their meta-contacts; both sorted for a stable order.
+    /// Groups contacts under their meta-contacts; both sorted for a stable order. Departed
+    /// contacts show only as dormant members.
     fn assemble(metas: Vec<(MetaContactId, String)>, contacts: Vec<ContactEntry>) -> Self {
         let mut members: BTreeMap<MetaContactId, Vec<ContactEntry>> = BTreeMap::new();
         let mut single_contacts = Vec::new();
         for contact in contacts {
             match contact.meta_contact_id {
                 Some(meta) => members.entry(meta).or_default().push(contact),
-                None => single_contacts.push(contact),
+                None if contact.departure.is_none() => single_contacts.push(contact),
+                None => {}
             }
         }
         let key = |c: &ContactEntry| (c.handle.clone(), c.protocol.clone(), c.contact_id);
@@ -76,22 +89,28 @@ impl ContactList {
         }
     }
 
-    /// The list as the aggregate's state has it (time travel folds events into a `User`).
-    pub fn from_user(user: &User) -> Self {
+    /// The list as the aggregate's state has it (time travel folds events into a `User`);
+    /// `recorded_at` gives the time of the event at a sequence, for departures.
+    pub fn from_user(user: &User, recorded_at: impl Fn(usize) -> Option<DateTime<Utc>>) -> Self {
         let contacts = user
             .contacts()
             .iter()
+            .filter(|(_, c)| c.is_listed() || c.is_dormant())
             .map(|(id, c)| ContactEntry {
                 contact_id: *id,
                 account_id: c.account_id,
                 protocol: user
-                    .account(c.account_id)
-                    .map(|a| a.account.protocol.to_string())
+                    .account_protocol(c.account_id)
+                    .map(|p| p.to_string())
                     .unwrap_or_default(),
                 handle: c.handle.to_string(),
                 display_name: c.display_name.clone(),
                 meta_contact_id: c.meta_contact,
                 is_new: c.is_new,
+                departure: c.departure.map(|d| ContactDeparture {
+                    reason: d.reason,
+                    since: recorded_at(d.sequence),
+                }),
             })
             .collect();
         let metas = user
@@ -118,8 +137,10 @@ impl ContactList {
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let contacts = sqlx::query(
-            "SELECT contact_id, account_id, protocol, handle, display_name, meta_contact_id, is_new \
-             FROM contact_view WHERE user_id = $1",
+            "SELECT contact_id, account_id, protocol, handle, display_name, meta_contact_id, is_new, \
+                    departed_reason, departed_at \
+             FROM contact_view \
+             WHERE user_id = $1 AND (departed_reason IS NULL OR meta_contact_id IS NOT NULL)",
         )
         .bind(user.0)
         .fetch_all(pool)
@@ -134,6 +155,16 @@ impl ContactList {
                 display_name: r.try_get("display_name")?,
                 meta_contact_id: r.try_get::<Option<Uuid>, _>("meta_contact_id")?.map(MetaContactId),
                 is_new: r.try_get("is_new")?,
+                departure: r
+                    .try_get::<Option<String>, _>("departed_reason")?
+                    .and_then(|name| departure_reason_from_name(&name))
+                    .map(|reason| -> Result<_, sqlx::Error> {
+                        Ok(ContactDeparture {
+                            reason,
+                            since: r.try_get("departed_at")?,
+                        })
+                    })
+                    .transpose()?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -179,6 +210,25 @@ pub async fn user_name(pool: &PgPool, user: UserId) -> Result<Option<String>, sq
         .bind(user.0)
         .fetch_optional(pool)
         .await
+}
+
+/// How a departure reason is stored in `contact_view.departed_reason`.
+pub fn departure_reason_name(reason: DepartureReason) -> &'static str {
+    match reason {
+        DepartureReason::RemovedUpstream => "REMOVED_UPSTREAM",
+        DepartureReason::AccountUnbound => "ACCOUNT_UNBOUND",
+        DepartureReason::RemovedByUser => "REMOVED_BY_USER",
+    }
+}
+
+fn departure_reason_from_name(name: &str) -> Option<DepartureReason> {
+    [
+        DepartureReason::RemovedUpstream,
+        DepartureReason::AccountUnbound,
+        DepartureReason::RemovedByUser,
+    ]
+    .into_iter()
+    .find(|r| departure_reason_name(*r) == name)
 }
 
 /// Keeps the account and contact views.
@@ -341,10 +391,77 @@ impl Projection for ContactsProjection {
                 }
             }
             UserEvent::RosterImported { .. } => {}
+            UserEvent::RosterContactDeparted {
+                contact_id, reason, ..
+            } => {
+                sqlx::query(
+                    "UPDATE contact_view SET departed_reason = $3, departed_at = $4 \
+                     WHERE user_id = $1 AND contact_id = $2",
+                )
+                .bind(user)
+                .bind(contact_id.0)
+                .bind(departure_reason_name(*reason))
+                .bind(event.recorded_at)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::RosterContactReturned {
+                contact_id,
+                account_id,
+                handle,
+                display_name,
+                meta_contact_id,
+            } => {
+                // The row was kept with its membership; a contact from before dormancy existed
+                // has none and is written afresh.
+                sqlx::query(
+                    "INSERT INTO contact_view (user_id, contact_id, account_id, protocol, handle, \
+                       display_name, meta_contact_id, is_new, added_at) \
+                     SELECT $1, $2, $3, a.protocol, $4, $5, $6, false, $7 FROM account_view a \
+                      WHERE a.user_id = $1 AND a.account_id = $3 \
+                     ON CONFLICT (user_id, contact_id) DO UPDATE \
+                       SET display_name = EXCLUDED.display_name, departed_reason = NULL, \
+                           departed_at = NULL",
+                )
+                .bind(user)
+                .bind(contact_id.0)
+                .bind(account_id.0)
+                .bind(handle.as_str())
+                .bind(display_name)
+                .bind(meta_contact_id.map(|m| m.0))
+                .bind(event.recorded_at)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::RosterContactRenamed {
+                contact_id,
+                display_name,
+                ..
+            } => {
+                sqlx::query(
+                    "UPDATE contact_view SET display_name = $3 WHERE user_id = $1 AND contact_id = $2",
+                )
+                .bind(user)
+                .bind(contact_id.0)
+                .bind(display_name)
+                .execute(conn)
+                .await?;
+            }
+            UserEvent::ContactsSeen { contact_ids } => {
+                let ids: Vec<Uuid> = contact_ids.iter().map(|c| c.0).collect();
+                sqlx::query(
+                    "UPDATE contact_view SET is_new = false WHERE user_id = $1 AND contact_id = ANY($2)",
+                )
+                .bind(user)
+                .bind(&ids)
+                .execute(conn)
+                .await?;
+            }
             // Binding events were handled above through their change.
             UserEvent::ContactsMerged { .. }
             | UserEvent::ContactAddedToMetaContact { .. }
             | UserEvent::ContactRemovedFromMetaContact { .. }
+            | UserEvent::DormantContactForgotten { .. }
             | UserEvent::MetaContactRenamed { .. }
             | UserEvent::BindingUndone { .. } => {}
         }

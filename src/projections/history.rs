@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::ids::UserId;
-use crate::domain::user::UserEvent;
+use crate::domain::user::{DepartureReason, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
 
@@ -53,6 +53,33 @@ pub fn summary(event: &UserEvent) -> String {
         UserEvent::RosterContactAdded { handle, .. } => format!("Imported contact {handle}"),
         UserEvent::RosterContactRemoved { .. } => "A contact was removed".to_owned(),
         UserEvent::RosterImported { .. } => "Roster imported".to_owned(),
+        UserEvent::RosterContactDeparted { reason, .. } => match reason {
+            DepartureReason::RemovedUpstream => "A contact was removed upstream",
+            DepartureReason::AccountUnbound => "A contact left with its unbound account",
+            DepartureReason::RemovedByUser => "A contact was removed",
+        }
+        .to_owned(),
+        UserEvent::RosterContactReturned { handle, .. } => {
+            format!("Contact {handle} is back on the roster")
+        }
+        UserEvent::RosterContactRenamed {
+            display_name,
+            previous,
+            ..
+        } => format!(
+            "A contact was renamed upstream from \u{201c}{}\u{201d} to \u{201c}{}\u{201d}",
+            previous.as_deref().unwrap_or("(no name)"),
+            display_name.as_deref().unwrap_or("(no name)")
+        ),
+        UserEvent::DormantContactForgotten { before, .. } => {
+            format!(
+                "Let a departed contact of \u{201c}{}\u{201d} go",
+                before.name
+            )
+        }
+        UserEvent::ContactsSeen { contact_ids } => {
+            format!("Saw {} new contact(s)", contact_ids.len())
+        }
         UserEvent::ContactsMerged {
             name, contact_ids, ..
         } => {
@@ -83,9 +110,14 @@ pub fn summary(event: &UserEvent) -> String {
 fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
     let mut contacts: Vec<Uuid> = match event {
         UserEvent::RosterContactAdded { contact_id, .. }
-        | UserEvent::RosterContactRemoved { contact_id, .. } => vec![contact_id.0],
+        | UserEvent::RosterContactRemoved { contact_id, .. }
+        | UserEvent::RosterContactDeparted { contact_id, .. }
+        | UserEvent::RosterContactReturned { contact_id, .. }
+        | UserEvent::RosterContactRenamed { contact_id, .. } => vec![contact_id.0],
         UserEvent::ContactAddedToMetaContact { contact_id, .. }
-        | UserEvent::ContactRemovedFromMetaContact { contact_id, .. } => vec![contact_id.0],
+        | UserEvent::ContactRemovedFromMetaContact { contact_id, .. }
+        | UserEvent::DormantContactForgotten { contact_id, .. } => vec![contact_id.0],
+        UserEvent::ContactsSeen { contact_ids } => contact_ids.iter().map(|c| c.0).collect(),
         _ => Vec::new(),
     };
     let mut metas = Vec::new();
@@ -95,12 +127,20 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
             contacts.extend(state.members.iter().map(|m| m.0));
         }
     }
-    if let UserEvent::RosterContactRemoved {
-        left_meta_contact: Some(meta),
-        ..
-    } = event
-    {
-        metas.push(meta.0);
+    match event {
+        UserEvent::RosterContactRemoved {
+            left_meta_contact: Some(meta),
+            ..
+        }
+        | UserEvent::RosterContactDeparted {
+            meta_contact_id: Some(meta),
+            ..
+        }
+        | UserEvent::RosterContactReturned {
+            meta_contact_id: Some(meta),
+            ..
+        } => metas.push(meta.0),
+        _ => {}
     }
     contacts.sort();
     contacts.dedup();

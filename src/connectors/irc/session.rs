@@ -16,8 +16,8 @@ use super::proto::{self, Isupport, Line, MAX_LINE};
 use super::{safe_text, Connection, Keepalive, Registered};
 use crate::connectors::task::{self, TaskControl};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, RosterEntry,
-    SessionControl,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, Roster,
+    RosterEntry, SessionControl,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -94,7 +94,7 @@ pub(super) fn start(
     control.attach(tokio::spawn(session.run(contacts.to_vec(), backlog)));
     LiveSession {
         // IRC keeps no contact list: the watched nicks are Switchboard's own (RosterSource::Local).
-        roster: Vec::new(),
+        roster: Roster::Complete(Vec::new()),
         events,
         control: Arc::new(IrcSessionControl(control)),
         session_credential: None,

@@ -51,7 +51,9 @@ use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
-use super::{AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession};
+use super::{
+    AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession, Roster,
+};
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 use api::{Api, ApiError};
@@ -127,7 +129,7 @@ impl Connector for MatrixConnector {
                 .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.base, handle = %login.handle, "matrix session online");
 
-        let roster = session.roster().to_vec();
+        let roster = Roster::Complete(session.roster().to_vec());
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         // Dropping the control (with the LiveSession) stops the session just like a close.
         let (control, inbox) = TaskControl::new("matrix", OUTBOX_QUEUE, CLOSE_TIMEOUT);

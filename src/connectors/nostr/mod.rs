@@ -48,7 +48,9 @@ use tracing::debug;
 
 use super::task::TaskControl;
 use super::tls;
-use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterEntry};
+use super::{
+    AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, Roster, RosterEntry,
+};
 use crate::domain::ids::{Handle, Protocol};
 use relay::{FromRelay, RelayAddress, Socket};
 use session::{Session, CLOSE_TIMEOUT, OUTBOX_QUEUE};
@@ -157,7 +159,7 @@ impl Connector for NostrConnector {
         );
         control.attach(tokio::spawn(session.run()));
         Ok(LiveSession {
-            roster,
+            roster: Roster::Complete(roster),
             events,
             control: Arc::new(control),
             session_credential: None,

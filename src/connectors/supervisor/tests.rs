@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::connectors::{Credential, RosterEntry};
+use crate::connectors::{Credential, Roster, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
@@ -51,10 +51,10 @@ impl Scripted {
             .unwrap()
             .push((tx, Arc::clone(&control)));
         LiveSession {
-            roster: vec![RosterEntry {
+            roster: Roster::Complete(vec![RosterEntry {
                 handle: Handle::parse(Protocol::Xmpp, "bob@example.org").unwrap(),
                 display_name: None,
-            }],
+            }]),
             events,
             control,
             session_credential: None,

@@ -36,7 +36,7 @@ use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
-use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession};
+use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, Roster};
 use crate::domain::ids::Protocol;
 use login::{log_in, LoggedIn};
 use session::{Session, CLOSE_TIMEOUT};
@@ -128,7 +128,7 @@ impl Connector for XmppConnector {
         );
         control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {
-            roster,
+            roster: Roster::Complete(roster),
             events,
             control: Arc::new(control),
             session_credential: None,

@@ -1,16 +1,18 @@
 //! The user aggregate: one event stream per Switchboard user holds every decision about their
 //! accounts, contacts and meta-contacts. Its state is what the rules need, nothing more.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::{AccountId, ContactId, Handle, MetaContactId, UserName};
+use crate::domain::ids::{
+    AccountId, AccountKey, ContactId, Handle, MetaContactId, Protocol, UserId, UserName,
+};
 use crate::domain::user::commands::{NewAccount, RosterItem, UserCommand};
 use crate::domain::user::error::UserError;
-use crate::domain::user::events::{BoundAccount, MetaContactState, UserEvent};
+use crate::domain::user::events::{BoundAccount, DepartureReason, MetaContactState, UserEvent};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
@@ -24,6 +26,13 @@ pub struct AccountState {
     pub roster_imported: bool,
 }
 
+/// Why and when (the event's sequence) a contact left the visible list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    pub reason: DepartureReason,
+    pub sequence: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContactState {
     pub account_id: AccountId,
@@ -31,6 +40,21 @@ pub struct ContactState {
     pub display_name: Option<String>,
     pub meta_contact: Option<MetaContactId>,
     pub is_new: bool,
+    /// `None` while the contact is on the list. A departed contact is kept: its id, history and
+    /// (dormant) membership wait for its return.
+    pub departure: Option<Departure>,
+}
+
+impl ContactState {
+    /// On the visible list (not departed).
+    pub fn is_listed(&self) -> bool {
+        self.departure.is_none()
+    }
+
+    /// Departed, with its meta-contact place kept.
+    pub fn is_dormant(&self) -> bool {
+        self.departure.is_some() && self.meta_contact.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -43,6 +67,14 @@ pub struct User {
     /// are gone, so an undo refused as ambiguous can name the event that made it so.
     meta_contact_touched: HashMap<MetaContactId, usize>,
     contact_touched: HashMap<ContactId, usize>,
+    /// Every account ever bound, by [`AccountKey`] (as a string): binding the same account again
+    /// gets its old id back, and with it the same contact ids.
+    known_accounts: HashMap<String, AccountId>,
+    /// The network of every account ever bound, for contacts whose account is gone.
+    account_protocols: HashMap<AccountId, Protocol>,
+    /// Each account's contacts, departed ones included, so a roster sync costs the size of that
+    /// roster, not of the whole list.
+    account_contacts: HashMap<AccountId, BTreeSet<ContactId>>,
     /// Number of events applied: the stream's current sequence.
     sequence: usize,
 }
@@ -60,6 +92,11 @@ impl User {
         self.accounts.get(&id)
     }
 
+    /// The network of an account bound now or before.
+    pub fn account_protocol(&self, id: AccountId) -> Option<Protocol> {
+        self.account_protocols.get(&id).copied()
+    }
+
     pub fn contacts(&self) -> &BTreeMap<ContactId, ContactState> {
         &self.contacts
     }
@@ -70,6 +107,22 @@ impl User {
 
     pub fn sequence(&self) -> usize {
         self.sequence
+    }
+
+    /// The id to bind this account with: the one it had when it was bound before (so its
+    /// contacts keep their ids and memberships), or a new one derived from the user and key.
+    pub fn account_id_for(
+        &self,
+        user: UserId,
+        protocol: Protocol,
+        server: &str,
+        handle: &Handle,
+    ) -> AccountId {
+        let key = AccountKey::new(protocol, server, handle);
+        self.known_accounts
+            .get(&key.to_string())
+            .copied()
+            .unwrap_or_else(|| AccountId::for_binding(user, &key))
     }
 
     fn require_registered(&self) -> Result<(), UserError> {
@@ -92,7 +145,13 @@ impl User {
                 server: new.server.clone(),
             });
         }
-        Ok(())
+        let key = AccountKey::new(new.protocol, &new.server, &new.handle);
+        match self.known_accounts.get(&key.to_string()) {
+            Some(expected) if *expected != new.account_id => Err(UserError::AccountIdMismatch {
+                expected: *expected,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn contact(&self, id: ContactId) -> Result<&ContactState, UserError> {
@@ -105,8 +164,17 @@ impl User {
             .ok_or(UserError::UnknownMetaContact(id))
     }
 
+    /// A contact on the list; a departed one cannot be bound anew.
+    fn listed_contact(&self, id: ContactId) -> Result<&ContactState, UserError> {
+        let contact = self.contact(id)?;
+        if !contact.is_listed() {
+            return Err(UserError::ContactDeparted(id));
+        }
+        Ok(contact)
+    }
+
     fn free_contact(&self, id: ContactId) -> Result<(), UserError> {
-        match self.contact(id)?.meta_contact {
+        match self.listed_contact(id)?.meta_contact {
             Some(meta_contact_id) => Err(UserError::ContactAlreadyBound {
                 contact_id: id,
                 meta_contact_id,
@@ -115,39 +183,84 @@ impl User {
         }
     }
 
-    /// The events that bring the account's contacts in line with the upstream roster.
+    /// The events that bring the account's contacts in line with the upstream roster: new
+    /// contacts are added (marked new once the account's roster was imported before), departed
+    /// ones return, renamed ones are renamed, and listed ones missing upstream depart with their
+    /// memberships kept. Costs the size of the roster and of the account's contacts.
     fn roster_sync_events(&self, account_id: AccountId, roster: &[RosterItem]) -> Vec<UserEvent> {
         let Some(account) = self.accounts.get(&account_id) else {
             return Vec::new();
         };
-        let upstream: BTreeMap<&Handle, &RosterItem> =
-            roster.iter().map(|item| (&item.handle, item)).collect();
         let mut events = Vec::new();
-        for (contact_id, contact) in &self.contacts {
-            if contact.account_id == account_id && !upstream.contains_key(&contact.handle) {
-                events.push(UserEvent::RosterContactRemoved {
-                    contact_id: *contact_id,
-                    account_id,
-                    left_meta_contact: contact.meta_contact,
-                });
+        let mut upstream: BTreeSet<ContactId> = BTreeSet::new();
+        for item in roster {
+            let contact_id = ContactId::for_handle(account_id, &item.handle);
+            if !upstream.insert(contact_id) {
+                continue; // listed twice upstream: once is enough
             }
-        }
-        for (handle, item) in upstream {
-            let contact_id = ContactId::for_handle(account_id, handle);
-            if !self.contacts.contains_key(&contact_id) {
-                events.push(UserEvent::RosterContactAdded {
+            match self.contacts.get(&contact_id) {
+                None => events.push(UserEvent::RosterContactAdded {
                     contact_id,
                     account_id,
-                    handle: handle.clone(),
+                    handle: item.handle.clone(),
                     display_name: item.display_name.clone(),
                     is_new: account.roster_imported,
-                });
+                }),
+                Some(contact) if !contact.is_listed() => {
+                    events.push(UserEvent::RosterContactReturned {
+                        contact_id,
+                        account_id,
+                        handle: item.handle.clone(),
+                        display_name: item.display_name.clone(),
+                        meta_contact_id: contact.meta_contact,
+                    })
+                }
+                Some(contact) if contact.display_name != item.display_name => {
+                    events.push(UserEvent::RosterContactRenamed {
+                        contact_id,
+                        account_id,
+                        display_name: item.display_name.clone(),
+                        previous: contact.display_name.clone(),
+                    })
+                }
+                Some(_) => {}
             }
         }
+        events.extend(
+            self.departures(account_id, DepartureReason::RemovedUpstream, |id| {
+                !upstream.contains(id)
+            }),
+        );
         if !account.roster_imported {
             events.push(UserEvent::RosterImported { account_id });
         }
         events
+    }
+
+    /// Departures of the account's listed contacts that `leaves` picks.
+    fn departures(
+        &self,
+        account_id: AccountId,
+        reason: DepartureReason,
+        leaves: impl Fn(&ContactId) -> bool,
+    ) -> Vec<UserEvent> {
+        let Some(ids) = self.account_contacts.get(&account_id) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|id| leaves(id))
+            .filter_map(|id| {
+                let contact = self.contacts.get(id)?;
+                contact
+                    .is_listed()
+                    .then(|| UserEvent::RosterContactDeparted {
+                        contact_id: *id,
+                        account_id,
+                        reason,
+                        meta_contact_id: contact.meta_contact,
+                    })
+            })
+            .collect()
     }
 
     /// Checks that reversing `target` restores exactly the state before it, and builds the
@@ -254,6 +367,11 @@ impl Aggregate for User {
                 });
             }
             UserEvent::AccountBound(account) => {
+                let key = AccountKey::new(account.protocol, &account.server, &account.handle);
+                self.known_accounts
+                    .insert(key.to_string(), account.account_id);
+                self.account_protocols
+                    .insert(account.account_id, account.protocol);
                 self.accounts.insert(
                     account.account_id,
                     AccountState {
@@ -280,16 +398,24 @@ impl Aggregate for User {
                         display_name,
                         meta_contact: None,
                         is_new,
+                        departure: None,
                     },
                 );
+                self.account_contacts
+                    .entry(account_id)
+                    .or_default()
+                    .insert(contact_id);
                 self.contact_touched.insert(contact_id, seq);
             }
             UserEvent::RosterContactRemoved {
                 contact_id,
+                account_id,
                 left_meta_contact,
-                ..
             } => {
                 self.contacts.remove(&contact_id);
+                if let Some(ids) = self.account_contacts.get_mut(&account_id) {
+                    ids.remove(&contact_id);
+                }
                 self.contact_touched.insert(contact_id, seq);
                 if let Some(meta_id) = left_meta_contact {
                     if let Some(meta) = self.meta_contacts.get_mut(&meta_id) {
@@ -306,10 +432,64 @@ impl Aggregate for User {
                     account.roster_imported = true;
                 }
             }
+            UserEvent::RosterContactDeparted {
+                contact_id, reason, ..
+            } => {
+                if let Some(contact) = self.contacts.get_mut(&contact_id) {
+                    contact.departure = Some(Departure {
+                        reason,
+                        sequence: seq,
+                    });
+                }
+                self.contact_touched.insert(contact_id, seq);
+            }
+            UserEvent::RosterContactReturned {
+                contact_id,
+                account_id,
+                handle,
+                display_name,
+                ..
+            } => {
+                let contact = self
+                    .contacts
+                    .entry(contact_id)
+                    .or_insert_with(|| ContactState {
+                        account_id,
+                        handle,
+                        display_name: None,
+                        meta_contact: None,
+                        is_new: false,
+                        departure: None,
+                    });
+                contact.departure = None;
+                contact.display_name = display_name;
+                self.account_contacts
+                    .entry(account_id)
+                    .or_default()
+                    .insert(contact_id);
+                self.contact_touched.insert(contact_id, seq);
+            }
+            UserEvent::RosterContactRenamed {
+                contact_id,
+                display_name,
+                ..
+            } => {
+                if let Some(contact) = self.contacts.get_mut(&contact_id) {
+                    contact.display_name = display_name;
+                }
+            }
+            UserEvent::ContactsSeen { contact_ids } => {
+                for id in contact_ids {
+                    if let Some(contact) = self.contacts.get_mut(&id) {
+                        contact.is_new = false;
+                    }
+                }
+            }
             // Binding events were handled above through their change.
             UserEvent::ContactsMerged { .. }
             | UserEvent::ContactAddedToMetaContact { .. }
             | UserEvent::ContactRemovedFromMetaContact { .. }
+            | UserEvent::DormantContactForgotten { .. }
             | UserEvent::MetaContactRenamed { .. }
             | UserEvent::BindingUndone { .. } => {}
         }
@@ -357,8 +537,8 @@ impl User {
                 if !self.accounts.contains_key(&account_id) {
                     return Err(UserError::UnknownAccount(account_id));
                 }
-                let mut events = self.roster_sync_events(account_id, &[]);
-                events.retain(|e| matches!(e, UserEvent::RosterContactRemoved { .. }));
+                let mut events =
+                    self.departures(account_id, DepartureReason::AccountUnbound, |_| true);
                 events.push(UserEvent::AccountUnbound { account_id });
                 Ok(events)
             }
@@ -366,7 +546,9 @@ impl User {
                 if !self.accounts.contains_key(&account_id) {
                     return Err(UserError::UnknownAccount(account_id));
                 }
-                Ok(self.roster_sync_events(account_id, &roster))
+                Ok(roster
+                    .map(|roster| self.roster_sync_events(account_id, &roster))
+                    .unwrap_or_default())
             }
             UserCommand::AddContact {
                 account_id,
@@ -377,24 +559,69 @@ impl User {
                     return Err(UserError::UnknownAccount(account_id));
                 }
                 let contact_id = ContactId::for_handle(account_id, &handle);
-                if self.contacts.contains_key(&contact_id) {
-                    return Err(UserError::ContactExists(contact_id));
+                match self.contacts.get(&contact_id) {
+                    Some(contact) if contact.is_listed() => {
+                        Err(UserError::ContactExists(contact_id))
+                    }
+                    Some(contact) => Ok(vec![UserEvent::RosterContactReturned {
+                        contact_id,
+                        account_id,
+                        handle,
+                        display_name,
+                        meta_contact_id: contact.meta_contact,
+                    }]),
+                    None => Ok(vec![UserEvent::RosterContactAdded {
+                        contact_id,
+                        account_id,
+                        handle,
+                        display_name,
+                        is_new: false,
+                    }]),
                 }
-                Ok(vec![UserEvent::RosterContactAdded {
-                    contact_id,
-                    account_id,
-                    handle,
-                    display_name,
-                    is_new: false,
-                }])
             }
             UserCommand::RemoveContact { contact_id } => {
-                let contact = self.contact(contact_id)?;
-                Ok(vec![UserEvent::RosterContactRemoved {
+                let contact = self.listed_contact(contact_id)?;
+                Ok(vec![UserEvent::RosterContactDeparted {
                     contact_id,
                     account_id: contact.account_id,
-                    left_meta_contact: contact.meta_contact,
+                    reason: DepartureReason::RemovedByUser,
+                    meta_contact_id: contact.meta_contact,
                 }])
+            }
+            UserCommand::ForgetContact { contact_id } => {
+                let contact = self.contact(contact_id)?;
+                let meta_contact_id = contact
+                    .meta_contact
+                    .filter(|_| contact.is_dormant())
+                    .ok_or(UserError::ContactNotDormant(contact_id))?;
+                Ok(vec![UserEvent::DormantContactForgotten {
+                    meta_contact_id,
+                    contact_id,
+                    before: self.meta_contact(meta_contact_id)?.clone(),
+                }])
+            }
+            UserCommand::MarkContactsSeen { contact_ids } => {
+                let seen: Vec<ContactId> = match contact_ids {
+                    Some(ids) => {
+                        let mut seen = BTreeSet::new();
+                        for id in ids {
+                            if self.contact(id)?.is_new {
+                                seen.insert(id);
+                            }
+                        }
+                        seen.into_iter().collect()
+                    }
+                    None => self
+                        .contacts
+                        .iter()
+                        .filter(|(_, c)| c.is_new)
+                        .map(|(id, _)| *id)
+                        .collect(),
+                };
+                if seen.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::ContactsSeen { contact_ids: seen }])
             }
             UserCommand::MergeContacts {
                 meta_contact_id,

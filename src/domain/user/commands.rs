@@ -33,11 +33,12 @@ pub enum UserCommand {
     UnbindAccount {
         account_id: AccountId,
     },
-    /// The account's upstream roster as just read: contacts missing here are added, contacts
-    /// gone upstream are removed.
+    /// The account's upstream roster as just read: contacts new here are added, departed ones
+    /// return, renamed ones are renamed, and contacts gone upstream depart (their memberships
+    /// kept dormant). `None`: the connector could not read the list, so nothing is concluded.
     SyncRoster {
         account_id: AccountId,
-        roster: Vec<RosterItem>,
+        roster: Option<Vec<RosterItem>>,
     },
     /// The user adds a contact by hand, on a network whose server keeps no contact list (IRC).
     AddContact {
@@ -45,9 +46,18 @@ pub enum UserCommand {
         handle: Handle,
         display_name: Option<String>,
     },
-    /// The user removes a contact by hand (the counterpart of `AddContact`).
+    /// The user removes a contact by hand (the counterpart of `AddContact`); a membership it
+    /// has stays dormant.
     RemoveContact {
         contact_id: ContactId,
+    },
+    /// The user lets a dormant member go for good.
+    ForgetContact {
+        contact_id: ContactId,
+    },
+    /// Clears the "new" mark of these contacts (`None`: of every contact).
+    MarkContactsSeen {
+        contact_ids: Option<Vec<ContactId>>,
     },
     MergeContacts {
         meta_contact_id: MetaContactId,

@@ -16,6 +16,12 @@ pub enum UserError {
     UnknownAccount(AccountId),
     #[error("no contact {0}")]
     UnknownContact(ContactId),
+    #[error("contact {0} is not on the list any more (removed upstream or its account unbound)")]
+    ContactDeparted(ContactId),
+    #[error("contact {0} is not a dormant member of a meta-contact: only those can be forgotten")]
+    ContactNotDormant(ContactId),
+    #[error("this account was bound before as {expected}: bind it with that id")]
+    AccountIdMismatch { expected: AccountId },
     #[error("no meta-contact {0}")]
     UnknownMetaContact(MetaContactId),
     #[error("a meta-contact {0} already exists")]

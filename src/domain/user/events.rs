@@ -27,6 +27,18 @@ pub struct BoundAccount {
     pub handle: Handle,
 }
 
+/// Why a contact left the visible list. A membership it had stays, dormant, for its return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DepartureReason {
+    /// The upstream roster no longer lists it.
+    RemovedUpstream,
+    /// Its account was unbound.
+    AccountUnbound,
+    /// The user removed it by hand (networks without a server-side list: IRC).
+    RemovedByUser,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
     /// A unified user name was registered. `password_hash` is an argon2id PHC string.
@@ -49,8 +61,9 @@ pub enum UserEvent {
         /// upstream rather than part of a freshly bound account.
         is_new: bool,
     },
-    /// The contact disappeared upstream (or its account was unbound). If it was in a
-    /// meta-contact it left it; a meta-contact left without members is dissolved.
+    /// Written before contacts could be dormant, and still read so: the contact disappeared
+    /// upstream (or its account was unbound). If it was in a meta-contact it left it; a
+    /// meta-contact left without members is dissolved. Now [`UserEvent::RosterContactDeparted`].
     RosterContactRemoved {
         contact_id: ContactId,
         account_id: AccountId,
@@ -59,6 +72,42 @@ pub enum UserEvent {
     /// The account's roster was read for the first time.
     RosterImported {
         account_id: AccountId,
+    },
+    /// The contact left the visible list. Its meta-contact membership, if any, is kept dormant
+    /// (`meta_contact_id`), so the contact is back in place when it returns.
+    RosterContactDeparted {
+        contact_id: ContactId,
+        account_id: AccountId,
+        reason: DepartureReason,
+        meta_contact_id: Option<MetaContactId>,
+    },
+    /// A departed contact is on the roster again (same account, same handle, same id), back in
+    /// its meta-contact if its membership was still kept.
+    RosterContactReturned {
+        contact_id: ContactId,
+        account_id: AccountId,
+        handle: Handle,
+        display_name: Option<String>,
+        meta_contact_id: Option<MetaContactId>,
+    },
+    /// The name the user gave the contact upstream changed; the meta-contact's own name, which
+    /// is the user's, never follows it.
+    RosterContactRenamed {
+        contact_id: ContactId,
+        account_id: AccountId,
+        display_name: Option<String>,
+        previous: Option<String>,
+    },
+    /// The user let a dormant member go for good: it leaves its meta-contact (dissolved when it
+    /// was the last member). A binding change, undoable like the others.
+    DormantContactForgotten {
+        meta_contact_id: MetaContactId,
+        contact_id: ContactId,
+        before: MetaContactState,
+    },
+    /// The user has seen these new contacts: they are no longer marked new.
+    ContactsSeen {
+        contact_ids: Vec<ContactId>,
     },
     /// Contacts bound into a new meta-contact ("friend binding").
     ContactsMerged {
@@ -136,6 +185,11 @@ impl UserEvent {
                 meta_contact_id,
                 contact_id,
                 before,
+            }
+            | UserEvent::DormantContactForgotten {
+                meta_contact_id,
+                contact_id,
+                before,
             } => Some(change(
                 meta_contact_id,
                 Some(before),
@@ -175,6 +229,7 @@ impl UserEvent {
                 | "ContactRemovedFromMetaContact"
                 | "MetaContactRenamed"
                 | "BindingUndone"
+                | "DormantContactForgotten"
         )
     }
 
@@ -192,6 +247,11 @@ impl UserEvent {
             UserEvent::RosterContactAdded { .. } => "RosterContactAdded",
             UserEvent::RosterContactRemoved { .. } => "RosterContactRemoved",
             UserEvent::RosterImported { .. } => "RosterImported",
+            UserEvent::RosterContactDeparted { .. } => "RosterContactDeparted",
+            UserEvent::RosterContactReturned { .. } => "RosterContactReturned",
+            UserEvent::RosterContactRenamed { .. } => "RosterContactRenamed",
+            UserEvent::DormantContactForgotten { .. } => "DormantContactForgotten",
+            UserEvent::ContactsSeen { .. } => "ContactsSeen",
             UserEvent::ContactsMerged { .. } => "ContactsMerged",
             UserEvent::ContactAddedToMetaContact { .. } => "ContactAddedToMetaContact",
             UserEvent::ContactRemovedFromMetaContact { .. } => "ContactRemovedFromMetaContact",
@@ -201,7 +261,7 @@ impl UserEvent {
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 16] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -213,6 +273,11 @@ impl UserEvent {
         "ContactRemovedFromMetaContact",
         "MetaContactRenamed",
         "BindingUndone",
+        "RosterContactDeparted",
+        "RosterContactReturned",
+        "RosterContactRenamed",
+        "DormantContactForgotten",
+        "ContactsSeen",
     ];
 }
 

@@ -11,4 +11,4 @@ mod tests;
 pub use aggregate::User;
 pub use commands::{NewAccount, RosterItem, UserCommand};
 pub use error::UserError;
-pub use events::{BindingChange, BoundAccount, MetaContactState, UserEvent};
+pub use events::{BindingChange, BoundAccount, DepartureReason, MetaContactState, UserEvent};

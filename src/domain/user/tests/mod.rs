@@ -125,6 +125,8 @@ fn state_after(events: &[UserEvent]) -> User {
     user
 }
 
+mod reconciliation;
+
 #[tokio::test]
 async fn registration_binds_accounts_in_the_same_commit() {
     fixture()
@@ -197,7 +199,7 @@ async fn first_roster_import_adds_contacts_that_are_not_new() {
         .given(vec![registered(), bound(&a)])
         .when_async(UserCommand::SyncRoster {
             account_id: a.account_id,
-            roster: vec![
+            roster: Some(vec![
                 RosterItem {
                     handle: handle("bob@localhost"),
                     display_name: None,
@@ -206,7 +208,7 @@ async fn first_roster_import_adds_contacts_that_are_not_new() {
                     handle: handle("bob@localhost"),
                     display_name: None,
                 },
-            ],
+            ]),
         })
         .await
         .then_expect_events(vec![
@@ -218,14 +220,14 @@ async fn first_roster_import_adds_contacts_that_are_not_new() {
 }
 
 #[tokio::test]
-async fn later_syncs_add_new_contacts_marked_new_and_drop_vanished_ones() {
+async fn later_syncs_add_new_contacts_marked_new_and_depart_vanished_ones_keeping_their_place() {
     let a = account(1);
     let events = with(alice_with_contacts(), [merged_bob()]);
     fixture()
         .given(events)
         .when_async(UserCommand::SyncRoster {
             account_id: a.account_id,
-            roster: vec![
+            roster: Some(vec![
                 RosterItem {
                     handle: handle("carol@localhost"),
                     display_name: None,
@@ -234,16 +236,17 @@ async fn later_syncs_add_new_contacts_marked_new_and_drop_vanished_ones() {
                     handle: handle("dave@localhost"),
                     display_name: None,
                 },
-            ],
+            ]),
         })
         .await
         .then_expect_events(vec![
-            UserEvent::RosterContactRemoved {
+            added(&a, "dave@localhost", true),
+            UserEvent::RosterContactDeparted {
                 contact_id: contact(&a, "bob@localhost"),
                 account_id: a.account_id,
-                left_meta_contact: Some(meta(1)),
+                reason: DepartureReason::RemovedUpstream,
+                meta_contact_id: Some(meta(1)),
             },
-            added(&a, "dave@localhost", true),
         ]);
 }
 
@@ -546,43 +549,29 @@ async fn rename_add_and_remove_record_the_state_before() {
 }
 
 #[tokio::test]
-async fn unbinding_an_account_drops_its_contacts_first() {
-    let (a, b) = (account(1), account(2));
+async fn unbinding_an_account_departs_its_contacts_and_keeps_their_memberships_dormant() {
+    let b = account(2);
     let history = with(alice_with_contacts(), [merged_bob()]);
+    let departed = UserEvent::RosterContactDeparted {
+        contact_id: contact(&b, "bob@localhost"),
+        account_id: b.account_id,
+        reason: DepartureReason::AccountUnbound,
+        meta_contact_id: Some(meta(1)),
+    };
+    let unbound = UserEvent::AccountUnbound {
+        account_id: b.account_id,
+    };
     fixture()
         .given(history.clone())
         .when_async(UserCommand::UnbindAccount {
             account_id: b.account_id,
         })
         .await
-        .then_expect_events(vec![
-            UserEvent::RosterContactRemoved {
-                contact_id: contact(&b, "bob@localhost"),
-                account_id: b.account_id,
-                left_meta_contact: Some(meta(1)),
-            },
-            UserEvent::AccountUnbound {
-                account_id: b.account_id,
-            },
-        ]);
-    let user = state_after(&with(
-        history,
-        [
-            UserEvent::RosterContactRemoved {
-                contact_id: contact(&b, "bob@localhost"),
-                account_id: b.account_id,
-                left_meta_contact: Some(meta(1)),
-            },
-            UserEvent::AccountUnbound {
-                account_id: b.account_id,
-            },
-        ],
-    ));
+        .then_expect_events(vec![departed.clone(), unbound.clone()]);
+    let user = state_after(&with(history, [departed, unbound]));
     assert_eq!(user.accounts().count(), 1);
-    assert_eq!(
-        user.meta_contacts()[&meta(1)].members,
-        vec![contact(&a, "bob@localhost")]
-    );
+    assert_eq!(user.meta_contacts()[&meta(1)].members, bob_pair());
+    assert!(user.contacts()[&contact(&b, "bob@localhost")].is_dormant());
 }
 
 #[tokio::test]
@@ -629,17 +618,18 @@ async fn a_contact_cannot_be_added_twice_or_to_an_unknown_account() {
 }
 
 #[tokio::test]
-async fn removing_a_bound_contact_by_hand_takes_it_out_of_its_meta_contact() {
+async fn removing_a_bound_contact_by_hand_keeps_its_place_dormant() {
     let bob = contact(&account(1), "bob@localhost");
     let events = with(alice_with_contacts(), [merged_bob()]);
     fixture()
         .given(events.clone())
         .when_async(UserCommand::RemoveContact { contact_id: bob })
         .await
-        .then_expect_events(vec![UserEvent::RosterContactRemoved {
+        .then_expect_events(vec![UserEvent::RosterContactDeparted {
             contact_id: bob,
             account_id: account(1).account_id,
-            left_meta_contact: Some(meta(1)),
+            reason: DepartureReason::RemovedByUser,
+            meta_contact_id: Some(meta(1)),
         }]);
     let gone = contact(&account(1), "nobody@localhost");
     fixture()
@@ -693,8 +683,55 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
             UserEvent::AccountUnbound {
                 account_id: b.account_id,
             },
+            added(&a, "dave@localhost", true),
+            UserEvent::ContactsSeen {
+                contact_ids: vec![contact(&a, "dave@localhost")],
+            },
+            UserEvent::RosterContactRenamed {
+                contact_id: contact(&a, "dave@localhost"),
+                account_id: a.account_id,
+                display_name: Some("Dave".into()),
+                previous: None,
+            },
+            added(&a, "erin@localhost", false),
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta(2),
+                name: name("Dave and Erin"),
+                contact_ids: dave_and_erin(),
+            },
+            UserEvent::RosterContactDeparted {
+                contact_id: contact(&a, "erin@localhost"),
+                account_id: a.account_id,
+                reason: DepartureReason::RemovedUpstream,
+                meta_contact_id: Some(meta(2)),
+            },
+            UserEvent::RosterContactReturned {
+                contact_id: contact(&a, "erin@localhost"),
+                account_id: a.account_id,
+                handle: handle("erin@localhost"),
+                display_name: None,
+                meta_contact_id: Some(meta(2)),
+            },
+            UserEvent::RosterContactDeparted {
+                contact_id: contact(&a, "erin@localhost"),
+                account_id: a.account_id,
+                reason: DepartureReason::RemovedUpstream,
+                meta_contact_id: Some(meta(2)),
+            },
+            UserEvent::DormantContactForgotten {
+                meta_contact_id: meta(2),
+                contact_id: contact(&a, "erin@localhost"),
+                before: MetaContactState::new(name("Dave and Erin"), dave_and_erin()),
+            },
         ],
     )
+}
+
+fn dave_and_erin() -> Vec<ContactId> {
+    let a = account(1);
+    let mut ids = vec![contact(&a, "dave@localhost"), contact(&a, "erin@localhost")];
+    ids.sort();
+    ids
 }
 
 #[test]
