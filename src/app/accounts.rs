@@ -13,8 +13,13 @@ use crate::secret::Secret;
 const MAX_SERVER_LEN: usize = 255;
 
 impl Switchboard {
+    /// Checks an account as a client gave it. Its id is the one `state` (the user's aggregate)
+    /// says: the account's old id when it was bound before, so its contacts come back as the
+    /// same contacts.
     pub(super) fn parse_account(
         input: &AccountInput,
+        user: UserId,
+        state: &User,
     ) -> Result<(NewAccount, AccountLogin), AppError> {
         let server = input.server.trim();
         if server.is_empty()
@@ -28,7 +33,7 @@ impl Switchboard {
         let handle = Handle::parse(input.protocol, &input.handle)
             .map_err(|e| AppError::bad_input("handle", e))?;
         let account = NewAccount {
-            account_id: AccountId::new_random(),
+            account_id: state.account_id_for(user, input.protocol, server, &handle),
             protocol: input.protocol,
             server: server.to_owned(),
             handle: handle.clone(),
@@ -56,11 +61,11 @@ impl Switchboard {
         caller: Caller,
         input: AccountInput,
     ) -> Result<(AccountView, usize), AppError> {
-        let (account, login) = Self::parse_account(&input)?;
         let user = caller.user;
+        let state = self.load(user).await?;
+        let (account, login) = Self::parse_account(&input, user, &state)?;
         // Refuse a duplicate before logging in upstream.
-        self.load(user)
-            .await?
+        state
             .decide(UserCommand::BindAccount(account.clone()))
             .map_err(AppError::from)?;
         let mut session = self

@@ -78,6 +78,26 @@ impl Switchboard {
         .await
     }
 
+    /// Ends a dormant membership for good.
+    pub async fn forget_contact(
+        &self,
+        caller: Caller,
+        contact_id: ContactId,
+    ) -> Result<ContactList, AppError> {
+        self.bind(caller, UserCommand::ForgetContact { contact_id })
+            .await
+    }
+
+    /// Clears the "new" mark of these contacts (`None`: all).
+    pub async fn mark_contacts_seen(
+        &self,
+        caller: Caller,
+        contact_ids: Option<Vec<ContactId>>,
+    ) -> Result<ContactList, AppError> {
+        self.bind(caller, UserCommand::MarkContactsSeen { contact_ids })
+            .await
+    }
+
     pub async fn rename_meta_contact(
         &self,
         caller: Caller,

@@ -25,14 +25,15 @@ impl Switchboard {
         let user_name =
             UserName::parse(user_name).map_err(|e| AppError::bad_input("userName", e))?;
         password::validate(&password)?;
-        let parsed = accounts
-            .iter()
-            .map(Self::parse_account)
-            .collect::<Result<Vec<_>, _>>()?;
         let user = UserId::for_name(&user_name);
-        if self.load(user).await?.registration().is_some() {
+        let state = self.load(user).await?;
+        if state.registration().is_some() {
             return Err(UserError::UserNameTaken.into());
         }
+        let parsed = accounts
+            .iter()
+            .map(|input| Self::parse_account(input, user, &state))
+            .collect::<Result<Vec<_>, _>>()?;
         // Refuse duplicates before anyone logs in upstream.
         User::default()
             .decide(UserCommand::Register {

@@ -142,7 +142,8 @@ impl ContactMutation {
         Ok(ContactList::new(list, caller.user, None))
     }
 
-    /// Removes a contact added with `addContact`; it leaves its meta-contact too.
+    /// Removes a contact added with `addContact`. In a meta-contact it stays as a dormant
+    /// member until added again (or forgotten).
     async fn remove_contact(
         &self,
         ctx: &Context<'_>,
@@ -151,6 +152,34 @@ impl ContactMutation {
         let (app, caller) = caller(ctx).await?;
         let contact = parse_id("contactId", &contact_id, ContactId)?;
         let list = api(app.remove_contact(caller, contact).await)?;
+        Ok(ContactList::new(list, caller.user, None))
+    }
+
+    /// Lets a dormant member (a contact that left its roster) go for good: it leaves its
+    /// meta-contact, which is dissolved if it was the last member. Undoable.
+    async fn forget_contact(
+        &self,
+        ctx: &Context<'_>,
+        contact_id: ID,
+    ) -> async_graphql::Result<ContactList> {
+        let (app, caller) = caller(ctx).await?;
+        let contact = parse_id("contactId", &contact_id, ContactId)?;
+        let list = api(app.forget_contact(caller, contact).await)?;
+        Ok(ContactList::new(list, caller.user, None))
+    }
+
+    /// Clears the "new" mark of these contacts, or of every contact when `contactIds` is
+    /// omitted.
+    async fn mark_contacts_seen(
+        &self,
+        ctx: &Context<'_>,
+        contact_ids: Option<Vec<ID>>,
+    ) -> async_graphql::Result<ContactList> {
+        let (app, caller) = caller(ctx).await?;
+        let contacts = contact_ids
+            .map(|list| ids("contactIds", &list))
+            .transpose()?;
+        let list = api(app.mark_contacts_seen(caller, contacts).await)?;
         Ok(ContactList::new(list, caller.user, None))
     }
 

@@ -316,8 +316,11 @@ pub struct Contact {
     pub handle: String,
     pub display_name: Option<String>,
     pub meta_contact_id: Option<ID>,
-    /// Appeared upstream after the account's first import.
+    /// Appeared upstream after the account's first import, until `markContactsSeen`.
     pub is_new: bool,
+    /// Set for a dormant member of a meta-contact: the contact left the roster and waits for
+    /// its return (`forgetContact` lets it go for good). Null for contacts on the roster.
+    pub dormant: Option<Dormancy>,
     #[graphql(skip)]
     pub live: Option<LivePresence>,
     #[graphql(skip)]
@@ -352,6 +355,10 @@ impl Contact {
             display_name: entry.display_name.clone(),
             meta_contact_id: entry.meta_contact_id.map(|m| ID(m.to_string())),
             is_new: entry.is_new,
+            dormant: entry.departure.map(|d| Dormancy {
+                reason: d.reason.into(),
+                since: d.since,
+            }),
             live,
             entry,
         }
@@ -453,6 +460,41 @@ pub enum EventKind {
     ContactRemovedFromMetaContact,
     MetaContactRenamed,
     BindingUndone,
+    RosterContactDeparted,
+    RosterContactReturned,
+    RosterContactRenamed,
+    DormantContactForgotten,
+    ContactsSeen,
+}
+
+/// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DepartureReason {
+    /// The network's roster no longer lists it.
+    RemovedUpstream,
+    /// Its account was unbound; binding the same account again brings it back.
+    AccountUnbound,
+    /// Removed by hand with `removeContact`.
+    RemovedByUser,
+}
+
+impl From<crate::domain::user::DepartureReason> for DepartureReason {
+    fn from(reason: crate::domain::user::DepartureReason) -> Self {
+        use crate::domain::user::DepartureReason as Domain;
+        match reason {
+            Domain::RemovedUpstream => Self::RemovedUpstream,
+            Domain::AccountUnbound => Self::AccountUnbound,
+            Domain::RemovedByUser => Self::RemovedByUser,
+        }
+    }
+}
+
+/// A dormant member: off the roster, its place in the meta-contact kept.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Dormancy {
+    pub reason: DepartureReason,
+    /// When it left (unknown only for lists rebuilt without timestamps).
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl EventKind {

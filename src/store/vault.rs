@@ -142,7 +142,8 @@ impl Vault {
         sqlx::query(
             "INSERT INTO credentials (account_id, user_id, nonce, ciphertext, kind) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (account_id) DO UPDATE \
-             SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, kind = EXCLUDED.kind",
+             SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, kind = EXCLUDED.kind, \
+                 created_at = now()",
         )
         .bind(account.0)
         .bind(user.0)
@@ -211,21 +212,19 @@ impl Vault {
 
     /// Destroys secrets whose account is not bound: a crash between storing a secret and
     /// recording its binding (or between recording an unbinding and destroying the secret)
-    /// leaves one behind. The event history decides, not the views; `grace` spares bindings
-    /// still in flight. Returns how many were destroyed.
+    /// leaves one behind. The event history decides, not the views: the account's latest
+    /// binding event, since an account bound again keeps its id; `grace` spares bindings still
+    /// in flight (a stored secret counts from its last write). Returns how many were destroyed.
     pub async fn sweep_orphans(&self, grace: std::time::Duration) -> Result<u64, VaultError> {
         let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
         let swept = sqlx::query(
             "DELETE FROM credentials c \
               WHERE c.created_at < now() - make_interval(secs => $1) \
-                AND (NOT EXISTS (SELECT 1 FROM events e \
-                                  WHERE e.aggregate_type = 'User' AND e.aggregate_id = c.user_id::text \
-                                    AND e.event_type = 'AccountBound' \
-                                    AND e.payload -> 'AccountBound' ->> 'account_id' = c.account_id::text) \
-                     OR EXISTS (SELECT 1 FROM events e \
-                                 WHERE e.aggregate_type = 'User' AND e.aggregate_id = c.user_id::text \
-                                   AND e.event_type = 'AccountUnbound' \
-                                   AND e.payload -> 'AccountUnbound' ->> 'account_id' = c.account_id::text))",
+                AND COALESCE((SELECT e.event_type <> 'AccountBound' FROM events e \
+                               WHERE e.aggregate_type = 'User' AND e.aggregate_id = c.user_id::text \
+                                 AND e.event_type IN ('AccountBound', 'AccountUnbound') \
+                                 AND e.payload -> e.event_type ->> 'account_id' = c.account_id::text \
+                               ORDER BY e.sequence DESC LIMIT 1), true)",
         )
         .bind(grace_secs as f64)
         .execute(&self.pool)

@@ -427,21 +427,26 @@ impl SpareProsody {
 
     /// Sets a user's password (the server must be down: prosodyctl writes its files).
     pub fn set_password(&self, user: &str, password: &str) {
+        self.prosodyctl(&["deluser", &format!("{user}@localhost")]);
+        self.register_user(user, password);
+    }
+
+    /// Creates a user (the server must be down), with no roster of its own.
+    pub fn register_user(&self, user: &str, password: &str) {
+        self.prosodyctl(&["register", user, "localhost", password]);
+    }
+
+    fn prosodyctl(&self, args: &[&str]) {
         assert!(self.child.is_none(), "stop the server first");
-        let jid = format!("{user}@localhost");
-        let run = |args: &[&str]| {
-            let status = Command::new("prosodyctl")
-                .arg("--config")
-                .arg(&self.config)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("prosodyctl runs");
-            assert!(status.success(), "prosodyctl {args:?} failed");
-        };
-        run(&["deluser", &jid]);
-        run(&["register", user, "localhost", password]);
+        let status = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("prosodyctl runs");
+        assert!(status.success(), "prosodyctl {args:?} failed");
     }
 
     pub fn account(&self, user: &str) -> Value {

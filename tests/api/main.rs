@@ -11,6 +11,7 @@ mod networks;
 mod presence;
 mod projections;
 mod read_your_writes;
+mod reconciliation;
 mod security;
 mod subscriptions;
 mod tls;

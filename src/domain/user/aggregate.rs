@@ -253,7 +253,7 @@ impl User {
                 let contact = self.contacts.get(id)?;
                 contact
                     .is_listed()
-                    .then(|| UserEvent::RosterContactDeparted {
+                    .then_some(UserEvent::RosterContactDeparted {
                         contact_id: *id,
                         account_id,
                         reason,

@@ -1,0 +1,366 @@
+//! Reconciliation against real XMPP servers: an account bound again is the same account with
+//! the same contacts and memberships; contacts deleted, renamed and added upstream are recorded
+//! as such, live and between logins, without losing any meta-contact the user made.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Client, IqRequest, IqResponse};
+
+use crate::helpers::*;
+
+const CONTACTS_WITH_DORMANCY: &str = "query { contacts {
+    metaContacts { id name members { id handle displayName isNew dormant { reason since } } }
+    contacts { id handle displayName isNew }
+} }";
+
+async fn list(app: &TestApp, token: &str) -> Value {
+    app.gql(Some(token), CONTACTS_WITH_DORMANCY, json!({}))
+        .await
+        .data()["contacts"]
+        .clone()
+}
+
+/// Polls the contact list until `ready` accepts it (reconciliation runs after the answer).
+async fn list_until(
+    app: &TestApp,
+    token: &str,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = list(app, token).await;
+        if ready(&current) {
+            return current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the contact list never showed {what}: {current}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn meta_named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["metaContacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no meta-contact {name}: {list}"))
+}
+
+fn member<'a>(meta: &'a Value, handle: &str) -> Option<&'a Value> {
+    meta["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["handle"] == handle)
+}
+
+fn single<'a>(list: &'a Value, handle: &str) -> Option<&'a Value> {
+    list["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["handle"] == handle)
+}
+
+const MERGE: &str = "mutation($name: String!, $ids: [ID!]!) {
+  mergeContacts(name: $name, contactIds: $ids) { metaContactId } }";
+
+#[tokio::test]
+async fn unbinding_and_binding_again_restores_every_membership() {
+    let app = spawn_app().await;
+    let token = app
+        .register("rita", json!([xmpp_account("ann"), xmpp_account("ben")]))
+        .await;
+    let before = list(&app, &token).await;
+    // ann and ben share cid, dot and eve: one meta-contact each.
+    for friend in ["cid", "dot", "eve"] {
+        let ids = ids_of(&before, &format!("{friend}@localhost"));
+        assert_eq!(ids.len(), 2, "{friend} on both accounts: {before}");
+        app.gql(Some(&token), MERGE, json!({ "name": friend, "ids": ids }))
+            .await
+            .data();
+    }
+    let merged = list(&app, &token).await;
+    let ben_account = app.account_id(&token, "ben@localhost").await;
+
+    let unbound = app
+        .gql(
+            Some(&token),
+            "mutation($a: ID!) { unbindAccount(accountId: $a) }",
+            json!({ "a": ben_account }),
+        )
+        .await;
+    assert_eq!(unbound.data()["unbindAccount"], true);
+    let away = list(&app, &token).await;
+    assert_eq!(away["metaContacts"].as_array().unwrap().len(), 3, "{away}");
+    for friend in ["cid", "dot", "eve"] {
+        let meta = meta_named(&away, friend);
+        let members = meta["members"].as_array().unwrap();
+        assert_eq!(members.len(), 2, "both places kept: {meta}");
+        let dormant: Vec<&Value> = members.iter().filter(|m| !m["dormant"].is_null()).collect();
+        assert_eq!(dormant.len(), 1, "ben's contact is dormant: {meta}");
+        assert_eq!(dormant[0]["dormant"]["reason"], "ACCOUNT_UNBOUND");
+        assert!(dormant[0]["dormant"]["since"].is_string());
+    }
+    assert!(
+        single(&away, "ann@localhost").is_none(),
+        "ben's own contact ann left: {away}"
+    );
+
+    // The same account bound again: the same id, and everybody back where they were.
+    let rebound = app
+        .gql(
+            Some(&token),
+            "mutation($a: AccountInput!) { bindAccount(account: $a) { rosterSize account { id } } }",
+            json!({ "a": xmpp_account("ben") }),
+        )
+        .await;
+    assert_eq!(
+        rebound.data()["bindAccount"]["account"]["id"],
+        ben_account.as_str()
+    );
+    let back = list(&app, &token).await;
+    for friend in ["cid", "dot", "eve"] {
+        let meta = meta_named(&back, friend);
+        assert_eq!(
+            meta,
+            meta_named(&merged, friend),
+            "restored exactly: {back}"
+        );
+    }
+    assert!(single(&back, "ann@localhost").is_some());
+    let history = app
+        .gql(
+            Some(&token),
+            "{ history(kinds: [ROSTER_CONTACT_RETURNED]) { entries { summary actor } } }",
+            json!({}),
+        )
+        .await;
+    let returned = history.data()["history"]["entries"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        returned.len(),
+        4,
+        "ann, cid, dot and eve return: {returned:?}"
+    );
+    assert!(returned
+        .iter()
+        .all(|e| e["actor"] == "system:reconciliation"));
+
+    // The rebound account's secret is not taken for an orphan because of the old unbinding.
+    sqlx::query("UPDATE credentials SET created_at = now() - interval '1 hour'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let vault = switchboard::store::vault::Vault::new(
+        app.pool.clone(),
+        &switchboard::store::vault::MasterKey::generate(),
+    );
+    let swept = vault.sweep_orphans(Duration::from_secs(600)).await.unwrap();
+    assert_eq!(swept, 0);
+    app.stop().await;
+}
+
+/// A Prosody user of the spare server made for one test, with an empty roster.
+fn fresh_spare_user(spare: &SpareProsody) -> String {
+    let user = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    spare.register_user(&user, &xmpp_password(&user));
+    user
+}
+
+/// The user's other XMPP client, editing the roster on the server.
+async fn roster_editor(server: &str, user: &str) -> Client {
+    let jid = BareJid::new(&format!("{user}@localhost")).unwrap();
+    let mut client = Client::new_plaintext(
+        jid,
+        xmpp_password(user),
+        DnsConfig::addr(server),
+        Timeouts::tight(),
+    );
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = client.next().await {
+            if event.is_online() {
+                return;
+            }
+        }
+        panic!("the editor's client ended before going online");
+    })
+    .await
+    .expect("the editor logs in");
+    client
+}
+
+async fn set_roster_item(editor: &mut Client, jid: &str, name: &str, subscription: Subscription) {
+    let roster = Roster {
+        ver: None,
+        items: vec![Item {
+            jid: BareJid::new(jid).unwrap(),
+            name: Some(name.to_owned()).filter(|name| !name.is_empty()),
+            subscription,
+            ask: Default::default(),
+            groups: Vec::new(),
+            approved: None,
+        }],
+    };
+    let answer = editor
+        .send_iq(None, IqRequest::Set(roster.into()))
+        .await
+        .await
+        .unwrap();
+    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+}
+
+#[tokio::test]
+async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
+    let _spare_turn = SPARE.lock().await;
+    let mut spare = SpareProsody::new();
+    let owner = fresh_spare_user(&spare);
+    spare.start().await;
+    let mut editor = roster_editor(&spare.server, &owner).await;
+    set_roster_item(&mut editor, "zed@localhost", "Zed", Subscription::None).await;
+    set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
+
+    let app = spawn_app().await;
+    let token = app.register("sam", json!([spare.account(&owner)])).await;
+    let first = list(&app, &token).await;
+    let zed = ids_of(&first, "zed@localhost");
+    let yan = ids_of(&first, "yan@localhost");
+    assert_eq!(
+        single(&first, "zed@localhost").unwrap()["isNew"],
+        false,
+        "first import"
+    );
+    app.gql(
+        Some(&token),
+        MERGE,
+        json!({ "name": "Pals", "ids": [zed[0], yan[0]] }),
+    )
+    .await
+    .data();
+
+    // Live: a rename upstream is an update of the same contact; the meta-contact's name stays.
+    set_roster_item(&mut editor, "zed@localhost", "Zeddy", Subscription::None).await;
+    let renamed = list_until(&app, &token, "zed renamed", |l| {
+        member(meta_named(l, "Pals"), "zed@localhost").is_some_and(|m| m["displayName"] == "Zeddy")
+    })
+    .await;
+    assert_eq!(
+        member(meta_named(&renamed, "Pals"), "zed@localhost").unwrap()["id"],
+        zed[0].as_str()
+    );
+
+    // Live: yan deleted upstream stays in Pals, dormant.
+    set_roster_item(&mut editor, "yan@localhost", "", Subscription::Remove).await;
+    let removed = list_until(&app, &token, "yan dormant", |l| {
+        member(meta_named(l, "Pals"), "yan@localhost").is_some_and(|m| !m["dormant"].is_null())
+    })
+    .await;
+    let dormant = member(meta_named(&removed, "Pals"), "yan@localhost").unwrap();
+    assert_eq!(dormant["dormant"]["reason"], "REMOVED_UPSTREAM");
+    assert!(single(&removed, "yan@localhost").is_none());
+
+    // Between two logins: yan comes back, xena is new.
+    app.logout(&token).await;
+    set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
+    set_roster_item(&mut editor, "xena@localhost", "Xena", Subscription::None).await;
+    let login = app.login("sam").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    app.wait_for_account(&token, &format!("{owner}@localhost"), "ONLINE")
+        .await;
+    let after = list_until(&app, &token, "yan back and xena new", |l| {
+        single(l, "xena@localhost").is_some()
+            && member(meta_named(l, "Pals"), "yan@localhost")
+                .is_some_and(|m| m["dormant"].is_null())
+    })
+    .await;
+    assert_eq!(
+        member(meta_named(&after, "Pals"), "yan@localhost").unwrap()["id"],
+        yan[0].as_str()
+    );
+    assert_eq!(single(&after, "xena@localhost").unwrap()["isNew"], true);
+    assert_eq!(meta_named(&after, "Pals")["name"], "Pals");
+
+    // A login with nothing changed upstream records nothing.
+    let events = app.event_count().await;
+    app.logout(&token).await;
+    let login = app.login("sam").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    app.wait_for_account(&token, &format!("{owner}@localhost"), "ONLINE")
+        .await;
+    assert_eq!(app.event_count().await, events, "no change, no event");
+
+    // New until seen.
+    let seen = app
+        .gql(
+            Some(&token),
+            "mutation { markContactsSeen { contacts { handle isNew } } }",
+            json!({}),
+        )
+        .await;
+    let singles = seen.data()["markContactsSeen"]["contacts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(singles.iter().all(|c| c["isNew"] == false), "{singles:?}");
+
+    // Only a dormant member can be forgotten; forgetting is undoable.
+    let refused = app
+        .gql(
+            Some(&token),
+            "mutation($c: ID!) { forgetContact(contactId: $c) { contacts { id } } }",
+            json!({ "c": zed[0] }),
+        )
+        .await;
+    assert_eq!(refused.code(), "BAD_USER_INPUT");
+    set_roster_item(&mut editor, "yan@localhost", "", Subscription::Remove).await;
+    list_until(&app, &token, "yan dormant again", |l| {
+        member(meta_named(l, "Pals"), "yan@localhost").is_some_and(|m| !m["dormant"].is_null())
+    })
+    .await;
+    let forgotten = app
+        .gql(
+            Some(&token),
+            "mutation($c: ID!) { forgetContact(contactId: $c) { metaContacts { name members { handle } } } }",
+            json!({ "c": yan[0] }),
+        )
+        .await;
+    let pals = &forgotten.data()["forgetContact"]["metaContacts"][0];
+    assert_eq!(pals["members"].as_array().unwrap().len(), 1, "{pals}");
+    let entry = app
+        .gql(
+            Some(&token),
+            "{ history(kinds: [DORMANT_CONTACT_FORGOTTEN]) { entries { id undoable } } }",
+            json!({}),
+        )
+        .await;
+    let entry = entry.data()["history"]["entries"][0].clone();
+    assert_eq!(entry["undoable"], true);
+    let undone = app
+        .gql(
+            Some(&token),
+            "mutation($e: ID!) { undo(eventId: $e) { metaContacts { name members { handle dormant { reason } } } } }",
+            json!({ "e": entry["id"] }),
+        )
+        .await;
+    let pals = &undone.data()["undo"]["metaContacts"][0];
+    let yan_back = member(pals, "yan@localhost").expect("yan's place is back");
+    assert_eq!(yan_back["dormant"]["reason"], "REMOVED_UPSTREAM");
+
+    set_roster_item(&mut editor, "xena@localhost", "", Subscription::Remove).await;
+    set_roster_item(&mut editor, "zed@localhost", "", Subscription::Remove).await;
+    let _ = editor.send_end().await;
+    app.stop().await;
+    spare.kill();
+}
