@@ -22,7 +22,7 @@ use common::Bench;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::{
-    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, RosterEntry,
+    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, Roster, RosterEntry,
     SessionControl,
 };
 use switchboard::domain::ids::{
@@ -66,7 +66,7 @@ impl Connector for Synthetic {
             .collect();
         let (_tx, events) = tokio::sync::mpsc::channel(1);
         Ok(LiveSession {
-            roster,
+            roster: Roster::Complete(roster),
             events,
             control: std::sync::Arc::new(Idle),
             session_credential: None,
