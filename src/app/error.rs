@@ -70,6 +70,8 @@ impl From<UserError> for AppError {
             | UserError::ContactAlreadyBound { .. }
             | UserError::AccountIdMismatch { .. }
             | UserError::UndoConflict { .. } => AppError::Conflict(text),
+            UserError::UnknownSuggestion(_) => AppError::NotFound(text),
+            UserError::BadThreshold => AppError::BadInput(text),
             UserError::NotRegistered
             | UserError::UnknownAccount(_)
             | UserError::UnknownContact(_)

@@ -7,6 +7,7 @@ mod commands;
 pub mod error;
 mod link;
 pub mod live;
+mod matching;
 pub mod password;
 mod reads;
 mod session;

@@ -9,6 +9,8 @@ use uuid::Uuid;
 const USER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1e_7d0c_4a2f_4c1e_9d7b_2f0e_8c3a_1d64);
 /// Namespace for deriving an account's id from its user and upstream identity (UUIDv5).
 const ACCOUNT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x7a41_c2e9_0b6d_4f35_8e17_d4a9_62c0_5f18);
+/// Namespace for deriving the meta-contact a match policy creates from its two contacts.
+const MATCH_META_NAMESPACE: Uuid = Uuid::from_u128(0x3e5d_9a70_1c84_4d2b_b6f1_08ae_7c35_92d4);
 /// Namespace for deriving a contact's id from its account and handle (UUIDv5).
 const CONTACT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x0c9f_3b52_6e1d_4b8a_a0f4_7c2d_5e91_3b07);
 
@@ -100,6 +102,17 @@ impl AccountId {
         let mut name = user.0.as_bytes().to_vec();
         name.extend_from_slice(key.to_string().as_bytes());
         Self(Uuid::new_v5(&ACCOUNT_ID_NAMESPACE, &name))
+    }
+}
+
+impl MetaContactId {
+    /// The meta-contact a policy makes of two contacts: derived, so the decision needs no
+    /// randomness and a replayed decision makes the same one.
+    pub fn for_match(a: ContactId, b: ContactId) -> Self {
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        let mut name = low.0.as_bytes().to_vec();
+        name.extend_from_slice(high.0.as_bytes());
+        Self(Uuid::new_v5(&MATCH_META_NAMESPACE, &name))
     }
 }
 

@@ -60,6 +60,21 @@ pub enum Evidence {
 }
 
 impl Evidence {
+    /// In words, for people reading the history.
+    pub fn describe(&self) -> String {
+        match self {
+            Evidence::VerifiedAddress { address } => format!("verified address {address}"),
+            Evidence::SameEmail { email } => format!("same e-mail {email}"),
+            Evidence::SameName { name } => format!("same name \u{201c}{name}\u{201d}"),
+            Evidence::MetaContactName { name } => {
+                format!("named like the meta-contact \u{201c}{name}\u{201d}")
+            }
+            Evidence::SameLocalPart { local_part } => {
+                format!("same user name \u{201c}{local_part}\u{201d} on another network")
+            }
+        }
+    }
+
     fn weight(&self) -> u8 {
         match self {
             Evidence::VerifiedAddress { .. } => 95,
@@ -375,11 +390,11 @@ mod tests {
             address: "bob@x.org".into(),
         };
         assert_eq!(score(&[]), 0);
-        assert_eq!(score(&[local.clone()]), 40);
-        assert_eq!(score(&[name.clone()]), 60);
+        assert_eq!(score(std::slice::from_ref(&local)), 40);
+        assert_eq!(score(std::slice::from_ref(&name)), 60);
         assert_eq!(score(&[name.clone(), meta]), 60, "one rule, two pieces");
         assert_eq!(score(&[name.clone(), local.clone()]), 70);
-        assert_eq!(score(&[verified.clone()]), 95);
+        assert_eq!(score(std::slice::from_ref(&verified)), 95);
         assert_eq!(score(&[verified, name, local]), 99);
     }
 

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod contacts;
+pub mod matching;
 pub mod subscriptions;
 pub mod types;
 
@@ -17,10 +18,18 @@ use crate::domain::ids::UserId;
 pub type SwitchboardSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(accounts::AccountQuery, contacts::ContactQuery);
+pub struct Query(
+    accounts::AccountQuery,
+    contacts::ContactQuery,
+    matching::MatchQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(accounts::AccountMutation, contacts::ContactMutation);
+pub struct Mutation(
+    accounts::AccountMutation,
+    contacts::ContactMutation,
+    matching::MatchMutation,
+);
 
 /// The bearer token a request came with, if any.
 #[derive(Debug, Clone)]

@@ -465,6 +465,10 @@ pub enum EventKind {
     RosterContactRenamed,
     DormantContactForgotten,
     ContactsSeen,
+    MatchSuggested,
+    MatchAccepted,
+    MatchRejected,
+    MatchPolicySet,
 }
 
 /// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).

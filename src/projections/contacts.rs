@@ -390,7 +390,12 @@ impl Projection for ContactsProjection {
                     .await?;
                 }
             }
-            UserEvent::RosterImported { .. } => {}
+            // Suggestions are read from the aggregate; a taken one's binding event follows.
+            UserEvent::RosterImported { .. }
+            | UserEvent::MatchSuggested { .. }
+            | UserEvent::MatchAccepted { .. }
+            | UserEvent::MatchRejected { .. }
+            | UserEvent::MatchPolicySet { .. } => {}
             UserEvent::RosterContactDeparted {
                 contact_id, reason, ..
             } => {

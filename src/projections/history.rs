@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::ids::UserId;
+use crate::domain::matching::{Evidence, MatchTarget};
 use crate::domain::user::{DepartureReason, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
@@ -80,6 +81,27 @@ pub fn summary(event: &UserEvent) -> String {
         UserEvent::ContactsSeen { contact_ids } => {
             format!("Saw {} new contact(s)", contact_ids.len())
         }
+        UserEvent::MatchSuggested {
+            score, evidence, ..
+        } => format!(
+            "Suggested a match (score {score}): {}",
+            evidence
+                .iter()
+                .map(Evidence::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        UserEvent::MatchAccepted { automatic, .. } => if *automatic {
+            "A match was bound by the match policy"
+        } else {
+            "A match was accepted"
+        }
+        .to_owned(),
+        UserEvent::MatchRejected { .. } => "A match was rejected".to_owned(),
+        UserEvent::MatchPolicySet { auto_bind_at } => match auto_bind_at {
+            Some(t) => format!("Matches scoring {t} or more are bound automatically"),
+            None => "Matches are only suggested".to_owned(),
+        },
         UserEvent::ContactsMerged {
             name, contact_ids, ..
         } => {
@@ -118,6 +140,16 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
         | UserEvent::ContactRemovedFromMetaContact { contact_id, .. }
         | UserEvent::DormantContactForgotten { contact_id, .. } => vec![contact_id.0],
         UserEvent::ContactsSeen { contact_ids } => contact_ids.iter().map(|c| c.0).collect(),
+        UserEvent::MatchSuggested {
+            contact_id, target, ..
+        }
+        | UserEvent::MatchAccepted {
+            contact_id, target, ..
+        }
+        | UserEvent::MatchRejected { contact_id, target } => match target {
+            MatchTarget::Contact(other) => vec![contact_id.0, other.0],
+            MatchTarget::MetaContact(_) => vec![contact_id.0],
+        },
         _ => Vec::new(),
     };
     let mut metas = Vec::new();
@@ -138,6 +170,18 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
         }
         | UserEvent::RosterContactReturned {
             meta_contact_id: Some(meta),
+            ..
+        }
+        | UserEvent::MatchSuggested {
+            target: MatchTarget::MetaContact(meta),
+            ..
+        }
+        | UserEvent::MatchAccepted {
+            target: MatchTarget::MetaContact(meta),
+            ..
+        }
+        | UserEvent::MatchRejected {
+            target: MatchTarget::MetaContact(meta),
             ..
         } => metas.push(meta.0),
         _ => {}

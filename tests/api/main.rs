@@ -7,6 +7,7 @@ mod flow;
 mod helpers;
 mod http;
 mod live;
+mod matching;
 mod networks;
 mod presence;
 mod projections;

@@ -8,8 +8,10 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{
-    AccountId, AccountKey, ContactId, Handle, MetaContactId, Protocol, UserId, UserName,
+    AccountId, AccountKey, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId,
+    UserName,
 };
+use crate::domain::matching::{MatchIndex, MatchTarget, Person, Profile, Suggestion};
 use crate::domain::user::commands::{NewAccount, RosterItem, UserCommand};
 use crate::domain::user::error::UserError;
 use crate::domain::user::events::{BoundAccount, DepartureReason, MetaContactState, UserEvent};
@@ -75,6 +77,12 @@ pub struct User {
     /// Each account's contacts, departed ones included, so a roster sync costs the size of that
     /// roster, not of the whole list.
     account_contacts: HashMap<AccountId, BTreeSet<ContactId>>,
+    /// Open match suggestions, by [`pair_key`].
+    suggestions: BTreeMap<String, Suggestion>,
+    /// Pairs the user said are different people, by [`pair_key`]: never suggested again.
+    rejected: BTreeSet<String>,
+    /// Suggestions scoring at least this are bound without asking.
+    auto_bind_at: Option<u8>,
     /// Number of events applied: the stream's current sequence.
     sequence: usize,
 }
@@ -90,6 +98,38 @@ impl User {
 
     pub fn account(&self, id: AccountId) -> Option<&AccountState> {
         self.accounts.get(&id)
+    }
+
+    /// Open match suggestions that still make sense: both sides on the list, not yet together.
+    pub fn open_suggestions(&self) -> impl Iterator<Item = &Suggestion> {
+        self.suggestions
+            .values()
+            .filter(|s| self.suggestion_applies(s.contact_id, s.target))
+    }
+
+    /// The open suggestion for this pair, if it still makes sense.
+    pub fn suggestion(&self, contact: ContactId, target: MatchTarget) -> Option<&Suggestion> {
+        self.suggestions
+            .get(&pair_key(contact, target))
+            .filter(|s| self.suggestion_applies(s.contact_id, s.target))
+    }
+
+    pub fn match_policy(&self) -> Option<u8> {
+        self.auto_bind_at
+    }
+
+    fn suggestion_applies(&self, contact: ContactId, target: MatchTarget) -> bool {
+        let Some(state) = self.contacts.get(&contact).filter(|c| c.is_listed()) else {
+            return false;
+        };
+        match target {
+            MatchTarget::MetaContact(meta) => {
+                self.meta_contacts.contains_key(&meta) && state.meta_contact != Some(meta)
+            }
+            MatchTarget::Contact(other) => self.contacts.get(&other).is_some_and(|o| {
+                o.is_listed() && (o.meta_contact.is_none() || o.meta_contact != state.meta_contact)
+            }),
+        }
     }
 
     /// The network of an account bound now or before.
@@ -485,6 +525,35 @@ impl Aggregate for User {
                     }
                 }
             }
+            UserEvent::MatchSuggested {
+                contact_id,
+                target,
+                score,
+                evidence,
+            } => {
+                self.suggestions.insert(
+                    pair_key(contact_id, target),
+                    Suggestion {
+                        contact_id,
+                        target,
+                        score,
+                        evidence,
+                    },
+                );
+            }
+            UserEvent::MatchAccepted {
+                contact_id, target, ..
+            } => {
+                self.suggestions.remove(&pair_key(contact_id, target));
+            }
+            UserEvent::MatchRejected { contact_id, target } => {
+                let key = pair_key(contact_id, target);
+                self.suggestions.remove(&key);
+                self.rejected.insert(key);
+            }
+            UserEvent::MatchPolicySet { auto_bind_at } => {
+                self.auto_bind_at = auto_bind_at;
+            }
             // Binding events were handled above through their change.
             UserEvent::ContactsMerged { .. }
             | UserEvent::ContactAddedToMetaContact { .. }
@@ -546,9 +615,12 @@ impl User {
                 if !self.accounts.contains_key(&account_id) {
                     return Err(UserError::UnknownAccount(account_id));
                 }
-                Ok(roster
+                let mut events = roster
                     .map(|roster| self.roster_sync_events(account_id, &roster))
-                    .unwrap_or_default())
+                    .unwrap_or_default();
+                let matches = self.match_events(&events);
+                events.extend(matches);
+                Ok(events)
             }
             UserCommand::AddContact {
                 account_id,
@@ -570,13 +642,18 @@ impl User {
                         display_name,
                         meta_contact_id: contact.meta_contact,
                     }]),
-                    None => Ok(vec![UserEvent::RosterContactAdded {
-                        contact_id,
-                        account_id,
-                        handle,
-                        display_name,
-                        is_new: false,
-                    }]),
+                    None => {
+                        let mut events = vec![UserEvent::RosterContactAdded {
+                            contact_id,
+                            account_id,
+                            handle,
+                            display_name,
+                            is_new: false,
+                        }];
+                        let matches = self.match_events(&events);
+                        events.extend(matches);
+                        Ok(events)
+                    }
                 }
             }
             UserCommand::RemoveContact { contact_id } => {
@@ -599,6 +676,39 @@ impl User {
                     contact_id,
                     before: self.meta_contact(meta_contact_id)?.clone(),
                 }])
+            }
+            UserCommand::AcceptMatch {
+                contact_id,
+                target,
+                meta_contact_id,
+                name,
+            } => {
+                self.suggestion(contact_id, target)
+                    .ok_or(UserError::UnknownSuggestion(contact_id))?;
+                let binding =
+                    self.binding_for_match(contact_id, target, meta_contact_id, name, false)?;
+                Ok(vec![
+                    UserEvent::MatchAccepted {
+                        contact_id,
+                        target,
+                        automatic: false,
+                    },
+                    binding,
+                ])
+            }
+            UserCommand::RejectMatch { contact_id, target } => {
+                self.suggestion(contact_id, target)
+                    .ok_or(UserError::UnknownSuggestion(contact_id))?;
+                Ok(vec![UserEvent::MatchRejected { contact_id, target }])
+            }
+            UserCommand::SetMatchPolicy { auto_bind_at } => {
+                if auto_bind_at.is_some_and(|t| !(1..=100).contains(&t)) {
+                    return Err(UserError::BadThreshold);
+                }
+                if auto_bind_at == self.auto_bind_at {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::MatchPolicySet { auto_bind_at }])
             }
             UserCommand::MarkContactsSeen { contact_ids } => {
                 let seen: Vec<ContactId> = match contact_ids {
@@ -703,5 +813,193 @@ fn bound(account: NewAccount) -> BoundAccount {
         protocol: account.protocol,
         server: account.server,
         handle: account.handle,
+    }
+}
+
+/// One string per (contact, target) pair, usable as a map key anywhere.
+fn pair_key(contact: ContactId, target: MatchTarget) -> String {
+    match target {
+        MatchTarget::Contact(other) => format!("{contact}/contact/{other}"),
+        MatchTarget::MetaContact(meta) => format!("{contact}/meta/{meta}"),
+    }
+}
+
+static NO_PROFILE: Profile = Profile {
+    nickname: None,
+    emails: Vec::new(),
+    verified_address: None,
+};
+
+impl User {
+    /// What the matcher knows of a listed contact.
+    fn person(&self, id: ContactId) -> Option<Person<'_>> {
+        let contact = self.contacts.get(&id).filter(|c| c.is_listed())?;
+        Some(Person {
+            contact_id: id,
+            protocol: self.account_protocol(contact.account_id)?,
+            handle: &contact.handle,
+            display_name: contact.display_name.as_deref(),
+            profile: &NO_PROFILE,
+            meta_contact: contact
+                .meta_contact
+                .and_then(|m| Some((m, self.meta_contacts.get(&m)?.name.as_str()))),
+            account: contact.account_id.0,
+        })
+    }
+
+    /// Every listed contact and meta-contact, indexed for matching: one pass over the list.
+    fn match_index(&self) -> MatchIndex {
+        let mut index = MatchIndex::default();
+        for id in self.contacts.keys() {
+            if let Some(person) = self.person(*id) {
+                index.add(&person);
+            }
+        }
+        for (id, meta) in &self.meta_contacts {
+            index.add_meta_contact(*id, meta.name.as_str());
+        }
+        index
+    }
+
+    /// Suggestions (and, by policy, bindings) for the contacts `events` add. The events are
+    /// decided on the state before them, so each added contact is looked at as it will be.
+    fn match_events(&self, events: &[UserEvent]) -> Vec<UserEvent> {
+        let added: Vec<(ContactId, AccountId, &Handle, Option<&str>)> = events
+            .iter()
+            .filter_map(|e| match e {
+                UserEvent::RosterContactAdded {
+                    contact_id,
+                    account_id,
+                    handle,
+                    display_name,
+                    ..
+                } => Some((*contact_id, *account_id, handle, display_name.as_deref())),
+                _ => None,
+            })
+            .collect();
+        if added.is_empty() {
+            return Vec::new();
+        }
+        let index = self.match_index();
+        let mut out = Vec::new();
+        let mut bound_targets: BTreeSet<MatchTarget> = BTreeSet::new();
+        for (contact_id, account_id, handle, display_name) in added {
+            let Some(protocol) = self.account_protocol(account_id) else {
+                continue;
+            };
+            let new = Person {
+                contact_id,
+                protocol,
+                handle,
+                display_name,
+                profile: &NO_PROFILE,
+                meta_contact: None,
+                account: account_id.0,
+            };
+            let suggestions = index.suggest(
+                &new,
+                |id| self.person(id),
+                |contact, target| {
+                    let key = pair_key(contact, target);
+                    self.rejected.contains(&key) || self.suggestions.contains_key(&key)
+                },
+            );
+            let best = self.auto_bind_choice(&suggestions);
+            for suggestion in &suggestions {
+                out.push(UserEvent::MatchSuggested {
+                    contact_id,
+                    target: suggestion.target,
+                    score: suggestion.score,
+                    evidence: suggestion.evidence.clone(),
+                });
+            }
+            let Some(best) = best.filter(|b| bound_targets.insert(b.target)) else {
+                continue;
+            };
+            let meta_contact_id = match best.target {
+                MatchTarget::MetaContact(meta) => meta,
+                MatchTarget::Contact(other) => MetaContactId::for_match(contact_id, other),
+            };
+            if let Ok(binding) =
+                self.binding_for_match(contact_id, best.target, meta_contact_id, None, true)
+            {
+                out.push(UserEvent::MatchAccepted {
+                    contact_id,
+                    target: best.target,
+                    automatic: true,
+                });
+                out.push(binding);
+            }
+        }
+        out
+    }
+
+    /// The one suggestion the policy binds: the best, if it reaches the threshold and no other
+    /// target scores as high (a tie is a question for the user).
+    fn auto_bind_choice<'s>(&self, suggestions: &'s [Suggestion]) -> Option<&'s Suggestion> {
+        let threshold = self.auto_bind_at?;
+        let best = suggestions.iter().max_by_key(|s| s.score)?;
+        let tied = suggestions.iter().filter(|s| s.score == best.score).count();
+        (best.score >= threshold && tied == 1).then_some(best)
+    }
+
+    /// The binding event that takes a match: the contact joins the target's meta-contact, or
+    /// the two contacts form a new one. `contact_is_new`: the contact is added in the same
+    /// commit (so it is not in the state yet, and is free).
+    fn binding_for_match(
+        &self,
+        contact_id: ContactId,
+        target: MatchTarget,
+        meta_contact_id: MetaContactId,
+        name: Option<DisplayName>,
+        contact_is_new: bool,
+    ) -> Result<UserEvent, UserError> {
+        if !contact_is_new {
+            self.free_contact(contact_id)?;
+        }
+        match target {
+            MatchTarget::MetaContact(meta) => Ok(UserEvent::ContactAddedToMetaContact {
+                meta_contact_id: meta,
+                contact_id,
+                before: self.meta_contact(meta)?.clone(),
+            }),
+            MatchTarget::Contact(other) => {
+                self.free_contact(other)?;
+                if self.meta_contact_touched.contains_key(&meta_contact_id) {
+                    return Err(UserError::MetaContactExists(meta_contact_id));
+                }
+                let name = match name {
+                    Some(name) => name,
+                    None => self.default_name(other)?,
+                };
+                let merged = MetaContactState::new(name, [contact_id, other]);
+                Ok(UserEvent::ContactsMerged {
+                    meta_contact_id,
+                    name: merged.name,
+                    contact_ids: merged.members,
+                })
+            }
+        }
+    }
+
+    /// A new meta-contact's name: the existing contact's name, or its handle.
+    fn default_name(&self, contact: ContactId) -> Result<DisplayName, UserError> {
+        let state = self.contact(contact)?;
+        let raw = state
+            .display_name
+            .clone()
+            .unwrap_or_else(|| state.handle.as_str().to_owned());
+        let short: String = raw.chars().take(DisplayName::MAX).collect();
+        DisplayName::parse(&short).or_else(|_| {
+            DisplayName::parse(
+                &state
+                    .handle
+                    .as_str()
+                    .chars()
+                    .take(DisplayName::MAX)
+                    .collect::<String>(),
+            )
+            .map_err(|_| UserError::UnknownContact(contact))
+        })
     }
 }

@@ -3,6 +3,7 @@
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
 };
+use crate::domain::matching::MatchTarget;
 use crate::domain::user::events::UserEvent;
 
 /// An account to bind; its secret has already been verified upstream and put in the vault.
@@ -58,6 +59,21 @@ pub enum UserCommand {
     /// Clears the "new" mark of these contacts (`None`: of every contact).
     MarkContactsSeen {
         contact_ids: Option<Vec<ContactId>>,
+    },
+    /// Takes an open suggestion: the contact joins the target's meta-contact, or the two form
+    /// a new one with `meta_contact_id` and `name` (default: the other contact's name).
+    AcceptMatch {
+        contact_id: ContactId,
+        target: MatchTarget,
+        meta_contact_id: MetaContactId,
+        name: Option<DisplayName>,
+    },
+    RejectMatch {
+        contact_id: ContactId,
+        target: MatchTarget,
+    },
+    SetMatchPolicy {
+        auto_bind_at: Option<u8>,
     },
     MergeContacts {
         meta_contact_id: MetaContactId,

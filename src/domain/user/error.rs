@@ -20,6 +20,10 @@ pub enum UserError {
     ContactDeparted(ContactId),
     #[error("contact {0} is not a dormant member of a meta-contact: only those can be forgotten")]
     ContactNotDormant(ContactId),
+    #[error("no open match suggestion for contact {0}")]
+    UnknownSuggestion(ContactId),
+    #[error("a match policy threshold must be between 1 and 100")]
+    BadThreshold,
     #[error("this account was bound before as {expected}: bind it with that id")]
     AccountIdMismatch { expected: AccountId },
     #[error("no meta-contact {0}")]

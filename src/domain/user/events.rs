@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
 };
+use crate::domain::matching::{Evidence, MatchTarget};
 
 /// A meta-contact as it stood at one moment: enough to restore it exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +109,30 @@ pub enum UserEvent {
     /// The user has seen these new contacts: they are no longer marked new.
     ContactsSeen {
         contact_ids: Vec<ContactId>,
+    },
+    /// A contact that arrived looks like a person already on the list; `evidence` says why.
+    MatchSuggested {
+        contact_id: ContactId,
+        target: MatchTarget,
+        score: u8,
+        evidence: Vec<Evidence>,
+    },
+    /// The suggestion was taken (by the user, or by the user's policy when `automatic`): the
+    /// binding event that does it follows in the same commit, and is undoable as any other.
+    MatchAccepted {
+        contact_id: ContactId,
+        target: MatchTarget,
+        automatic: bool,
+    },
+    /// The user said these are different people: the pair is never suggested again.
+    MatchRejected {
+        contact_id: ContactId,
+        target: MatchTarget,
+    },
+    /// From now on, suggestions scoring at least `auto_bind_at` are bound without asking
+    /// (`None`: never).
+    MatchPolicySet {
+        auto_bind_at: Option<u8>,
     },
     /// Contacts bound into a new meta-contact ("friend binding").
     ContactsMerged {
@@ -252,6 +277,10 @@ impl UserEvent {
             UserEvent::RosterContactRenamed { .. } => "RosterContactRenamed",
             UserEvent::DormantContactForgotten { .. } => "DormantContactForgotten",
             UserEvent::ContactsSeen { .. } => "ContactsSeen",
+            UserEvent::MatchSuggested { .. } => "MatchSuggested",
+            UserEvent::MatchAccepted { .. } => "MatchAccepted",
+            UserEvent::MatchRejected { .. } => "MatchRejected",
+            UserEvent::MatchPolicySet { .. } => "MatchPolicySet",
             UserEvent::ContactsMerged { .. } => "ContactsMerged",
             UserEvent::ContactAddedToMetaContact { .. } => "ContactAddedToMetaContact",
             UserEvent::ContactRemovedFromMetaContact { .. } => "ContactRemovedFromMetaContact",
@@ -261,7 +290,7 @@ impl UserEvent {
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 20] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -278,6 +307,10 @@ impl UserEvent {
         "RosterContactRenamed",
         "DormantContactForgotten",
         "ContactsSeen",
+        "MatchSuggested",
+        "MatchAccepted",
+        "MatchRejected",
+        "MatchPolicySet",
     ];
 }
 

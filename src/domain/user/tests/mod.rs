@@ -8,6 +8,7 @@ use super::*;
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
 };
+use crate::domain::matching::{Evidence, MatchTarget};
 
 type Fixture = TestFramework<User>;
 
@@ -125,6 +126,7 @@ fn state_after(events: &[UserEvent]) -> User {
     user
 }
 
+mod matching;
 mod reconciliation;
 
 #[tokio::test]
@@ -722,6 +724,34 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
                 meta_contact_id: meta(2),
                 contact_id: contact(&a, "erin@localhost"),
                 before: MetaContactState::new(name("Dave and Erin"), dave_and_erin()),
+            },
+            UserEvent::MatchPolicySet {
+                auto_bind_at: Some(90),
+            },
+            UserEvent::MatchSuggested {
+                contact_id: contact(&a, "dave@localhost"),
+                target: MatchTarget::MetaContact(meta(1)),
+                score: 60,
+                evidence: vec![Evidence::SameName {
+                    name: "dave".into(),
+                }],
+            },
+            UserEvent::MatchRejected {
+                contact_id: contact(&a, "dave@localhost"),
+                target: MatchTarget::MetaContact(meta(1)),
+            },
+            UserEvent::MatchSuggested {
+                contact_id: contact(&a, "dave@localhost"),
+                target: MatchTarget::MetaContact(meta(2)),
+                score: 60,
+                evidence: vec![Evidence::MetaContactName {
+                    name: "dave".into(),
+                }],
+            },
+            UserEvent::MatchAccepted {
+                contact_id: contact(&a, "dave@localhost"),
+                target: MatchTarget::MetaContact(meta(2)),
+                automatic: false,
             },
         ],
     )

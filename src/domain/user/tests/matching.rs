@@ -1,0 +1,365 @@
+//! Given/when/then tests of same-person matching on the aggregate: suggestions with evidence,
+//! accepting, rejecting for good, and binding by policy (undoable like any binding).
+
+use super::*;
+use crate::domain::matching::{Evidence, MatchTarget};
+
+/// An IRC account (3) beside alice's two XMPP accounts.
+fn irc() -> NewAccount {
+    NewAccount {
+        account_id: AccountId(Uuid::from_u128(3)),
+        protocol: Protocol::Irc,
+        server: "127.0.0.1:6667".into(),
+        handle: Handle::parse(Protocol::Irc, "me3").unwrap(),
+    }
+}
+
+fn irc_contact(nick: &str) -> ContactId {
+    ContactId::for_handle(
+        irc().account_id,
+        &Handle::parse(Protocol::Irc, nick).unwrap(),
+    )
+}
+
+fn named(a: &NewAccount, h: &str, display: &str) -> UserEvent {
+    UserEvent::RosterContactAdded {
+        contact_id: contact(a, h),
+        account_id: a.account_id,
+        handle: handle(h),
+        display_name: Some(display.into()),
+        is_new: false,
+    }
+}
+
+/// alice (account 1) knows "Carol Jones" as carol@localhost; the IRC account is bound.
+fn carol_on_xmpp() -> Vec<UserEvent> {
+    let a = account(1);
+    vec![
+        registered(),
+        bound(&a),
+        named(&a, "carol@localhost", "Carol Jones"),
+        UserEvent::RosterImported {
+            account_id: a.account_id,
+        },
+        bound(&irc()),
+    ]
+}
+
+fn add_irc(nick: &str, display: &str) -> UserCommand {
+    UserCommand::AddContact {
+        account_id: irc().account_id,
+        handle: Handle::parse(Protocol::Irc, nick).unwrap(),
+        display_name: Some(display.into()),
+    }
+}
+
+fn irc_added(nick: &str, display: &str) -> UserEvent {
+    UserEvent::RosterContactAdded {
+        contact_id: irc_contact(nick),
+        account_id: irc().account_id,
+        handle: Handle::parse(Protocol::Irc, nick).unwrap(),
+        display_name: Some(display.into()),
+        is_new: false,
+    }
+}
+
+fn carol_suggested() -> UserEvent {
+    UserEvent::MatchSuggested {
+        contact_id: irc_contact("cj"),
+        target: MatchTarget::Contact(contact(&account(1), "carol@localhost")),
+        score: 60,
+        evidence: vec![Evidence::SameName {
+            name: "carol jones".into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_new_contact_named_like_a_known_one_is_suggested_with_its_evidence() {
+    fixture()
+        .given(carol_on_xmpp())
+        .when_async(add_irc("cj", "carol  JONES"))
+        .await
+        .then_expect_events(vec![
+            irc_added("cj", "carol  JONES"),
+            UserEvent::MatchSuggested {
+                contact_id: irc_contact("cj"),
+                target: MatchTarget::Contact(contact(&account(1), "carol@localhost")),
+                score: 60,
+                evidence: vec![Evidence::SameName {
+                    name: "carol jones".into(),
+                }],
+            },
+        ]);
+    // A stranger raises nothing.
+    fixture()
+        .given(carol_on_xmpp())
+        .when_async(add_irc("zed", "Zed"))
+        .await
+        .then_expect_events(vec![irc_added("zed", "Zed")]);
+}
+
+#[tokio::test]
+async fn accepting_binds_the_two_and_the_binding_is_undoable() {
+    let history = with(
+        carol_on_xmpp(),
+        [irc_added("cj", "Carol Jones"), carol_suggested()],
+    );
+    let carol = contact(&account(1), "carol@localhost");
+    let target = MatchTarget::Contact(carol);
+    let merged = UserEvent::ContactsMerged {
+        meta_contact_id: meta(1),
+        name: name("Carol Jones"),
+        contact_ids: MetaContactState::new(name("Carol Jones"), [carol, irc_contact("cj")]).members,
+    };
+    fixture()
+        .given(history.clone())
+        .when_async(UserCommand::AcceptMatch {
+            contact_id: irc_contact("cj"),
+            target,
+            meta_contact_id: meta(1),
+            name: None,
+        })
+        .await
+        .then_expect_events(vec![
+            UserEvent::MatchAccepted {
+                contact_id: irc_contact("cj"),
+                target,
+                automatic: false,
+            },
+            merged.clone(),
+        ]);
+    let accepted = with(
+        history,
+        [
+            UserEvent::MatchAccepted {
+                contact_id: irc_contact("cj"),
+                target,
+                automatic: false,
+            },
+            merged.clone(),
+        ],
+    );
+    let user = state_after(&accepted);
+    assert_eq!(user.open_suggestions().count(), 0);
+    fixture()
+        .given(accepted.clone())
+        .when_async(UserCommand::Undo {
+            target_sequence: accepted.len(),
+            target: Box::new(merged),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::BindingUndone {
+            undone_sequence: accepted.len(),
+            meta_contact_id: meta(1),
+            before: Some(MetaContactState::new(
+                name("Carol Jones"),
+                [carol, irc_contact("cj")],
+            )),
+            after: None,
+        }]);
+}
+
+#[tokio::test]
+async fn a_rejected_pair_is_never_suggested_again() {
+    let carol = contact(&account(1), "carol@localhost");
+    let target = MatchTarget::Contact(carol);
+    let history = with(
+        carol_on_xmpp(),
+        [irc_added("cj", "Carol Jones"), carol_suggested()],
+    );
+    let rejected = UserEvent::MatchRejected {
+        contact_id: irc_contact("cj"),
+        target,
+    };
+    fixture()
+        .given(history.clone())
+        .when_async(UserCommand::RejectMatch {
+            contact_id: irc_contact("cj"),
+            target,
+        })
+        .await
+        .then_expect_events(vec![rejected.clone()]);
+    // The contact goes and is added again (as before dormancy existed): no new suggestion.
+    let again = with(
+        history,
+        [
+            rejected,
+            UserEvent::RosterContactRemoved {
+                contact_id: irc_contact("cj"),
+                account_id: irc().account_id,
+                left_meta_contact: None,
+            },
+        ],
+    );
+    fixture()
+        .given(again.clone())
+        .when_async(add_irc("cj", "Carol Jones"))
+        .await
+        .then_expect_events(vec![irc_added("cj", "Carol Jones")]);
+    fixture()
+        .given(again)
+        .when_async(UserCommand::RejectMatch {
+            contact_id: irc_contact("cj"),
+            target,
+        })
+        .await
+        .then_expect_error(UserError::UnknownSuggestion(irc_contact("cj")));
+}
+
+#[tokio::test]
+async fn a_policy_binds_a_clear_match_and_the_binding_is_undone_like_any_other() {
+    let carol = contact(&account(1), "carol@localhost");
+    let target = MatchTarget::Contact(carol);
+    let policy = with(
+        carol_on_xmpp(),
+        [UserEvent::MatchPolicySet {
+            auto_bind_at: Some(60),
+        }],
+    );
+    let meta_id = MetaContactId::for_match(irc_contact("cj"), carol);
+    let merged = UserEvent::ContactsMerged {
+        meta_contact_id: meta_id,
+        name: name("Carol Jones"),
+        contact_ids: MetaContactState::new(name("x"), [carol, irc_contact("cj")]).members,
+    };
+    let expected = vec![
+        irc_added("cj", "Carol Jones"),
+        carol_suggested(),
+        UserEvent::MatchAccepted {
+            contact_id: irc_contact("cj"),
+            target,
+            automatic: true,
+        },
+        merged.clone(),
+    ];
+    fixture()
+        .given(policy.clone())
+        .when_async(add_irc("cj", "Carol Jones"))
+        .await
+        .then_expect_events(expected.clone());
+    let bound = with(policy.clone(), expected);
+    fixture()
+        .given(bound.clone())
+        .when_async(UserCommand::Undo {
+            target_sequence: bound.len(),
+            target: Box::new(merged),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::BindingUndone {
+            undone_sequence: bound.len(),
+            meta_contact_id: meta_id,
+            before: Some(MetaContactState::new(
+                name("Carol Jones"),
+                [carol, irc_contact("cj")],
+            )),
+            after: None,
+        }]);
+    // Below the threshold it is only suggested.
+    let strict = with(
+        carol_on_xmpp(),
+        [UserEvent::MatchPolicySet {
+            auto_bind_at: Some(90),
+        }],
+    );
+    fixture()
+        .given(strict)
+        .when_async(add_irc("cj", "Carol Jones"))
+        .await
+        .then_expect_events(vec![irc_added("cj", "Carol Jones"), carol_suggested()]);
+}
+
+#[tokio::test]
+async fn a_tie_is_left_to_the_user_even_above_the_threshold() {
+    let b = account(2);
+    let history = with(
+        carol_on_xmpp(),
+        [
+            bound(&b),
+            named(&b, "cjones@localhost", "Carol Jones"),
+            UserEvent::MatchPolicySet {
+                auto_bind_at: Some(50),
+            },
+        ],
+    );
+    let events = fixture()
+        .given(history)
+        .when_async(add_irc("cj", "Carol Jones"))
+        .await
+        .inspect_result()
+        .unwrap();
+    let suggested = events
+        .iter()
+        .filter(|e| matches!(e, UserEvent::MatchSuggested { .. }))
+        .count();
+    assert_eq!(suggested, 2, "{events:?}");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, UserEvent::MatchAccepted { .. })));
+}
+
+#[tokio::test]
+async fn a_policy_threshold_is_between_1_and_100() {
+    fixture()
+        .given(carol_on_xmpp())
+        .when_async(UserCommand::SetMatchPolicy {
+            auto_bind_at: Some(101),
+        })
+        .await
+        .then_expect_error(UserError::BadThreshold);
+    fixture()
+        .given(carol_on_xmpp())
+        .when_async(UserCommand::SetMatchPolicy {
+            auto_bind_at: Some(80),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::MatchPolicySet {
+            auto_bind_at: Some(80),
+        }]);
+}
+
+#[tokio::test]
+async fn a_newly_bound_accounts_contacts_are_matched_in_its_first_import() {
+    let b = account(2);
+    let history = with(carol_on_xmpp(), [bound(&b)]);
+    let events = fixture()
+        .given(history)
+        .when_async(UserCommand::SyncRoster {
+            account_id: b.account_id,
+            roster: Some(vec![RosterItem {
+                handle: handle("carol@elsewhere"),
+                display_name: Some("Carol Jones".into()),
+            }]),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    let suggestion = events
+        .iter()
+        .find_map(|e| match e {
+            UserEvent::MatchSuggested {
+                target,
+                evidence,
+                score,
+                ..
+            } => Some((*target, evidence.clone(), *score)),
+            _ => None,
+        })
+        .expect("a suggestion");
+    assert_eq!(
+        suggestion.0,
+        MatchTarget::Contact(contact(&account(1), "carol@localhost"))
+    );
+    assert_eq!(
+        suggestion.1,
+        vec![
+            Evidence::SameName {
+                name: "carol jones".into()
+            },
+            Evidence::SameLocalPart {
+                local_part: "carol".into()
+            },
+        ]
+    );
+    assert_eq!(suggestion.2, 70);
+}
