@@ -7,6 +7,7 @@ use super::{AccountView, AppError, PresenceMap, ReceivedMessage, Switchboard};
 use crate::domain::ids::UserId;
 use crate::domain::user::User;
 use crate::projections::contacts::{self, ContactList};
+use crate::projections::diff::{diff, ContactsDiff};
 use crate::projections::history::{self, HistoryEntry, HistoryFilter};
 use crate::projections::live::AccountStatus;
 
@@ -65,6 +66,23 @@ impl Switchboard {
         Ok(ContactList::from_user(&state, |sequence| {
             times.get(&sequence).copied()
         }))
+    }
+
+    /// What changed in the list from `from` to `to` (default: now), both replayed from the
+    /// user's events, so the two sides follow the same rules.
+    pub async fn contacts_diff(
+        &self,
+        user: UserId,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<ContactsDiff, AppError> {
+        let to = to.unwrap_or_else(Utc::now);
+        if to < from {
+            return Err(AppError::BadInput("to: must not be before from".into()));
+        }
+        let before = self.contacts(user, Some(from)).await?;
+        let after = self.contacts(user, Some(to)).await?;
+        Ok(diff(&before, &after))
     }
 
     /// The known presence of the contacts of the user's online accounts.

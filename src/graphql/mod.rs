@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod contacts;
+pub mod diff;
 pub mod matching;
 pub mod subscriptions;
 pub mod types;
@@ -21,6 +22,7 @@ pub type SwitchboardSchema = Schema<Query, Mutation, subscriptions::Subscription
 pub struct Query(
     accounts::AccountQuery,
     contacts::ContactQuery,
+    diff::DiffQuery,
     matching::MatchQuery,
 );
 

@@ -346,6 +346,11 @@ impl Contact {
 }
 
 impl Contact {
+    /// A contact as a past list showed it: no live presence.
+    pub fn past(entry: ContactEntry) -> Self {
+        Self::new(entry, None)
+    }
+
     fn new(entry: ContactEntry, live: Option<LivePresence>) -> Self {
         Self {
             id: ID(entry.contact_id.to_string()),

@@ -2,6 +2,7 @@
 //! accounts, and the history (audit log). Each can be rebuilt from zero.
 
 pub mod contacts;
+pub mod diff;
 pub mod history;
 pub mod horizon;
 pub mod live;

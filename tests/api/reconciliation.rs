@@ -273,6 +273,7 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
 
     // Between two logins: yan comes back, xena is new.
     app.logout(&token).await;
+    let between = chrono::Utc::now();
     set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
     set_roster_item(&mut editor, "xena@localhost", "Xena", Subscription::None).await;
     let login = app.login("sam").await;
@@ -291,6 +292,35 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     );
     assert_eq!(single(&after, "xena@localhost").unwrap()["isNew"], true);
     assert_eq!(meta_named(&after, "Pals")["name"], "Pals");
+
+    // The diff between the two logins holds exactly what changed upstream in between.
+    let diff = app
+        .gql(
+            Some(&token),
+            "query($from: DateTime!) { contactsDiff(from: $from) {
+               added { handle isNew } removed { handle } renamed { contact { handle } }
+               merged { name } split { name } metaContactsRenamed { name } } }",
+            json!({ "from": between.to_rfc3339() }),
+        )
+        .await;
+    let diff = diff.data()["contactsDiff"].clone();
+    let mut added: Vec<&str> = diff["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["handle"].as_str().unwrap())
+        .collect();
+    added.sort_unstable();
+    assert_eq!(added, ["xena@localhost", "yan@localhost"], "{diff}");
+    for empty in [
+        "removed",
+        "renamed",
+        "merged",
+        "split",
+        "metaContactsRenamed",
+    ] {
+        assert_eq!(diff[empty], json!([]), "{empty}: {diff}");
+    }
 
     // A login with nothing changed upstream records nothing.
     let events = app.event_count().await;
