@@ -12,7 +12,7 @@
 //! (silence, a bare ERROR, no CAP support).
 
 mod common;
-use common::env;
+use common::{complete, env};
 
 use std::time::{Duration, Instant};
 
@@ -313,7 +313,7 @@ async fn login_works_and_close_is_clean_and_idempotent(server: Server) {
         started.elapsed()
     );
     assert!(
-        session.roster.is_empty(),
+        complete(&session.roster).is_empty(),
         "IRC has no server-side contact list"
     );
     let mut observer = RawClient::connect(&server, &unique("obs")).await;

@@ -9,7 +9,7 @@
 //! secret, so the tests run in parallel, and again on the same server, without meeting.
 
 mod common;
-use common::env;
+use common::{absent, complete, env};
 
 use std::time::{Duration, Instant};
 
@@ -406,7 +406,7 @@ async fn a_password_login_hands_back_a_token_that_logs_in_again() {
             display_name: Some("Cid".to_owned()),
         },
     ];
-    assert_eq!(session.roster, expected);
+    assert_eq!(complete(&session.roster), expected);
     let token = session
         .session_credential
         .clone()
@@ -425,7 +425,7 @@ async fn a_password_login_hands_back_a_token_that_logs_in_again() {
         .await
         .expect("token login");
     let token_login = started.elapsed();
-    assert_eq!(session.roster, expected);
+    assert_eq!(complete(&session.roster), expected);
     assert!(session.session_credential.is_none());
     session.disconnect().await;
     eprintln!("login of ann: password {password_login:?}, token {token_login:?}");
@@ -600,7 +600,7 @@ async fn presence_crosses() {
     let (pia, quin, _) = fresh_pals("Pia", "Quin").await;
     let mut session = connect(&pia).await;
     assert_eq!(
-        session.roster,
+        complete(&session.roster),
         vec![RosterEntry {
             handle: handle(&mxid(&quin)),
             display_name: Some("Quin".to_owned()),
@@ -752,7 +752,8 @@ async fn history_and_encrypted_messages_are_not_reported() {
 async fn sending_to_someone_without_a_dm_room_creates_one() {
     let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
     let mut session = connect(&rae).await;
-    assert!(session.roster.is_empty(), "{:?}", session.roster);
+    // A new account has no m.direct yet: nothing known, which the DM below changes.
+    absent(&session.roster);
     let sam_id = mxid(&sam);
 
     session
@@ -840,7 +841,8 @@ async fn sending_to_a_user_that_does_not_exist_is_refused() {
 async fn a_dm_started_by_the_other_side_adds_a_contact() {
     let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
     let mut session = connect(&rae).await;
-    assert!(session.roster.is_empty(), "{:?}", session.roster);
+    // A new account has no m.direct yet: nothing known, which the DM below changes.
+    absent(&session.roster);
 
     let raw = Raw::login(&sam).await;
     let room = raw.create_dm(&mxid(&rae)).await;
@@ -947,7 +949,7 @@ async fn changes_of_m_direct_and_of_names_are_reported() {
         handle: handle(&quin_id),
         display_name: Some(name.to_owned()),
     };
-    assert_eq!(session.roster, vec![quin_entry("Quin")]);
+    assert_eq!(complete(&session.roster), vec![quin_entry("Quin")]);
 
     // Pia's other client drops Quin from m.direct, then puts Quin back.
     let other_client = Raw::login(&pia).await;
@@ -996,6 +998,39 @@ async fn changes_of_m_direct_and_of_names_are_reported() {
     tokio::join!(raw.logout(), other_client.logout());
 }
 
+/// An account without `m.direct` has not said who its contacts are: the roster is absent, not
+/// empty, which would make every contact depart. An `m.direct` that lists nobody is an empty
+/// roster; set during a session whose roster was absent, it is reported although nobody is in
+/// it, since the roster is known from then on.
+#[tokio::test]
+async fn no_m_direct_is_an_absent_roster_and_an_empty_one_a_complete_one() {
+    let ula = register("ula", "Ula").await;
+    let mut session = connect(&ula).await;
+    let reason = absent(&session.roster);
+    assert!(reason.contains("m.direct"), "{reason}");
+
+    // Ula's other client writes an m.direct that lists nobody.
+    let other_client = Raw::login(&ula).await;
+    other_client
+        .call(
+            Method::PUT,
+            &format!("user/{}/account_data/m.direct", enc(&other_client.user)),
+            Some(json!({})),
+        )
+        .await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(event, ConnectorEvent::RosterChanged(Vec::new()));
+    session.disconnect().await;
+
+    let session = connect(&ula).await;
+    assert_eq!(complete(&session.roster), Vec::new());
+    session.disconnect().await;
+    other_client.logout().await;
+}
+
 #[tokio::test]
 async fn a_homeserver_that_keeps_failing_disconnects_the_session() {
     let server = failing_homeserver().await;
@@ -1005,7 +1040,8 @@ async fn a_homeserver_that_keeps_failing_disconnects_the_session() {
         .connect(&login, LOGIN_TIMEOUT)
         .await
         .expect("the scripted login");
-    assert!(session.roster.is_empty());
+    // Its first sync has no m.direct.
+    absent(&session.roster);
     // A few retries with short pauses (about 6 s in all), then the session gives up.
     let event = wait_for(&mut session.events, |_| true).await;
     assert!(
@@ -1108,7 +1144,7 @@ async fn https_with_the_ca_trusted_logs_in() {
         .await
         .unwrap_or_else(|e| panic!("ben cannot log in over HTTPS: {e}"));
     assert_eq!(
-        session.roster,
+        complete(&session.roster),
         vec![RosterEntry {
             handle: handle(&mxid("ann")),
             display_name: Some("Ann".to_owned()),

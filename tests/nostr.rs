@@ -10,7 +10,7 @@
 //! connection on demand.
 
 mod common;
-use common::env;
+use common::{complete, env};
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -312,7 +312,7 @@ async fn login_reads_the_follow_list_and_close_clears_the_status() {
         .await
         .unwrap_or_else(|e| panic!("ann cannot log in: {e}"));
     eprintln!("ann logged in in {:?}", started.elapsed());
-    assert_eq!(sorted(session.roster.clone()), sorted(pals_of("ann")));
+    assert_eq!(sorted(complete(&session.roster)), sorted(pals_of("ann")));
 
     // One presence per contact after login, Offline included.
     let mut reported = HashSet::new();
@@ -426,25 +426,56 @@ async fn an_unreachable_relay_and_bad_accounts_are_told_apart() {
     );
 }
 
+/// dot's follow list is what two tests change: one at a time, each leaving it as it was.
+static DOT_FOLLOWS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// dot's follow lists on the relay now (one, or none once deleted).
+async fn follow_lists_of_dot(peer: &mut Peer) -> Vec<Event> {
+    peer.query(json!({"kinds": [3], "authors": [hex("dot")]}))
+        .await
+}
+
+/// A date for dot's next follow lists: now, or later if the current one is dated ahead (a test
+/// before may have dated its last list a few seconds ahead).
+async fn follow_list_base(peer: &mut Peer) -> Timestamp {
+    let newest = follow_lists_of_dot(peer)
+        .await
+        .iter()
+        .map(|event| event.created_at)
+        .max();
+    newest.map_or(Timestamp::now(), |at| at.max(Timestamp::now()))
+}
+
+/// dot's follow list of these (public key, petname) entries, dated `at`.
+fn follow_list_of_dot(entries: Vec<(String, &str)>, at: Timestamp) -> Event {
+    let tags = entries
+        .iter()
+        .map(|(key, name)| Tag::parse(["p", key.as_str(), "", name]).unwrap())
+        .collect::<Vec<_>>();
+    EventBuilder::new(Kind::ContactList, "")
+        .tags(tags)
+        .custom_created_at(at)
+        .sign_with_keys(&identity("dot").keys)
+        .unwrap()
+}
+
+/// dot's seeded follow list entries.
+fn pals_of_dot() -> Vec<(String, &'static str)> {
+    pals_of("dot")
+        .into_iter()
+        .map(|entry| (entry.handle.as_str().to_owned(), leak(entry.display_name)))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_new_follow_list_is_reported() {
+    let _turn = DOT_FOLLOWS.lock().await;
     let mut session = connect("dot").await;
-    assert_eq!(sorted(session.roster.clone()), sorted(pals_of("dot")));
+    assert_eq!(sorted(complete(&session.roster)), sorted(pals_of("dot")));
     let mut dot = Peer::login("dot").await;
-    let publish_follows = |entries: Vec<(String, &'static str)>, at: Timestamp| {
-        let tags = entries
-            .iter()
-            .map(|(key, name)| Tag::parse(["p", key.as_str(), "", name]).unwrap())
-            .collect::<Vec<_>>();
-        EventBuilder::new(Kind::ContactList, "")
-            .tags(tags)
-            .custom_created_at(at)
-            .sign_with_keys(&identity("dot").keys)
-            .unwrap()
-    };
     // As the user's other client would: drop three, rename one.
-    let now = Timestamp::now();
-    let list = publish_follows(vec![(hex("ann"), "Annie")], now + 1u64);
+    let now = follow_list_base(&mut dot).await;
+    let list = follow_list_of_dot(vec![(hex("ann"), "Annie")], now + 1u64);
     dot.publish(&list).await;
     let changed = wait_for(&mut session.events, |e| {
         matches!(e, ConnectorEvent::RosterChanged(_))
@@ -459,13 +490,10 @@ async fn a_new_follow_list_is_reported() {
     );
 
     // An older list is not news; the original list back is.
-    let stale = publish_follows(vec![(hex("eve"), "Eve")], now - 30u64);
+    let stale = follow_list_of_dot(vec![(hex("eve"), "Eve")], now - 30u64);
     dot.publish(&stale).await;
-    let original = pals_of("dot")
-        .into_iter()
-        .map(|entry| (entry.handle.as_str().to_owned(), leak(entry.display_name)))
-        .collect();
-    dot.publish(&publish_follows(original, now + 2u64)).await;
+    dot.publish(&follow_list_of_dot(pals_of_dot(), now + 2u64))
+        .await;
     match wait_for(&mut session.events, |e| {
         matches!(e, ConnectorEvent::RosterChanged(_))
     })
@@ -490,6 +518,49 @@ async fn a_new_follow_list_is_reported() {
 
 fn leak(name: Option<String>) -> &'static str {
     Box::leak(name.unwrap_or_default().into_boxed_str())
+}
+
+/// A relay without the account's follow list may just not have it (yet): the roster is absent,
+/// not empty, which would make every contact depart. A follow list without `p` tags is an empty
+/// roster; arriving in a session whose roster was absent, it is reported although nobody is in
+/// it, since the roster is known from then on.
+#[tokio::test]
+async fn no_follow_list_is_an_absent_roster_and_one_without_contacts_an_empty_one() {
+    let _turn = DOT_FOLLOWS.lock().await;
+    let mut dot = Peer::login("dot").await;
+    let at = follow_list_base(&mut dot).await;
+    // dot's follow list off the relay (a NIP-09 deletion), as on a relay that never had it.
+    let lists = follow_lists_of_dot(&mut dot).await;
+    assert!(!lists.is_empty(), "dot has no follow list to delete");
+    let deletion = EventBuilder::new(Kind::EventDeletion, "")
+        .tags(lists.iter().map(|list| Tag::event(list.id)))
+        .sign_with_keys(&identity("dot").keys)
+        .unwrap();
+    dot.publish(&deletion).await;
+    assert_eq!(follow_lists_of_dot(&mut dot).await, Vec::new());
+
+    let mut session = connect("dot").await;
+    let reason = common::absent(&session.roster);
+    assert!(reason.contains("follow list"), "{reason}");
+
+    dot.publish(&follow_list_of_dot(Vec::new(), at + 1u64))
+        .await;
+    let changed = wait_for(&mut session.events, |e| {
+        matches!(e, ConnectorEvent::RosterChanged(_))
+    })
+    .await;
+    assert_eq!(changed, ConnectorEvent::RosterChanged(Vec::new()));
+    session.control.close().await;
+    let session = connect("dot").await;
+    assert_eq!(complete(&session.roster), Vec::new());
+    session.control.close().await;
+
+    // dot's list back as it was, for the other tests.
+    dot.publish(&follow_list_of_dot(pals_of_dot(), at + 2u64))
+        .await;
+    let lists = follow_lists_of_dot(&mut dot).await;
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(lists[0].tags.public_keys().count(), 4);
 }
 
 #[tokio::test]
@@ -655,8 +726,8 @@ async fn private_messages_cross_both_ways() {
     session.control.close().await;
 }
 
-/// A scripted relay that logs one client in (challenge, OK to its status, an empty follow
-/// list), then drops the connection; it counts the connections it gets.
+/// A scripted relay that logs one client in (challenge, OK to its status, no follow list nor
+/// messages), then drops the connection; it counts the connections it gets.
 async fn scripted_relay() -> (String, tokio::sync::watch::Receiver<usize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
@@ -700,7 +771,7 @@ async fn a_lost_connection_is_reported_once_and_not_retried() {
         .connect(&login, LOGIN_TIMEOUT)
         .await
         .expect("scripted login");
-    assert!(session.roster.is_empty());
+    common::absent(&session.roster);
     let event = wait_for(&mut session.events, |e| {
         matches!(e, ConnectorEvent::Disconnected { .. })
     })

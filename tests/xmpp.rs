@@ -10,7 +10,7 @@
 //! tests use a scripted server for the failure paths a real server will not produce on demand.
 
 mod common;
-use common::env;
+use common::{complete, env};
 
 use std::time::{Duration, Instant};
 
@@ -190,15 +190,14 @@ async fn login_reads_the_roster(server: &str) {
         handle: handle("cid@localhost"),
         display_name: Some("Cid".to_owned()),
     };
-    assert!(session.roster.contains(&ben), "{:?}", session.roster);
-    assert!(session.roster.contains(&cid), "{:?}", session.roster);
+    let roster = complete(&session.roster);
+    assert!(roster.contains(&ben), "{roster:?}");
+    assert!(roster.contains(&cid), "{roster:?}");
     assert!(
-        !session
-            .roster
+        !roster
             .iter()
             .any(|entry| entry.handle == handle("ann@localhost")),
-        "the account itself is not its own contact: {:?}",
-        session.roster
+        "the account itself is not its own contact: {roster:?}"
     );
     session.disconnect().await;
 }
@@ -428,12 +427,10 @@ async fn silent_contacts_are_reported_offline(server: &str) {
     edit_roster(&mut editor, &quiet, "Quiet", Subscription::None).await;
 
     let mut ann = connect(server, "ann").await;
+    let roster = complete(&ann.roster);
     assert!(
-        ann.roster
-            .iter()
-            .any(|entry| entry.handle == handle(&quiet)),
-        "{:?}",
-        ann.roster
+        roster.iter().any(|entry| entry.handle == handle(&quiet)),
+        "{roster:?}"
     );
     let event = wait_for(&mut ann.events, presence_of(&quiet, Availability::Offline)).await;
     assert_eq!(
@@ -469,7 +466,7 @@ async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
         .connect(&login, LOGIN_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("ann cannot log in over STARTTLS: {e}"));
-    let mut roster = session.roster.clone();
+    let mut roster = complete(&session.roster);
     roster.sort_by(|a, b| a.handle.as_str().cmp(b.handle.as_str()));
     let expected: Vec<RosterEntry> = ["Ben", "Cid", "Dot", "Eve"]
         .into_iter()
@@ -613,9 +610,24 @@ async fn starttls_forwarder(tls_prosody: String) -> String {
     address
 }
 
+/// The answer to the roster request of a [`scripted_server`]: one contact, Ben.
+const ONE_ITEM_ROSTER: &str = "<iq type='result' id='switchboard-roster'>\
+    <query xmlns='jabber:iq:roster'><item jid='ben@localhost' name='Ben' subscription='both'/>\
+    </query></iq>";
+
 /// A scripted server that logs one client in with PLAIN, serves a one-item roster, then ends
 /// the connection the way `ending` says: tests what a real server is hard to make do on cue.
 async fn scripted_server(ending: &'static [u8]) -> String {
+    scripted_server_with(ONE_ITEM_ROSTER, ending, None).await
+}
+
+/// A [`scripted_server`] that answers the roster request with `roster_answer`, and after
+/// `ending` waits for the client to send `last_words` (if any) before it hangs up.
+async fn scripted_server_with(
+    roster_answer: &'static str,
+    ending: &'static [u8],
+    last_words: Option<&'static str>,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -645,12 +657,7 @@ async fn scripted_server(ending: &'static [u8]) -> String {
              <jid>frank@localhost/x</jid></bind></iq>"
                 .to_owned(),
         ),
-        (
-            "</iq>",
-            "<iq type='result' id='switchboard-roster'><query xmlns='jabber:iq:roster'>\
-             <item jid='ben@localhost' name='Ben' subscription='both'/></query></iq>"
-                .to_owned(),
-        ),
+        ("</iq>", roster_answer.to_owned()),
     ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -680,6 +687,9 @@ async fn scripted_server(ending: &'static [u8]) -> String {
         }
         expect(&mut socket, "</presence>").await;
         socket.write_all(ending).await.unwrap();
+        if let Some(needle) = last_words {
+            expect(&mut socket, needle).await;
+        }
         // Dropping the socket closes the connection.
     });
     address
@@ -712,13 +722,83 @@ async fn a_stream_error_ends_the_session() {
           </stream:stream>",
     )
     .await;
-    assert_eq!(session.roster.len(), 1);
+    assert_eq!(complete(&session.roster).len(), 1);
     let event = wait_for(&mut session.events, |_| true).await;
     assert!(
         matches!(&event, ConnectorEvent::Disconnected { reason } if reason.contains("conflict")),
         "{event:?}"
     );
     assert_eq!(session.events.recv().await, None);
+}
+
+/// Every event up to the end of the session, which must end with `Disconnected`.
+async fn events_until_disconnected(session: &mut LiveSession) -> Vec<ConnectorEvent> {
+    let mut seen = Vec::new();
+    loop {
+        let event = wait_for(&mut session.events, |_| true).await;
+        let last = matches!(event, ConnectorEvent::Disconnected { .. });
+        seen.push(event);
+        if last {
+            return seen;
+        }
+    }
+}
+
+/// RFC 6121 lets a server answer the roster request without a roster (roster versioning; we
+/// send no version, so that tells nothing), and a server may refuse the request: either way the
+/// login goes on, with the roster absent rather than empty, which would make every contact
+/// depart. A roster push then shows one contact, not the whole list: it is not reported as the
+/// roster, but the contact it names is followed.
+#[tokio::test]
+async fn a_roster_answer_without_a_roster_is_absent_not_empty() {
+    const PUSH: &[u8] = b"<iq type='set' id='push-1'><query xmlns='jabber:iq:roster'>\
+        <item jid='zed@localhost' name='Zed' subscription='none'/></query></iq>";
+    for answer in [
+        "<iq type='result' id='switchboard-roster'/>",
+        "<iq type='error' id='switchboard-roster'><error type='cancel'>\
+         <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+    ] {
+        let server = scripted_server_with(answer, PUSH, Some("push-1")).await;
+        let mut session = XmppConnector::default()
+            .connect(&login_as(&server, "frank", "frank-pw"), LOGIN_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("{answer}: the login should go on: {e}"));
+        let reason = common::absent(&session.roster);
+        assert!(!reason.is_empty(), "{answer}");
+        let events = events_until_disconnected(&mut session).await;
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ConnectorEvent::RosterChanged(_))),
+            "{answer}: a push is not the whole roster: {events:?}"
+        );
+        assert!(
+            events.contains(&ConnectorEvent::Presence {
+                handle: handle("zed@localhost"),
+                availability: Availability::Offline,
+                status: None,
+            }),
+            "{answer}: {events:?}"
+        );
+    }
+}
+
+/// A roster that lists nobody is read whole: the account really has no contacts.
+#[tokio::test]
+async fn an_empty_roster_is_complete() {
+    let server = scripted_server_with(
+        "<iq type='result' id='switchboard-roster'><query xmlns='jabber:iq:roster'/></iq>",
+        b"",
+        None,
+    )
+    .await;
+    let mut session = XmppConnector::default()
+        .connect(&login_as(&server, "frank", "frank-pw"), LOGIN_TIMEOUT)
+        .await
+        .expect("scripted login");
+    assert_eq!(complete(&session.roster), Vec::new());
+    let events = events_until_disconnected(&mut session).await;
+    assert_eq!(events.len(), 1, "no contacts, no presence: {events:?}");
 }
 
 #[tokio::test]

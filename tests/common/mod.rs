@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use switchboard::connectors::{Availability, ConnectorEvent};
+use switchboard::connectors::{Availability, ConnectorEvent, Roster, RosterEntry};
 use switchboard::domain::ids::Handle;
 use tokio::sync::mpsc;
 
@@ -13,6 +13,28 @@ use tokio::sync::mpsc;
 pub fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh"))
+}
+
+/// The contacts of a roster that must have been read whole; panics if it is absent.
+#[track_caller]
+pub fn complete(roster: &Roster) -> Vec<RosterEntry> {
+    match roster {
+        Roster::Complete(entries) => entries.clone(),
+        Roster::Absent(reason) => {
+            panic!("expected the whole roster, but the connector could not read it: {reason}")
+        }
+    }
+}
+
+/// Why a roster could not be read; panics if it was read (an empty list is a read one).
+#[track_caller]
+pub fn absent(roster: &Roster) -> String {
+    match roster {
+        Roster::Absent(reason) => reason.clone(),
+        Roster::Complete(entries) => {
+            panic!("expected an absent roster, but the connector read a whole one: {entries:?}")
+        }
+    }
 }
 
 /// Waits up to `limit` for the first event that `wanted` accepts; panics with everything seen

@@ -12,6 +12,8 @@
 //! away. Away changes are pushed for monitored nicks when the server grants `away-notify` with
 //! `extended-monitor` (with the away message), and re-read with USERHOST at every poll otherwise.
 //! A watched nick that changes its nick goes offline, as the nick is then free.
+//! The login's roster is an empty [`Roster::Complete`](super::Roster::Complete): there is no
+//! list upstream to be absent, and Switchboard never syncs a local one against it.
 //!
 //! Login: `CAP LS 302`; when the server offers SASL with PLAIN, the account logs in with SASL
 //! PLAIN (account name = the nick), otherwise the password is sent as the server password

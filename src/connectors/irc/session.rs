@@ -76,6 +76,7 @@ pub(super) fn start(
         away_notify,
         isupport,
         watched: HashMap::new(),
+        monitored: 0,
         ison_asked: VecDeque::new(),
         userhost_asked: VecDeque::new(),
         ison_interval,
@@ -159,6 +160,9 @@ struct Session {
     isupport: Isupport,
     /// Watched nicks by case-folded nick.
     watched: HashMap<String, Watched>,
+    /// How many of them are monitored (the others are polled): kept up to date rather than
+    /// counted, since every line received asks whether there is anything to poll.
+    monitored: usize,
     /// The case-folded nicks of each ISON sent and not answered yet, oldest first.
     ison_asked: VecDeque<Vec<String>>,
     /// The same for USERHOST, which tells online nicks' away state.
@@ -239,7 +243,7 @@ impl Session {
             Some(pinged) => pinged + self.keepalive.answer,
             None => self.last_heard + self.keepalive.idle,
         };
-        if self.watched.values().any(|watched| !watched.monitored) {
+        if self.watched.len() > self.monitored {
             keepalive.min(self.next_ison)
         } else {
             keepalive
@@ -340,6 +344,7 @@ impl Session {
         for folded in dropped {
             if let Some(watched) = self.watched.remove(&folded) {
                 if watched.monitored {
+                    self.monitored -= 1;
                     unmonitor.push(watched.handle.as_str().to_owned());
                 }
             }
@@ -347,9 +352,7 @@ impl Session {
         self.send_targets("MONITOR - ", ",", &unmonitor).await?;
 
         let mut room = match self.isupport.monitor {
-            Some(Some(limit)) => {
-                limit.saturating_sub(self.watched.values().filter(|w| w.monitored).count())
-            }
+            Some(Some(limit)) => limit.saturating_sub(self.monitored),
             Some(None) => usize::MAX,
             None => 0,
         };
@@ -362,6 +365,7 @@ impl Session {
             let monitored = room > 0;
             if monitored {
                 room -= 1;
+                self.monitored += 1;
                 monitor.push(handle.as_str().to_owned());
             } else {
                 polled = true;
@@ -487,7 +491,9 @@ impl Session {
                 for nick in line.param(2).split(',') {
                     let folded = self.fold(nick);
                     if let Some(watched) = self.watched.get_mut(&folded) {
-                        watched.monitored = false;
+                        if std::mem::take(&mut watched.monitored) {
+                            self.monitored -= 1;
+                        }
                         self.next_ison = Instant::now();
                     }
                 }

@@ -17,7 +17,10 @@
 //!   never logs the token out: it is what the next login uses.
 //! - Contacts: the users in the account's `m.direct` account data (user id → DM rooms), named
 //!   by their member event in one of those rooms, else their profile. Every change of `m.direct`
-//!   or of those names is reported as [`ConnectorEvent::RosterChanged`].
+//!   or of those names is reported as [`ConnectorEvent::RosterChanged`]. An account without
+//!   `m.direct` after the first sync is [`Roster::Absent`](super::Roster::Absent): its clients
+//!   may just never have written one, which is no sign that contacts are gone; an `m.direct`
+//!   that lists nobody is an empty roster.
 //! - An invite to a room marked `is_direct` is accepted and the room added to `m.direct`: that
 //!   is how someone starts a DM with us, and it makes the inviter a contact. Other invites are
 //!   left alone.
@@ -51,9 +54,7 @@ use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
-use super::{
-    AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession, Roster,
-};
+use super::{AccountLogin, Connector, ConnectorError, Credential, ExtraRootsError, LiveSession};
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 use api::{Api, ApiError};
@@ -129,7 +130,7 @@ impl Connector for MatrixConnector {
                 .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.base, handle = %login.handle, "matrix session online");
 
-        let roster = Roster::Complete(session.roster().to_vec());
+        let roster = session.roster();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         // Dropping the control (with the LiveSession) stops the session just like a close.
         let (control, inbox) = TaskControl::new("matrix", OUTBOX_QUEUE, CLOSE_TIMEOUT);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tracing::{debug, warn};
 
 use super::api::{sync_filter, Api, ApiError, Event, SyncResponse};
-use crate::connectors::{Availability, IncomingMessage, RosterEntry};
+use crate::connectors::{Availability, IncomingMessage, Roster, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 
 /// Events per room and sync. The first sync only needs room state (its history is not
@@ -34,13 +34,23 @@ pub(super) struct Session {
     pub(super) since: String,
     /// `m.direct` as last read or written: user id → DM room ids, oldest first.
     pub(super) direct: BTreeMap<String, Vec<String>>,
+    /// `direct` is the server's whole `m.direct` (read, or written by us): until then the
+    /// contacts are unknown, and `direct` holds at most rooms we added ourselves.
+    direct_known: bool,
+    /// `direct` the other way round, for the lookups of every message and member event.
+    direct_index: DirectIndex,
+    /// Something the contacts are made of changed since they were last computed.
+    roster_dirty: bool,
     /// Rooms we are joined to.
     pub(super) joined: HashSet<String>,
     /// Room id → user id → membership, for the rooms we are joined to.
     pub(super) members: HashMap<String, HashMap<String, Member>>,
     /// Profile display names looked up for contacts without a member event to name them.
     pub(super) profiles: HashMap<String, Option<String>>,
-    pub(super) roster: Vec<RosterEntry>,
+    /// The contacts as last computed, in handle order; `None` while `m.direct` is unknown.
+    roster: Option<Vec<RosterEntry>>,
+    /// The same contacts, for lookups.
+    contacts: HashSet<Handle>,
     /// Latest presence by user id (lower case), of anyone the server told us about.
     pub(super) seen: HashMap<String, (Availability, Option<String>)>,
     /// DM invites of the first sync, accepted once the session runs.
@@ -48,6 +58,42 @@ pub(super) struct Session {
     /// Makes transaction ids unique across sessions of the same access token.
     pub(super) txn_prefix: String,
     pub(super) txn_count: u64,
+}
+
+/// `m.direct` looked up the other way round.
+#[derive(Default)]
+struct DirectIndex {
+    /// Lower-case user id → the keys of `m.direct` that spell it (in key order).
+    spellings: HashMap<String, Vec<String>>,
+    /// Room id → lower-case user ids it is a DM room with.
+    by_room: HashMap<String, HashSet<String>>,
+}
+
+impl DirectIndex {
+    fn of(direct: &BTreeMap<String, Vec<String>>) -> Self {
+        let mut index = Self::default();
+        for (user, rooms) in direct {
+            index.add_user(user);
+            for room in rooms {
+                index.add_room(user, room);
+            }
+        }
+        index
+    }
+
+    fn add_user(&mut self, user: &str) {
+        let spellings = self.spellings.entry(user.to_lowercase()).or_default();
+        if !spellings.iter().any(|known| known == user) {
+            spellings.push(user.to_owned());
+        }
+    }
+
+    fn add_room(&mut self, user: &str, room: &str) {
+        self.by_room
+            .entry(room.to_owned())
+            .or_default()
+            .insert(user.to_lowercase());
+    }
 }
 
 /// An invitation to a room marked as a DM.
@@ -61,6 +107,8 @@ pub(super) struct Invite {
 pub(super) struct News {
     pub(super) invites: Vec<Invite>,
     pub(super) messages: Vec<IncomingMessage>,
+    /// Users (lower-case ids) whose presence the sync brought.
+    pub(super) presence: Vec<String>,
 }
 
 impl Session {
@@ -71,8 +119,7 @@ impl Session {
             .await?;
         let mut session = Self::new(api, own);
         session.first_invites = session.absorb(first, false).invites;
-        session.look_up_missing_names().await;
-        session.roster = session.compute_roster();
+        session.refresh_roster().await;
         Ok(session)
     }
 
@@ -82,10 +129,14 @@ impl Session {
             own,
             since: String::new(),
             direct: BTreeMap::new(),
+            direct_known: false,
+            direct_index: DirectIndex::default(),
+            roster_dirty: true,
             joined: HashSet::new(),
             members: HashMap::new(),
             profiles: HashMap::new(),
-            roster: Vec::new(),
+            roster: None,
+            contacts: HashSet::new(),
             seen: HashMap::new(),
             first_invites: Vec::new(),
             txn_prefix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
@@ -93,8 +144,46 @@ impl Session {
         }
     }
 
-    pub(super) fn roster(&self) -> &[RosterEntry] {
-        &self.roster
+    /// The contacts as the connector reports them at login.
+    pub(super) fn roster(&self) -> Roster {
+        match &self.roster {
+            Some(entries) => Roster::Complete(entries.clone()),
+            None => Roster::Absent("the account has no m.direct account data".to_owned()),
+        }
+    }
+
+    /// The contacts, in handle order (none while `m.direct` is unknown).
+    pub(super) fn contacts(&self) -> &[RosterEntry] {
+        self.roster.as_deref().unwrap_or_default()
+    }
+
+    pub(super) fn is_contact(&self, handle: &Handle) -> bool {
+        self.contacts.contains(handle)
+    }
+
+    /// Recomputes the contacts if something they are made of changed. Returns them when they
+    /// differ from before, or are known for the first time (an empty list included).
+    pub(super) async fn refresh_roster(&mut self) -> Option<Vec<RosterEntry>> {
+        if !self.roster_dirty || !self.direct_known {
+            return None;
+        }
+        // Stays dirty while a profile look-up fails, to be tried again after the next sync.
+        self.roster_dirty = !self.look_up_missing_names().await;
+        let roster = self.compute_roster();
+        if self.roster.as_ref() == Some(&roster) {
+            return None;
+        }
+        self.contacts = roster.iter().map(|entry| entry.handle.clone()).collect();
+        self.roster = Some(roster.clone());
+        Some(roster)
+    }
+
+    /// Replaces our copy of `m.direct` with the server's.
+    fn set_direct(&mut self, direct: BTreeMap<String, Vec<String>>) {
+        self.direct_index = DirectIndex::of(&direct);
+        self.direct = direct;
+        self.direct_known = true;
+        self.roster_dirty = true;
     }
 
     /// Takes in one sync: `m.direct`, memberships, presence; returns the DM invites and, when
@@ -104,13 +193,17 @@ impl Session {
         // Account data first: a message below may arrive in a DM room that it just added.
         for event in &sync.account_data.events {
             if event.kind == "m.direct" {
-                self.direct = parse_direct(&event.content);
+                self.set_direct(parse_direct(&event.content));
             }
         }
         for (room, left) in sync.rooms.leave {
             debug!(%room, events = left.timeline.events.len(), "left a room");
             self.joined.remove(&room);
-            self.members.remove(&room);
+            // Its member events may have named a contact.
+            if self.members.remove(&room).is_some() && self.direct_index.by_room.contains_key(&room)
+            {
+                self.roster_dirty = true;
+            }
         }
         let mut timeline = Vec::new();
         for (room, joined) in sync.rooms.join {
@@ -118,6 +211,14 @@ impl Session {
             let members = self.members.entry(room.clone()).or_default();
             for event in joined.state.events.iter().chain(&joined.timeline.events) {
                 if let Some((user, member)) = member_of(event) {
+                    // A contact's member event may rename them.
+                    if self
+                        .direct_index
+                        .spellings
+                        .contains_key(&user.to_lowercase())
+                    {
+                        self.roster_dirty = true;
+                    }
                     members.insert(user, member);
                 }
             }
@@ -154,8 +255,9 @@ impl Session {
         }
         for event in &sync.presence.events {
             if event.kind == "m.presence" && !event.sender.is_empty() {
-                self.seen
-                    .insert(event.sender.to_lowercase(), presence_of(&event.content));
+                let user = event.sender.to_lowercase();
+                self.seen.insert(user.clone(), presence_of(&event.content));
+                news.presence.push(user);
             }
         }
         for (room, event) in timeline {
@@ -212,18 +314,22 @@ impl Session {
 
     /// `room` is one of the DM rooms `m.direct` lists for `user`.
     fn is_dm_with(&self, room: &str, user: &str) -> bool {
-        self.direct
-            .iter()
-            .any(|(who, rooms)| who.eq_ignore_ascii_case(user) && rooms.iter().any(|r| r == room))
+        self.direct_index
+            .by_room
+            .get(room)
+            .is_some_and(|users| users.contains(&user.to_lowercase()))
     }
 
     /// The newest DM room with `user` that we are in and they are in or invited to.
     pub(super) fn dm_room_with(&self, user: &str) -> Option<String> {
         let rooms: Vec<&String> = self
-            .direct
-            .iter()
-            .filter(|(who, _)| who.eq_ignore_ascii_case(user))
-            .flat_map(|(_, rooms)| rooms)
+            .direct_index
+            .spellings
+            .get(&user.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|who| self.direct.get(who))
+            .flatten()
             .collect();
         rooms
             .into_iter()
@@ -242,40 +348,59 @@ impl Session {
 
     /// Adds DM rooms (user id, room id) to `m.direct`, on top of the server's current copy:
     /// another client of the account may have changed it since our last sync, and writing ours
-    /// would undo that. Our copy has the additions even if the write fails.
+    /// would undo that. Our copy has the additions even if the write fails. Without a copy of
+    /// the server's (it could not be read, and no sync brought it) nothing is written: ours
+    /// holds only our additions, and writing it would drop every other DM room.
     pub(super) async fn add_direct_rooms(
         &mut self,
         additions: &[(String, String)],
     ) -> Result<(), ApiError> {
-        match self.api.direct(&self.own).await {
-            Ok(content) => self.direct = parse_direct(&content),
-            Err(e) if e.is(StatusCode::NOT_FOUND, "M_NOT_FOUND") => self.direct.clear(),
+        let unreadable = match self.api.direct(&self.own).await {
+            Ok(content) => {
+                self.set_direct(parse_direct(&content));
+                None
+            }
+            Err(e) if e.is(StatusCode::NOT_FOUND, "M_NOT_FOUND") => {
+                self.set_direct(BTreeMap::new());
+                None
+            }
             Err(e) if e.is_unknown_token() => return Err(e),
-            Err(e) => debug!("cannot read m.direct, extending our copy: {e}"),
-        }
+            Err(e) => Some(e),
+        };
         for (user, room) in additions {
             self.add_direct(user, room);
         }
-        self.api.set_direct(&self.own, &self.direct).await
+        match unreadable {
+            Some(e) if !self.direct_known => Err(e),
+            Some(e) => {
+                debug!("cannot read m.direct, extending our copy: {e}");
+                self.api.set_direct(&self.own, &self.direct).await
+            }
+            None => self.api.set_direct(&self.own, &self.direct).await,
+        }
     }
 
     /// Adds `room` to `m.direct` under `user` (the existing spelling of their id if any).
     fn add_direct(&mut self, user: &str, room: &str) {
         let key = self
-            .direct
-            .keys()
-            .find(|who| who.eq_ignore_ascii_case(user))
+            .direct_index
+            .spellings
+            .get(&user.to_lowercase())
+            .and_then(|spellings| spellings.first())
             .cloned()
             .unwrap_or_else(|| user.to_owned());
+        self.direct_index.add_user(&key);
+        self.direct_index.add_room(&key, room);
         let rooms = self.direct.entry(key).or_default();
         if !rooms.iter().any(|r| r == room) {
             rooms.push(room.to_owned());
+            self.roster_dirty = true;
         }
     }
 
     /// The contacts: every other user in `m.direct`, named by their member event in the
     /// newest DM room that has one, else by their profile.
-    pub(super) fn compute_roster(&self) -> Vec<RosterEntry> {
+    fn compute_roster(&self) -> Vec<RosterEntry> {
         let mut entries: BTreeMap<Handle, Option<String>> = BTreeMap::new();
         for (user, rooms) in &self.direct {
             if self.is_own(user) || !user.starts_with('@') {
@@ -315,8 +440,9 @@ impl Session {
         })
     }
 
-    /// Looks up the profile names of contacts no member event names, once per session.
-    pub(super) async fn look_up_missing_names(&mut self) {
+    /// Looks up the profile names of contacts no member event names, once per session; false
+    /// if a look-up failed for a reason that may pass.
+    async fn look_up_missing_names(&mut self) -> bool {
         let missing: Vec<String> = self
             .direct
             .iter()
@@ -328,6 +454,7 @@ impl Session {
             })
             .map(|(user, _)| user.clone())
             .collect();
+        let mut all_done = true;
         for user in missing {
             match self.api.display_name(&user).await {
                 Ok(name) => {
@@ -340,9 +467,13 @@ impl Session {
                     debug!(%user, "no profile: {e}");
                     self.profiles.insert(user, None);
                 }
-                Err(e) => debug!(%user, "profile look-up failed: {e}"),
+                Err(e) => {
+                    debug!(%user, "profile look-up failed: {e}");
+                    all_done = false;
+                }
             }
         }
+        all_done
     }
 
     pub(super) fn next_txn(&mut self) -> String {
@@ -456,12 +587,34 @@ mod tests {
             Api::new(reqwest::Client::new(), base),
             "@pia:localhost".to_owned(),
         );
-        session.direct = parse_direct(&direct);
+        session.set_direct(parse_direct(&direct));
         session
     }
 
     fn sync(value: Value) -> SyncResponse {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[tokio::test]
+    async fn no_m_direct_is_an_absent_roster_and_an_empty_one_a_complete_one() {
+        let base = reqwest::Url::parse("http://127.0.0.1:1").unwrap();
+        let mut session = Session::new(
+            Api::new(reqwest::Client::new(), base),
+            "@pia:localhost".to_owned(),
+        );
+        session.absorb(sync(json!({"next_batch": "s1"})), false);
+        assert_eq!(session.refresh_roster().await, None);
+        assert!(matches!(session.roster(), Roster::Absent(_)));
+
+        // The first m.direct is news even when it lists nobody; the same again is not.
+        let empty = json!({"next_batch": "s2", "account_data": {"events": [
+            {"type": "m.direct", "content": {}},
+        ]}});
+        session.absorb(sync(empty.clone()), true);
+        assert_eq!(session.refresh_roster().await, Some(Vec::new()));
+        assert_eq!(session.roster(), Roster::Complete(Vec::new()));
+        session.absorb(sync(empty), true);
+        assert_eq!(session.refresh_roster().await, None);
     }
 
     #[test]

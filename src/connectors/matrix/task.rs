@@ -14,7 +14,7 @@ use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
 use super::session::{Invite, Member, Session, SYNC_TIMELINE};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage};
-use crate::domain::ids::Handle;
+use crate::domain::ids::{Handle, Protocol};
 
 /// Failed `/sync`s in a row retried before the session reports itself disconnected.
 const SYNC_RETRIES: u32 = 3;
@@ -87,7 +87,14 @@ impl Live {
 
     async fn serve(&mut self) -> End {
         let first_invites = std::mem::take(&mut self.session.first_invites);
-        if let Err(end) = self.after_sync(first_invites, Vec::new()).await {
+        // The first sync's invites, then every contact's presence once: offline until the
+        // server says otherwise.
+        let first = async {
+            self.after_sync(first_invites, Vec::new(), Vec::new())
+                .await?;
+            self.report_all_presence().await
+        };
+        if let Err(end) = first.await {
             return end;
         }
         let mut failures = 0;
@@ -105,7 +112,9 @@ impl Live {
                 Wake::Synced(Ok(sync)) => {
                     failures = 0;
                     let news = self.session.absorb(sync, true);
-                    let done = self.after_sync(news.invites, news.messages).await;
+                    let done = self
+                        .after_sync(news.invites, news.messages, news.presence)
+                        .await;
                     pending = self.next_sync(Duration::ZERO);
                     done
                 }
@@ -144,14 +153,21 @@ impl Live {
         })
     }
 
-    /// Accepts DM invites, then reports roster changes, presence and messages.
+    /// Accepts DM invites, then reports roster changes, the presence of the contacts among
+    /// `presence` (lower-case user ids) and messages.
     async fn after_sync(
         &mut self,
         invites: Vec<Invite>,
         messages: Vec<IncomingMessage>,
+        presence: Vec<String>,
     ) -> Result<(), End> {
         self.accept_invites(invites).await?;
         self.refresh_roster().await?;
+        for user in presence {
+            if let Ok(handle) = Handle::parse(Protocol::Matrix, &user) {
+                self.report_presence(handle).await?;
+            }
+        }
         for message in messages {
             self.emit(ConnectorEvent::Message(message)).await?;
         }
@@ -187,40 +203,54 @@ impl Live {
         }
     }
 
-    /// Reports the roster if it changed, then every contact's presence that changed (or was
-    /// never reported: contacts are offline until the server says otherwise).
+    /// Reports the roster if it changed, and then the presence of contacts it added.
     async fn refresh_roster(&mut self) -> Result<(), End> {
-        self.session.look_up_missing_names().await;
-        let roster = self.session.compute_roster();
-        if roster != self.session.roster {
-            self.session.roster = roster.clone();
-            self.emit(ConnectorEvent::RosterChanged(roster)).await?;
-        }
-        let roster = &self.session.roster;
-        self.reported
-            .retain(|handle, _| roster.iter().any(|entry| entry.handle == *handle));
-        let mut changes = Vec::new();
-        for entry in roster {
-            let now = self
-                .session
-                .seen
-                .get(entry.handle.as_str())
-                .cloned()
-                .unwrap_or((Availability::Offline, None));
-            if self.reported.get(&entry.handle) != Some(&now) {
-                self.reported.insert(entry.handle.clone(), now.clone());
-                changes.push((entry.handle.clone(), now));
-            }
-        }
-        for (handle, (availability, status)) in changes {
-            self.emit(ConnectorEvent::Presence {
-                handle,
-                availability,
-                status,
-            })
-            .await?;
+        let Some(roster) = self.session.refresh_roster().await else {
+            return Ok(());
+        };
+        self.emit(ConnectorEvent::RosterChanged(roster)).await?;
+        let session = &self.session;
+        self.reported.retain(|handle, _| session.is_contact(handle));
+        self.report_all_presence().await
+    }
+
+    /// Reports every contact's presence that changed, or was never reported: contacts are
+    /// offline until the server says otherwise.
+    async fn report_all_presence(&mut self) -> Result<(), End> {
+        let handles: Vec<Handle> = self
+            .session
+            .contacts()
+            .iter()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        for handle in handles {
+            self.report_presence(handle).await?;
         }
         Ok(())
+    }
+
+    /// Reports a contact's presence if it changed since last reported; others are not ours.
+    async fn report_presence(&mut self, handle: Handle) -> Result<(), End> {
+        if !self.session.is_contact(&handle) {
+            return Ok(());
+        }
+        let now = self
+            .session
+            .seen
+            .get(handle.as_str())
+            .cloned()
+            .unwrap_or((Availability::Offline, None));
+        if self.reported.get(&handle) == Some(&now) {
+            return Ok(());
+        }
+        self.reported.insert(handle.clone(), now.clone());
+        let (availability, status) = now;
+        self.emit(ConnectorEvent::Presence {
+            handle,
+            availability,
+            status,
+        })
+        .await
     }
 
     /// Sends one message and tells the sender how it went; only a revoked token ends the

@@ -10,7 +10,9 @@
 //! takes our writes: our own NIP-38 status ("online", with a NIP-40 expiration, refreshed while
 //! the session lasts, cleared on close) must be accepted with `OK true`. A relay that refuses it
 //! (or our queries) with an access prefix (`restricted:`, `auth-required:`, `blocked:`) fails
-//! the login with `AuthFailed`. Then the latest follow list (kind 3) is the roster.
+//! the login with `AuthFailed`. Then the latest follow list (kind 3) is the roster. A relay
+//! without one may just not have it (yet), so that is [`Roster::Absent`], not an empty roster,
+//! which only a follow list without `p` tags is.
 //!
 //! Presence mapping (NIP-38, kind 30315 with `d` = `general`): a contact's newest status with a
 //! non-empty content that has not expired (NIP-40 `expiration`) is [`Availability::Online`] with
@@ -32,6 +34,7 @@
 mod relay;
 mod session;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,7 +149,12 @@ impl Connector for NostrConnector {
             .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(relay = %address.url, handle = %login.handle, "nostr session online");
 
-        let roster = logged_in.roster.clone();
+        let roster = match &logged_in.follow_list {
+            Some(_) => Roster::Complete(logged_in.roster.clone()),
+            None => {
+                Roster::Absent("the relay has no follow list (kind 3) of the account".to_owned())
+            }
+        };
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (control, inbox) = TaskControl::new("nostr", OUTBOX_QUEUE, CLOSE_TIMEOUT);
         let session = Session::new(
@@ -159,7 +167,7 @@ impl Connector for NostrConnector {
         );
         control.attach(tokio::spawn(session.run()));
         Ok(LiveSession {
-            roster: Roster::Complete(roster),
+            roster,
             events,
             control: Arc::new(control),
             session_credential: None,
@@ -170,8 +178,9 @@ impl Connector for NostrConnector {
 /// What a successful login hands to the session.
 pub(super) struct LoggedIn {
     socket: Socket,
+    /// The contacts in `follow_list`; none without one.
     roster: Vec<RosterEntry>,
-    /// The follow list the roster came from, if the account has one.
+    /// The follow list the roster came from, if the relay has one.
     follow_list: Option<Box<Event>>,
     /// When our "online" status was dated; later ones must be newer.
     status_at: Timestamp,
@@ -407,6 +416,7 @@ fn status_event(keys: &Keys, content: &str, at: Timestamp) -> Result<Event, Conn
 /// as the display name. Ourselves and malformed keys are left out.
 fn roster_of(event: &Event, own: &PublicKey) -> Vec<RosterEntry> {
     let mut roster: Vec<RosterEntry> = Vec::new();
+    let mut listed: HashSet<PublicKey> = HashSet::new();
     for tag in event.tags.iter() {
         let fields = tag.as_slice();
         if fields.first().map(String::as_str) != Some("p") {
@@ -415,15 +425,12 @@ fn roster_of(event: &Event, own: &PublicKey) -> Vec<RosterEntry> {
         let Some(key) = fields.get(1).and_then(|raw| PublicKey::from_hex(raw).ok()) else {
             continue;
         };
-        if key == *own {
+        if key == *own || !listed.insert(key) {
             continue;
         }
         let Some(handle) = handle_of(&key) else {
             continue;
         };
-        if roster.iter().any(|entry| entry.handle == handle) {
-            continue;
-        }
         let display_name = fields
             .get(3)
             .map(|name| name.trim())

@@ -2,7 +2,7 @@
 //! into [`ConnectorEvent`]s, sends messages for the control side, keeps our status fresh and
 //! clears it on close.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -96,10 +96,15 @@ pub(super) struct Session {
     outbox: mpsc::Receiver<Outgoing>,
     /// Messages dated before this (less the margin) were sent before the session.
     started: Timestamp,
+    /// The newest follow list seen; `None` while the relay has none (the roster is unknown).
     follow_list: Option<Box<Event>>,
+    /// The contacts in follow-list order: what [`ConnectorEvent::RosterChanged`] reports.
     roster: Vec<RosterEntry>,
+    /// The same contacts by key, for everything that looks one up.
     contacts: HashMap<PublicKey, Handle>,
     statuses: HashMap<PublicKey, Status>,
+    /// When contacts' statuses expire, soonest first: a tick looks at those due only.
+    expiries: BTreeSet<(Timestamp, PublicKey)>,
     /// What was last reported per contact; absent until reported once.
     reported: HashMap<PublicKey, (Availability, Option<String>)>,
     /// Stored statuses are still coming (until the status subscription's EOSE).
@@ -139,6 +144,7 @@ impl Session {
             roster: Vec::new(),
             contacts: HashMap::new(),
             statuses: HashMap::new(),
+            expiries: BTreeSet::new(),
             reported: HashMap::new(),
             statuses_loading: false,
             messages_live: false,
@@ -226,7 +232,7 @@ impl Session {
             },
             FromRelay::Eose(subscription) if subscription == SUB_STATUS => {
                 self.statuses_loading = false;
-                self.report_presence().await
+                self.report_all().await
             }
             FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
                 self.messages_live = true;
@@ -291,8 +297,9 @@ impl Session {
             return Ok(());
         }
         let roster = roster_of(&event, &self.own);
-        self.follow_list = Some(event);
-        if roster == self.roster {
+        // The first list after none is news even when empty: the roster was unknown till now.
+        let known = self.follow_list.replace(event).is_some();
+        if known && roster == self.roster {
             return Ok(());
         }
         self.set_roster(roster.clone());
@@ -312,6 +319,8 @@ impl Session {
             .collect();
         self.statuses
             .retain(|key, _| self.contacts.contains_key(key));
+        self.expiries
+            .retain(|(_, key)| self.contacts.contains_key(key));
         self.reported
             .retain(|key, _| self.contacts.contains_key(key));
         self.roster = roster;
@@ -349,37 +358,68 @@ impl Session {
         {
             return Ok(());
         }
-        self.statuses.insert(event.pubkey, Status::of(event));
+        let status = Status::of(event);
+        let expires = status.expires;
+        if let Some(Status {
+            expires: Some(at), ..
+        }) = self.statuses.insert(event.pubkey, status)
+        {
+            self.expiries.remove(&(at, event.pubkey));
+        }
+        if let Some(at) = expires {
+            self.expiries.insert((at, event.pubkey));
+        }
         if self.statuses_loading {
             return Ok(());
         }
-        self.report_presence().await
+        self.report(event.pubkey).await
     }
 
     /// Reports every contact whose presence differs from what was last reported (all of them
-    /// the first time).
-    async fn report_presence(&mut self) -> Result<(), End> {
-        let now = Timestamp::now();
-        let mut changes = Vec::new();
-        for entry in &self.roster {
-            let Ok(key) = PublicKey::from_hex(entry.handle.as_str()) else {
-                continue;
-            };
-            let current = presence(self.statuses.get(&key), now);
-            if self.reported.get(&key) != Some(&current) {
-                changes.push((key, entry.handle.clone(), current));
-            }
-        }
-        for (key, handle, (availability, status)) in changes {
-            self.reported.insert(key, (availability, status.clone()));
-            self.emit(ConnectorEvent::Presence {
-                handle,
-                availability,
-                status,
-            })
-            .await?;
+    /// the first time): once the stored statuses are in.
+    async fn report_all(&mut self) -> Result<(), End> {
+        let keys: Vec<PublicKey> = self
+            .roster
+            .iter()
+            .filter_map(|entry| PublicKey::from_hex(entry.handle.as_str()).ok())
+            .collect();
+        for key in keys {
+            self.report(key).await?;
         }
         Ok(())
+    }
+
+    /// Reports the contacts whose status expired since the last look.
+    async fn report_expired(&mut self) -> Result<(), End> {
+        let now = Timestamp::now();
+        while let Some(&(at, key)) = self.expiries.first() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_first();
+            self.report(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports one contact's presence if it differs from what was last reported.
+    async fn report(&mut self, key: PublicKey) -> Result<(), End> {
+        let Some(handle) = self.contacts.get(&key) else {
+            return Ok(());
+        };
+        let current = presence(self.statuses.get(&key), Timestamp::now());
+        if self.reported.get(&key) == Some(&current) {
+            return Ok(());
+        }
+        let handle = handle.clone();
+        self.reported.insert(key, current.clone());
+        let (availability, status) = current;
+        self.emit(ConnectorEvent::Presence {
+            handle,
+            availability,
+            status,
+        })
+        .await
     }
 
     async fn on_gift_wrap(&mut self, event: &Event) -> Result<(), End> {
@@ -492,9 +532,8 @@ impl Session {
             self.next_status = now + STATUS_REFRESH;
             self.publish_status(ONLINE_STATUS).await?;
         }
-        // Statuses that expired since the last look.
         if !self.statuses_loading {
-            self.report_presence().await?;
+            self.report_expired().await?;
         }
         Ok(())
     }

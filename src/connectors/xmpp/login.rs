@@ -18,7 +18,7 @@ use tokio_xmpp::parsers::bind::{BindQuery, BindResponse};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Presence;
-use tokio_xmpp::parsers::roster::Roster;
+use tokio_xmpp::parsers::roster::Roster as RosterQuery;
 use tokio_xmpp::parsers::sasl::DefinedCondition as SaslCondition;
 use tokio_xmpp::parsers::starttls::{Nonza as StartTls, Request as StartTlsRequest};
 use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, ReceivedStreamError};
@@ -30,10 +30,10 @@ use tokio_xmpp::xmlstream::{
 use tokio_xmpp::Stanza;
 use tracing::debug;
 
-use super::stanza::{parse_result, roster_entry};
+use super::stanza::{parse_result, roster_of_answer};
 use super::Target;
 use crate::connectors::net::invalid;
-use crate::connectors::{ConnectorError, RosterEntry};
+use crate::connectors::{ConnectorError, Roster};
 use crate::secret::Secret;
 
 /// The XML stream over a buffered TCP connection, inside TLS or not.
@@ -52,7 +52,8 @@ const ROSTER_ID: &str = "switchboard-roster";
 /// What a successful login hands to the session.
 pub(super) struct LoggedIn {
     pub(super) stream: Stream,
-    pub(super) roster: Vec<RosterEntry>,
+    /// Absent when the server's answer held no readable roster.
+    pub(super) roster: Roster,
     /// Stanzas that arrived while waiting for the bind and roster answers.
     pub(super) backlog: VecDeque<Stanza>,
 }
@@ -128,20 +129,18 @@ pub(super) async fn log_in(
     .ok_or_else(|| ConnectorError::Protocol("empty answer to resource binding".to_owned()))?;
     debug!(jid = %bound.jid, "xmpp resource bound");
 
-    let query = Roster {
+    // No version: the answer must be the whole roster (RFC 6121 §2.6), or it tells nothing.
+    let query = RosterQuery {
         ver: None,
         items: Vec::new(),
     };
     send_stanza(&mut stream, Iq::from_get(ROSTER_ID, query).into())
         .await
         .map_err(login_io_error)?;
-    let roster: Option<Roster> = parse_result(
-        await_answer(&mut stream, ROSTER_ID, &mut backlog).await?,
-        "the roster request",
-    )?;
-    let roster = roster
-        .map(|roster| roster.items.iter().filter_map(roster_entry).collect())
-        .unwrap_or_default();
+    let roster = roster_of_answer(await_answer(&mut stream, ROSTER_ID, &mut backlog).await?);
+    if let Roster::Absent(reason) = &roster {
+        debug!(%reason, "xmpp roster not read");
+    }
 
     // Initial presence last: only now does the server send contacts' presence to us.
     send_stanza(&mut stream, Presence::available().into())

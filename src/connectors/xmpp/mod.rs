@@ -16,6 +16,12 @@
 //! offer STARTTLS (or whose offer an attacker on the path stripped) is logged into in the clear,
 //! where SASL PLAIN (the password itself on the wire) is refused except on loopback; SCRAM never
 //! sends the password.
+//!
+//! Roster: an answer to our roster request without a readable `<query/>` (RFC 6121 allows one
+//! for roster versioning, but we send no version, so it tells nothing), or a refusal, is
+//! [`Roster::Absent`](super::Roster::Absent): an empty list would make every contact depart.
+//! Pushes then show only part of the list, so they are not reported as
+//! [`ConnectorEvent::RosterChanged`].
 
 mod login;
 mod session;
@@ -36,7 +42,7 @@ use super::task::TaskControl;
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
-use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, Roster};
+use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession};
 use crate::domain::ids::Protocol;
 use login::{log_in, LoggedIn};
 use session::{Session, CLOSE_TIMEOUT};
@@ -128,7 +134,7 @@ impl Connector for XmppConnector {
         );
         control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {
-            roster: Roster::Complete(roster),
+            roster,
             events,
             control: Arc::new(control),
             session_credential: None,

@@ -13,7 +13,7 @@ use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
-use tokio_xmpp::parsers::roster::{Item, Roster};
+use tokio_xmpp::parsers::roster::{Item, Roster as RosterQuery};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStreamElement};
 use tokio_xmpp::Stanza;
@@ -23,7 +23,7 @@ use super::login::{send_stanza, Stream};
 use super::stanza::{availability, error_reply, result_reply, roster_entry, status_text};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, Roster, RosterEntry,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -53,6 +53,71 @@ impl ContactPresence {
     }
 }
 
+/// The roster in the server's order, indexed by handle: a presence or a pushed item finds its
+/// contact in O(1), an addition or removal costs O(log n); only a whole list to report walks it.
+#[derive(Default)]
+struct Contacts {
+    /// Handle → (place in `order`, name).
+    by_handle: HashMap<Handle, (u64, Option<String>)>,
+    /// The handles in the order the server listed them, later additions last.
+    order: BTreeMap<u64, Handle>,
+    next_place: u64,
+}
+
+impl Contacts {
+    fn new(entries: Vec<RosterEntry>) -> Self {
+        let mut contacts = Self::default();
+        for entry in entries {
+            contacts.upsert(entry);
+        }
+        contacts
+    }
+
+    fn contains(&self, handle: &Handle) -> bool {
+        self.by_handle.contains_key(handle)
+    }
+
+    /// Adds a contact at the end, or renames it in place; true if it was new.
+    fn upsert(&mut self, entry: RosterEntry) -> bool {
+        if let Some((_, name)) = self.by_handle.get_mut(&entry.handle) {
+            *name = entry.display_name;
+            return false;
+        }
+        let place = self.next_place;
+        self.next_place += 1;
+        self.order.insert(place, entry.handle.clone());
+        self.by_handle
+            .insert(entry.handle, (place, entry.display_name));
+        true
+    }
+
+    /// True if it was a contact.
+    fn remove(&mut self, handle: &Handle) -> bool {
+        match self.by_handle.remove(handle) {
+            Some((place, _)) => {
+                self.order.remove(&place);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &Handle> {
+        self.order.values()
+    }
+
+    /// The whole list, in order.
+    fn entries(&self) -> Vec<RosterEntry> {
+        self.order
+            .values()
+            .map(|handle| RosterEntry {
+                handle: handle.clone(),
+                display_name: self.by_handle[handle].1.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Why a session ends.
 enum End {
     /// Closed or dropped by Switchboard: say goodbye, report nothing.
@@ -70,7 +135,12 @@ pub(super) struct Session {
     stop: mpsc::Receiver<()>,
     /// Messages to send, each with where to say how it went.
     outbox: mpsc::Receiver<Outgoing>,
-    roster: Vec<RosterEntry>,
+    /// The contacts known: the whole roster when `roster_complete`, else only those pushed
+    /// since login.
+    roster: Contacts,
+    /// The login read the roster. Without it a push shows part of the list only, which must
+    /// not be reported as the whole list.
+    roster_complete: bool,
     presence: HashMap<Handle, ContactPresence>,
     pings: u64,
 }
@@ -82,8 +152,12 @@ impl Session {
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
-        roster: Vec<RosterEntry>,
+        roster: Roster,
     ) -> Self {
+        let (roster, roster_complete) = match roster {
+            Roster::Complete(entries) => (Contacts::new(entries), true),
+            Roster::Absent(_) => (Contacts::default(), false),
+        };
         Self {
             stream,
             own,
@@ -91,6 +165,7 @@ impl Session {
             stop,
             outbox,
             roster,
+            roster_complete,
             presence: HashMap::new(),
             pings: 0,
         }
@@ -105,7 +180,8 @@ impl Session {
             }
         }
         if end.is_ok() {
-            end = self.report_silent_contacts().await;
+            let everyone: Vec<Handle> = self.roster.handles().cloned().collect();
+            end = self.report_silent_contacts(everyone).await;
         }
         while end.is_ok() {
             end = tokio::select! {
@@ -242,7 +318,7 @@ impl Session {
             return Ok(());
         };
         // Only contacts: directed presence from strangers or rooms is not ours to report.
-        if !self.roster.iter().any(|entry| entry.handle == handle) {
+        if !self.roster.contains(&handle) {
             debug!(%bare, "ignoring presence from outside the roster");
             return Ok(());
         }
@@ -300,13 +376,17 @@ impl Session {
                         .send(error_reply(from, id, DefinedCondition::Forbidden))
                         .await;
                 }
-                match Roster::try_from(payload) {
+                match RosterQuery::try_from(payload) {
                     Ok(push) => {
                         self.send(result_reply(from, id)).await?;
-                        self.apply_roster_push(&push.items);
-                        self.emit(ConnectorEvent::RosterChanged(self.roster.clone()))
-                            .await?;
-                        self.report_silent_contacts().await
+                        let added = self.apply_roster_push(&push.items);
+                        if self.roster_complete {
+                            self.emit(ConnectorEvent::RosterChanged(self.roster.entries()))
+                                .await?;
+                        } else {
+                            debug!("roster push while the roster is unknown: not reported");
+                        }
+                        self.report_silent_contacts(added).await
                     }
                     Err(_) => {
                         self.send(error_reply(from, id, DefinedCondition::BadRequest))
@@ -327,28 +407,24 @@ impl Session {
         }
     }
 
-    /// Reports every contact in the roster that no presence has been reported for yet as
-    /// offline: right after login, and for contacts a roster push adds. A contact is offline
+    /// Reports the `contacts` that no presence has been reported for yet as offline: the whole
+    /// roster right after login, and the contacts a roster push adds. A contact is offline
     /// until its presence says otherwise (RFC 6121 §4.3), but servers differ in whether they say
     /// so: for an offline contact we are subscribed to, the server only SHOULD answer our
     /// login's presence probe with `unavailable` (§4.3.2; Prosody does, ejabberd does not), and
     /// for a contact without a subscription nothing is ever sent. Reporting it here gives every
     /// contact a presence on every server; one that is online follows within moments.
-    async fn report_silent_contacts(&mut self) -> Result<(), End> {
+    async fn report_silent_contacts(&mut self, contacts: Vec<Handle>) -> Result<(), End> {
         let own = Handle::parse(Protocol::Xmpp, self.own.as_str()).ok();
-        let silent: Vec<Handle> = self
-            .roster
-            .iter()
-            .map(|entry| &entry.handle)
-            .filter(|handle| Some(*handle) != own.as_ref())
-            .filter(|handle| {
-                self.presence
-                    .get(*handle)
-                    .is_none_or(|contact| contact.reported.is_none())
-            })
-            .cloned()
-            .collect();
-        for handle in silent {
+        for handle in contacts {
+            let silent = Some(&handle) != own.as_ref()
+                && self
+                    .presence
+                    .get(&handle)
+                    .is_none_or(|contact| contact.reported.is_none());
+            if !silent {
+                continue;
+            }
             let contact = self.presence.entry(handle.clone()).or_default();
             let (availability, status) = contact.summary();
             contact.reported = Some((availability, status.clone()));
@@ -366,22 +442,27 @@ impl Session {
         from.is_none_or(|from| from.to_bare() == self.own)
     }
 
-    fn apply_roster_push(&mut self, items: &[Item]) {
+    /// Applies a roster push; returns the contacts it added.
+    fn apply_roster_push(&mut self, items: &[Item]) -> Vec<Handle> {
+        let mut added = Vec::new();
         for item in items {
             let Ok(handle) = Handle::parse(Protocol::Xmpp, item.jid.as_str()) else {
                 continue;
             };
-            let position = self.roster.iter().position(|entry| entry.handle == handle);
-            match (roster_entry(item), position) {
-                (Some(entry), Some(at)) => self.roster[at] = entry,
-                (Some(entry), None) => self.roster.push(entry),
-                (None, Some(at)) => {
-                    self.roster.remove(at);
-                    self.presence.remove(&handle);
+            match roster_entry(item) {
+                Some(entry) => {
+                    if self.roster.upsert(entry) {
+                        added.push(handle);
+                    }
                 }
-                (None, None) => {}
+                None => {
+                    if self.roster.remove(&handle) {
+                        self.presence.remove(&handle);
+                    }
+                }
             }
         }
+        added
     }
 
     /// Answers the server's end of the stream with ours; the outcome no longer matters.
@@ -427,6 +508,39 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn contacts_keep_the_server_order_and_are_found_by_handle() {
+        let entry = |jid: &str, name: Option<&str>| RosterEntry {
+            handle: Handle::parse(Protocol::Xmpp, jid).unwrap(),
+            display_name: name.map(str::to_owned),
+        };
+        let mut contacts = Contacts::new(vec![
+            entry("cid@example.org", None),
+            entry("ben@example.org", Some("Ben")),
+            entry("cid@example.org", Some("Cid")),
+        ]);
+        assert_eq!(
+            contacts.entries(),
+            [
+                entry("cid@example.org", Some("Cid")),
+                entry("ben@example.org", Some("Ben"))
+            ]
+        );
+        assert!(contacts.upsert(entry("ann@example.org", None)));
+        assert!(!contacts.upsert(entry("ben@example.org", Some("Benny"))));
+        assert!(contacts.remove(&entry("cid@example.org", None).handle));
+        assert!(!contacts.remove(&entry("cid@example.org", None).handle));
+        assert!(contacts.contains(&entry("ann@example.org", None).handle));
+        assert!(!contacts.contains(&entry("cid@example.org", None).handle));
+        assert_eq!(
+            contacts.entries(),
+            [
+                entry("ben@example.org", Some("Benny")),
+                entry("ann@example.org", None)
+            ]
+        );
+    }
 
     #[test]
     fn the_most_available_resource_wins() {

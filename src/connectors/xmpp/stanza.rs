@@ -7,12 +7,12 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Lang;
 use tokio_xmpp::parsers::presence::Show;
-use tokio_xmpp::parsers::roster::{Item, Subscription};
+use tokio_xmpp::parsers::roster::{Item, Roster as RosterQuery, Subscription};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::Stanza;
 use tracing::warn;
 
-use crate::connectors::{Availability, ConnectorError, RosterEntry};
+use crate::connectors::{Availability, ConnectorError, Roster, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 
 /// The typed payload of an IQ result, or the error the server gave for `what`.
@@ -35,6 +35,35 @@ pub(super) fn parse_result<T: TryFrom<Element>>(
         Iq::Get { .. } | Iq::Set { .. } => Err(ConnectorError::Protocol(format!(
             "unexpected request in answer to {what}"
         ))),
+    }
+}
+
+/// What the answer to our roster request says about the contact list. Only a readable
+/// `<query/>` is the whole list; an answer without one, a refusal or an unreadable payload tells
+/// nothing, and an empty `Complete` in their place would make every contact depart.
+pub(super) fn roster_of_answer(iq: Iq) -> Roster {
+    match iq {
+        Iq::Result {
+            payload: Some(payload),
+            ..
+        } => match RosterQuery::try_from(payload) {
+            Ok(query) => Roster::Complete(query.items.iter().filter_map(roster_entry).collect()),
+            Err(_) => {
+                Roster::Absent("the server's answer to the roster request is unreadable".to_owned())
+            }
+        },
+        // RFC 6121 §2.6.3: "no roster changes since your version". We sent no version, so
+        // there is nothing it could be relative to.
+        Iq::Result { payload: None, .. } => {
+            Roster::Absent("the server answered the roster request without a roster".to_owned())
+        }
+        Iq::Error { error, .. } => Roster::Absent(format!(
+            "the server refused the roster request: {:?}",
+            error.defined_condition
+        )),
+        Iq::Get { .. } | Iq::Set { .. } => {
+            Roster::Absent("the server answered the roster request with a request".to_owned())
+        }
     }
 }
 
@@ -176,5 +205,58 @@ mod tests {
             roster_entry(&item("dave@example.org", None, Subscription::Remove)),
             None
         );
+    }
+
+    #[test]
+    fn only_a_readable_roster_answer_is_a_complete_roster() {
+        let result = |payload: Option<&str>| Iq::Result {
+            from: None,
+            to: None,
+            id: "switchboard-roster".to_owned(),
+            payload: payload.map(|xml| xml.parse::<Element>().unwrap()),
+        };
+        assert_eq!(
+            roster_of_answer(result(Some("<query xmlns='jabber:iq:roster'/>"))),
+            Roster::Complete(Vec::new())
+        );
+        assert_eq!(
+            roster_of_answer(result(Some(
+                "<query xmlns='jabber:iq:roster'>\
+                 <item jid='ben@example.org' name='Ben' subscription='both'/>\
+                 <item jid='cid@example.org' subscription='remove'/></query>"
+            ))),
+            Roster::Complete(vec![RosterEntry {
+                handle: Handle::parse(Protocol::Xmpp, "ben@example.org").unwrap(),
+                display_name: Some("Ben".to_owned()),
+            }])
+        );
+        // No payload (roster versioning's "nothing new"), another payload, a refusal: nothing
+        // is known, which is not an empty roster.
+        for answer in [
+            result(None),
+            result(Some("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>")),
+            error_answer(DefinedCondition::ServiceUnavailable),
+        ] {
+            assert!(
+                matches!(roster_of_answer(answer.clone()), Roster::Absent(_)),
+                "{answer:?}"
+            );
+        }
+    }
+
+    fn error_answer(condition: DefinedCondition) -> Iq {
+        Iq::Error {
+            from: None,
+            to: None,
+            id: "switchboard-roster".to_owned(),
+            error: StanzaError {
+                type_: ErrorType::Cancel,
+                by: None,
+                defined_condition: condition,
+                texts: BTreeMap::new(),
+                other: None,
+            },
+            payload: None,
+        }
     }
 }
