@@ -71,7 +71,7 @@ pub fn diff(from: &ContactList, to: &ContactList) -> ContactsDiff {
         }
     }
     for (id, then) in &before {
-        if listed(then) && !after.get(id).is_some_and(|c| listed(&c)) {
+        if listed(then) && !after.get(id).is_some_and(listed) {
             result.removed.push(
                 after
                     .get(id)
