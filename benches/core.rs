@@ -31,7 +31,6 @@ use switchboard::domain::ids::{
 use switchboard::domain::user::{BoundAccount, MetaContactState, UserEvent};
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
-use switchboard::store::embedded::EmbeddedPostgres;
 use switchboard::store::sessions::SessionStore;
 use switchboard::store::vault::MasterKey;
 
@@ -313,23 +312,7 @@ async fn main() {
     }
     let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&temp).unwrap();
-    let (admin_url, embedded) = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let pg = EmbeddedPostgres::start(&temp)
-                .await
-                .expect("a private PostgreSQL for the bench");
-            (pg.database_url(), Some(pg))
-        }
-    };
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{db}");
+    let (url, embedded) = common::fresh_database(&temp).await;
 
     let settings = Settings {
         database_url: Some(Secret::new(url.clone())),
@@ -436,11 +419,7 @@ async fn main() {
     assert!(total >= 100_000, "replayed {total} events");
 
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    common::drop_database(&url).await;
     if let Some(pg) = embedded {
         pg.stop().await.unwrap();
     }

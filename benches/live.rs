@@ -225,19 +225,13 @@ async fn main() {
         println!("live bench: run it with scripts/bench-live.sh (skipped under cargo test)");
         return;
     }
-    let admin_url = env("SWITCHBOARD_TEST_DATABASE_URL");
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{db}");
+    // The live bench needs the test servers anyway (scripts/bench-live.sh starts them).
+    env("SWITCHBOARD_TEST_DATABASE_URL");
     let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&temp).unwrap();
+    let (url, _) = common::fresh_database(&temp).await;
     let mut settings = Settings {
-        database_url: Some(Secret::new(url)),
+        database_url: Some(Secret::new(url.clone())),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: temp,
         master_key: Some(Secret::new(MasterKey::generate().to_base64())),
@@ -270,8 +264,5 @@ async fn main() {
     }
     let _ = stop.send(true);
     server.await.unwrap().unwrap();
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    common::drop_database(&url).await;
 }

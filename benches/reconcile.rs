@@ -29,7 +29,6 @@ use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserName}
 use switchboard::domain::user::{BoundAccount, RosterItem, User, UserCommand, UserEvent};
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
-use switchboard::store::embedded::EmbeddedPostgres;
 use switchboard::store::vault::MasterKey;
 
 fn handle(raw: &str) -> Handle {
@@ -233,24 +232,9 @@ async fn main() {
 
     let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&temp).unwrap();
-    let (admin_url, _embedded) = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let pg = EmbeddedPostgres::start(&temp)
-                .await
-                .expect("a private PostgreSQL for the bench");
-            (pg.database_url(), Some(pg))
-        }
-    };
-    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let (url, embedded) = common::fresh_database(&temp).await;
     let settings = Settings {
-        database_url: Some(Secret::new(format!("{base}/{db}"))),
+        database_url: Some(Secret::new(url.clone())),
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: temp.clone(),
         master_key: Some(Secret::new(MasterKey::generate().to_base64())),
@@ -282,9 +266,7 @@ async fn main() {
         .to_owned();
     println!("## First import until the list shows it (bindAccount, whole path)\n");
     println!("| roster | bindAccount answered | events written |\n| --- | --- | --- |");
-    let pool = sqlx::PgPool::connect(&format!("{base}/{db}"))
-        .await
-        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
     for n in [10_000usize, 100_000] {
         let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(&pool)
@@ -309,5 +291,10 @@ async fn main() {
     }
     let _ = stop.send(true);
     let _ = server.await;
+    pool.close().await;
+    common::drop_database(&url).await;
+    if let Some(pg) = embedded {
+        pg.stop().await.unwrap();
+    }
     let _ = std::fs::remove_dir_all(&temp);
 }

@@ -10,6 +10,7 @@
 //! tests use a scripted server for the failure paths a real server will not produce on demand.
 
 mod common;
+use common::xmpp_client::set_roster_item as edit_roster;
 use common::{complete, env};
 
 use std::time::{Duration, Instant};
@@ -23,14 +24,12 @@ use switchboard::connectors::{
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 use tokio::sync::mpsc;
-use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show};
-use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+use tokio_xmpp::parsers::roster::Subscription;
+use tokio_xmpp::{Client, Event, Stanza};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -132,46 +131,7 @@ fn presence_of(who: &str, availability: Availability) -> impl Fn(&ConnectorEvent
 
 /// A plain tokio-xmpp client, online, for driving the other side of a test.
 async fn raw_client(server: &str, user: &str) -> Client {
-    let jid = BareJid::new(&format!("{user}@localhost")).unwrap();
-    let mut client = Client::new_plaintext(
-        jid,
-        format!("{user}-pw-7Q"),
-        DnsConfig::addr(server),
-        Timeouts::tight(),
-    );
-    tokio::time::timeout(LOGIN_TIMEOUT, async {
-        while let Some(event) = client.next().await {
-            if event.is_online() {
-                return;
-            }
-        }
-        panic!("{user}'s raw client ended before going online");
-    })
-    .await
-    .expect("raw client login timed out");
-    client
-}
-
-/// Adds a roster item (or removes it, with `Subscription::Remove`) the way the user's other
-/// client would; the server pushes the change to every session of the account.
-async fn edit_roster(editor: &mut Client, jid: &str, name: &str, subscription: Subscription) {
-    let roster = Roster {
-        ver: None,
-        items: vec![Item {
-            jid: BareJid::new(jid).unwrap(),
-            name: Some(name.to_owned()).filter(|name| !name.is_empty()),
-            subscription,
-            ask: Default::default(),
-            groups: Vec::new(),
-            approved: None,
-        }],
-    };
-    let answer = editor
-        .send_iq(None, IqRequest::Set(roster.into()))
-        .await
-        .await
-        .unwrap();
-    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+    common::xmpp_client::raw_client(server, user, &format!("{user}-pw-7Q")).await
 }
 
 async fn set_presence(client: &mut Client, show: Show, status: &str) {

@@ -1,6 +1,48 @@
-//! What both benchmarks share (`mod common;`): a GraphQL client for the server under test.
+//! What the benchmarks share (`mod common;`): a fresh database and a GraphQL client for the
+//! server under test.
+
+#![allow(dead_code)] // each bench uses a part
+
+use std::path::Path;
 
 use serde_json::{json, Value};
+use switchboard::store::embedded::EmbeddedPostgres;
+
+/// A fresh database for one run, on the server of `SWITCHBOARD_TEST_DATABASE_URL` when set,
+/// else on a private PostgreSQL in `temp` (returned: it runs while kept). Its URL first.
+pub async fn fresh_database(temp: &Path) -> (String, Option<EmbeddedPostgres>) {
+    let (admin_url, embedded) = match std::env::var("SWITCHBOARD_TEST_DATABASE_URL") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let pg = EmbeddedPostgres::start(temp)
+                .await
+                .expect("a private PostgreSQL for the bench");
+            (pg.database_url(), Some(pg))
+        }
+    };
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let db = format!("sb_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    (format!("{base}/{db}"), embedded)
+}
+
+/// Drops a database [`fresh_database`] made.
+pub async fn drop_database(url: &str) {
+    let (base, db) = url.rsplit_once('/').unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+}
 
 pub struct Bench {
     /// `http://ADDRESS/graphql`.

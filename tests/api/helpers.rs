@@ -62,6 +62,25 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A transaction on `url`, left open after `statements`, holding a transaction id (so it holds
+/// the cluster's snapshot xmin back) and no writing lock on `events`.
+pub async fn open_transaction(
+    url: &str,
+    statements: &[&str],
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pool = PgPool::connect(url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    let own: Option<String> = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(own.is_some(), "the transaction has an id");
+    tx
+}
+
 pub fn test_settings(database_url: &str) -> Settings {
     Settings {
         database_url: Some(Secret::new(database_url)),
@@ -358,16 +377,24 @@ pub async fn send(socket: &mut Socket, message: Value) {
 }
 
 pub async fn next(socket: &mut Socket) -> Value {
+    next_within(socket, Duration::from_secs(10))
+        .await
+        .expect("a message within 10 s")
+}
+
+/// The next message other than ping/pong, if one comes within `wait`.
+pub async fn next_within(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        let message = tokio::time::timeout_at(deadline, socket.next())
             .await
-            .expect("a message within 10 s")
+            .ok()?
             .expect("socket open")
             .expect("no socket error");
         if let Message::Text(text) = message {
             let value: Value = serde_json::from_str(&text).unwrap();
             if value["type"] != "ping" && value["type"] != "pong" {
-                return value;
+                return Some(value);
             }
         }
     }

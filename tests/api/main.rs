@@ -1,5 +1,7 @@
 //! Integration tests against real PostgreSQL and real Prosody (started by scripts/test.sh).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod crash;
 mod embedded;
 mod errors;

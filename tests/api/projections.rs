@@ -8,7 +8,7 @@ use switchboard::projections::history::HistoryProjection;
 use switchboard::projections::runner::catch_up;
 use switchboard::store::event_store::upcasters;
 
-use crate::helpers::fresh_database;
+use crate::helpers::{fresh_database, open_transaction};
 
 async fn insert_registration(conn: &mut sqlx::PgConnection, name: &str) -> i64 {
     let user_name = UserName::parse(name).unwrap();
@@ -109,25 +109,6 @@ async fn a_failing_batch_leaves_the_checkpoint_where_it_was() {
     pool.close().await;
 }
 
-/// An open transaction that holds a transaction id and took `events`' writing lock in no way.
-async fn open_writer_elsewhere(
-    url: &str,
-    statements: &[&str],
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let pool = PgPool::connect(url).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for statement in statements {
-        sqlx::query(statement).execute(&mut *tx).await.unwrap();
-    }
-    // It has a transaction id now, so it holds the cluster's snapshot xmin back.
-    let own: Option<String> = sqlx::query_scalar("SELECT pg_current_xact_id_if_assigned()::text")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert!(own.is_some());
-    tx
-}
-
 #[tokio::test]
 async fn transactions_that_cannot_write_events_do_not_hold_the_reader_back() {
     let url = fresh_database().await;
@@ -141,7 +122,7 @@ async fn transactions_that_cannot_write_events_do_not_hold_the_reader_back() {
 
     // One open writer in another database of the same cluster, one in this database writing a
     // table that is not `events`, one only reading `events`.
-    let other_database = open_writer_elsewhere(
+    let other_database = open_transaction(
         &fresh_database().await,
         &[
             "CREATE TABLE batch_job (n int)",
@@ -149,8 +130,8 @@ async fn transactions_that_cannot_write_events_do_not_hold_the_reader_back() {
         ],
     )
     .await;
-    let same_database = open_writer_elsewhere(&url, &["INSERT INTO unrelated VALUES (1)"]).await;
-    let reader = open_writer_elsewhere(
+    let same_database = open_transaction(&url, &["INSERT INTO unrelated VALUES (1)"]).await;
+    let reader = open_transaction(
         &url,
         &[
             "SELECT count(*) FROM events",

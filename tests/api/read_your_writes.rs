@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sqlx::PgPool;
 
 use crate::helpers::*;
 
@@ -28,19 +27,6 @@ async fn alice_with_a_meta_contact(app: &TestApp) -> (String, String) {
         .unwrap()
         .to_owned();
     (token, meta)
-}
-
-/// A transaction left open after `statements`, holding a transaction id.
-async fn open_transaction(
-    url: &str,
-    statements: &[&str],
-) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let pool = PgPool::connect(url).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for statement in statements {
-        sqlx::query(statement).execute(&mut *tx).await.unwrap();
-    }
-    tx
 }
 
 #[tokio::test]

@@ -4,14 +4,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::jid::BareJid;
-use tokio_xmpp::parsers::roster::{Item, Roster, Subscription};
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, IqRequest, IqResponse};
+use tokio_xmpp::parsers::roster::Subscription;
 
+use crate::common::xmpp_client::{raw_client, set_roster_item};
 use crate::helpers::*;
 
 const CONTACTS_WITH_DORMANCY: &str = "query { contacts {
@@ -180,55 +176,13 @@ fn fresh_spare_user(spare: &SpareProsody) -> String {
     user
 }
 
-/// The user's other XMPP client, editing the roster on the server.
-async fn roster_editor(server: &str, user: &str) -> Client {
-    let jid = BareJid::new(&format!("{user}@localhost")).unwrap();
-    let mut client = Client::new_plaintext(
-        jid,
-        xmpp_password(user),
-        DnsConfig::addr(server),
-        Timeouts::tight(),
-    );
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(event) = client.next().await {
-            if event.is_online() {
-                return;
-            }
-        }
-        panic!("the editor's client ended before going online");
-    })
-    .await
-    .expect("the editor logs in");
-    client
-}
-
-async fn set_roster_item(editor: &mut Client, jid: &str, name: &str, subscription: Subscription) {
-    let roster = Roster {
-        ver: None,
-        items: vec![Item {
-            jid: BareJid::new(jid).unwrap(),
-            name: Some(name.to_owned()).filter(|name| !name.is_empty()),
-            subscription,
-            ask: Default::default(),
-            groups: Vec::new(),
-            approved: None,
-        }],
-    };
-    let answer = editor
-        .send_iq(None, IqRequest::Set(roster.into()))
-        .await
-        .await
-        .unwrap();
-    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
-}
-
 #[tokio::test]
 async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     let _spare_turn = SPARE.lock().await;
     let mut spare = SpareProsody::new();
     let owner = fresh_spare_user(&spare);
     spare.start().await;
-    let mut editor = roster_editor(&spare.server, &owner).await;
+    let mut editor = raw_client(&spare.server, &owner, &xmpp_password(&owner)).await;
     set_roster_item(&mut editor, "zed@localhost", "Zed", Subscription::None).await;
     set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
 
