@@ -271,9 +271,8 @@ impl Switchboard {
 /// An account's contacts as a connector's watch list (networks without a server roster).
 pub(super) fn watch_list(state: &User, account: AccountId) -> Vec<RosterEntry> {
     state
-        .contacts()
-        .values()
-        .filter(|c| c.account_id == account)
+        .contacts_of(account)
+        .filter(|c| c.is_listed())
         .map(|c| RosterEntry {
             handle: c.handle.clone(),
             display_name: c.display_name.clone(),

@@ -318,3 +318,29 @@ impl ConnectorRegistry {
             .ok_or(ConnectorError::Unsupported(protocol))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The domain decides from the protocol whether an account's contacts come back with a new
+    /// binding or with its first roster sync; the connectors must agree with it.
+    #[test]
+    fn every_connectors_roster_source_agrees_with_the_domain() {
+        let registry = ConnectorRegistry::with_builtin(&ConnectorOptions::default()).unwrap();
+        for protocol in [
+            Protocol::Xmpp,
+            Protocol::Irc,
+            Protocol::Matrix,
+            Protocol::Nostr,
+        ] {
+            if let Ok(connector) = registry.get(protocol) {
+                assert_eq!(
+                    connector.roster_source() == RosterSource::Server,
+                    protocol.has_server_roster(),
+                    "{protocol}"
+                );
+            }
+        }
+    }
+}

@@ -234,6 +234,12 @@ impl Protocol {
     fn folds_case(self) -> bool {
         matches!(self, Protocol::Xmpp | Protocol::Matrix)
     }
+
+    /// Whether the network's server keeps the contact list (XMPP roster, Matrix `m.direct`,
+    /// Nostr follow list). IRC keeps none: an IRC account's contacts are the user's own list.
+    pub fn has_server_roster(self) -> bool {
+        !matches!(self, Protocol::Irc)
+    }
 }
 
 impl fmt::Display for Protocol {

@@ -277,6 +277,37 @@ impl User {
         events
     }
 
+    /// The contacts of a rebound account that left because it was unbound, back in place.
+    fn returns_after_unbinding(&self, account_id: AccountId) -> Vec<UserEvent> {
+        self.account_contacts
+            .get(&account_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let contact = self.contacts.get(id)?;
+                let left_with_account = contact
+                    .departure
+                    .is_some_and(|d| d.reason == DepartureReason::AccountUnbound);
+                left_with_account.then(|| UserEvent::RosterContactReturned {
+                    contact_id: *id,
+                    account_id,
+                    handle: contact.handle.clone(),
+                    display_name: contact.display_name.clone(),
+                    meta_contact_id: contact.meta_contact,
+                })
+            })
+            .collect()
+    }
+
+    /// The contacts of an account (departed ones included).
+    pub fn contacts_of(&self, account_id: AccountId) -> impl Iterator<Item = &ContactState> {
+        self.account_contacts
+            .get(&account_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.contacts.get(id))
+    }
+
     /// Departures of the account's listed contacts that `leaves` picks.
     fn departures(
         &self,
@@ -600,7 +631,13 @@ impl User {
             }
             UserCommand::BindAccount(account) => {
                 self.check_new_account(&account)?;
-                Ok(vec![UserEvent::AccountBound(bound(account))])
+                let mut events = vec![UserEvent::AccountBound(bound(account.clone()))];
+                // Where no server keeps the list, the user's own contacts of the account come
+                // back with it; elsewhere its first roster sync brings them back.
+                if !account.protocol.has_server_roster() {
+                    events.extend(self.returns_after_unbinding(account.account_id));
+                }
+                Ok(events)
             }
             UserCommand::UnbindAccount { account_id } => {
                 if !self.accounts.contains_key(&account_id) {

@@ -363,3 +363,45 @@ async fn a_newly_bound_accounts_contacts_are_matched_in_its_first_import() {
     );
     assert_eq!(suggestion.2, 70);
 }
+
+#[tokio::test]
+async fn an_irc_account_bound_again_brings_its_hand_made_list_back() {
+    let history = with(
+        carol_on_xmpp(),
+        [
+            irc_added("cj", "Carol Jones"),
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta(1),
+                name: name("Carol"),
+                contact_ids: MetaContactState::new(
+                    name("Carol"),
+                    [irc_contact("cj"), contact(&account(1), "carol@localhost")],
+                )
+                .members,
+            },
+            UserEvent::RosterContactDeparted {
+                contact_id: irc_contact("cj"),
+                account_id: irc().account_id,
+                reason: DepartureReason::AccountUnbound,
+                meta_contact_id: Some(meta(1)),
+            },
+            UserEvent::AccountUnbound {
+                account_id: irc().account_id,
+            },
+        ],
+    );
+    fixture()
+        .given(history)
+        .when_async(UserCommand::BindAccount(irc()))
+        .await
+        .then_expect_events(vec![
+            bound(&irc()),
+            UserEvent::RosterContactReturned {
+                contact_id: irc_contact("cj"),
+                account_id: irc().account_id,
+                handle: Handle::parse(Protocol::Irc, "cj").unwrap(),
+                display_name: Some("Carol Jones".into()),
+                meta_contact_id: Some(meta(1)),
+            },
+        ]);
+}
