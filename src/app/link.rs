@@ -22,6 +22,9 @@ pub(super) struct AccountLink {
     pub(super) user: UserId,
     pub(super) account: AccountId,
     pub(super) roster_source: RosterSource,
+    /// The login (or binding) that started the supervisor: its reconciliations carry this id,
+    /// so the login report can find them.
+    pub(super) login_id: Uuid,
 }
 
 impl AccountLink {
@@ -103,7 +106,7 @@ impl AccountHost for AccountLink {
                 self.user,
                 self.account,
                 session.roster.clone(),
-                Uuid::now_v7(),
+                self.login_id,
             )
             .await
             .map_err(retry)?;

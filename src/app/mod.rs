@@ -10,6 +10,7 @@ pub mod live;
 mod matching;
 pub mod password;
 mod reads;
+mod reports;
 mod session;
 mod supervision;
 
@@ -38,6 +39,7 @@ use crate::store::vault::Vault;
 
 pub use error::AppError;
 use live::LiveConnections;
+pub use reports::{AccountReport, LoginReport};
 
 /// The presence of contact handles, by account and handle.
 pub type PresenceMap = HashMap<(AccountId, Handle), Presence>;
@@ -96,6 +98,8 @@ pub struct ReceivedMessage {
 #[derive(Debug)]
 pub struct LoginResult {
     pub token: String,
+    /// This login's id: its accounts' reconciliations carry it (see `login_report`).
+    pub login_id: Uuid,
     pub user_id: UserId,
     pub user_name: String,
     /// Every bound account with its connection status at the time of the answer.

@@ -85,6 +85,7 @@ impl Switchboard {
             return Err(e);
         }
         let token = self.sessions.create(user).await?;
+        self.sessions.record_login(user, request_id).await?;
         let held = self.hold_lease(user).await?;
         for (account, session) in live {
             if let Err(e) = self.adopt(user, &account, session, request_id, held).await {
@@ -95,6 +96,7 @@ impl Switchboard {
         self.settle(user, sequence).await?;
         Ok(LoginResult {
             token,
+            login_id: request_id,
             user_id: user,
             user_name: user_name.to_string(),
             accounts: self.accounts(user).await?,
@@ -108,7 +110,7 @@ impl Switchboard {
         self: &Arc<Self>,
         user_name: &str,
         password: Secret,
-        _request_id: Uuid,
+        request_id: Uuid,
     ) -> Result<LoginResult, AppError> {
         let refused = || AppError::Unauthenticated;
         let user_name = UserName::parse(user_name).map_err(|_| refused())?;
@@ -124,6 +126,8 @@ impl Switchboard {
             return Err(refused());
         };
         let token = self.sessions.create(user_id).await?;
+        // The login's id is its request's: its accounts' reconciliations carry it.
+        self.sessions.record_login(user_id, request_id).await?;
         if self.hold_lease(user_id).await? {
             for state in user.accounts() {
                 let account = &state.account;
@@ -145,13 +149,20 @@ impl Switchboard {
                     .set_status(self.leases.node(), user_id, account.account_id, &status)
                     .await?;
                 if state == LinkState::Connecting {
-                    self.supervise(user_id, account.account_id, account.protocol, None)
-                        .await?;
+                    self.supervise(
+                        user_id,
+                        account.account_id,
+                        account.protocol,
+                        None,
+                        request_id,
+                    )
+                    .await?;
                 }
             }
         }
         Ok(LoginResult {
             token,
+            login_id: request_id,
             user_id,
             user_name: registration.user_name.to_string(),
             accounts: self.accounts(user_id).await?,

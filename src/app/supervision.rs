@@ -36,6 +36,7 @@ impl Switchboard {
         account: AccountId,
         protocol: Protocol,
         session: Option<LiveSession>,
+        login_id: Uuid,
     ) -> Result<(), AppError> {
         let connector = self.connectors.get(protocol)?;
         let link = Arc::new(AccountLink {
@@ -43,6 +44,7 @@ impl Switchboard {
             user,
             account,
             roster_source: connector.roster_source(),
+            login_id,
         });
         let supervisor = Supervisor::start(connector, link, self.settings.supervisor, session);
         self.live.attach(user, account, supervisor).await;
@@ -109,8 +111,14 @@ impl Switchboard {
             self.live_views
                 .set_status(self.leases.node(), user, account.account_id, &online)
                 .await?;
-            self.supervise(user, account.account_id, account.protocol, Some(session))
-                .await?;
+            self.supervise(
+                user,
+                account.account_id,
+                account.protocol,
+                Some(session),
+                request_id,
+            )
+            .await?;
         } else {
             session.disconnect().await;
         }

@@ -43,6 +43,7 @@ fn request_id(ctx: &Context<'_>) -> Uuid {
 fn auth_payload(result: crate::app::LoginResult) -> AuthPayload {
     AuthPayload {
         token: result.token,
+        login_id: ID(result.login_id.to_string()),
         user: User::new(result.user_id, result.user_name),
         accounts: result.accounts.into_iter().map(Into::into).collect(),
     }

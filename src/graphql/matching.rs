@@ -23,7 +23,7 @@ pub enum EvidenceKind {
 }
 
 /// Why Switchboard thinks two contacts are one person.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct MatchEvidence {
     pub kind: EvidenceKind,
     /// The value that matched (normalised).
@@ -50,7 +50,7 @@ impl From<&Evidence> for MatchEvidence {
 }
 
 /// A contact that looks like a person already on the list.
-#[derive(SimpleObject, Clone, Debug)]
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
 pub struct MatchSuggestion {
     /// Give it to `acceptMatch` or `rejectMatch`.
     pub id: ID,

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod contacts;
 pub mod diff;
 pub mod matching;
+pub mod reports;
 pub mod subscriptions;
 pub mod types;
 
@@ -24,6 +25,7 @@ pub struct Query(
     contacts::ContactQuery,
     diff::DiffQuery,
     matching::MatchQuery,
+    reports::ReportQuery,
 );
 
 #[derive(MergedObject, Default)]

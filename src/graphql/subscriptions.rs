@@ -7,6 +7,7 @@ use async_graphql::{Context, MergedSubscription, Subscription, ID};
 use futures::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::reports::AccountLoginReport;
 use super::types::{
     meta_contact_presence, protocol_of, Account, ContactList, HistoryEntry, Presence,
     PresenceChange,
@@ -210,6 +211,33 @@ impl LiveSubscription {
                     .await?
                     .into_iter()
                     .map(Account::from)
+                    .collect())
+            },
+        )
+        .await
+    }
+
+    /// The latest login's report, one account at a time, each time that account's part
+    /// changes: its reconciliation coming in as it comes online, or its status.
+    async fn login_report_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = AccountLoginReport>> {
+        let (app, caller) = caller(ctx).await?;
+        let user = caller.user;
+        changes_of(
+            app,
+            user,
+            &[live::STATUS, history::NAME],
+            |r: &AccountLoginReport| r.account_id.clone(),
+            move |app| async move {
+                Ok(app
+                    .login_report(user, None)
+                    .await?
+                    .map(|report| report.accounts)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(AccountLoginReport::from)
                     .collect())
             },
         )

@@ -184,6 +184,8 @@ impl From<StatusView> for AccountStatus {
 #[derive(SimpleObject)]
 pub struct AuthPayload {
     pub token: String,
+    /// This login's id, for `loginReport(loginId:)`.
+    pub login_id: ID,
     pub user: User,
     pub accounts: Vec<Account>,
 }

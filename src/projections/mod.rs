@@ -6,6 +6,7 @@ pub mod diff;
 pub mod history;
 pub mod horizon;
 pub mod live;
+pub mod login_report;
 pub mod notify;
 pub mod runner;
 

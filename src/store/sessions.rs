@@ -2,15 +2,25 @@
 //! is stored, so a leaked table does not log anyone in.
 
 use base64::Engine;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
+use uuid::Uuid;
 
 use crate::domain::ids::UserId;
 
 /// How long a session lasts without a new login.
 pub const SESSION_TTL_DAYS: i64 = 30;
+
+/// One login of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRecord {
+    pub login_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// When the user logged in before it, if ever.
+    pub previous_at: Option<DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone)]
 pub struct SessionStore {
@@ -49,6 +59,46 @@ impl SessionStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| r.try_get("user_id").map(UserId)).transpose()
+    }
+
+    /// Records a login under `login_id`; the reconciliation of its accounts carries that id.
+    pub async fn record_login(&self, user: UserId, login_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO logins (login_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(login_id)
+        .bind(user.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A login of the user (the latest when `login_id` is `None`), with its time and the time
+    /// of the login before it.
+    pub async fn login(
+        &self,
+        user: UserId,
+        login_id: Option<Uuid>,
+    ) -> Result<Option<LoginRecord>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT l.login_id, l.at, \
+                    (SELECT max(p.at) FROM logins p WHERE p.user_id = l.user_id AND p.at < l.at) AS previous \
+               FROM logins l \
+              WHERE l.user_id = $1 AND ($2::uuid IS NULL OR l.login_id = $2) \
+              ORDER BY l.at DESC LIMIT 1",
+        )
+        .bind(user.0)
+        .bind(login_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(LoginRecord {
+                login_id: r.try_get("login_id")?,
+                at: r.try_get("at")?,
+                previous_at: r.try_get("previous")?,
+            })
+        })
+        .transpose()
     }
 
     /// Ends one session; returns whether it existed.

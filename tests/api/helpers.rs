@@ -219,7 +219,7 @@ impl TestApp {
         self.gql(
             None,
             "mutation($u: String!) { login(userName: $u, password: \"correct horse battery\") {
-               token accounts { handle server protocol status { state } } } }",
+               token loginId accounts { handle server protocol status { state } } } }",
             json!({ "u": user }),
         )
         .await

@@ -68,6 +68,34 @@ fn single<'a>(list: &'a Value, handle: &str) -> Option<&'a Value> {
         .find(|c| c["handle"] == handle)
 }
 
+/// The one account's part of a login's report.
+async fn login_report(app: &TestApp, token: &str, login: &str) -> Value {
+    let report = app
+        .gql(
+            Some(token),
+            "query($l: ID) { loginReport(loginId: $l) { loginId accounts { reconciled
+               added { handle } removedUpstream { handle } removedByUnbinding { handle }
+               renamed { handle previousName } restored { handle } } } }",
+            json!({ "l": login }),
+        )
+        .await;
+    let report = report.data()["loginReport"].clone();
+    assert_eq!(report["loginId"], login);
+    assert_eq!(report["accounts"].as_array().unwrap().len(), 1, "{report}");
+    report["accounts"][0].clone()
+}
+
+fn handles(contacts: &Value) -> Vec<String> {
+    let mut handles: Vec<String> = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["handle"].as_str().unwrap().to_owned())
+        .collect();
+    handles.sort();
+    handles
+}
+
 const MERGE: &str = "mutation($name: String!, $ids: [ID!]!) {
   mergeContacts(name: $name, contactIds: $ids) { metaContactId } }";
 
@@ -247,6 +275,15 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     assert_eq!(single(&after, "xena@localhost").unwrap()["isNew"], true);
     assert_eq!(meta_named(&after, "Pals")["name"], "Pals");
 
+    // The login's report says so, for the account.
+    let report = login_report(&app, &token, login["loginId"].as_str().unwrap()).await;
+    assert_eq!(report["reconciled"], true, "{report}");
+    assert_eq!(handles(&report["added"]), ["xena@localhost"]);
+    assert_eq!(handles(&report["restored"]), ["yan@localhost"]);
+    for empty in ["removedUpstream", "removedByUnbinding", "renamed"] {
+        assert_eq!(report[empty], json!([]), "{empty}: {report}");
+    }
+
     // The diff between the two logins holds exactly what changed upstream in between.
     let diff = app
         .gql(
@@ -284,6 +321,17 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     app.wait_for_account(&token, &format!("{owner}@localhost"), "ONLINE")
         .await;
     assert_eq!(app.event_count().await, events, "no change, no event");
+    let report = login_report(&app, &token, login["loginId"].as_str().unwrap()).await;
+    assert_eq!(report["reconciled"], true, "{report}");
+    for empty in [
+        "added",
+        "removedUpstream",
+        "removedByUnbinding",
+        "renamed",
+        "restored",
+    ] {
+        assert_eq!(report[empty], json!([]), "{empty}: {report}");
+    }
 
     // New until seen.
     let seen = app
@@ -345,6 +393,57 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     set_roster_item(&mut editor, "xena@localhost", "", Subscription::Remove).await;
     set_roster_item(&mut editor, "zed@localhost", "", Subscription::Remove).await;
     let _ = editor.send_end().await;
+    app.stop().await;
+    spare.kill();
+}
+
+#[tokio::test]
+async fn the_login_report_is_pushed_as_accounts_come_online() {
+    let _spare_turn = SPARE.lock().await;
+    let mut spare = SpareProsody::new();
+    let owner = fresh_spare_user(&spare);
+    spare.start().await;
+    let app = spawn_app().await;
+    let token = app.register("vic", json!([spare.account(&owner)])).await;
+    app.logout(&token).await;
+    // The server is down at login: the account cannot come online before the client listens.
+    spare.kill();
+    let login = app.login("vic").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    let mut socket = open_socket(&app, &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "r", "type": "subscribe", "payload": { "query":
+            "subscription { loginReportUpdated { accountId reconciled account { handle status { state } } added { handle } } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    spare.start().await;
+    loop {
+        let message = next(&mut socket).await;
+        let part = &message["payload"]["data"]["loginReportUpdated"];
+        assert_eq!(
+            part["account"]["handle"],
+            format!("{owner}@localhost"),
+            "{message}"
+        );
+        if part["reconciled"] == true {
+            assert_eq!(part["account"]["status"]["state"], "ONLINE");
+            assert_eq!(part["added"], json!([]), "nothing new upstream");
+            break;
+        }
+    }
+    let report = app
+        .gql(
+            Some(&token),
+            "query($l: ID) { loginReport(loginId: $l) { accounts { reconciled } } }",
+            json!({ "l": login["loginId"] }),
+        )
+        .await;
+    assert_eq!(
+        report.data()["loginReport"]["accounts"][0]["reconciled"],
+        true
+    );
     app.stop().await;
     spare.kill();
 }
