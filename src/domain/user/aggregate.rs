@@ -994,6 +994,15 @@ impl User {
         if !contact_is_new {
             self.free_contact(contact_id)?;
         }
+        // The other contact may have joined a meta-contact since the suggestion: join that.
+        let target = match target {
+            MatchTarget::Contact(other) => self
+                .contacts
+                .get(&other)
+                .and_then(|c| c.meta_contact)
+                .map_or(target, MatchTarget::MetaContact),
+            meta => meta,
+        };
         match target {
             MatchTarget::MetaContact(meta) => Ok(UserEvent::ContactAddedToMetaContact {
                 meta_contact_id: meta,

@@ -405,3 +405,46 @@ async fn an_irc_account_bound_again_brings_its_hand_made_list_back() {
             },
         ]);
 }
+
+#[tokio::test]
+async fn accepting_a_match_whose_contact_joined_a_meta_contact_since_joins_that_one() {
+    let carol = contact(&account(1), "carol@localhost");
+    let b = account(2);
+    let carol_b = contact(&b, "carol@elsewhere");
+    let history = with(
+        carol_on_xmpp(),
+        [
+            irc_added("cj", "Carol Jones"),
+            carol_suggested(),
+            bound(&b),
+            named(&b, "carol@elsewhere", "Carol"),
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta(2),
+                name: name("Carol"),
+                contact_ids: MetaContactState::new(name("Carol"), [carol, carol_b]).members,
+            },
+        ],
+    );
+    let target = MatchTarget::Contact(carol);
+    fixture()
+        .given(history)
+        .when_async(UserCommand::AcceptMatch {
+            contact_id: irc_contact("cj"),
+            target,
+            meta_contact_id: meta(3),
+            name: None,
+        })
+        .await
+        .then_expect_events(vec![
+            UserEvent::MatchAccepted {
+                contact_id: irc_contact("cj"),
+                target,
+                automatic: false,
+            },
+            UserEvent::ContactAddedToMetaContact {
+                meta_contact_id: meta(2),
+                contact_id: irc_contact("cj"),
+                before: MetaContactState::new(name("Carol"), [carol, carol_b]),
+            },
+        ]);
+}
