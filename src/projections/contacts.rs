@@ -231,6 +231,59 @@ fn departure_reason_from_name(name: &str) -> Option<DepartureReason> {
     .find(|r| departure_reason_name(*r) == name)
 }
 
+/// Inserts the contacts a run of `RosterContactAdded` events adds, in one statement.
+async fn insert_added(conn: &mut PgConnection, run: &[&StoredEvent]) -> Result<(), sqlx::Error> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let mut users = Vec::with_capacity(run.len());
+    let mut contacts = Vec::with_capacity(run.len());
+    let mut accounts = Vec::with_capacity(run.len());
+    let mut handles = Vec::with_capacity(run.len());
+    let mut names = Vec::with_capacity(run.len());
+    let mut new = Vec::with_capacity(run.len());
+    let mut added_at = Vec::with_capacity(run.len());
+    for event in run {
+        if let UserEvent::RosterContactAdded {
+            contact_id,
+            account_id,
+            handle,
+            display_name,
+            is_new,
+        } = &event.event
+        {
+            users.push(event.user_id.0);
+            contacts.push(contact_id.0);
+            accounts.push(account_id.0);
+            handles.push(handle.as_str());
+            names.push(display_name.as_deref());
+            new.push(*is_new);
+            added_at.push(event.recorded_at);
+        }
+    }
+    sqlx::query(
+        "INSERT INTO contact_view (user_id, contact_id, account_id, protocol, handle, \
+           display_name, meta_contact_id, is_new, added_at) \
+         SELECT r.user_id, r.contact_id, r.account_id, a.protocol, r.handle, r.display_name, NULL, \
+                r.is_new, r.added_at \
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bool[], \
+                       $7::timestamptz[]) \
+                AS r(user_id, contact_id, account_id, handle, display_name, is_new, added_at) \
+           JOIN account_view a ON a.user_id = r.user_id AND a.account_id = r.account_id \
+         ON CONFLICT (user_id, contact_id) DO NOTHING",
+    )
+    .bind(&users)
+    .bind(&contacts)
+    .bind(&accounts)
+    .bind(&handles)
+    .bind(&names)
+    .bind(&new)
+    .bind(&added_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Keeps the account and contact views.
 pub struct ContactsProjection;
 
@@ -303,6 +356,26 @@ async fn apply_change(
 impl Projection for ContactsProjection {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Runs of added contacts (a roster import is thousands of them) go in one statement each;
+    /// every other event is applied alone, in order.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<(), sqlx::Error> {
+        let mut run: Vec<&StoredEvent> = Vec::new();
+        for event in events {
+            if matches!(event.event, UserEvent::RosterContactAdded { .. }) {
+                run.push(event);
+                continue;
+            }
+            insert_added(conn, &run).await?;
+            run.clear();
+            self.apply(conn, event).await?;
+        }
+        insert_added(conn, &run).await
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
