@@ -22,8 +22,7 @@ use common::Bench;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::{
-    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, Roster, RosterEntry,
-    SessionControl,
+    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, RosterEntry,
 };
 use switchboard::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
@@ -39,16 +38,6 @@ const PASSWORD: &str = "bench password 1";
 /// A network where every login works and the roster has four people.
 struct Synthetic;
 
-struct Idle;
-
-#[async_trait]
-impl SessionControl for Idle {
-    async fn close(&self) {}
-    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Connector for Synthetic {
     fn protocol(&self) -> Protocol {
@@ -63,13 +52,7 @@ impl Connector for Synthetic {
                 display_name: None,
             })
             .collect();
-        let (_tx, events) = tokio::sync::mpsc::channel(1);
-        Ok(LiveSession {
-            roster: Roster::Complete(roster),
-            events,
-            control: std::sync::Arc::new(Idle),
-            session_credential: None,
-        })
+        Ok(common::synthetic_session(roster))
     }
 }
 

@@ -22,8 +22,7 @@ use cqrs_es::Aggregate;
 use serde_json::json;
 use switchboard::config::Settings;
 use switchboard::connectors::{
-    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, Roster, RosterEntry,
-    SessionControl,
+    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, RosterEntry,
 };
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserName};
 use switchboard::domain::user::{BoundAccount, RosterItem, User, UserCommand, UserEvent};
@@ -170,16 +169,6 @@ fn decisions(n: usize) -> Duration {
 /// A network whose roster size is in the handle: `n10000@bench` lists 10,000 contacts.
 struct Big;
 
-struct Idle;
-
-#[async_trait]
-impl SessionControl for Idle {
-    async fn close(&self) {}
-    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl Connector for Big {
     fn protocol(&self) -> Protocol {
@@ -205,13 +194,7 @@ impl Connector for Big {
                 display_name: Some(format!("Contact {i}")),
             })
             .collect();
-        let (_tx, events) = tokio::sync::mpsc::channel(1);
-        Ok(LiveSession {
-            roster: Roster::Complete(roster),
-            events,
-            control: Arc::new(Idle),
-            session_credential: None,
-        })
+        Ok(common::synthetic_session(roster))
     }
 }
 

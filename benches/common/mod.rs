@@ -4,9 +4,35 @@
 #![allow(dead_code)] // each bench uses a part
 
 use std::path::Path;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
+use switchboard::connectors::{ConnectorError, LiveSession, Roster, RosterEntry, SessionControl};
+use switchboard::domain::ids::Handle;
 use switchboard::store::embedded::EmbeddedPostgres;
+
+/// A synthetic network's session: sends nothing anywhere, never ends.
+struct Idle;
+
+#[async_trait]
+impl SessionControl for Idle {
+    async fn close(&self) {}
+    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+/// A logged-in synthetic session with this roster.
+pub fn synthetic_session(roster: Vec<RosterEntry>) -> LiveSession {
+    let (_tx, events) = tokio::sync::mpsc::channel(1);
+    LiveSession {
+        roster: Roster::Complete(roster),
+        events,
+        control: Arc::new(Idle),
+        session_credential: None,
+    }
+}
 
 /// A fresh database for one run, on the server of `SWITCHBOARD_TEST_DATABASE_URL` when set,
 /// else on a private PostgreSQL in `temp` (returned: it runs while kept). Its URL first.
