@@ -18,8 +18,10 @@
 //! before it gets its id (the `INSERT`'s lock is taken when it is planned, the id when its first
 //! row is written) and keeps it until it ends, so X either never wrote events or had ended before
 //! the lock table was read: then its rows are visible. The one way to break that order is a
-//! transaction that writes another table first and events afterwards; the `events_first_write`
-//! trigger refuses exactly that (see `migrations/0005_events_writer_order.sql`).
+//! transaction that gets its id before it writes events: it wrote another table first, or locked
+//! rows (`SELECT … FOR UPDATE` takes an id too). The `events_first_write` trigger refuses any
+//! insert into events by a transaction that already has an id and no events of its own (see
+//! `migrations/0005_events_writer_order.sql`).
 //!
 //! `pg_locks` reports 32-bit transaction ids; [`widen`] puts them in the epoch of the
 //! snapshot's 64-bit `xmax`.
