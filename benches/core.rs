@@ -28,10 +28,8 @@ use switchboard::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId, UserName,
 };
 use switchboard::domain::user::{BoundAccount, MetaContactState, UserEvent};
-use switchboard::secret::Secret;
 use switchboard::startup::Application;
 use switchboard::store::sessions::SessionStore;
-use switchboard::store::vault::MasterKey;
 
 const PASSWORD: &str = "bench password 1";
 
@@ -293,17 +291,12 @@ async fn main() {
         println!("core bench: run it with `cargo bench --bench core` (skipped under cargo test)");
         return;
     }
-    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&temp).unwrap();
+    let temp = common::temp_folder();
     let (url, embedded) = common::fresh_database(&temp).await;
 
     let settings = Settings {
-        database_url: Some(Secret::new(url.clone())),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: temp.clone(),
-        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
         max_db_connections: 48,
-        ..Settings::default()
+        ..common::settings(&url, &temp)
     };
     let mut registry = ConnectorRegistry::default();
     registry.register(Arc::new(Synthetic));

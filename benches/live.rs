@@ -24,7 +24,6 @@ use switchboard::connectors::{AccountLogin, Connector, Credential};
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
-use switchboard::store::vault::MasterKey;
 
 const PASSWORD: &str = "bench password 1";
 const ROUNDS: usize = 7;
@@ -227,16 +226,11 @@ async fn main() {
     }
     // The live bench needs the test servers anyway (scripts/bench-live.sh starts them).
     env("SWITCHBOARD_TEST_DATABASE_URL");
-    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&temp).unwrap();
+    let temp = common::temp_folder();
     let (url, _) = common::fresh_database(&temp).await;
     let mut settings = Settings {
-        database_url: Some(Secret::new(url.clone())),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: temp,
-        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
         max_db_connections: 16,
-        ..Settings::default()
+        ..common::settings(&url, &temp)
     };
     if let Ok(ca) = std::env::var("SWITCHBOARD_EXTRA_CA_FILE") {
         settings.extra_ca_file = Some(ca.into());

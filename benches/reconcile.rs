@@ -26,9 +26,7 @@ use switchboard::connectors::{
 };
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserName};
 use switchboard::domain::user::{BoundAccount, RosterItem, User, UserCommand, UserEvent};
-use switchboard::secret::Secret;
 use switchboard::startup::Application;
-use switchboard::store::vault::MasterKey;
 
 fn handle(raw: &str) -> Handle {
     Handle::parse(Protocol::Xmpp, raw).unwrap()
@@ -213,16 +211,11 @@ async fn main() {
         hundred.as_secs_f64() / ten.as_secs_f64()
     );
 
-    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&temp).unwrap();
+    let temp = common::temp_folder();
     let (url, embedded) = common::fresh_database(&temp).await;
     let settings = Settings {
-        database_url: Some(Secret::new(url.clone())),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: temp.clone(),
-        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
         view_wait: Duration::from_secs(600),
-        ..Settings::default()
+        ..common::settings(&url, &temp)
     };
     let mut registry = ConnectorRegistry::default();
     registry.register(Arc::new(Big));

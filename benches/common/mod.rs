@@ -3,14 +3,17 @@
 
 #![allow(dead_code)] // each bench uses a part
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
+use switchboard::config::Settings;
 use switchboard::connectors::{ConnectorError, LiveSession, Roster, RosterEntry, SessionControl};
 use switchboard::domain::ids::Handle;
+use switchboard::secret::Secret;
 use switchboard::store::embedded::EmbeddedPostgres;
+use switchboard::store::vault::MasterKey;
 
 /// A synthetic network's session: sends nothing anywhere, never ends.
 struct Idle;
@@ -31,6 +34,24 @@ pub fn synthetic_session(roster: Vec<RosterEntry>) -> LiveSession {
         events,
         control: Arc::new(Idle),
         session_credential: None,
+    }
+}
+
+/// A new temporary folder for one run.
+pub fn temp_folder() -> PathBuf {
+    let temp = std::env::temp_dir().join(format!("switchboard-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&temp).unwrap();
+    temp
+}
+
+/// A server on a free loopback port over the database at `url`, with a new master key.
+pub fn settings(url: &str, data_dir: &Path) -> Settings {
+    Settings {
+        database_url: Some(Secret::new(url.to_owned())),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        master_key: Some(Secret::new(MasterKey::generate().to_base64())),
+        ..Settings::default()
     }
 }
 

@@ -1,5 +1,7 @@
 //! Reads: user name, accounts, contact list (now or at an instant), presence, messages, history.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
@@ -10,6 +12,7 @@ use crate::projections::contacts::{self, ContactList};
 use crate::projections::diff::{diff, ContactsDiff};
 use crate::projections::history::{self, HistoryEntry, HistoryFilter};
 use crate::projections::live::AccountStatus;
+use crate::store::event_store::StoredEvent;
 
 impl Switchboard {
     pub async fn user_name(&self, user: UserId) -> Result<String, AppError> {
@@ -52,37 +55,49 @@ impl Switchboard {
         let Some(as_of) = as_of else {
             return Ok(ContactList::load(&self.pool, user).await?);
         };
-        let events = self
-            .store
-            .read_stream_as_of(user, as_of)
-            .await
-            .map_err(AppError::internal)?;
-        let mut state = User::default();
-        let mut times = std::collections::HashMap::with_capacity(events.len());
-        for stored in events {
-            times.insert(stored.sequence, stored.recorded_at);
-            cqrs_es::Aggregate::apply(&mut state, stored.event);
-        }
-        Ok(ContactList::from_user(&state, |sequence| {
-            times.get(&sequence).copied()
-        }))
+        let events = self.stream_as_of(user, as_of).await?;
+        let mut past = PastList::default();
+        past.replay(&events);
+        Ok(past.list())
     }
 
-    /// What changed in the list from `from` to `to` (default: now), both replayed from the
-    /// user's events, so the two sides follow the same rules.
+    /// What changed in the list from `from` to `to`: one read of the stream up to `to`,
+    /// replayed through the same aggregate code, with the list taken at both instants.
     pub async fn contacts_diff(
         &self,
         user: UserId,
         from: DateTime<Utc>,
-        to: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
     ) -> Result<ContactsDiff, AppError> {
-        let to = to.unwrap_or_else(Utc::now);
         if to < from {
             return Err(AppError::BadInput("to: must not be before from".into()));
         }
-        let before = self.contacts(user, Some(from)).await?;
-        let after = self.contacts(user, Some(to)).await?;
-        Ok(diff(&before, &after))
+        let events = self.stream_as_of(user, to).await?;
+        // The stream's prefix as of `from`: up to its last event recorded by then, as
+        // `read_stream_as_of` cuts it.
+        let cut = events
+            .iter()
+            .filter(|e| e.recorded_at <= from)
+            .map(|e| e.sequence)
+            .max()
+            .unwrap_or(0);
+        let (early, late) = events.split_at(events.partition_point(|e| e.sequence <= cut));
+        let mut past = PastList::default();
+        past.replay(early);
+        let before = past.list();
+        past.replay(late);
+        Ok(diff(&before, &past.list()))
+    }
+
+    async fn stream_as_of(
+        &self,
+        user: UserId,
+        as_of: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>, AppError> {
+        self.store
+            .read_stream_as_of(user, as_of)
+            .await
+            .map_err(AppError::internal)
     }
 
     /// The known presence of the contacts of the user's online accounts.
@@ -110,5 +125,26 @@ impl Switchboard {
             }
         }
         Ok(history::page(&self.pool, user, filter, before, limit).await?)
+    }
+}
+
+/// The aggregate's state folded from stored events, with the time of each, for lists as they
+/// were (departures need their time).
+#[derive(Default)]
+struct PastList {
+    state: User,
+    times: HashMap<usize, DateTime<Utc>>,
+}
+
+impl PastList {
+    fn replay(&mut self, events: &[StoredEvent]) {
+        for stored in events {
+            self.times.insert(stored.sequence, stored.recorded_at);
+            cqrs_es::Aggregate::apply(&mut self.state, stored.event.clone());
+        }
+    }
+
+    fn list(&self) -> ContactList {
+        ContactList::from_user(&self.state, |sequence| self.times.get(&sequence).copied())
     }
 }

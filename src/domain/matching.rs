@@ -292,8 +292,9 @@ impl MatchIndex {
                 );
             }
         }
-        for name in names_of(new) {
-            for other in hits(&self.by_name, &name) {
+        let names: Vec<String> = names_of(new).collect();
+        for name in &names {
+            for other in hits(&self.by_name, name) {
                 note(other, Evidence::SameName { name: name.clone() });
             }
         }
@@ -307,7 +308,7 @@ impl MatchIndex {
                 );
             }
         }
-        for name in names_of(new) {
+        for name in names {
             for meta in self.meta_by_name.get(&name).into_iter().flatten() {
                 let target = MatchTarget::MetaContact(*meta);
                 if new.meta_contact.map(|(own, _)| own) != Some(*meta) {

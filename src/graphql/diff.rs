@@ -107,7 +107,7 @@ impl DiffQuery {
     ) -> async_graphql::Result<ContactsDiff> {
         let (app, caller) = caller(ctx).await?;
         let end = to.unwrap_or_else(Utc::now);
-        let d = api(app.contacts_diff(caller.user, from, Some(end)).await)?;
+        let d = api(app.contacts_diff(caller.user, from, end).await)?;
         Ok(ContactsDiff::new(d, from, end))
     }
 }

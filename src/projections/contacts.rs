@@ -416,30 +416,7 @@ impl Projection for ContactsProjection {
                     .execute(conn)
                     .await?;
             }
-            UserEvent::RosterContactAdded {
-                contact_id,
-                account_id,
-                handle,
-                display_name,
-                is_new,
-            } => {
-                sqlx::query(
-                    "INSERT INTO contact_view (user_id, contact_id, account_id, protocol, handle, \
-                       display_name, meta_contact_id, is_new, added_at) \
-                     SELECT $1, $2, $3, a.protocol, $4, $5, NULL, $6, $7 FROM account_view a \
-                      WHERE a.user_id = $1 AND a.account_id = $3 \
-                     ON CONFLICT (user_id, contact_id) DO NOTHING",
-                )
-                .bind(user)
-                .bind(contact_id.0)
-                .bind(account_id.0)
-                .bind(handle.as_str())
-                .bind(display_name)
-                .bind(is_new)
-                .bind(event.recorded_at)
-                .execute(conn)
-                .await?;
-            }
+            UserEvent::RosterContactAdded { .. } => insert_added(conn, &[event]).await?,
             UserEvent::RosterContactRemoved {
                 contact_id,
                 left_meta_contact,

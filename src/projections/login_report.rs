@@ -51,12 +51,13 @@ pub async fn changes(
     at: DateTime<Utc>,
 ) -> Result<BTreeMap<AccountId, AccountChanges>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT details FROM history_view \
-          WHERE user_id = $1 AND (request_id = $2 \
-             OR (kind = 'RosterContactDeparted' AND recorded_at <= $4 \
-                 AND ($3::timestamptz IS NULL OR recorded_at > $3) \
-                 AND details -> 'RosterContactDeparted' ->> 'reason' = 'ACCOUNT_UNBOUND')) \
-          ORDER BY position",
+        "SELECT position, details FROM history_view WHERE user_id = $1 AND request_id = $2 \
+         UNION \
+         SELECT position, details FROM history_view \
+          WHERE user_id = $1 AND kind = 'RosterContactDeparted' AND recorded_at <= $4 \
+            AND ($3::timestamptz IS NULL OR recorded_at > $3) \
+            AND details -> 'RosterContactDeparted' ->> 'reason' = 'ACCOUNT_UNBOUND' \
+         ORDER BY position",
     )
     .bind(user.0)
     .bind(login_id.to_string())
@@ -80,17 +81,23 @@ pub async fn changes(
         }
     };
     let mut report: BTreeMap<AccountId, AccountChanges> = BTreeMap::new();
+    // A suggestion names only its contact: the account is the one that added it, earlier in
+    // the same commit.
+    let mut added_to: HashMap<ContactId, AccountId> = HashMap::new();
     for event in &events {
         match event {
             UserEvent::RosterContactAdded {
                 contact_id,
                 account_id,
                 ..
-            } => report
-                .entry(*account_id)
-                .or_default()
-                .added
-                .push(contact(contact_id, None)),
+            } => {
+                added_to.insert(*contact_id, *account_id);
+                report
+                    .entry(*account_id)
+                    .or_default()
+                    .added
+                    .push(contact(contact_id, None))
+            }
             UserEvent::RosterContactDeparted {
                 contact_id,
                 account_id,
@@ -129,7 +136,7 @@ pub async fn changes(
                 score,
                 evidence,
             } => {
-                if let Some(account) = accounts_of(&events, contact_id) {
+                if let Some(account) = added_to.get(contact_id).copied() {
                     report
                         .entry(account)
                         .or_default()
@@ -146,18 +153,6 @@ pub async fn changes(
         }
     }
     Ok(report)
-}
-
-/// The account of a contact the same login added.
-fn accounts_of(events: &[UserEvent], contact: &ContactId) -> Option<AccountId> {
-    events.iter().find_map(|e| match e {
-        UserEvent::RosterContactAdded {
-            contact_id,
-            account_id,
-            ..
-        } if contact_id == contact => Some(*account_id),
-        _ => None,
-    })
 }
 
 /// Handles and names of the contacts the events mention, as the contact list has them.

@@ -173,11 +173,10 @@ impl User {
     }
 
     fn check_new_account(&self, new: &NewAccount) -> Result<(), UserError> {
+        let key = key_of(new);
         let clash = self.accounts.values().any(|a| {
             a.account.account_id == new.account_id
-                || (a.account.protocol == new.protocol
-                    && a.account.handle == new.handle
-                    && a.account.server.eq_ignore_ascii_case(&new.server))
+                || AccountKey::new(a.account.protocol, &a.account.server, &a.account.handle) == key
         });
         if clash {
             return Err(UserError::DuplicateAccount {
@@ -185,7 +184,6 @@ impl User {
                 server: new.server.clone(),
             });
         }
-        let key = AccountKey::new(new.protocol, &new.server, &new.handle);
         match self.known_accounts.get(&key.to_string()) {
             Some(expected) if *expected != new.account_id => Err(UserError::AccountIdMismatch {
                 expected: *expected,
@@ -618,9 +616,7 @@ impl User {
                 for (i, account) in accounts.iter().enumerate() {
                     let repeated = accounts[..i].iter().any(|earlier| {
                         earlier.account_id == account.account_id
-                            || (earlier.protocol == account.protocol
-                                && earlier.handle == account.handle
-                                && earlier.server.eq_ignore_ascii_case(&account.server))
+                            || key_of(earlier) == key_of(account)
                     });
                     if repeated {
                         return Err(UserError::DuplicateInRequest);
@@ -652,12 +648,10 @@ impl User {
                 if !self.accounts.contains_key(&account_id) {
                     return Err(UserError::UnknownAccount(account_id));
                 }
-                let mut events = roster
+                let events = roster
                     .map(|roster| self.roster_sync_events(account_id, &roster))
                     .unwrap_or_default();
-                let matches = self.match_events(&events);
-                events.extend(matches);
-                Ok(events)
+                Ok(self.with_matches(events))
             }
             UserCommand::AddContact {
                 account_id,
@@ -679,18 +673,13 @@ impl User {
                         display_name,
                         meta_contact_id: contact.meta_contact,
                     }]),
-                    None => {
-                        let mut events = vec![UserEvent::RosterContactAdded {
-                            contact_id,
-                            account_id,
-                            handle,
-                            display_name,
-                            is_new: false,
-                        }];
-                        let matches = self.match_events(&events);
-                        events.extend(matches);
-                        Ok(events)
-                    }
+                    None => Ok(self.with_matches(vec![UserEvent::RosterContactAdded {
+                        contact_id,
+                        account_id,
+                        handle,
+                        display_name,
+                        is_new: false,
+                    }])),
                 }
             }
             UserCommand::RemoveContact { contact_id } => {
@@ -844,6 +833,11 @@ impl User {
     }
 }
 
+/// What makes `account` the same account as another.
+fn key_of(account: &NewAccount) -> AccountKey {
+    AccountKey::new(account.protocol, &account.server, &account.handle)
+}
+
 fn bound(account: NewAccount) -> BoundAccount {
     BoundAccount {
         account_id: account.account_id,
@@ -870,7 +864,13 @@ static NO_PROFILE: Profile = Profile {
 impl User {
     /// What the matcher knows of a listed contact.
     fn person(&self, id: ContactId) -> Option<Person<'_>> {
-        let contact = self.contacts.get(&id).filter(|c| c.is_listed())?;
+        self.person_of(id, self.contacts.get(&id)?)
+    }
+
+    fn person_of<'a>(&'a self, id: ContactId, contact: &'a ContactState) -> Option<Person<'a>> {
+        if !contact.is_listed() {
+            return None;
+        }
         Some(Person {
             contact_id: id,
             protocol: self.account_protocol(contact.account_id)?,
@@ -887,8 +887,8 @@ impl User {
     /// Every listed contact and meta-contact, indexed for matching: one pass over the list.
     fn match_index(&self) -> MatchIndex {
         let mut index = MatchIndex::default();
-        for id in self.contacts.keys() {
-            if let Some(person) = self.person(*id) {
+        for (id, contact) in &self.contacts {
+            if let Some(person) = self.person_of(*id, contact) {
                 index.add(&person);
             }
         }
@@ -896,6 +896,13 @@ impl User {
             index.add_meta_contact(*id, meta.name.as_str());
         }
         index
+    }
+
+    /// `events`, followed by the suggestions (and, by policy, bindings) for the contacts they add.
+    fn with_matches(&self, mut events: Vec<UserEvent>) -> Vec<UserEvent> {
+        let matches = self.match_events(&events);
+        events.extend(matches);
+        events
     }
 
     /// Suggestions (and, by policy, bindings) for the contacts `events` add. The events are
