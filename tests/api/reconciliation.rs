@@ -213,6 +213,7 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     let mut editor = raw_client(&spare.server, &owner, &xmpp_password(&owner)).await;
     set_roster_item(&mut editor, "zed@localhost", "Zed", Subscription::None).await;
     set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
+    set_roster_item(&mut editor, "wes@localhost", "Wes", Subscription::None).await;
 
     let app = spawn_app().await;
     let token = app.register("sam", json!([spare.account(&owner)])).await;
@@ -253,17 +254,19 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     assert_eq!(dormant["dormant"]["reason"], "REMOVED_UPSTREAM");
     assert!(single(&removed, "yan@localhost").is_none());
 
-    // Between two logins: yan comes back, xena is new.
+    // Between two logins: yan comes back, xena is new, wes is deleted.
     app.logout(&token).await;
     let between = chrono::Utc::now();
     set_roster_item(&mut editor, "yan@localhost", "Yan", Subscription::None).await;
     set_roster_item(&mut editor, "xena@localhost", "Xena", Subscription::None).await;
+    set_roster_item(&mut editor, "wes@localhost", "", Subscription::Remove).await;
     let login = app.login("sam").await;
     let token = login["token"].as_str().unwrap().to_owned();
     app.wait_for_account(&token, &format!("{owner}@localhost"), "ONLINE")
         .await;
-    let after = list_until(&app, &token, "yan back and xena new", |l| {
+    let after = list_until(&app, &token, "yan back, xena new, wes gone", |l| {
         single(l, "xena@localhost").is_some()
+            && single(l, "wes@localhost").is_none()
             && member(meta_named(l, "Pals"), "yan@localhost")
                 .is_some_and(|m| m["dormant"].is_null())
     })
@@ -280,7 +283,8 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
     assert_eq!(report["reconciled"], true, "{report}");
     assert_eq!(handles(&report["added"]), ["xena@localhost"]);
     assert_eq!(handles(&report["restored"]), ["yan@localhost"]);
-    for empty in ["removedUpstream", "removedByUnbinding", "renamed"] {
+    assert_eq!(handles(&report["removedUpstream"]), ["wes@localhost"]);
+    for empty in ["removedByUnbinding", "renamed"] {
         assert_eq!(report[empty], json!([]), "{empty}: {report}");
     }
 
@@ -303,13 +307,12 @@ async fn upstream_deletions_renames_and_additions_never_lose_a_meta_contact() {
         .collect();
     added.sort_unstable();
     assert_eq!(added, ["xena@localhost", "yan@localhost"], "{diff}");
-    for empty in [
-        "removed",
-        "renamed",
-        "merged",
-        "split",
-        "metaContactsRenamed",
-    ] {
+    assert_eq!(
+        diff["removed"],
+        json!([{ "handle": "wes@localhost" }]),
+        "{diff}"
+    );
+    for empty in ["renamed", "merged", "split", "metaContactsRenamed"] {
         assert_eq!(diff[empty], json!([]), "{empty}: {diff}");
     }
 
