@@ -147,6 +147,8 @@ impl AccountHost for AccountLink {
                     }
                 }
                 ConnectorEvent::RosterChanged(_) => {}
+                // Applied by the domain once app support lands (profiles for matching).
+                ConnectorEvent::Profiles(_) => {}
                 ConnectorEvent::Message(message) => {
                     tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
                         "direct message received");

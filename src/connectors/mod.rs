@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::domain::ids::{Handle, Protocol};
+use crate::domain::matching::Profile;
 use crate::secret::Secret;
 
 /// Connectors report presence in the domain's terms: it is part of their contract.
@@ -108,6 +109,13 @@ pub struct RosterEntry {
     pub display_name: Option<String>,
 }
 
+/// Profile data of one contact, as its network offers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactProfile {
+    pub handle: Handle,
+    pub profile: Profile,
+}
+
 /// An account's contact list as its server gave it at login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Roster {
@@ -162,6 +170,10 @@ pub enum ConnectorEvent {
         status: Option<String>,
     },
     RosterChanged(Vec<RosterEntry>),
+    /// What the network says about some contacts beyond their names (XMPP vCard, Nostr kind-0
+    /// metadata with a checked NIP-05 address), for same-person matching. Reported whenever
+    /// it is read or changes; a contact missing from the list keeps what it had.
+    Profiles(Vec<ContactProfile>),
     Message(IncomingMessage),
     /// The connection dropped; the reason is safe to log (no secrets).
     Disconnected {
