@@ -147,8 +147,15 @@ impl AccountHost for AccountLink {
                     }
                 }
                 ConnectorEvent::RosterChanged(_) => {}
-                // Applied by the domain once app support lands (profiles for matching).
-                ConnectorEvent::Profiles(_) => {}
+                // Tagged with the login: the suggestions they raise belong in its report.
+                ConnectorEvent::Profiles(profiles) => {
+                    if let Err(e) = app
+                        .update_profiles(self.user, self.account, profiles, self.login_id)
+                        .await
+                    {
+                        tracing::warn!(account = %self.account, error = %e, "profiles not applied");
+                    }
+                }
                 ConnectorEvent::Message(message) => {
                     tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
                         "direct message received");

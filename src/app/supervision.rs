@@ -8,10 +8,10 @@ use uuid::Uuid;
 use super::link::AccountLink;
 use super::{AppError, Switchboard};
 use crate::connectors::supervisor::{LinkState, LinkStatus, Supervisor};
-use crate::connectors::{LiveSession, Roster, RosterSource};
+use crate::connectors::{ContactProfile, LiveSession, Roster, RosterSource};
 use crate::domain::ids::{AccountId, Protocol, UserId};
 use crate::domain::metadata::Actor;
-use crate::domain::user::{NewAccount, RosterItem, UserCommand};
+use crate::domain::user::{NewAccount, ProfileItem, RosterItem, UserCommand};
 use crate::secret::Secret;
 use crate::store::lease::Acquired;
 use crate::store::vault::SecretKind;
@@ -152,6 +152,33 @@ impl Switchboard {
             UserCommand::SyncRoster {
                 account_id: account,
                 roster,
+            },
+            Actor::Reconciliation,
+            request_id,
+        )
+        .await
+    }
+
+    /// Records what the account's network says about some of its contacts (for matching).
+    pub(super) async fn update_profiles(
+        &self,
+        user: UserId,
+        account: AccountId,
+        profiles: Vec<ContactProfile>,
+        request_id: Uuid,
+    ) -> Result<usize, AppError> {
+        let profiles = profiles
+            .into_iter()
+            .map(|p| ProfileItem {
+                handle: p.handle,
+                profile: p.profile,
+            })
+            .collect();
+        self.execute(
+            user,
+            UserCommand::UpdateProfiles {
+                account_id: account,
+                profiles,
             },
             Actor::Reconciliation,
             request_id,

@@ -23,7 +23,8 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::domain::ids::{ContactId, Handle, MetaContactId, Protocol};
 
-/// Profile data a network offers about a contact, beyond handle and roster name.
+/// Profile data a network offers about a contact, beyond handle and roster name. Stored in
+/// `ContactProfileChanged` events: its shape is as fixed as theirs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     /// XMPP vCard nickname, Matrix display name, Nostr `name`/`display_name`.

@@ -476,6 +476,7 @@ pub enum EventKind {
     MatchAccepted,
     MatchRejected,
     MatchPolicySet,
+    ContactProfileChanged,
 }
 
 /// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).

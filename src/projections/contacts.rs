@@ -445,7 +445,8 @@ impl Projection for ContactsProjection {
             | UserEvent::MatchSuggested { .. }
             | UserEvent::MatchAccepted { .. }
             | UserEvent::MatchRejected { .. }
-            | UserEvent::MatchPolicySet { .. } => {}
+            | UserEvent::MatchPolicySet { .. }
+            | UserEvent::ContactProfileChanged { .. } => {}
             UserEvent::RosterContactDeparted {
                 contact_id, reason, ..
             } => {

@@ -98,6 +98,23 @@ pub fn summary(event: &UserEvent) -> String {
         }
         .to_owned(),
         UserEvent::MatchRejected { .. } => "A match was rejected".to_owned(),
+        UserEvent::ContactProfileChanged { profile, .. } => {
+            let mut parts = Vec::new();
+            if let Some(nickname) = &profile.nickname {
+                parts.push(format!("nickname \u{201c}{nickname}\u{201d}"));
+            }
+            if !profile.emails.is_empty() {
+                parts.push(format!("{} e-mail address(es)", profile.emails.len()));
+            }
+            if let Some(address) = &profile.verified_address {
+                parts.push(format!("verified address {address}"));
+            }
+            if parts.is_empty() {
+                "A contact's profile was cleared upstream".to_owned()
+            } else {
+                format!("A contact's profile was read: {}", parts.join(", "))
+            }
+        }
         UserEvent::MatchPolicySet { auto_bind_at } => match auto_bind_at {
             Some(t) => format!("Matches scoring {t} or more are bound automatically"),
             None => "Matches are only suggested".to_owned(),
@@ -135,7 +152,8 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
         | UserEvent::RosterContactRemoved { contact_id, .. }
         | UserEvent::RosterContactDeparted { contact_id, .. }
         | UserEvent::RosterContactReturned { contact_id, .. }
-        | UserEvent::RosterContactRenamed { contact_id, .. } => vec![contact_id.0],
+        | UserEvent::RosterContactRenamed { contact_id, .. }
+        | UserEvent::ContactProfileChanged { contact_id, .. } => vec![contact_id.0],
         UserEvent::ContactAddedToMetaContact { contact_id, .. }
         | UserEvent::ContactRemovedFromMetaContact { contact_id, .. }
         | UserEvent::DormantContactForgotten { contact_id, .. } => vec![contact_id.0],

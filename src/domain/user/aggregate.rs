@@ -8,13 +8,16 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{
-    AccountId, AccountKey, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserId,
-    UserName,
+    AccountId, AccountKey, ContactId, Handle, MetaContactId, Protocol, UserId, UserName,
 };
-use crate::domain::matching::{MatchIndex, MatchTarget, Person, Profile, Suggestion};
-use crate::domain::user::commands::{NewAccount, RosterItem, UserCommand};
+use crate::domain::matching::{MatchTarget, Profile, Suggestion};
+use crate::domain::user::commands::{NewAccount, ProfileItem, RosterItem, UserCommand};
 use crate::domain::user::error::UserError;
 use crate::domain::user::events::{BoundAccount, DepartureReason, MetaContactState, UserEvent};
+
+mod matching;
+
+use matching::pair_key;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
@@ -77,6 +80,8 @@ pub struct User {
     /// Each account's contacts, departed ones included, so a roster sync costs the size of that
     /// roster, not of the whole list.
     account_contacts: HashMap<AccountId, BTreeSet<ContactId>>,
+    /// What contacts' networks say about them, for those that said anything.
+    profiles: HashMap<ContactId, Profile>,
     /// Open match suggestions, by [`pair_key`].
     suggestions: BTreeMap<String, Suggestion>,
     /// Pairs the user said are different people, by [`pair_key`]: never suggested again.
@@ -273,6 +278,31 @@ impl User {
             events.push(UserEvent::RosterImported { account_id });
         }
         events
+    }
+
+    /// The profiles that differ from what the account's contacts had (the last one given for a
+    /// contact named twice); handles that are not contacts of the account are ignored.
+    fn profile_events(&self, account_id: AccountId, profiles: Vec<ProfileItem>) -> Vec<UserEvent> {
+        let mut latest: BTreeMap<ContactId, Profile> = BTreeMap::new();
+        for item in profiles {
+            let contact_id = ContactId::for_handle(account_id, &item.handle);
+            if self
+                .contacts
+                .get(&contact_id)
+                .is_some_and(|c| c.account_id == account_id)
+            {
+                latest.insert(contact_id, item.profile);
+            }
+        }
+        latest
+            .into_iter()
+            .filter(|(id, profile)| self.profile_of(*id) != profile)
+            .map(|(contact_id, profile)| UserEvent::ContactProfileChanged {
+                contact_id,
+                account_id,
+                profile,
+            })
+            .collect()
     }
 
     /// The contacts of a rebound account that left because it was unbound, back in place.
@@ -554,6 +584,13 @@ impl Aggregate for User {
                     }
                 }
             }
+            UserEvent::ContactProfileChanged {
+                contact_id,
+                profile,
+                ..
+            } => {
+                self.profiles.insert(contact_id, profile);
+            }
             UserEvent::MatchSuggested {
                 contact_id,
                 target,
@@ -652,6 +689,15 @@ impl User {
                     .map(|roster| self.roster_sync_events(account_id, &roster))
                     .unwrap_or_default();
                 Ok(self.with_matches(events))
+            }
+            UserCommand::UpdateProfiles {
+                account_id,
+                profiles,
+            } => {
+                if !self.accounts.contains_key(&account_id) {
+                    return Err(UserError::UnknownAccount(account_id));
+                }
+                Ok(self.with_matches(self.profile_events(account_id, profiles)))
             }
             UserCommand::AddContact {
                 account_id,
@@ -844,215 +890,5 @@ fn bound(account: NewAccount) -> BoundAccount {
         protocol: account.protocol,
         server: account.server,
         handle: account.handle,
-    }
-}
-
-/// One string per (contact, target) pair, usable as a map key anywhere.
-fn pair_key(contact: ContactId, target: MatchTarget) -> String {
-    match target {
-        MatchTarget::Contact(other) => format!("{contact}/contact/{other}"),
-        MatchTarget::MetaContact(meta) => format!("{contact}/meta/{meta}"),
-    }
-}
-
-static NO_PROFILE: Profile = Profile {
-    nickname: None,
-    emails: Vec::new(),
-    verified_address: None,
-};
-
-impl User {
-    /// What the matcher knows of a listed contact.
-    fn person(&self, id: ContactId) -> Option<Person<'_>> {
-        self.person_of(id, self.contacts.get(&id)?)
-    }
-
-    fn person_of<'a>(&'a self, id: ContactId, contact: &'a ContactState) -> Option<Person<'a>> {
-        if !contact.is_listed() {
-            return None;
-        }
-        Some(Person {
-            contact_id: id,
-            protocol: self.account_protocol(contact.account_id)?,
-            handle: &contact.handle,
-            display_name: contact.display_name.as_deref(),
-            profile: &NO_PROFILE,
-            meta_contact: contact
-                .meta_contact
-                .and_then(|m| Some((m, self.meta_contacts.get(&m)?.name.as_str()))),
-            account: contact.account_id.0,
-        })
-    }
-
-    /// Every listed contact and meta-contact, indexed for matching: one pass over the list.
-    fn match_index(&self) -> MatchIndex {
-        let mut index = MatchIndex::default();
-        for (id, contact) in &self.contacts {
-            if let Some(person) = self.person_of(*id, contact) {
-                index.add(&person);
-            }
-        }
-        for (id, meta) in &self.meta_contacts {
-            index.add_meta_contact(*id, meta.name.as_str());
-        }
-        index
-    }
-
-    /// `events`, followed by the suggestions (and, by policy, bindings) for the contacts they add.
-    fn with_matches(&self, mut events: Vec<UserEvent>) -> Vec<UserEvent> {
-        let matches = self.match_events(&events);
-        events.extend(matches);
-        events
-    }
-
-    /// Suggestions (and, by policy, bindings) for the contacts `events` add. The events are
-    /// decided on the state before them, so each added contact is looked at as it will be.
-    fn match_events(&self, events: &[UserEvent]) -> Vec<UserEvent> {
-        let added: Vec<(ContactId, AccountId, &Handle, Option<&str>)> = events
-            .iter()
-            .filter_map(|e| match e {
-                UserEvent::RosterContactAdded {
-                    contact_id,
-                    account_id,
-                    handle,
-                    display_name,
-                    ..
-                } => Some((*contact_id, *account_id, handle, display_name.as_deref())),
-                _ => None,
-            })
-            .collect();
-        if added.is_empty() {
-            return Vec::new();
-        }
-        let index = self.match_index();
-        let mut out = Vec::new();
-        let mut bound_targets: BTreeSet<MatchTarget> = BTreeSet::new();
-        for (contact_id, account_id, handle, display_name) in added {
-            let Some(protocol) = self.account_protocol(account_id) else {
-                continue;
-            };
-            let new = Person {
-                contact_id,
-                protocol,
-                handle,
-                display_name,
-                profile: &NO_PROFILE,
-                meta_contact: None,
-                account: account_id.0,
-            };
-            let suggestions = index.suggest(
-                &new,
-                |id| self.person(id),
-                |contact, target| {
-                    let key = pair_key(contact, target);
-                    self.rejected.contains(&key) || self.suggestions.contains_key(&key)
-                },
-            );
-            let best = self.auto_bind_choice(&suggestions);
-            for suggestion in &suggestions {
-                out.push(UserEvent::MatchSuggested {
-                    contact_id,
-                    target: suggestion.target,
-                    score: suggestion.score,
-                    evidence: suggestion.evidence.clone(),
-                });
-            }
-            let Some(best) = best.filter(|b| bound_targets.insert(b.target)) else {
-                continue;
-            };
-            let meta_contact_id = match best.target {
-                MatchTarget::MetaContact(meta) => meta,
-                MatchTarget::Contact(other) => MetaContactId::for_match(contact_id, other),
-            };
-            if let Ok(binding) =
-                self.binding_for_match(contact_id, best.target, meta_contact_id, None, true)
-            {
-                out.push(UserEvent::MatchAccepted {
-                    contact_id,
-                    target: best.target,
-                    automatic: true,
-                });
-                out.push(binding);
-            }
-        }
-        out
-    }
-
-    /// The one suggestion the policy binds: the best, if it reaches the threshold and no other
-    /// target scores as high (a tie is a question for the user).
-    fn auto_bind_choice<'s>(&self, suggestions: &'s [Suggestion]) -> Option<&'s Suggestion> {
-        let threshold = self.auto_bind_at?;
-        let best = suggestions.iter().max_by_key(|s| s.score)?;
-        let tied = suggestions.iter().filter(|s| s.score == best.score).count();
-        (best.score >= threshold && tied == 1).then_some(best)
-    }
-
-    /// The binding event that takes a match: the contact joins the target's meta-contact, or
-    /// the two contacts form a new one. `contact_is_new`: the contact is added in the same
-    /// commit (so it is not in the state yet, and is free).
-    fn binding_for_match(
-        &self,
-        contact_id: ContactId,
-        target: MatchTarget,
-        meta_contact_id: MetaContactId,
-        name: Option<DisplayName>,
-        contact_is_new: bool,
-    ) -> Result<UserEvent, UserError> {
-        if !contact_is_new {
-            self.free_contact(contact_id)?;
-        }
-        // The other contact may have joined a meta-contact since the suggestion: join that.
-        let target = match target {
-            MatchTarget::Contact(other) => self
-                .contacts
-                .get(&other)
-                .and_then(|c| c.meta_contact)
-                .map_or(target, MatchTarget::MetaContact),
-            meta => meta,
-        };
-        match target {
-            MatchTarget::MetaContact(meta) => Ok(UserEvent::ContactAddedToMetaContact {
-                meta_contact_id: meta,
-                contact_id,
-                before: self.meta_contact(meta)?.clone(),
-            }),
-            MatchTarget::Contact(other) => {
-                self.free_contact(other)?;
-                if self.meta_contact_touched.contains_key(&meta_contact_id) {
-                    return Err(UserError::MetaContactExists(meta_contact_id));
-                }
-                let name = match name {
-                    Some(name) => name,
-                    None => self.default_name(other)?,
-                };
-                let merged = MetaContactState::new(name, [contact_id, other]);
-                Ok(UserEvent::ContactsMerged {
-                    meta_contact_id,
-                    name: merged.name,
-                    contact_ids: merged.members,
-                })
-            }
-        }
-    }
-
-    /// A new meta-contact's name: the existing contact's name, or its handle.
-    fn default_name(&self, contact: ContactId) -> Result<DisplayName, UserError> {
-        let state = self.contact(contact)?;
-        let raw = state
-            .display_name
-            .clone()
-            .unwrap_or_else(|| state.handle.as_str().to_owned());
-        let short: String = raw.chars().take(DisplayName::MAX).collect();
-        DisplayName::parse(&short).or_else(|_| {
-            DisplayName::parse(
-                &state
-                    .handle
-                    .as_str()
-                    .chars()
-                    .take(DisplayName::MAX)
-                    .collect::<String>(),
-            )
-            .map_err(|_| UserError::UnknownContact(contact))
-        })
     }
 }

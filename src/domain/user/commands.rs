@@ -3,7 +3,7 @@
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
 };
-use crate::domain::matching::MatchTarget;
+use crate::domain::matching::{MatchTarget, Profile};
 use crate::domain::user::events::UserEvent;
 
 /// An account to bind; its secret has already been verified upstream and put in the vault.
@@ -20,6 +20,13 @@ pub struct NewAccount {
 pub struct RosterItem {
     pub handle: Handle,
     pub display_name: Option<String>,
+}
+
+/// One contact's profile as its network gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileItem {
+    pub handle: Handle,
+    pub profile: Profile,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +47,12 @@ pub enum UserCommand {
     SyncRoster {
         account_id: AccountId,
         roster: Option<Vec<RosterItem>>,
+    },
+    /// What the account's network says about some of its contacts (see [`ProfileItem`]);
+    /// contacts not named keep what they had, and handles not on the account are ignored.
+    UpdateProfiles {
+        account_id: AccountId,
+        profiles: Vec<ProfileItem>,
     },
     /// The user adds a contact by hand, on a network whose server keeps no contact list (IRC).
     AddContact {

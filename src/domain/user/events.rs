@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
 };
-use crate::domain::matching::{Evidence, MatchTarget};
+use crate::domain::matching::{Evidence, MatchTarget, Profile};
 
 /// A meta-contact as it stood at one moment: enough to restore it exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +109,13 @@ pub enum UserEvent {
     /// The user has seen these new contacts: they are no longer marked new.
     ContactsSeen {
         contact_ids: Vec<ContactId>,
+    },
+    /// What the contact's network says about it beyond its name changed (XMPP vCard, Nostr
+    /// metadata with a checked NIP-05 address): the whole profile as now read. Feeds matching.
+    ContactProfileChanged {
+        contact_id: ContactId,
+        account_id: AccountId,
+        profile: Profile,
     },
     /// A contact that arrived looks like a person already on the list; `evidence` says why.
     MatchSuggested {
@@ -277,6 +284,7 @@ impl UserEvent {
             UserEvent::RosterContactRenamed { .. } => "RosterContactRenamed",
             UserEvent::DormantContactForgotten { .. } => "DormantContactForgotten",
             UserEvent::ContactsSeen { .. } => "ContactsSeen",
+            UserEvent::ContactProfileChanged { .. } => "ContactProfileChanged",
             UserEvent::MatchSuggested { .. } => "MatchSuggested",
             UserEvent::MatchAccepted { .. } => "MatchAccepted",
             UserEvent::MatchRejected { .. } => "MatchRejected",
@@ -290,7 +298,7 @@ impl UserEvent {
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 20] = [
+    pub const KINDS: [&'static str; 21] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -311,6 +319,7 @@ impl UserEvent {
         "MatchAccepted",
         "MatchRejected",
         "MatchPolicySet",
+        "ContactProfileChanged",
     ];
 }
 

@@ -9,6 +9,6 @@ pub mod events;
 mod tests;
 
 pub use aggregate::User;
-pub use commands::{NewAccount, RosterItem, UserCommand};
+pub use commands::{NewAccount, ProfileItem, RosterItem, UserCommand};
 pub use error::UserError;
 pub use events::{BindingChange, BoundAccount, DepartureReason, MetaContactState, UserEvent};

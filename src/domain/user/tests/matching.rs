@@ -2,7 +2,7 @@
 //! accepting, rejecting for good, and binding by policy (undoable like any binding).
 
 use super::*;
-use crate::domain::matching::{Evidence, MatchTarget};
+use crate::domain::matching::{Evidence, MatchTarget, Profile};
 
 /// An IRC account (3) beside alice's two XMPP accounts.
 fn irc() -> NewAccount {
@@ -445,6 +445,278 @@ async fn accepting_a_match_whose_contact_joined_a_meta_contact_since_joins_that_
                 meta_contact_id: meta(2),
                 contact_id: irc_contact("cj"),
                 before: MetaContactState::new(name("Carol"), [carol, carol_b]),
+            },
+        ]);
+}
+
+/// A Nostr account (4) beside alice's XMPP accounts.
+fn nostr() -> NewAccount {
+    NewAccount {
+        account_id: AccountId(Uuid::from_u128(4)),
+        protocol: Protocol::Nostr,
+        server: "ws://127.0.0.1:7447".into(),
+        handle: Handle::parse(Protocol::Nostr, &"e".repeat(64)).unwrap(),
+    }
+}
+
+fn npub(c: char) -> Handle {
+    Handle::parse(Protocol::Nostr, &c.to_string().repeat(64)).unwrap()
+}
+
+fn nostr_contact(c: char) -> ContactId {
+    ContactId::for_handle(nostr().account_id, &npub(c))
+}
+
+fn nostr_added(c: char, display: Option<&str>) -> UserEvent {
+    UserEvent::RosterContactAdded {
+        contact_id: nostr_contact(c),
+        account_id: nostr().account_id,
+        handle: npub(c),
+        display_name: display.map(Into::into),
+        is_new: false,
+    }
+}
+
+fn verified(address: &str) -> Profile {
+    Profile {
+        verified_address: Some(address.into()),
+        ..Profile::default()
+    }
+}
+
+fn with_email(email: &str) -> Profile {
+    Profile {
+        emails: vec![email.into()],
+        ..Profile::default()
+    }
+}
+
+fn profiles(account: &NewAccount, items: &[(Handle, Profile)]) -> UserCommand {
+    UserCommand::UpdateProfiles {
+        account_id: account.account_id,
+        profiles: items
+            .iter()
+            .map(|(handle, profile)| ProfileItem {
+                handle: handle.clone(),
+                profile: profile.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn profile_changed(account: &NewAccount, contact_id: ContactId, profile: Profile) -> UserEvent {
+    UserEvent::ContactProfileChanged {
+        contact_id,
+        account_id: account.account_id,
+        profile,
+    }
+}
+
+/// carol@localhost on XMPP, and a nameless Nostr contact `a` followed by the Nostr account.
+fn carol_and_a_nostr_stranger() -> Vec<UserEvent> {
+    with(carol_on_xmpp(), [bound(&nostr()), nostr_added('a', None)])
+}
+
+fn verified_carol() -> Vec<Evidence> {
+    vec![Evidence::VerifiedAddress {
+        address: "carol@localhost".into(),
+    }]
+}
+
+#[tokio::test]
+async fn a_nostr_contact_whose_checked_nip05_is_a_known_jid_is_suggested_with_a_high_score() {
+    let carol = contact(&account(1), "carol@localhost");
+    let changed = profile_changed(&nostr(), nostr_contact('a'), verified("carol@localhost"));
+    fixture()
+        .given(carol_and_a_nostr_stranger())
+        .when_async(profiles(
+            &nostr(),
+            &[(npub('a'), verified("carol@localhost"))],
+        ))
+        .await
+        .then_expect_events(vec![
+            changed.clone(),
+            UserEvent::MatchSuggested {
+                contact_id: nostr_contact('a'),
+                target: MatchTarget::Contact(carol),
+                score: 95,
+                evidence: verified_carol(),
+            },
+        ]);
+    // The same profile read again records nothing; nor does a handle the account does not
+    // follow.
+    let read = with(
+        carol_and_a_nostr_stranger(),
+        [
+            changed,
+            UserEvent::MatchSuggested {
+                contact_id: nostr_contact('a'),
+                target: MatchTarget::Contact(carol),
+                score: 95,
+                evidence: verified_carol(),
+            },
+        ],
+    );
+    fixture()
+        .given(read)
+        .when_async(profiles(
+            &nostr(),
+            &[
+                (npub('a'), verified("carol@localhost")),
+                (npub('b'), verified("carol@localhost")),
+            ],
+        ))
+        .await
+        .then_expect_events(vec![]);
+    // An account that is not bound is refused.
+    fixture()
+        .given(carol_on_xmpp())
+        .when_async(profiles(&nostr(), &[(npub('a'), Profile::default())]))
+        .await
+        .then_expect_error(UserError::UnknownAccount(nostr().account_id));
+}
+
+#[tokio::test]
+async fn stronger_evidence_updates_the_open_suggestion_whichever_side_it_came_from() {
+    let b = account(2);
+    let carol = contact(&account(1), "carol@localhost");
+    let cj = contact(&b, "cj@elsewhere");
+    let suggested_by_name = UserEvent::MatchSuggested {
+        contact_id: cj,
+        target: MatchTarget::Contact(carol),
+        score: 60,
+        evidence: vec![Evidence::SameName {
+            name: "carol jones".into(),
+        }],
+    };
+    let history = with(
+        carol_on_xmpp(),
+        [
+            bound(&b),
+            named(&b, "cj@elsewhere", "Carol Jones"),
+            suggested_by_name,
+            profile_changed(&b, cj, with_email("carol@mail.example")),
+        ],
+    );
+    let both = vec![
+        Evidence::SameEmail {
+            email: "carol@mail.example".into(),
+        },
+        Evidence::SameName {
+            name: "carol jones".into(),
+        },
+    ];
+    // carol's vCard gives the e-mail cj's already has: the suggestion cj → carol grows
+    // (recorded as it was first made, not as a second suggestion the other way round).
+    fixture()
+        .given(history.clone())
+        .when_async(profiles(
+            &account(1),
+            &[(handle("carol@localhost"), with_email("Carol@Mail.example"))],
+        ))
+        .await
+        .then_expect_events(vec![
+            profile_changed(&account(1), carol, with_email("Carol@Mail.example")),
+            UserEvent::MatchSuggested {
+                contact_id: cj,
+                target: MatchTarget::Contact(carol),
+                score: 95,
+                evidence: both,
+            },
+        ]);
+    // Rejected the other way round: never again, whatever the evidence.
+    let rejected = with(
+        history,
+        [UserEvent::MatchRejected {
+            contact_id: cj,
+            target: MatchTarget::Contact(carol),
+        }],
+    );
+    fixture()
+        .given(rejected)
+        .when_async(profiles(
+            &account(1),
+            &[(handle("carol@localhost"), with_email("carol@mail.example"))],
+        ))
+        .await
+        .then_expect_events(vec![profile_changed(
+            &account(1),
+            carol,
+            with_email("carol@mail.example"),
+        )]);
+}
+
+#[tokio::test]
+async fn a_bound_contacts_new_profile_suggests_the_other_person_into_its_meta_contact() {
+    let b = account(2);
+    let dana = contact(&b, "dana@elsewhere");
+    // Nostr `a` is already bound with dana (account 2) in meta-contact 1.
+    let history = with(
+        carol_and_a_nostr_stranger(),
+        [
+            bound(&b),
+            named(&b, "dana@elsewhere", "Dana"),
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta(1),
+                name: name("Dana"),
+                contact_ids: MetaContactState::new(name("Dana"), [dana, nostr_contact('a')])
+                    .members,
+            },
+        ],
+    );
+    let carol = contact(&account(1), "carol@localhost");
+    fixture()
+        .given(history)
+        .when_async(profiles(
+            &nostr(),
+            &[(npub('a'), verified("carol@localhost"))],
+        ))
+        .await
+        .then_expect_events(vec![
+            profile_changed(&nostr(), nostr_contact('a'), verified("carol@localhost")),
+            UserEvent::MatchSuggested {
+                contact_id: carol,
+                target: MatchTarget::MetaContact(meta(1)),
+                score: 95,
+                evidence: verified_carol(),
+            },
+        ]);
+}
+
+#[tokio::test]
+async fn a_policy_binds_a_match_a_profile_revealed() {
+    let carol = contact(&account(1), "carol@localhost");
+    let history = with(
+        carol_and_a_nostr_stranger(),
+        [UserEvent::MatchPolicySet {
+            auto_bind_at: Some(90),
+        }],
+    );
+    let meta_id = MetaContactId::for_match(nostr_contact('a'), carol);
+    fixture()
+        .given(history)
+        .when_async(profiles(
+            &nostr(),
+            &[(npub('a'), verified("carol@localhost"))],
+        ))
+        .await
+        .then_expect_events(vec![
+            profile_changed(&nostr(), nostr_contact('a'), verified("carol@localhost")),
+            UserEvent::MatchSuggested {
+                contact_id: nostr_contact('a'),
+                target: MatchTarget::Contact(carol),
+                score: 95,
+                evidence: verified_carol(),
+            },
+            UserEvent::MatchAccepted {
+                contact_id: nostr_contact('a'),
+                target: MatchTarget::Contact(carol),
+                automatic: true,
+            },
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta_id,
+                name: name("Carol Jones"),
+                contact_ids: MetaContactState::new(name("x"), [carol, nostr_contact('a')]).members,
             },
         ]);
 }

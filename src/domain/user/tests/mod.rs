@@ -728,6 +728,15 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
             UserEvent::MatchPolicySet {
                 auto_bind_at: Some(90),
             },
+            UserEvent::ContactProfileChanged {
+                contact_id: contact(&a, "dave@localhost"),
+                account_id: a.account_id,
+                profile: crate::domain::matching::Profile {
+                    nickname: Some("Davy".into()),
+                    emails: vec!["dave@example.org".into()],
+                    verified_address: None,
+                },
+            },
             UserEvent::MatchSuggested {
                 contact_id: contact(&a, "dave@localhost"),
                 target: MatchTarget::MetaContact(meta(1)),
