@@ -172,6 +172,22 @@ pub(super) struct InvitedRoom {
 /// The `/sync` filter: m.direct, presence, and in rooms only members and messages (encrypted
 /// ones too, to say why they are skipped). `timeline_limit` caps the events per room and sync.
 pub(super) fn sync_filter(timeline_limit: u32) -> String {
+    sync_filter_value(timeline_limit).to_string()
+}
+
+/// The filter of a session's first `/sync`, made unique to the session by excluding a room
+/// that cannot exist (`.invalid` is reserved). Synapse answers a request equal to one it
+/// answered in the last two minutes (same user, device, filter, no `since`) from a cache, so
+/// a session started again soon after another (a quick re-login, a reconnection) would read
+/// the state as the old session first saw it, then every change since again: contacts would
+/// be renamed back and forth. A key of its own gets the state as it is now.
+pub(super) fn first_sync_filter(timeline_limit: u32, session: &str) -> String {
+    let mut filter = sync_filter_value(timeline_limit);
+    filter["room"]["not_rooms"] = json!([format!("!switchboard-{session}:first-sync.invalid")]);
+    filter.to_string()
+}
+
+fn sync_filter_value(timeline_limit: u32) -> serde_json::Value {
     json!({
         "account_data": { "types": ["m.direct"] },
         "presence": { "types": ["m.presence"] },
@@ -185,7 +201,6 @@ pub(super) fn sync_filter(timeline_limit: u32) -> String {
             },
         },
     })
-    .to_string()
 }
 
 impl Api {
@@ -429,4 +444,21 @@ fn network_error(error: reqwest::Error) -> ApiError {
         cause = inner;
     }
     ApiError::Network(format!("{what}: {cause}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sessions_first_sync_has_a_filter_of_its_own_that_selects_the_same() {
+        let a: serde_json::Value = serde_json::from_str(&first_sync_filter(1, "aaa")).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&first_sync_filter(1, "bbb")).unwrap();
+        assert_ne!(a, b, "Synapse would answer the second from its cache");
+        let mut plain: serde_json::Value = serde_json::from_str(&sync_filter(1)).unwrap();
+        plain["room"]["not_rooms"] = a["room"]["not_rooms"].clone();
+        assert_eq!(a, plain, "only an impossible room is left out");
+        let excluded = a["room"]["not_rooms"][0].as_str().unwrap();
+        assert!(excluded.ends_with(".invalid"), "{excluded}");
+    }
 }

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::api::{sync_filter, Api, ApiError, Event, SyncResponse};
+use super::api::{first_sync_filter, Api, ApiError, Event, SyncResponse};
 use crate::connectors::{Availability, IncomingMessage, Roster, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 
@@ -114,10 +114,9 @@ pub(super) struct News {
 impl Session {
     /// Reads the account's current state with a first `/sync`; its history is not reported.
     pub(super) async fn start(api: Api, own: String) -> Result<Self, ApiError> {
-        let first = api
-            .sync(None, &sync_filter(FIRST_SYNC_TIMELINE), Duration::ZERO)
-            .await?;
         let mut session = Self::new(api, own);
+        let filter = first_sync_filter(FIRST_SYNC_TIMELINE, &session.txn_prefix);
+        let first = session.api.sync(None, &filter, Duration::ZERO).await?;
         session.first_invites = session.absorb(first, false).invites;
         session.refresh_roster().await;
         Ok(session)
