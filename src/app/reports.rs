@@ -14,7 +14,8 @@ pub struct AccountReport {
     pub account_id: AccountId,
     /// `None` for an account unbound since the login before (its contacts left with it).
     pub account: Option<AccountView>,
-    /// The account's roster was read for this login (its reconciliation is in).
+    /// The account's list is up to date for this login: its roster was read since the login,
+    /// or the account was already connected (its list followed upstream changes live).
     pub reconciled: bool,
     pub changes: AccountChanges,
 }
@@ -48,11 +49,12 @@ impl Switchboard {
         let mut accounts = Vec::new();
         for account in self.accounts(user).await? {
             let found = changes.remove(&account.account_id).unwrap_or_default();
-            let online_since_login = account.status.status.state == LinkState::Online
-                && account.status.since >= login.at;
+            // Online now: it came online since the login (its roster read then), or was
+            // connected before and has followed every change since.
+            let online = account.status.status.state == LinkState::Online;
             accounts.push(AccountReport {
                 account_id: account.account_id,
-                reconciled: online_since_login || !found.is_empty(),
+                reconciled: online || !found.is_empty(),
                 account: Some(account),
                 changes: found,
             });

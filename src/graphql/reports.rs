@@ -37,7 +37,9 @@ pub struct AccountLoginReport {
     /// The account with its connection status; null for an account unbound since the login
     /// before (its contacts are in `removedByUnbinding`).
     pub account: Option<Account>,
-    /// Its roster was read for this login: the lists below are complete for it.
+    /// Its list is up to date: its roster was read for this login (the lists below are then
+    /// complete for it), or it was already connected and followed upstream changes as they
+    /// happened (those are in the history and in `contactsDiff`, not here).
     pub reconciled: bool,
     /// New upstream (marked new in the list until seen).
     pub added: Vec<ReportedContact>,

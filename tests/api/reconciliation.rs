@@ -362,3 +362,22 @@ async fn the_login_report_is_pushed_as_accounts_come_online() {
     app.stop().await;
     spare.kill();
 }
+
+#[tokio::test]
+async fn a_login_while_the_accounts_are_connected_reports_them_up_to_date() {
+    let app = spawn_app().await;
+    let token = app.register("wyn", json!([xmpp_account("alice")])).await;
+    app.wait_for_account(&token, "alice@localhost", "ONLINE")
+        .await;
+    // A second device logs in; the first session keeps the connection.
+    let login = app.login("wyn").await;
+    let report = login_report(
+        &app,
+        login["token"].as_str().unwrap(),
+        login["loginId"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(report["reconciled"], true, "{report}");
+    assert_eq!(report["added"], json!([]), "{report}");
+    app.stop().await;
+}
