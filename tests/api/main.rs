@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod embedded;
 mod errors;
+mod event_store;
 mod flow;
 mod helpers;
 mod http;
