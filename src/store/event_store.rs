@@ -1,6 +1,7 @@
 //! The user event store: postgres-es writes (a big commit goes in one statement of the same
-//! rows), reads go through one decoder with the upcasters, and loaded aggregates are cached and checked against the stored sequence, so a command's
-//! cost does not grow with the length of the user's history.
+//! rows), reads go through one decoder with the upcasters, and loaded aggregates are cached and
+//! checked against the stored sequence, so a command's cost does not grow with the length of
+//! the user's history.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
