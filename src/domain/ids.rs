@@ -240,6 +240,22 @@ impl Protocol {
     pub fn has_server_roster(self) -> bool {
         !matches!(self, Protocol::Irc)
     }
+
+    /// Whether a message sent to someone offline waits for them on the network (XMPP offline
+    /// storage, a Matrix room, a Nostr relay). IRC drops it: the nick must be there.
+    pub fn keeps_messages_for_the_offline(self) -> bool {
+        !matches!(self, Protocol::Irc)
+    }
+
+    /// The network's name for people to read.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Xmpp => "XMPP",
+            Protocol::Irc => "IRC",
+            Protocol::Matrix => "Matrix",
+            Protocol::Nostr => "Nostr",
+        }
+    }
 }
 
 impl fmt::Display for Protocol {

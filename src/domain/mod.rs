@@ -4,4 +4,5 @@ pub mod ids;
 pub mod matching;
 pub mod metadata;
 pub mod presence;
+pub mod routing;
 pub mod user;
