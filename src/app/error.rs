@@ -81,6 +81,7 @@ impl From<UserError> for AppError {
             | UserError::ContactNotInMetaContact { .. }
             | UserError::ContactDeparted(_)
             | UserError::ContactNotDormant(_)
+            | UserError::NoRouteChoice(_)
             | UserError::NotUndoable(_) => AppError::BadInput(text),
         }
     }

@@ -53,6 +53,23 @@ uuid_id!(
     MetaContactId
 );
 
+/// A person the user talks to: a meta-contact, or a contact in none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PersonRef {
+    Contact(ContactId),
+    MetaContact(MetaContactId),
+}
+
+impl PersonRef {
+    pub fn uuid(self) -> Uuid {
+        match self {
+            PersonRef::Contact(id) => id.0,
+            PersonRef::MetaContact(id) => id.0,
+        }
+    }
+}
+
 impl UserId {
     pub fn for_name(name: &UserName) -> Self {
         Self(Uuid::new_v5(
@@ -266,6 +283,21 @@ impl fmt::Display for Protocol {
             Protocol::Matrix => "MATRIX",
             Protocol::Nostr => "NOSTR",
         })
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    /// The stored form ([`fmt::Display`]): `XMPP`, `IRC`, `MATRIX`, `NOSTR`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "XMPP" => Ok(Protocol::Xmpp),
+            "IRC" => Ok(Protocol::Irc),
+            "MATRIX" => Ok(Protocol::Matrix),
+            "NOSTR" => Ok(Protocol::Nostr),
+            other => Err(format!("unknown protocol {other:?}")),
+        }
     }
 }
 

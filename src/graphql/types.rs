@@ -477,6 +477,7 @@ pub enum EventKind {
     MatchRejected,
     MatchPolicySet,
     ContactProfileChanged,
+    RoutePreferenceSet,
 }
 
 /// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).

@@ -446,7 +446,8 @@ impl Projection for ContactsProjection {
             | UserEvent::MatchAccepted { .. }
             | UserEvent::MatchRejected { .. }
             | UserEvent::MatchPolicySet { .. }
-            | UserEvent::ContactProfileChanged { .. } => {}
+            | UserEvent::ContactProfileChanged { .. }
+            | UserEvent::RoutePreferenceSet { .. } => {}
             UserEvent::RosterContactDeparted {
                 contact_id, reason, ..
             } => {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::ids::UserId;
+use crate::domain::ids::{PersonRef, UserId};
 use crate::domain::matching::{Evidence, MatchTarget};
 use crate::domain::user::{DepartureReason, UserEvent};
 use crate::projections::runner::Projection;
@@ -98,6 +98,12 @@ pub fn summary(event: &UserEvent) -> String {
         }
         .to_owned(),
         UserEvent::MatchRejected { .. } => "A match was rejected".to_owned(),
+        UserEvent::RoutePreferenceSet { via, .. } => if via.is_some() {
+            "Chose the contact a person's messages go through"
+        } else {
+            "Let the routing rules choose again where a person's messages go"
+        }
+        .to_owned(),
         UserEvent::ContactProfileChanged { profile, .. } => {
             let mut parts = Vec::new();
             if let Some(nickname) = &profile.nickname {
@@ -202,6 +208,13 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
             target: MatchTarget::MetaContact(meta),
             ..
         } => metas.push(meta.0),
+        UserEvent::RoutePreferenceSet { person, via } => {
+            match person {
+                PersonRef::MetaContact(meta) => metas.push(meta.0),
+                PersonRef::Contact(contact) => contacts.push(contact.0),
+            }
+            contacts.extend(via.iter().map(|c| c.0));
+        }
         _ => {}
     }
     contacts.sort();

@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod event_store;
 pub mod lease;
+pub mod messages;
 pub mod sessions;
 pub mod vault;
 

@@ -8,7 +8,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{
-    AccountId, AccountKey, ContactId, Handle, MetaContactId, Protocol, UserId, UserName,
+    AccountId, AccountKey, ContactId, Handle, MetaContactId, PersonRef, Protocol, UserId, UserName,
 };
 use crate::domain::matching::{MatchTarget, Profile, Suggestion};
 use crate::domain::user::commands::{NewAccount, ProfileItem, RosterItem, UserCommand};
@@ -80,6 +80,8 @@ pub struct User {
     /// Each account's contacts, departed ones included, so a roster sync costs the size of that
     /// roster, not of the whole list.
     account_contacts: HashMap<AccountId, BTreeSet<ContactId>>,
+    /// Where the user wants messages to each person to go.
+    route_preferences: HashMap<PersonRef, ContactId>,
     /// What contacts' networks say about them, for those that said anything.
     profiles: HashMap<ContactId, Profile>,
     /// Open match suggestions, by [`pair_key`].
@@ -117,6 +119,11 @@ impl User {
         self.suggestions
             .get(&pair_key(contact, target))
             .filter(|s| self.suggestion_applies(s.contact_id, s.target))
+    }
+
+    /// The contact the user wants messages to `person` to go through, if any.
+    pub fn route_preference(&self, person: PersonRef) -> Option<ContactId> {
+        self.route_preferences.get(&person).copied()
     }
 
     pub fn match_policy(&self) -> Option<u8> {
@@ -591,6 +598,14 @@ impl Aggregate for User {
             } => {
                 self.profiles.insert(contact_id, profile);
             }
+            UserEvent::RoutePreferenceSet { person, via } => match via {
+                Some(via) => {
+                    self.route_preferences.insert(person, via);
+                }
+                None => {
+                    self.route_preferences.remove(&person);
+                }
+            },
             UserEvent::MatchSuggested {
                 contact_id,
                 target,
@@ -689,6 +704,34 @@ impl User {
                     .map(|roster| self.roster_sync_events(account_id, &roster))
                     .unwrap_or_default();
                 Ok(self.with_matches(events))
+            }
+            UserCommand::SetRoutePreference { person, via } => {
+                let meta_contact_id = match person {
+                    PersonRef::MetaContact(id) => id,
+                    PersonRef::Contact(id) => {
+                        let contact = self.contact(id)?;
+                        return Err(match contact.meta_contact {
+                            Some(meta_contact_id) => UserError::ContactAlreadyBound {
+                                contact_id: id,
+                                meta_contact_id,
+                            },
+                            None => UserError::NoRouteChoice(id),
+                        });
+                    }
+                };
+                let meta = self.meta_contact(meta_contact_id)?;
+                if let Some(via) = via {
+                    if !meta.members.contains(&via) {
+                        return Err(UserError::ContactNotInMetaContact {
+                            contact_id: via,
+                            meta_contact_id,
+                        });
+                    }
+                }
+                if self.route_preferences.get(&person).copied() == via {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![UserEvent::RoutePreferenceSet { person, via }])
             }
             UserCommand::UpdateProfiles {
                 account_id,

@@ -1,7 +1,7 @@
 //! Commands to the user aggregate: what a person (or the system on their behalf) asks for.
 
 use crate::domain::ids::{
-    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, PersonRef, Protocol, UserName,
 };
 use crate::domain::matching::{MatchTarget, Profile};
 use crate::domain::user::events::UserEvent;
@@ -87,6 +87,12 @@ pub enum UserCommand {
     },
     SetMatchPolicy {
         auto_bind_at: Option<u8>,
+    },
+    /// Send messages to `person` through `via`, one of its contacts (`None`: let the rules
+    /// choose again).
+    SetRoutePreference {
+        person: PersonRef,
+        via: Option<ContactId>,
     },
     MergeContacts {
         meta_contact_id: MetaContactId,

@@ -46,6 +46,8 @@ pub enum UserError {
         contact_id: ContactId,
         meta_contact_id: MetaContactId,
     },
+    #[error("contact {0} is in no meta-contact: messages to it have only one way to go")]
+    NoRouteChoice(ContactId),
     #[error("event {0} is not a binding event and cannot be undone")]
     NotUndoable(usize),
     #[error("event {target} cannot be undone exactly: event {conflicting} changed the same contacts since")]

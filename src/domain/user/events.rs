@@ -7,7 +7,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{
-    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, PersonRef, Protocol, UserName,
 };
 use crate::domain::matching::{Evidence, MatchTarget, Profile};
 
@@ -140,6 +140,12 @@ pub enum UserEvent {
     /// (`None`: never).
     MatchPolicySet {
         auto_bind_at: Option<u8>,
+    },
+    /// Messages to `person` go through `via` (one of the person's contacts) while its account
+    /// is connected; `None`: the routing rules decide again.
+    RoutePreferenceSet {
+        person: PersonRef,
+        via: Option<ContactId>,
     },
     /// Contacts bound into a new meta-contact ("friend binding").
     ContactsMerged {
@@ -285,6 +291,7 @@ impl UserEvent {
             UserEvent::DormantContactForgotten { .. } => "DormantContactForgotten",
             UserEvent::ContactsSeen { .. } => "ContactsSeen",
             UserEvent::ContactProfileChanged { .. } => "ContactProfileChanged",
+            UserEvent::RoutePreferenceSet { .. } => "RoutePreferenceSet",
             UserEvent::MatchSuggested { .. } => "MatchSuggested",
             UserEvent::MatchAccepted { .. } => "MatchAccepted",
             UserEvent::MatchRejected { .. } => "MatchRejected",
@@ -298,7 +305,7 @@ impl UserEvent {
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 21] = [
+    pub const KINDS: [&'static str; 22] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -320,6 +327,7 @@ impl UserEvent {
         "MatchRejected",
         "MatchPolicySet",
         "ContactProfileChanged",
+        "RoutePreferenceSet",
     ];
 }
 

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::domain::ids::{
-    AccountId, ContactId, DisplayName, Handle, MetaContactId, Protocol, UserName,
+    AccountId, ContactId, DisplayName, Handle, MetaContactId, PersonRef, Protocol, UserName,
 };
 use crate::domain::matching::{Evidence, MatchTarget};
 
@@ -651,6 +651,10 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
         alice_with_contacts(),
         [
             merged_bob(),
+            UserEvent::RoutePreferenceSet {
+                person: PersonRef::MetaContact(meta(1)),
+                via: Some(bob_pair()[0]),
+            },
             UserEvent::ContactAddedToMetaContact {
                 meta_contact_id: meta(1),
                 contact_id: carol,
@@ -826,4 +830,74 @@ fn unknown_kinds_are_not_undoable() {
     assert!(!UserEvent::is_undoable_kind(""));
     // Kind names are case-sensitive, as stored.
     assert!(!UserEvent::is_undoable_kind("contactsmerged"));
+}
+
+#[tokio::test]
+async fn a_route_preference_names_one_member_of_a_meta_contact() {
+    let history = with(alice_with_contacts(), [merged_bob()]);
+    let bob = PersonRef::MetaContact(meta(1));
+    let via = bob_pair()[1];
+    let chosen = UserEvent::RoutePreferenceSet {
+        person: bob,
+        via: Some(via),
+    };
+    fixture()
+        .given(history.clone())
+        .when_async(UserCommand::SetRoutePreference {
+            person: bob,
+            via: Some(via),
+        })
+        .await
+        .then_expect_events(vec![chosen.clone()]);
+    // The same again changes nothing; clearing it is recorded.
+    let set = with(history.clone(), [chosen]);
+    fixture()
+        .given(set.clone())
+        .when_async(UserCommand::SetRoutePreference {
+            person: bob,
+            via: Some(via),
+        })
+        .await
+        .then_expect_events(vec![]);
+    fixture()
+        .given(set.clone())
+        .when_async(UserCommand::SetRoutePreference {
+            person: bob,
+            via: None,
+        })
+        .await
+        .then_expect_events(vec![UserEvent::RoutePreferenceSet {
+            person: bob,
+            via: None,
+        }]);
+    assert_eq!(state_after(&set).route_preference(bob), Some(via));
+    // Not a member; not a meta-contact; a contact alone has no choice.
+    let carol = contact(&account(1), "carol@localhost");
+    fixture()
+        .given(history.clone())
+        .when_async(UserCommand::SetRoutePreference {
+            person: bob,
+            via: Some(carol),
+        })
+        .await
+        .then_expect_error(UserError::ContactNotInMetaContact {
+            contact_id: carol,
+            meta_contact_id: meta(1),
+        });
+    fixture()
+        .given(history.clone())
+        .when_async(UserCommand::SetRoutePreference {
+            person: PersonRef::MetaContact(meta(9)),
+            via: None,
+        })
+        .await
+        .then_expect_error(UserError::UnknownMetaContact(meta(9)));
+    fixture()
+        .given(history)
+        .when_async(UserCommand::SetRoutePreference {
+            person: PersonRef::Contact(carol),
+            via: Some(carol),
+        })
+        .await
+        .then_expect_error(UserError::NoRouteChoice(carol));
 }
