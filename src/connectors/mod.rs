@@ -26,9 +26,16 @@ pub use crate::domain::presence::Availability;
 pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+#[cfg(any(feature = "xmpp", feature = "irc", feature = "matrix"))]
 mod net;
 #[cfg(feature = "nostr")]
 pub mod nostr;
+#[cfg(any(
+    feature = "xmpp",
+    feature = "irc",
+    feature = "matrix",
+    feature = "nostr"
+))]
 mod task;
 #[cfg(any(
     feature = "xmpp",
