@@ -1,6 +1,7 @@
 //! Typed settings: defaults, then an optional TOML file, then the environment, then flags.
 //! Secrets are wrapped so they never print.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct Settings {
     pub max_db_connections: u32,
     /// PEM file of root certificates connectors trust for TLS besides the public web PKI roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// NIP-05 domains whose `nostr.json` is fetched from a fixed address rather than the one
+    /// DNS gives (still over HTTPS): for tests on loopback. Empty: DNS for all.
+    pub nip05_resolve: Vec<(String, SocketAddr)>,
     /// How long a mutation waits for the views to show its change before it answers
     /// `VIEWS_BEHIND` instead.
     pub view_wait: Duration,
@@ -43,6 +47,7 @@ impl Default for Settings {
             reconnect_max: Duration::from_secs(120),
             max_db_connections: 20,
             extra_ca_file: None,
+            nip05_resolve: Vec::new(),
             view_wait: Duration::from_secs(5),
         }
     }
@@ -61,6 +66,8 @@ struct FileSettings {
     reconnect_max_secs: Option<u64>,
     max_db_connections: Option<u32>,
     extra_ca_file: Option<PathBuf>,
+    /// Domain → `ip:port`.
+    nip05_resolve: Option<BTreeMap<String, SocketAddr>>,
     view_wait_ms: Option<u64>,
 }
 
@@ -127,6 +134,12 @@ impl Settings {
         if let Some(v) = f.extra_ca_file {
             self.extra_ca_file = Some(v);
         }
+        if let Some(v) = f.nip05_resolve {
+            self.nip05_resolve = v
+                .into_iter()
+                .map(|(domain, address)| (domain.trim().to_ascii_lowercase(), address))
+                .collect();
+        }
         if let Some(v) = f.view_wait_ms {
             self.view_wait = Duration::from_millis(v);
         }
@@ -163,6 +176,12 @@ impl Settings {
         if let Some(v) = get("SWITCHBOARD_EXTRA_CA_FILE") {
             self.extra_ca_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = get("SWITCHBOARD_NIP05_RESOLVE") {
+            self.nip05_resolve = domain_addresses(&v).map_err(|message| ConfigError::Env {
+                name: "SWITCHBOARD_NIP05_RESOLVE",
+                message,
+            })?;
+        }
         if let Some(v) = get("SWITCHBOARD_VIEW_WAIT_MS") {
             self.view_wait =
                 v.trim()
@@ -175,6 +194,29 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `domain=ip:port` pairs, comma-separated; domains in lower case.
+fn domain_addresses(value: &str) -> Result<Vec<(String, SocketAddr)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (domain, address) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not domain=ip:port"))?;
+            let domain = domain.trim().to_ascii_lowercase();
+            if domain.is_empty() || domain.contains(|c: char| c.is_whitespace() || c == ':') {
+                return Err(format!("{domain:?} is not a domain name"));
+            }
+            let address = address
+                .trim()
+                .parse()
+                .map_err(|e| format!("{address:?} is not ip:port: {e}"))?;
+            Ok((domain, address))
+        })
+        .collect()
 }
 
 fn seconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -225,6 +267,57 @@ mod tests {
             Err(ConfigError::Parse { .. })
         ));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn nip05_addresses_come_from_the_file_or_the_environment() {
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(&file, "[nip05_resolve]\nLocalhost = \"127.0.0.1:8443\"\n").unwrap();
+        let settings = Settings::load(Some(&file), |_| None).unwrap();
+        assert_eq!(
+            settings.nip05_resolve,
+            vec![("localhost".to_owned(), "127.0.0.1:8443".parse().unwrap())]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+
+        let settings = Settings::load(None, |name| {
+            (name == "SWITCHBOARD_NIP05_RESOLVE")
+                .then(|| " Example.org=127.0.0.1:443, b.test=[::1]:8443 ,".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            settings.nip05_resolve,
+            vec![
+                ("example.org".to_owned(), "127.0.0.1:443".parse().unwrap()),
+                ("b.test".to_owned(), "[::1]:8443".parse().unwrap()),
+            ]
+        );
+        assert!(Settings::load(None, |_| None)
+            .unwrap()
+            .nip05_resolve
+            .is_empty());
+        for bad in [
+            "example.org",
+            "example.org=127.0.0.1",
+            "=127.0.0.1:1",
+            "a b=127.0.0.1:1",
+        ] {
+            let result = Settings::load(None, |name| {
+                (name == "SWITCHBOARD_NIP05_RESOLVE").then(|| bad.to_owned())
+            });
+            assert!(
+                matches!(
+                    result,
+                    Err(ConfigError::Env {
+                        name: "SWITCHBOARD_NIP05_RESOLVE",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

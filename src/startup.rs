@@ -73,18 +73,21 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(String, Option<Emb
 
 /// Every connector of this build, trusting the extra CA file's certificates if one is set.
 fn builtin_connectors(settings: &Settings) -> anyhow::Result<ConnectorRegistry> {
-    let Some(path) = &settings.extra_ca_file else {
-        return Ok(ConnectorRegistry::with_builtin(
-            &ConnectorOptions::default(),
-        )?);
+    let extra_roots_pem = match &settings.extra_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the extra CA file {}", path.display()))?,
+        ),
+        None => None,
     };
-    let pem = std::fs::read(path)
-        .with_context(|| format!("reading the extra CA file {}", path.display()))?;
     let options = ConnectorOptions {
-        extra_roots_pem: Some(pem),
+        extra_roots_pem,
+        nip05_resolve: settings.nip05_resolve.clone(),
     };
-    ConnectorRegistry::with_builtin(&options)
-        .with_context(|| format!("the extra CA file {}", path.display()))
+    ConnectorRegistry::with_builtin(&options).with_context(|| match &settings.extra_ca_file {
+        Some(path) => format!("the extra CA file {}", path.display()),
+        None => "setting up the connectors".to_owned(),
+    })
 }
 
 impl Application {

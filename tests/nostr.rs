@@ -8,11 +8,18 @@
 //! (messages), dot (follow list changes), eve (presence); ben only ever appears as the raw peer,
 //! so nobody else changes his status. The last test uses a scripted relay to lose the
 //! connection on demand.
+//!
+//! Profiles: fay follows gil, hal and joe (ivy too, for a while), who publish kind-0 metadata;
+//! their NIP-05 identifiers are `…@localhost`, served by an HTTPS server in the test with the
+//! certificate scripts/servers/nostr.sh makes for it, which the connector dials through its
+//! `nip05_resolve` option: the connector's real https path, certificate check included.
 
 mod common;
 use common::{complete, env};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -21,13 +28,18 @@ use nostr::{Event, EventBuilder, Keys, Kind, PublicKey, SecretKey, Tag, Timestam
 use serde_json::{json, Value};
 use switchboard::connectors::nostr::NostrConnector;
 use switchboard::connectors::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, Credential, LiveSession,
-    RosterEntry,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
+    ContactProfile, Credential, LiveSession, RosterEntry,
 };
 use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::domain::matching::Profile;
 use switchboard::secret::Secret;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -794,4 +806,298 @@ async fn two_logins_in_the_same_second_both_succeed() {
     let (first, second) = tokio::join!(connect("dave"), connect("dave"));
     first.disconnect().await;
     second.disconnect().await;
+}
+
+/// A NIP-05 domain on loopback: HTTPS with the test certificate for "localhost", answering
+/// `/.well-known/nostr.json?name=NAME` with the key it lists for NAME (none for names it does
+/// not know), after that name's delay. It notes every name asked.
+struct Nip05Server {
+    address: SocketAddr,
+    asked: Arc<Mutex<Vec<String>>>,
+}
+
+impl Nip05Server {
+    /// Serves `names`: name → (public key hex, how long to wait before answering).
+    async fn start(names: HashMap<&'static str, (String, Duration)>) -> Self {
+        let read = |name: &str| {
+            let path = env(name);
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+        };
+        let certificates = CertificateDer::pem_slice_iter(&read("SWITCHBOARD_TEST_NIP05_TLS_CERT"))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&read("SWITCHBOARD_TEST_NIP05_TLS_KEY")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certificates, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let names = Arc::new(names);
+        let noted = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, names, noted) =
+                    (acceptor.clone(), Arc::clone(&names), Arc::clone(&noted));
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.ends_with(b"\r\n\r\n") {
+                        match tls.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&request);
+                    let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let url = reqwest::Url::parse(&format!("https://localhost{target}")).unwrap();
+                    let name = url
+                        .query_pairs()
+                        .find(|(key, _)| key == "name")
+                        .map(|(_, value)| value.into_owned());
+                    let (status, body) = match name {
+                        Some(name) if url.path() == "/.well-known/nostr.json" => {
+                            noted.lock().unwrap().push(name.clone());
+                            let mut listed = serde_json::Map::new();
+                            if let Some((key, delay)) = names.get(name.as_str()) {
+                                tokio::time::sleep(*delay).await;
+                                listed.insert(name, json!(key));
+                            }
+                            ("200 OK", json!({ "names": listed }).to_string())
+                        }
+                        _ => ("404 Not Found", String::new()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        Self { address, asked }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        let mut asked = self.asked.lock().unwrap().clone();
+        asked.sort();
+        asked
+    }
+}
+
+impl Peer {
+    /// Publishes kind-0 metadata with this content (any text: it need not be JSON), dated `at`.
+    async fn set_profile(&mut self, content: &str, at: Timestamp) {
+        let event = EventBuilder::new(Kind::Metadata, content)
+            .custom_created_at(at)
+            .sign_with_keys(&self.keys)
+            .unwrap();
+        self.publish(&event).await;
+    }
+}
+
+/// A follow list of `name`'s with these (name, petname) contacts, dated `at`.
+fn follow_list_of(name: &str, contacts: &[&str], at: Timestamp) -> Event {
+    let tags = contacts
+        .iter()
+        .map(|contact| Tag::parse(["p", &hex(contact), "", &capitalised(contact)]).unwrap())
+        .collect::<Vec<_>>();
+    EventBuilder::new(Kind::ContactList, "")
+        .tags(tags)
+        .custom_created_at(at)
+        .sign_with_keys(&identity(name).keys)
+        .unwrap()
+}
+
+/// The next profiles event's contents.
+async fn next_profiles(events: &mut mpsc::Receiver<ConnectorEvent>) -> Vec<ContactProfile> {
+    match wait_for(events, |e| matches!(e, ConnectorEvent::Profiles(_))).await {
+        ConnectorEvent::Profiles(profiles) => profiles,
+        _ => unreachable!(),
+    }
+}
+
+fn profile_of(name: &str, nickname: &str, verified_address: Option<&str>) -> ContactProfile {
+    ContactProfile {
+        handle: handle(name),
+        profile: Profile {
+            nickname: Some(nickname.to_owned()),
+            emails: Vec::new(),
+            verified_address: verified_address.map(str::to_owned),
+        },
+    }
+}
+
+#[tokio::test]
+async fn contacts_profiles_are_reported_with_their_nip05_checked() {
+    // hal claims hal@localhost, which the domain lists with ivy's key: not his. And the domain
+    // is slow to say so.
+    const SLOW: Duration = Duration::from_secs(6);
+    let server = Nip05Server::start(HashMap::from([
+        ("gil", (hex("gil"), Duration::ZERO)),
+        ("hal", (hex("ivy"), SLOW)),
+        ("ivy", (hex("ivy"), Duration::ZERO)),
+    ]))
+    .await;
+    let [mut fay, mut gil, mut hal, mut ivy, mut joe] = [
+        Peer::login("fay").await,
+        Peer::login("gil").await,
+        Peer::login("hal").await,
+        Peer::login("ivy").await,
+        Peer::login("joe").await,
+    ];
+    // Dated after anything already on the relay, should the tests run again against it.
+    let authors: Vec<String> = ["fay", "gil", "hal", "ivy", "joe"].map(hex).to_vec();
+    let mut at = fay
+        .query(json!({"kinds": [0, 3], "authors": authors}))
+        .await
+        .iter()
+        .map(|event| event.created_at)
+        .max()
+        .map_or(Timestamp::now(), |newest| newest.max(Timestamp::now()));
+    let mut next = || {
+        at = at + 1u64;
+        at
+    };
+    // fay's follow list as seeded, should an earlier run against this relay have left another.
+    fay.publish(&follow_list_of("fay", &["gil", "hal", "joe"], next()))
+        .await;
+    gil.set_profile(
+        &json!({"name": "gil", "display_name": " Gil Gómez ", "nip05": "Gil@LocalHost"})
+            .to_string(),
+        next(),
+    )
+    .await;
+    hal.set_profile(
+        &json!({"name": "Hal", "nip05": "hal@localhost"}).to_string(),
+        next(),
+    )
+    .await;
+    joe.set_profile(r#"{"name": "Joe""#, next()).await;
+    ivy.set_profile(
+        &json!({"display_name": "Ivy", "nip05": "ivy@localhost"}).to_string(),
+        next(),
+    )
+    .await;
+
+    let connector = NostrConnector::with_options(&ConnectorOptions {
+        extra_roots_pem: Some(
+            std::fs::read(env("SWITCHBOARD_TEST_NIP05_TLS_CA")).expect("the NIP-05 test CA"),
+        ),
+        nip05_resolve: vec![("localhost".to_owned(), server.address)],
+    })
+    .expect("the NIP-05 test CA is usable");
+    let mut session = connector
+        .connect(&login_as("fay"), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("fay cannot log in: {e}"));
+    let follows = ["gil", "hal", "joe"].map(|name| RosterEntry {
+        handle: handle(name),
+        display_name: Some(capitalised(name)),
+    });
+    assert_eq!(sorted(complete(&session.roster)), sorted(follows.to_vec()));
+
+    // gil's verified profile comes without waiting for hal's slow domain; joe's unreadable
+    // metadata is no profile at all.
+    assert_eq!(
+        next_profiles(&mut session.events).await,
+        [profile_of("gil", "Gil Gómez", Some("gil@localhost"))]
+    );
+    // Nor does that check hold up presence.
+    joe.set_status(&format!("here {}", nonce()), Timestamp::now(), None)
+        .await;
+    let joe_handle = handle("joe");
+    loop {
+        match wait_for(&mut session.events, |_| true).await {
+            ConnectorEvent::Presence {
+                handle,
+                availability: Availability::Online,
+                status: Some(status),
+            } if handle == joe_handle && status.starts_with("here ") => break,
+            ConnectorEvent::Profiles(profiles) => {
+                panic!("joe's presence came after the slow check: {profiles:?}")
+            }
+            _ => {}
+        }
+    }
+    // hal's nickname, and no address: the domain does not list his key.
+    assert_eq!(
+        next_profiles(&mut session.events).await,
+        [profile_of("hal", "Hal", None)]
+    );
+
+    // A changed profile during the session is reported again, alone.
+    gil.set_profile(
+        &json!({"display_name": "Gil G.", "nip05": "gil@localhost"}).to_string(),
+        next(),
+    )
+    .await;
+    assert_eq!(
+        next_profiles(&mut session.events).await,
+        [profile_of("gil", "Gil G.", Some("gil@localhost"))]
+    );
+    // The same profile again is not news, unreadable metadata is none: the next report is
+    // joe's first readable one. A bare domain is the domain's own identifier (`_@localhost`):
+    // no address, and not asked.
+    gil.set_profile(
+        &json!({"nip05": "gil@localhost", "display_name": "Gil G."}).to_string(),
+        next(),
+    )
+    .await;
+    joe.set_profile("[1, 2", next()).await;
+    joe.set_profile(
+        &json!({"name": "Joe", "nip05": "localhost"}).to_string(),
+        next(),
+    )
+    .await;
+    assert_eq!(
+        next_profiles(&mut session.events).await,
+        [profile_of("joe", "Joe", None)]
+    );
+
+    // A new follow: its profile is read and checked too.
+    fay.publish(&follow_list_of(
+        "fay",
+        &["gil", "hal", "joe", "ivy"],
+        next(),
+    ))
+    .await;
+    wait_for(
+        &mut session.events,
+        |e| matches!(e, ConnectorEvent::RosterChanged(roster) if roster.len() == 4),
+    )
+    .await;
+    assert_eq!(
+        next_profiles(&mut session.events).await,
+        [profile_of("ivy", "Ivy", Some("ivy@localhost"))]
+    );
+
+    // Each identifier was asked once, though gil's came in three events and the follow list
+    // change brought every profile again.
+    assert_eq!(server.asked(), ["gil", "hal", "ivy"]);
+    // And the session lived through it all.
+    let rest: Vec<ConnectorEvent> = std::iter::from_fn(|| session.events.try_recv().ok()).collect();
+    assert!(
+        !rest.iter().any(|e| matches!(
+            e,
+            ConnectorEvent::Disconnected { .. } | ConnectorEvent::Profiles(_)
+        )),
+        "{rest:?}"
+    );
+    session
+        .control
+        .send_message(&handle("gil"), &format!("still here {}", nonce()))
+        .await
+        .expect("the session still sends");
+    session.control.close().await;
 }

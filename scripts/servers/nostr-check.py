@@ -19,6 +19,7 @@ PALS = ["ann", "ben", "cid", "dot", "eve"]
 EXPECTED = {pal: sorted(o.capitalize() for o in PALS if o != pal) for pal in PALS}
 EXPECTED.update({"alice": ["Bob", "Carol", "Dave"], "bob": ["Alice"], "carol": ["Alice"],
                  "dave": ["Alice"], "stranger": None})
+EXPECTED.update({"fay": ["Gil", "Hal", "Joe"], "gil": None, "hal": None, "ivy": None, "joe": None})
 
 
 async def recv(ws):

@@ -21,6 +21,8 @@ from nostr_relay.config import Config
 
 PALS = ["ann", "ben", "cid", "dot", "eve"]
 API_USERS = ["alice", "bob", "carol", "dave"]
+# Profile tests (kind-0 metadata, NIP-05): fay logs in, the others publish profiles.
+PROFILE_USERS = ["fay", "gil", "hal", "ivy", "joe"]
 # Not granted any role: the relay lets it log in (NIP-42) but refuses its writes and queries.
 STRANGER = "stranger"
 
@@ -28,6 +30,7 @@ STRANGER = "stranger"
 FOLLOWS = {pal: [other for other in PALS if other != pal] for pal in PALS}
 FOLLOWS.update({"alice": ["bob", "carol", "dave"], "bob": ["alice"], "carol": ["alice"],
                 "dave": ["alice"]})
+FOLLOWS.update({"fay": ["gil", "hal", "joe"]})
 
 
 def key(name):
@@ -47,7 +50,7 @@ def migrate(config_file):
 async def main(keys_file, relay_url):
     from nostr_relay.storage import get_storage
 
-    keys = {name: key(name) for name in PALS + API_USERS + [STRANGER]}
+    keys = {name: key(name) for name in PALS + API_USERS + PROFILE_USERS + [STRANGER]}
     # A minute in the past: a follow list a test publishes "now" is then strictly newer.
     created_at = int(time.time()) - 60
     async with get_storage() as storage:

@@ -12,6 +12,8 @@
 #                             petnames "Ann", "Ben", …
 #   alice, bob, carol, dave   API tests: alice follows bob "Bob", carol "Carol", dave "Dave"; bob,
 #                             carol and dave each follow alice "Alice"
+#   fay, gil, hal, ivy, joe   profile tests (tests/nostr.rs): fay follows gil "Gil", hal "Hal" and
+#                             joe "Joe"; the others follow nobody
 #   stranger                  granted nothing: can log in (NIP-42) but neither write nor query
 # Seeded follow lists are dated one minute before start, so a list published later is newer.
 #
@@ -19,6 +21,10 @@
 #   SWITCHBOARD_TEST_NOSTR_RELAY  ws://127.0.0.1:PORT (the exact URL the relay accepts in AUTH)
 #   SWITCHBOARD_TEST_NOSTR_KEYS   file with one line per identity:
 #                                 `name secret_hex public_hex nsec1… npub1…`
+#   SWITCHBOARD_TEST_NIP05_TLS_CA, _CERT, _KEY
+#                                 a throwaway CA (PEM) and the certificate and key for "localhost"
+#                                 it signed: the tests serve NIP-05 `/.well-known/nostr.json` over
+#                                 HTTPS with them, so the connector's real https path is checked
 #
 # Relay quirks the tests and the connector rely on (nostr-relay 1.14): it never answers AUTH (no
 # OK), but handles a connection's messages in order, so what follows AUTH on the same socket is
@@ -127,6 +133,13 @@ _sbt_nostr_start() {
 	export SWITCHBOARD_TEST_NOSTR_RELAY=$url
 	export SWITCHBOARD_TEST_NOSTR_KEYS=$dir/keys.txt
 	_sbt_exports+=(SWITCHBOARD_TEST_NOSTR_RELAY SWITCHBOARD_TEST_NOSTR_KEYS)
+	# The tests run the NIP-05 server themselves (in-process); only its certificate is made here.
+	_sbt_make_certs "$dir/nip05" "NIP-05 test"
+	export SWITCHBOARD_TEST_NIP05_TLS_CA=$dir/nip05/ca.pem
+	export SWITCHBOARD_TEST_NIP05_TLS_CERT=$dir/nip05/localhost.crt
+	export SWITCHBOARD_TEST_NIP05_TLS_KEY=$dir/nip05/localhost.key
+	_sbt_exports+=(SWITCHBOARD_TEST_NIP05_TLS_CA SWITCHBOARD_TEST_NIP05_TLS_CERT
+		SWITCHBOARD_TEST_NIP05_TLS_KEY)
 	_sbt_log "nostr-relay $(sed -n 's/^nostr_relay==//p' "$_sbt_nostr_pin") up: $url (NIP-42 login; ready $(_sbt_since "$started"))"
 }
 

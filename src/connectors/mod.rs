@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +27,16 @@ pub use crate::domain::presence::Availability;
 pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+#[cfg(any(feature = "xmpp", feature = "irc", feature = "matrix"))]
 mod net;
 #[cfg(feature = "nostr")]
 pub mod nostr;
+#[cfg(any(
+    feature = "xmpp",
+    feature = "irc",
+    feature = "matrix",
+    feature = "nostr"
+))]
 mod task;
 #[cfg(any(
     feature = "xmpp",
@@ -276,6 +284,10 @@ pub struct ExtraRootsError(pub String);
 pub struct ConnectorOptions {
     /// PEM certificates to trust for TLS besides the public web PKI roots (e.g. a private CA's).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// NIP-05 domains (lower case) to fetch `/.well-known/nostr.json` from at a fixed address
+    /// instead of the one DNS gives, like curl's `--resolve`: still over HTTPS, the certificate
+    /// checked for the domain. For tests on loopback and split-horizon set-ups; empty, DNS.
+    pub nip05_resolve: Vec<(String, SocketAddr)>,
 }
 
 /// The connectors this build has, by protocol.
@@ -305,10 +317,7 @@ impl ConnectorRegistry {
             None => matrix::MatrixConnector::default(),
         }));
         #[cfg(feature = "nostr")]
-        registry.register(Arc::new(match &options.extra_roots_pem {
-            Some(pem) => nostr::NostrConnector::with_extra_roots(pem)?,
-            None => nostr::NostrConnector::default(),
-        }));
+        registry.register(Arc::new(nostr::NostrConnector::with_options(options)?));
         #[cfg(not(any(
             feature = "xmpp",
             feature = "irc",

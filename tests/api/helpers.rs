@@ -94,6 +94,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         reconnect_max: Duration::from_secs(2),
         max_db_connections: 8,
         extra_ca_file: None,
+        nip05_resolve: Vec::new(),
         view_wait: Duration::from_secs(5),
     }
 }

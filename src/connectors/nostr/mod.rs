@@ -1,5 +1,6 @@
 //! Nostr connector: logs a key pair into one relay, reads the follow list as the roster, reports
-//! contacts' user statuses as presence and exchanges NIP-17 private messages.
+//! contacts' user statuses as presence and their kind-0 profiles (with NIP-05 checked), and
+//! exchanges NIP-17 private messages.
 //!
 //! Account: the handle is the public key (`npub1…` or 64 hex digits, reported as lower-case hex,
 //! see [`normalize_handle`]), the password is the secret key (`nsec1…` or hex), the server is the
@@ -19,6 +20,32 @@
 //! the content as status text; an empty content, an expired status or none at all is
 //! [`Availability::Offline`]. Nostr has no away/busy levels.
 //!
+//! Profiles (kind-0 metadata): the session subscribes to the contacts' kind-0 events beside their
+//! statuses, and again whenever the follow list changes, so new follows' profiles are read too.
+//! The newest event per contact counts (on a tie, the lowest id). Its `display_name`, else its
+//! `name` (trimmed, cut at 256 characters, empty meaning none) is the nickname; Nostr has no
+//! e-mail field. The content is untrusted JSON: unreadable content is ignored (debug log) and
+//! leaves the profile as it was. Profiles are reported as [`ConnectorEvent::Profiles`] in
+//! batches, changed ones only, each at most once while the contact stays in the follow list:
+//! the stored ones after their EOSE, later ones as they come. A batch waits up to a second for
+//! NIP-05 checks still running, then goes without them (they follow in a later batch).
+//!
+//! NIP-05: a `nip05` of `local@domain` (a bare `domain` means `_@domain`; case is ignored) is
+//! checked with `GET https://<domain>/.well-known/nostr.json?name=<local>`; only if that lists
+//! the contact's key under `names[<local>]` does `local@domain`, in lower case, become the
+//! profile's `verified_address`. Otherwise the profile has none. `_@domain` is the domain's own
+//! identifier, not anyone's account (no JID has `_` for a user), so it gives no address and is
+//! not asked. Requests are https only, the certificate checked against the same roots as
+//! wss:// relays; redirects are not followed (NIP-05 forbids it); 5 s to connect, 10 s in all;
+//! at most 64 KiB read. Each identifier is asked once per session, failures included, at most
+//! four at a time, in tasks of their own, so a slow domain holds up neither presence nor
+//! messages; a failure is a debug log and an unverified profile, never a session error. Each
+//! check is a request to a domain the contact chose, made from the server: single-label names
+//! (`localhost`, intranet hosts) and IPv4 addresses are not asked. The
+//! [`ConnectorOptions::nip05_resolve`] option (`SWITCHBOARD_NIP05_RESOLVE`) dials chosen domains
+//! at a fixed address instead (still https, certificate checked for the domain): how the tests
+//! reach their server on loopback.
+//!
 //! Messages: NIP-17 (a kind 14 rumor, sealed and gift-wrapped with NIP-59). Each message goes to
 //! the recipient and, as NIP-17 asks, a copy to ourselves for our other clients. Received gift
 //! wraps are unwrapped; our own copies and group messages are not reported, nor are messages
@@ -31,10 +58,12 @@
 //! ends the session with [`ConnectorEvent::Disconnected`] and reconnecting is the caller's call.
 //! Protocol types, keys and encryption come from the `nostr` crate, the core of nostr-sdk.
 
+mod profile;
 mod relay;
 mod session;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,9 +81,13 @@ use tracing::debug;
 use super::task::TaskControl;
 use super::tls;
 use super::{
-    AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, Roster, RosterEntry,
+    AccountLogin, Connector, ConnectorError, ConnectorOptions, ExtraRootsError, LiveSession,
+    Roster, RosterEntry,
 };
+#[cfg(doc)]
+use super::{Availability, ConnectorEvent};
 use crate::domain::ids::{Handle, Protocol};
+use profile::Nip05Client;
 use relay::{FromRelay, RelayAddress, Socket};
 use session::{Session, CLOSE_TIMEOUT, OUTBOX_QUEUE};
 
@@ -77,6 +110,7 @@ const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
 const SUB_FOLLOWS: &str = "follows";
 const SUB_STATUS: &str = "status";
 const SUB_MESSAGES: &str = "messages";
+const SUB_PROFILES: &str = "profiles";
 
 /// The `d` tag of the NIP-38 status that stands for presence.
 const GENERAL_STATUS: &str = "general";
@@ -94,26 +128,39 @@ fn handle_of(key: &PublicKey) -> Option<Handle> {
 }
 
 pub struct NostrConnector {
-    /// What wss:// relays' certificates must chain to.
+    /// What wss:// relays' and NIP-05 domains' certificates must chain to.
     tls: Arc<ClientConfig>,
+    /// Checks contacts' NIP-05 identifiers; `None` if no HTTP client could be made (logged).
+    nip05: Option<Nip05Client>,
 }
 
 /// Trusts the public web PKI roots only.
 impl Default for NostrConnector {
     fn default() -> Self {
-        Self {
-            tls: tls::client_config(tls::public_roots()),
-        }
+        Self::new(tls::client_config(tls::public_roots()), &[])
     }
 }
 
 impl NostrConnector {
+    fn new(tls: Arc<ClientConfig>, nip05_resolve: &[(String, SocketAddr)]) -> Self {
+        let nip05 = Nip05Client::new(&tls, nip05_resolve);
+        Self { tls, nip05 }
+    }
+
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
-    /// `CERTIFICATE` blocks), e.g. a private CA's, for wss:// relays.
+    /// `CERTIFICATE` blocks), e.g. a private CA's, for wss:// relays and NIP-05 domains.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        Ok(Self {
-            tls: tls::client_config(tls::roots_with(pem)?),
-        })
+        Ok(Self::new(tls::client_config(tls::roots_with(pem)?), &[]))
+    }
+
+    /// Set up with the server-wide connector options: extra roots, and the NIP-05 domains to
+    /// dial at a fixed address ([`ConnectorOptions::nip05_resolve`]).
+    pub fn with_options(options: &ConnectorOptions) -> Result<Self, ExtraRootsError> {
+        let roots = match &options.extra_roots_pem {
+            Some(pem) => tls::roots_with(pem)?,
+            None => tls::public_roots(),
+        };
+        Ok(Self::new(tls::client_config(roots), &options.nip05_resolve))
     }
 }
 
@@ -164,6 +211,7 @@ impl Connector for NostrConnector {
             inbox.stop,
             inbox.requests,
             started,
+            self.nip05.clone(),
         );
         control.attach(tokio::spawn(session.run()));
         Ok(LiveSession {

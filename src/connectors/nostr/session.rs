@@ -16,10 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
+use super::profile::{Nip05Client, ProfileBook};
 use super::relay::{self, FromRelay, Socket};
 use super::{
     handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, MESSAGE_MARGIN, ONLINE_STATUS,
-    STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_STATUS,
+    STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_PROFILES, SUB_STATUS,
 };
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
@@ -109,6 +110,8 @@ pub(super) struct Session {
     reported: HashMap<PublicKey, (Availability, Option<String>)>,
     /// Stored statuses are still coming (until the status subscription's EOSE).
     statuses_loading: bool,
+    /// The contacts' kind-0 profiles, their NIP-05 checks and what was reported of them.
+    profiles: ProfileBook,
     /// Past the messages subscription's EOSE: what comes now was sent during the session.
     messages_live: bool,
     writes: VecDeque<PendingWrite>,
@@ -129,6 +132,7 @@ impl Session {
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
         started: Timestamp,
+        nip05: Option<Nip05Client>,
     ) -> Self {
         let now = Instant::now();
         let own = keys.public_key();
@@ -147,6 +151,7 @@ impl Session {
             expiries: BTreeSet::new(),
             reported: HashMap::new(),
             statuses_loading: false,
+            profiles: ProfileBook::new(nip05),
             messages_live: false,
             writes: VecDeque::new(),
             seen_wraps: HashSet::new(),
@@ -162,7 +167,7 @@ impl Session {
     }
 
     pub(super) async fn run(mut self) {
-        let mut end = self.subscribe_statuses().await;
+        let mut end = self.subscribe_contacts().await;
         for message in std::mem::take(&mut self.backlog) {
             if end.is_err() {
                 break;
@@ -177,6 +182,10 @@ impl Session {
                 _ = self.events.closed() => Err(End::Local),
                 Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
                 frame = self.socket.next() => self.handle_frame(frame).await,
+                checked = self.profiles.next_checked() => {
+                    self.profiles.on_checked(checked);
+                    self.report_profiles().await
+                }
                 _ = tick.tick() => self.on_tick().await,
             };
         }
@@ -228,11 +237,16 @@ impl Session {
                 SUB_FOLLOWS => self.on_follow_list(event).await,
                 SUB_STATUS => self.on_status(&event).await,
                 SUB_MESSAGES => self.on_gift_wrap(&event).await,
+                SUB_PROFILES => self.on_metadata(&event).await,
                 _ => Ok(()),
             },
             FromRelay::Eose(subscription) if subscription == SUB_STATUS => {
                 self.statuses_loading = false;
                 self.report_all().await
+            }
+            FromRelay::Eose(subscription) if subscription == SUB_PROFILES => {
+                self.profiles.loading = false;
+                self.report_profiles().await
             }
             FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
                 self.messages_live = true;
@@ -304,8 +318,9 @@ impl Session {
         }
         self.set_roster(roster.clone());
         self.emit(ConnectorEvent::RosterChanged(roster)).await?;
-        // New contacts' statuses: asked again; reported (Offline included) at the EOSE.
-        self.subscribe_statuses().await
+        // New contacts' statuses and profiles: asked again; statuses reported (Offline
+        // included) at the EOSE, profiles once read and checked.
+        self.subscribe_contacts().await
     }
 
     fn set_roster(&mut self, roster: Vec<RosterEntry>) {
@@ -323,7 +338,14 @@ impl Session {
             .retain(|(_, key)| self.contacts.contains_key(key));
         self.reported
             .retain(|key, _| self.contacts.contains_key(key));
+        self.profiles.retain(&self.contacts);
         self.roster = roster;
+    }
+
+    /// (Re)subscribes to what the contacts publish: statuses and profiles.
+    async fn subscribe_contacts(&mut self) -> Result<(), End> {
+        self.subscribe_statuses().await?;
+        self.subscribe_profiles().await
     }
 
     /// (Re)subscribes to the contacts' statuses; the relay replaces a subscription of the same
@@ -341,6 +363,37 @@ impl Session {
         self.statuses_loading = true;
         let request = ClientMessage::req(SubscriptionId::new(SUB_STATUS), vec![filter]);
         self.send(relay::frame(request)).await
+    }
+
+    /// (Re)subscribes to the contacts' kind-0 metadata, like [`Self::subscribe_statuses`].
+    async fn subscribe_profiles(&mut self) -> Result<(), End> {
+        if self.contacts.is_empty() {
+            self.profiles.loading = false;
+            let close = ClientMessage::close(SubscriptionId::new(SUB_PROFILES));
+            return self.send(relay::frame(close)).await;
+        }
+        let filter = Filter::new()
+            .kind(Kind::Metadata)
+            .authors(self.contacts.keys().copied());
+        self.profiles.loading = true;
+        let request = ClientMessage::req(SubscriptionId::new(SUB_PROFILES), vec![filter]);
+        self.send(relay::frame(request)).await
+    }
+
+    async fn on_metadata(&mut self, event: &Event) -> Result<(), End> {
+        if !self.contacts.contains_key(&event.pubkey) {
+            return Ok(());
+        }
+        self.profiles.on_metadata(event);
+        self.report_profiles().await
+    }
+
+    /// Reports the profiles that are ready and changed, in one event.
+    async fn report_profiles(&mut self) -> Result<(), End> {
+        match self.profiles.batch(&self.contacts) {
+            Some(batch) => self.emit(ConnectorEvent::Profiles(batch)).await,
+            None => Ok(()),
+        }
     }
 
     async fn on_status(&mut self, event: &Event) -> Result<(), End> {
@@ -535,7 +588,8 @@ impl Session {
         if !self.statuses_loading {
             self.report_expired().await?;
         }
-        Ok(())
+        // Profiles that waited long enough for checks still running.
+        self.report_profiles().await
     }
 
     /// Publishes our status, dated after the previous one: the relay keeps only the newest
