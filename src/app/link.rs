@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::Switchboard;
-use crate::connectors::supervisor::{AccountHost, HostError, LinkStatus};
+use crate::connectors::supervisor::{AccountHost, HostError, LinkState, LinkStatus};
 use crate::connectors::{
     AccountLogin, ConnectorEvent, Credential, LiveSession, Roster, RosterSource,
 };
 use crate::domain::ids::{AccountId, UserId};
-use crate::domain::presence::Presence;
+use crate::domain::presence::{Availability, Presence};
 use crate::projections::live::PresenceUpdate;
 use crate::store::vault::{SecretKind, VaultError};
 
@@ -82,6 +82,7 @@ impl AccountHost for AccountLink {
 
     async fn report(&self, status: LinkStatus) {
         let Ok(app) = self.app() else { return };
+        let online = status.state == LinkState::Online;
         tracing::info!(user = %self.user, account = %self.account, state = status.state.as_str(),
             attempt = status.attempt, detail = status.detail.as_deref().unwrap_or(""), "account status");
         if let Err(e) = app
@@ -90,6 +91,11 @@ impl AccountHost for AccountLink {
             .await
         {
             tracing::warn!(account = %self.account, error = %e, "account status not recorded");
+        }
+        // Messages waiting for this account may go now (see `observe` on why in a task).
+        if online {
+            let user = self.user;
+            tokio::spawn(async move { app.wake_outbox(user).await });
         }
     }
 
@@ -116,8 +122,10 @@ impl AccountHost for AccountLink {
 
     async fn observe(&self, events: Vec<ConnectorEvent>) {
         let Ok(app) = self.app() else { return };
-        // Presence comes in bursts (a whole roster after login): one write per burst.
+        // Presence comes in bursts (a whole roster after login): one write per burst; so do
+        // messages fetched at login.
         let mut presence = Vec::new();
+        let mut messages = Vec::new();
         for event in events {
             match event {
                 ConnectorEvent::Presence {
@@ -159,22 +167,32 @@ impl AccountHost for AccountLink {
                 ConnectorEvent::Message(message) => {
                     tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
                         "direct message received");
-                    let _ = app.messages.send(super::ReceivedMessage {
-                        user: self.user,
-                        account: self.account,
-                        message,
-                    });
+                    messages.push(message);
                 }
                 // The supervisor handles disconnection itself and never passes it on.
                 ConnectorEvent::Disconnected { .. } => {}
             }
         }
+        if !messages.is_empty() {
+            if let Err(e) = app.receive(self.user, self.account, messages).await {
+                tracing::warn!(account = %self.account, error = %e, "messages not stored");
+            }
+        }
+        let risen = presence
+            .iter()
+            .any(|p| p.presence.availability > Availability::Offline);
         if let Err(e) = app
             .live_views
             .record_presence(self.user, self.account, &presence)
             .await
         {
             tracing::warn!(account = %self.account, error = %e, "presence not recorded");
+        }
+        // Someone came online: messages waiting for them may go now. In a task of its own:
+        // sending goes through the session this supervisor is reading.
+        if risen {
+            let user = self.user;
+            tokio::spawn(async move { app.wake_outbox(user).await });
         }
     }
 }

@@ -69,6 +69,11 @@ impl LiveConnections {
         futures::future::join_all(all.into_iter().map(Supervisor::stop)).await;
     }
 
+    /// Whether this node runs supervisors of the user (it holds the user's connections).
+    pub fn has_user(&self, user: UserId) -> bool {
+        self.lock().keys().any(|(u, _)| *u == user)
+    }
+
     /// The users with at least one supervisor here.
     pub fn users(&self) -> Vec<UserId> {
         let mut users: Vec<UserId> = self.lock().keys().map(|(u, _)| *u).collect();

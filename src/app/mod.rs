@@ -3,11 +3,13 @@
 
 mod accounts;
 mod bindings;
+pub mod chat;
 mod commands;
 pub mod error;
 mod link;
 pub mod live;
 mod matching;
+pub mod outbox;
 pub mod password;
 mod reads;
 mod reports;
@@ -21,11 +23,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cqrs_es::CqrsFramework;
 use sqlx::PgPool;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::connectors::supervisor::SupervisorSettings;
-use crate::connectors::{ConnectorRegistry, IncomingMessage};
+use crate::connectors::ConnectorRegistry;
 use crate::domain::ids::{AccountId, Handle, Protocol, UserId};
 use crate::domain::presence::Presence;
 use crate::domain::user::User;
@@ -34,6 +35,7 @@ use crate::projections::notify::ViewChanges;
 use crate::secret::Secret;
 use crate::store::event_store::UserStore;
 use crate::store::lease::Leases;
+use crate::store::messages::MessageStore;
 use crate::store::sessions::SessionStore;
 use crate::store::vault::Vault;
 
@@ -86,14 +88,6 @@ pub struct AccountView {
     pub status: AccountStatus,
 }
 
-/// A direct message one of a user's accounts received.
-#[derive(Debug, Clone)]
-pub struct ReceivedMessage {
-    pub user: UserId,
-    pub account: AccountId,
-    pub message: IncomingMessage,
-}
-
 /// A logged-in session.
 #[derive(Debug)]
 pub struct LoginResult {
@@ -123,8 +117,10 @@ pub struct Switchboard {
     live: LiveConnections,
     live_views: LiveViews,
     leases: Leases,
-    /// Direct messages as they arrive, for whoever listens on this node.
-    messages: broadcast::Sender<ReceivedMessage>,
+    /// Direct messages in and out.
+    messages: MessageStore,
+    /// One outbox round per user at a time on this node.
+    outbox_turns: std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
     views: ViewChanges,
     settings: ServiceSettings,
     /// One writer per user at a time on this node, so parallel account logins do not fight
@@ -141,6 +137,7 @@ impl Switchboard {
         settings: ServiceSettings,
     ) -> Arc<Self> {
         let store = UserStore::new(pool.clone());
+        let messages_pool = pool.clone();
         Arc::new(Self {
             cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
             store,
@@ -151,7 +148,8 @@ impl Switchboard {
             live_views: LiveViews::new(pool.clone()),
             leases: Leases::new(pool.clone(), Uuid::new_v4(), settings.lease_ttl),
             pool,
-            messages: broadcast::channel(256).0,
+            messages: MessageStore::new(messages_pool),
+            outbox_turns: std::sync::Mutex::new(HashMap::new()),
             views,
             settings,
             writers: std::sync::Mutex::new(HashMap::new()),

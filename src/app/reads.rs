@@ -1,11 +1,10 @@
-//! Reads: user name, accounts, contact list (now or at an instant), presence, messages, history.
+//! Reads: user name, accounts, contact list (now or at an instant), presence, history.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast;
 
-use super::{AccountView, AppError, PresenceMap, ReceivedMessage, Switchboard};
+use super::{AccountView, AppError, PresenceMap, Switchboard};
 use crate::domain::ids::UserId;
 use crate::domain::user::User;
 use crate::projections::contacts::{self, ContactList};
@@ -103,11 +102,6 @@ impl Switchboard {
     /// The known presence of the contacts of the user's online accounts.
     pub async fn presence(&self, user: UserId) -> Result<PresenceMap, AppError> {
         Ok(self.live_views.presence(user).await?)
-    }
-
-    /// Direct messages as this node's connections receive them.
-    pub fn messages(&self) -> broadcast::Receiver<ReceivedMessage> {
-        self.messages.subscribe()
     }
 
     pub async fn history(

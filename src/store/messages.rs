@@ -352,21 +352,39 @@ impl MessageStore {
         Ok(rows.into_iter().map(UserId).collect())
     }
 
-    /// The message went out.
+    /// The message went out, to `to` for `route_reason` (where the outbox routed it last).
     pub async fn mark_sent(
         &self,
         user: UserId,
         id: Uuid,
+        to: &Party,
+        route_reason: &str,
         network_id: Option<&str>,
     ) -> Result<Option<Message>, sqlx::Error> {
-        self.change_state(
-            user,
-            id,
-            "state = 'SENT', sent_at = now(), network_id = coalesce($4, network_id), \
-             next_attempt_at = NULL",
-            network_id,
-        )
-        .await
+        let mut tx = self.pool.begin().await?;
+        let change = take_changes(&mut tx, user, 1).await?;
+        let row = sqlx::query(&format!(
+            "UPDATE messages SET state = 'SENT', sent_at = now(), next_attempt_at = NULL, \
+               network_id = coalesce($4, network_id), contact_id = $5, account_id = $6, \
+               protocol = $7, handle = $8, route_reason = $9, change = $3 \
+             WHERE user_id = $1 AND id = $2 AND state = 'QUEUED' RETURNING {COLUMNS}"
+        ))
+        .bind(user.0)
+        .bind(id)
+        .bind(change)
+        .bind(network_id)
+        .bind(to.contact_id.0)
+        .bind(to.account_id.0)
+        .bind(to.protocol.to_string())
+        .bind(to.handle.as_str())
+        .bind(route_reason)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_some() {
+            notify(&mut tx, user).await?;
+        }
+        tx.commit().await?;
+        row.as_ref().map(decode).transpose()
     }
 
     /// The network refused the message for good.
@@ -376,32 +394,17 @@ impl MessageStore {
         id: Uuid,
         reason: &str,
     ) -> Result<Option<Message>, sqlx::Error> {
-        self.change_state(
-            user,
-            id,
-            "state = 'FAILED', failure = $4, next_attempt_at = NULL",
-            Some(reason),
-        )
-        .await
-    }
-
-    async fn change_state(
-        &self,
-        user: UserId,
-        id: Uuid,
-        set: &str,
-        text: Option<&str>,
-    ) -> Result<Option<Message>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let change = take_changes(&mut tx, user, 1).await?;
         let row = sqlx::query(&format!(
-            "UPDATE messages SET {set}, change = $3 \
+            "UPDATE messages SET state = 'FAILED', failure = $4, next_attempt_at = NULL, \
+               change = $3 \
              WHERE user_id = $1 AND id = $2 AND state = 'QUEUED' RETURNING {COLUMNS}"
         ))
         .bind(user.0)
         .bind(id)
         .bind(change)
-        .bind(text)
+        .bind(reason)
         .fetch_optional(&mut *tx)
         .await?;
         if row.is_some() {
@@ -471,6 +474,22 @@ impl MessageStore {
         .bind(&ids)
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// The user's messages at these positions.
+    pub async fn at_positions(
+        &self,
+        user: UserId,
+        positions: &[i64],
+    ) -> Result<Vec<Message>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE user_id = $1 AND position = ANY($2)"
+        ))
+        .bind(user.0)
+        .bind(positions)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(decode).collect()

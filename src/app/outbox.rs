@@ -1,0 +1,201 @@
+//! The outbox: queued messages go out from the node that holds the user's connections (the
+//! lease). A node that stores a message it cannot send itself asks the holder through
+//! `NOTIFY switchboard_outbox`; every node also looks for due messages of its users every few
+//! seconds, and when an account comes online or a contact's presence rises.
+//!
+//! Each attempt claims the message for [`ATTEMPT_HOLD`] first, so two nodes (or two wake-ups)
+//! never send it at once; a node that dies mid-attempt lets it be claimed again after that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::chat::{correspondent, retry_at};
+use super::{AppError, Switchboard};
+use crate::connectors::ConnectorError;
+use crate::domain::ids::UserId;
+use crate::domain::routing::Routing;
+use crate::domain::user::User;
+use crate::store::messages::{Message, Party};
+
+/// How long one attempt holds its message against other attempts.
+pub const ATTEMPT_HOLD: Duration = Duration::from_secs(30);
+/// How often a node looks for due messages of its users without being asked.
+pub const OUTBOX_TICK: Duration = Duration::from_secs(2);
+const CHANNEL: &str = "switchboard_outbox";
+const BATCH: i64 = 32;
+
+impl Switchboard {
+    /// Has the user's due messages sent: here, when this node holds the user's connections,
+    /// else by the node that does.
+    pub(super) async fn kick_outbox(&self, user: UserId) {
+        if self.live.has_user(user) {
+            if let Err(e) = self.dispatch(user).await {
+                tracing::warn!(%user, error = %e, "outbox not sent; the next round tries again");
+            }
+            return;
+        }
+        let asked = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(user.0.to_string())
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = asked {
+            tracing::warn!(%user, error = %e, "outbox holder not asked; its next round sends");
+        }
+    }
+
+    /// Makes the user's waiting messages due now and sends them (an account came online, a
+    /// contact's presence rose).
+    pub(super) async fn wake_outbox(&self, user: UserId) {
+        match self.messages.wake(user).await {
+            Ok(_) => self.kick_outbox(user).await,
+            Err(e) => tracing::warn!(%user, error = %e, "outbox not woken"),
+        }
+    }
+
+    /// Sends the user's due messages through this node's connections, oldest first.
+    pub async fn dispatch(&self, user: UserId) -> Result<(), AppError> {
+        let turn = self.outbox_turn(user);
+        let _turn = turn.lock().await;
+        loop {
+            let batch = self.messages.claim_due(user, BATCH, ATTEMPT_HOLD).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let state = self.load(user).await?;
+            for message in batch {
+                self.attempt(&state, message).await?;
+            }
+        }
+    }
+
+    /// One attempt at one claimed message.
+    async fn attempt(&self, state: &User, message: Message) -> Result<(), AppError> {
+        let user = message.user_id;
+        let mut party = Party {
+            contact_id: message.contact_id,
+            account_id: message.account_id,
+            protocol: message.protocol,
+            handle: message.handle.clone(),
+        };
+        let mut reason = message.route_reason.clone().unwrap_or_default();
+        if message.auto_route {
+            let Some(with) = message.addressed_to.and_then(|id| correspondent(state, id)) else {
+                self.messages
+                    .mark_failed(user, message.id, "the person is no longer on the list")
+                    .await?;
+                return Ok(());
+            };
+            let (chosen, routing) = match self.route(user, state, &with, None).await {
+                Ok(found) => found,
+                Err(AppError::BadInput(why)) => {
+                    self.messages.mark_failed(user, message.id, &why).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            party = chosen;
+            match routing {
+                Routing::Send { reason: why, .. } => reason = why,
+                Routing::Queue { reason: why, .. } => {
+                    let at = retry_at(message.attempts);
+                    self.messages
+                        .postpone(user, message.id, at, &party, &why)
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        let Some(session) = self.live.session(user, party.account_id) else {
+            let at = retry_at(message.attempts);
+            self.messages
+                .postpone(user, message.id, at, &party, &reason)
+                .await?;
+            return Ok(());
+        };
+        match session.send_message(&party.handle, &message.body).await {
+            Ok(()) => {
+                self.messages
+                    .mark_sent(user, message.id, &party, &reason, None)
+                    .await?;
+            }
+            Err(ConnectorError::Refused(why)) => {
+                self.messages.mark_failed(user, message.id, &why).await?;
+            }
+            Err(e) => {
+                tracing::info!(%user, message = %message.id, error = %e, "message not sent; tried again later");
+                let at = retry_at(message.attempts);
+                self.messages
+                    .postpone(user, message.id, at, &party, &reason)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn outbox_turn(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self
+            .outbox_turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        turns.entry(user).or_default().clone()
+    }
+
+    /// This node's outbox round: sends when asked (`switchboard_outbox`) and every
+    /// [`OUTBOX_TICK`] for the users whose connections it holds, until `stop`.
+    pub async fn run_outbox(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut listener = match PgListener::connect_with(&self.pool).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => Some(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox cannot LISTEN; sending on its rounds only");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox cannot LISTEN; sending on its rounds only");
+                None
+            }
+        };
+        loop {
+            let asked = async {
+                match listener.as_mut() {
+                    Some(l) => l.recv().await.ok().and_then(|n| n.payload().parse::<Uuid>().ok()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                user = asked => {
+                    if let Some(user) = user.map(UserId) {
+                        if self.live.has_user(user) {
+                            if let Err(e) = self.dispatch(user).await {
+                                tracing::warn!(%user, error = %e, "outbox not sent");
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(OUTBOX_TICK) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let users = self.live.users();
+            match self.messages.users_with_due(&users).await {
+                Ok(due) => {
+                    for user in due {
+                        if let Err(e) = self.dispatch(user).await {
+                            tracing::warn!(%user, error = %e, "outbox not sent");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox round failed"),
+            }
+        }
+    }
+}
