@@ -102,7 +102,7 @@ impl VcardFetches {
         if self.ready.is_empty() {
             self.ready_since = None;
         }
-        self.release_queue();
+        self.release_buffers();
     }
 
     /// The next request to send, if one is queued and fewer than [`MAX_IN_FLIGHT`] are out.
@@ -111,7 +111,7 @@ impl VcardFetches {
             let Some((handle, fetch)) = self.queue.pop_front() else {
                 break;
             };
-            self.release_queue();
+            self.release_buffers();
             // Handles come from roster items, which were JIDs; skip any that is not.
             let Ok(jid) = BareJid::new(handle.as_str()) else {
                 continue;
@@ -142,6 +142,7 @@ impl VcardFetches {
             return false;
         };
         let Request { handle, fetch, .. } = self.in_flight.swap_remove(at);
+        self.release_buffers();
         let profile = match iq {
             Iq::Result {
                 payload: Some(payload),
@@ -174,6 +175,7 @@ impl VcardFetches {
             }
             waiting
         });
+        self.release_buffers();
     }
 
     /// The profiles to report now, if any: when a batch is full, when everything asked has been
@@ -204,10 +206,14 @@ impl VcardFetches {
         batch.into_iter().chain(expiry).min()
     }
 
-    /// A whole roster queued at login leaves a large buffer behind; an idle session keeps none.
-    fn release_queue(&mut self) {
+    /// A whole roster queued at login leaves a large buffer behind, and the requests a smaller
+    /// one: an idle session keeps neither.
+    fn release_buffers(&mut self) {
         if self.queue.is_empty() && self.queue.capacity() > 0 {
             self.queue = VecDeque::new();
+        }
+        if self.in_flight.is_empty() && self.in_flight.capacity() > 0 {
+            self.in_flight = Vec::new();
         }
     }
 }
@@ -599,9 +605,9 @@ mod tests {
         assert_eq!(fetches.take_batch(later), None);
         assert_eq!(fetches.next_wakeup(), None);
         assert_eq!(
-            fetches.queue.capacity(),
-            0,
-            "an idle session keeps no buffer"
+            (fetches.queue.capacity(), fetches.in_flight.capacity()),
+            (0, 0),
+            "an idle session keeps no buffers"
         );
     }
 
