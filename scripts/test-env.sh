@@ -70,6 +70,12 @@
 # `ejabberdctl push_roster_all` (same names, group and subscription), which a client can change.
 # The `--check` mode logs in as each user and asserts exactly these rosters.
 #
+# vCards (XEP-0054, vcard-temp): served by both implementations, as a typical deployment does —
+# Prosody with mod_vcard_legacy (vcard-temp mapped onto the vCard4 and avatar PEP nodes, which
+# it loads mod_pep for; it also adds the XEP-0153 avatar hash to its users' presence), ejabberd
+# with mod_vcard (Mnesia; no vjud search service). No user has a vCard at start: the tests
+# that need one publish it as that user.
+#
 # Sourcing sets `set -euo pipefail` and EXIT/INT/TERM traps in the calling shell; its own names
 # are prefixed with _sbt_ to stay out of the caller's way.
 
@@ -495,7 +501,7 @@ _sbt_start_prosody() {
 				c2s_require_encryption = true
 				allow_unencrypted_plain_auth = false
 				ssl = { certificate = "$dir/certs/localhost.crt"; key = "$dir/certs/localhost.key" }
-				modules_enabled = { "tls"; "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
+				modules_enabled = { "tls"; "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups"; "vcard_legacy" }
 				modules_disabled = { "s2s"; "offline" }
 			EOF
 		)
@@ -504,7 +510,7 @@ _sbt_start_prosody() {
 			cat <<-EOF
 				c2s_require_encryption = false
 				allow_unencrypted_plain_auth = true
-				modules_enabled = { "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups" }
+				modules_enabled = { "roster"; "saslauth"; "disco"; "presence"; "message"; "iq"; "ping"; "posix"; "groups"; "vcard_legacy" }
 				modules_disabled = { "s2s"; "tls"; "offline" }
 			EOF
 		)
@@ -687,6 +693,8 @@ _sbt_start_ejabberd() {
 		  mod_disco: {}
 		  mod_ping: {}
 		  mod_roster: {}
+		  mod_vcard:
+		    search: false
 	EOF
 
 	# ejabberdctl runs only as root (then it switches to user ejabberd with su, as a child that
@@ -913,6 +921,31 @@ for label, server, tls, users in (("Prosody (plain)", plain_server, False, list(
                                                       for j, (n, g) in sorted(got.items()))))
         if got != want:
             print("FAIL: %s roster %r != expected %r" % (user, got, want)); ok = False
+        c.send("</stream:stream>"); c.s.close()
+
+    # vCards are served (XEP-0054): one user publishes its own, a contact reads it.
+    vcard_users = []
+    for user in (users[-1], users[-2]):
+        c, success = login(server, tls, user, user + "-pw-7Q")
+        c.send(OPEN); c.until("</stream:features>")
+        c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>check</resource></bind></iq>")
+        c.until("</iq>")
+        vcard_users.append(c)
+    owner, reader = vcard_users
+    owner.send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><NICKNAME>Checked</NICKNAME>"
+               "</vCard></iq>")
+    text = owner.until("id='v1'", 'id="v1"')
+    if "result" not in text:
+        print("FAIL: %s could not publish its vCard: %s" % (users[-1], text)); ok = False
+    reader.send("<iq type='get' id='v2' to='%s@%s'><vCard xmlns='vcard-temp'/></iq>"
+                % (users[-1], domain))
+    text = reader.until("</iq>", "/>")
+    if "<NICKNAME>Checked</NICKNAME>" not in text:
+        print("FAIL: %s cannot read %s's vCard: %s" % (users[-2], users[-1], text)); ok = False
+    else:
+        print("    vCard published by %s, read by %s: ok" % (users[-1], users[-2]))
+    for c in vcard_users:
         c.send("</stream:stream>"); c.s.close()
 
     c, success = login(server, tls, users[0], "wrong-password")

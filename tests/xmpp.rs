@@ -8,9 +8,13 @@
 //! presence, so the tests can run in parallel, and the two servers share nothing. A second
 //! Prosody with the same users requires STARTTLS, with a certificate from a throwaway CA. The last
 //! tests use a scripted server for the failure paths a real server will not produce on demand.
+//! vCards: both servers serve them (Prosody mod_vcard_legacy, ejabberd mod_vcard) and nobody has
+//! one at start; the vCard tests publish eve's and ann's as those users and empty them again.
+//! eve and ann are the contacts there because no other test watches their presence.
 
 mod common;
 use common::xmpp_client::set_roster_item as edit_roster;
+use common::xmpp_client::set_vcard;
 use common::{complete, env};
 
 use std::time::{Duration, Instant};
@@ -18,10 +22,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use switchboard::connectors::xmpp::XmppConnector;
 use switchboard::connectors::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, Credential, LiveSession,
-    RosterEntry,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ContactProfile,
+    Credential, LiveSession, RosterEntry,
 };
 use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::domain::matching::Profile;
 use switchboard::secret::Secret;
 use tokio::sync::mpsc;
 use tokio_xmpp::jid::BareJid;
@@ -73,6 +78,8 @@ against_both_servers!(
     roster_pushes_are_reported,
     silent_contacts_are_reported_offline,
     direct_messages_cross_both_ways,
+    contact_vcards_are_reported,
+    a_new_avatar_brings_the_new_vcard,
 );
 
 /// The Prosody that requires STARTTLS, and the PEM file of the CA that issued its certificate.
@@ -588,71 +595,145 @@ async fn scripted_server_with(
     ending: &'static [u8],
     last_words: Option<&'static str>,
 ) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
-        xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost' version='1.0'>";
-    let script: [(&str, String); 5] = [
-        (
-            "<stream:stream",
-            format!(
-                "{HEADER}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
-                 <mechanism>PLAIN</mechanism></mechanisms></stream:features>"
-            ),
-        ),
-        (
-            "</auth>",
-            "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>".to_owned(),
-        ),
-        (
-            "<stream:stream",
-            format!(
-                "{HEADER}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
-                 </stream:features>"
-            ),
-        ),
-        (
-            "</iq>",
-            "<iq type='result' id='switchboard-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-             <jid>frank@localhost/x</jid></bind></iq>"
-                .to_owned(),
-        ),
-        ("</iq>", roster_answer.to_owned()),
-    ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut received = String::new();
-        let mut buffer = [0u8; 4096];
-        let mut expect = async |socket: &mut tokio::net::TcpStream, needle: &str| loop {
-            if let Some(at) = received.find(needle) {
-                // Through the end of the element that contains the needle.
-                let end = received[at..]
-                    .find('>')
-                    .map_or(received.len(), |i| at + i + 1);
-                received.drain(..end);
-                return;
-            }
-            let read = socket.read(&mut buffer).await.unwrap();
-            assert!(
-                read > 0,
-                "client hung up while the server waited for {needle}"
-            );
-            received.push_str(std::str::from_utf8(&buffer[..read]).unwrap());
-        };
-        for (needle, reply) in script {
-            expect(&mut socket, needle).await;
-            socket.write_all(reply.as_bytes()).await.unwrap();
-        }
-        expect(&mut socket, "</presence>").await;
-        socket.write_all(ending).await.unwrap();
+        let mut peer = ScriptedPeer::log_in(listener, roster_answer).await;
+        peer.send(ending).await;
         if let Some(needle) = last_words {
-            expect(&mut socket, needle).await;
+            peer.expect(needle).await;
         }
-        // Dropping the socket closes the connection.
+        peer.hang_up().await;
     });
     address
+}
+
+/// The server's side of a scripted connection, after login: reads what the client sends and
+/// writes what the script says.
+struct ScriptedPeer {
+    socket: tokio::net::TcpStream,
+    /// Read and not yet consumed by [`expect`](Self::expect).
+    received: String,
+}
+
+impl ScriptedPeer {
+    /// Accepts one client and logs it in with PLAIN: binds its resource, answers its roster
+    /// request with `roster_answer` and waits for its initial presence.
+    async fn log_in(listener: tokio::net::TcpListener, roster_answer: &str) -> Self {
+        const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost' version='1.0'>";
+        let script: [(&str, String); 5] = [
+            (
+                "<stream:stream",
+                format!(
+                    "{HEADER}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+                     <mechanism>PLAIN</mechanism></mechanisms></stream:features>"
+                ),
+            ),
+            (
+                "</auth>",
+                "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>".to_owned(),
+            ),
+            (
+                "<stream:stream",
+                format!(
+                    "{HEADER}<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+                     </stream:features>"
+                ),
+            ),
+            (
+                "</iq>",
+                "<iq type='result' id='switchboard-bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+                 <jid>frank@localhost/x</jid></bind></iq>"
+                    .to_owned(),
+            ),
+            ("</iq>", roster_answer.to_owned()),
+        ];
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut peer = Self {
+            socket,
+            received: String::new(),
+        };
+        for (needle, reply) in script {
+            peer.expect(needle).await;
+            peer.send(reply.as_bytes()).await;
+        }
+        peer.expect("</presence>").await;
+        peer
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.socket.write_all(bytes).await.unwrap();
+    }
+
+    async fn read_more(&mut self, waiting_for: &str) {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        let read = self.socket.read(&mut buffer).await.unwrap();
+        assert!(
+            read > 0,
+            "client hung up while the server waited for {waiting_for}"
+        );
+        self.received
+            .push_str(std::str::from_utf8(&buffer[..read]).unwrap());
+    }
+
+    /// Reads until `needle` arrives; consumes everything through the end of the tag holding it.
+    async fn expect(&mut self, needle: &str) {
+        loop {
+            if let Some(at) = self.received.find(needle) {
+                let end = self.received[at..]
+                    .find('>')
+                    .map_or(self.received.len(), |i| at + i + 1);
+                self.received.drain(..end);
+                return;
+            }
+            self.read_more(needle).await;
+        }
+    }
+
+    /// Reads until a whole vCard request arrives (skipping other IQs); returns its id and
+    /// recipient.
+    async fn vcard_request(&mut self) -> (String, String) {
+        loop {
+            if let Some(start) = self.received.find("<iq") {
+                let tag_end = self.received[start..].find('>').map(|i| start + i + 1);
+                let end = match tag_end {
+                    Some(end) if self.received[..end].ends_with("/>") => Some(end),
+                    Some(end) => self.received[end..]
+                        .find("</iq>")
+                        .map(|i| end + i + "</iq>".len()),
+                    None => None,
+                };
+                if let Some(end) = end {
+                    let iq = self.received[start..end].to_owned();
+                    self.received.drain(..end);
+                    if iq.contains("vcard-temp") {
+                        let attribute = |name: &str| {
+                            let at = iq.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+                            let quote = &iq[at..=at];
+                            iq[at + 1..][..iq[at + 1..].find(quote).unwrap()].to_owned()
+                        };
+                        return (attribute("id"), attribute("to"));
+                    }
+                    continue;
+                }
+            }
+            self.read_more("a vCard request").await;
+        }
+    }
+
+    /// Closes the connection once the client has gone quiet: closing with unread data makes
+    /// the kernel reset the connection, which may lose what was written last.
+    async fn hang_up(mut self) {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 4096];
+        while let Ok(Ok(1..)) =
+            tokio::time::timeout(Duration::from_millis(200), self.socket.read(&mut buffer)).await
+        {
+        }
+    }
 }
 
 /// Logs in to a [`scripted_server`]; the only contact, who never sends presence, is reported
@@ -839,4 +920,259 @@ async fn direct_messages_cross_both_ways(server: &str) {
         .await;
     assert!(matches!(late, Err(ConnectorError::Closed)), "{late:?}");
     eve.send_end().await.unwrap();
+}
+
+/// Every event until `done` says the ones seen so far are enough (the last one included); panics
+/// with them if that takes longer than [`EVENT_TIMEOUT`] or the session ends.
+async fn events_until(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+    mut done: impl FnMut(&[ConnectorEvent]) -> bool,
+) -> Vec<ConnectorEvent> {
+    let mut seen = Vec::new();
+    let finished = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            seen.push(event);
+            if done(&seen) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match finished {
+        Ok(true) => seen,
+        Ok(false) => panic!("the session ended; events seen: {seen:?}"),
+        Err(_) => panic!("not everything expected arrived in time; events seen: {seen:?}"),
+    }
+}
+
+/// The profiles of every `Profiles` event among `events`, in order.
+fn profiles_in(events: &[ConnectorEvent]) -> Vec<ContactProfile> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConnectorEvent::Profiles(profiles) => Some(profiles.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn profile(nickname: &str, emails: &[&str]) -> Profile {
+    Profile {
+        nickname: Some(nickname.to_owned()),
+        emails: emails.iter().map(|email| (*email).to_owned()).collect(),
+        verified_address: None,
+    }
+}
+
+/// A vCard the contact's own client publishes, without a photo.
+const EVE_VCARD: &str = "<vCard xmlns='vcard-temp'><FN>Eve Example</FN><NICKNAME>Evie</NICKNAME>\
+    <EMAIL><INTERNET/><PREF/><USERID> Eve@Example.ORG </USERID></EMAIL>\
+    <EMAIL><HOME/><INTERNET/><USERID>eve.home@example.com</USERID></EMAIL>\
+    <EMAIL><INTERNET/><USERID>eve@example.org</USERID></EMAIL>\
+    <EMAIL><INTERNET/><USERID>not an address</USERID></EMAIL></vCard>";
+const EMPTY_VCARD: &str = "<vCard xmlns='vcard-temp'/>";
+
+/// eve publishes her vCard the way her own client would, without going online (other tests
+/// watch presence). ann's session fetches its contacts' vCards after login and reports eve's —
+/// nickname and addresses, cleaned — and nothing for ben, cid and dot, who have none (the
+/// server answers with an empty vCard or an error). Presence flows as before: eve, online with
+/// a negative priority (so no test's messages to her bare JID land here), is reported.
+async fn contact_vcards_are_reported(server: &str) {
+    let mut eve = raw_client(server, "eve").await;
+    set_vcard(&mut eve, EVE_VCARD).await;
+
+    let mut ann = connect(server, "ann").await;
+    eve.send_stanza(Presence::available().with_priority(-1).into())
+        .await
+        .unwrap();
+    let eve_online = presence_of("eve@localhost", Availability::Online);
+    let events = events_until(&mut ann.events, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, ConnectorEvent::Profiles(_)))
+            && seen.iter().any(&eve_online)
+    })
+    .await;
+    // Only contacts with something are reported, all in one event.
+    let batches = events
+        .iter()
+        .filter(|e| matches!(e, ConnectorEvent::Profiles(_)))
+        .count();
+    assert_eq!(batches, 1, "{events:?}");
+    assert_eq!(
+        profiles_in(&events),
+        [ContactProfile {
+            handle: handle("eve@localhost"),
+            profile: profile("Evie", &["eve@example.org", "eve.home@example.com"]),
+        }],
+        "{events:?}"
+    );
+
+    // What other tests may find: no vCard, as at start.
+    set_vcard(&mut eve, EMPTY_VCARD).await;
+    eve.send_end().await.unwrap();
+    ann.disconnect().await;
+}
+
+/// XEP-0054 has no change notification, but a vCard-based avatar (XEP-0153) announces its hash
+/// in presence: a new hash makes the session fetch the vCard again and report what it reads.
+/// ann plays the contact, online with a negative priority (no other test watches her presence or
+/// sends her messages); eve's session watches.
+async fn a_new_avatar_brings_the_new_vcard(server: &str) {
+    let mut ann = raw_client(server, "ann").await;
+    publish_with_avatar(&mut ann, "Ann One", b"first photo").await;
+
+    let mut eve = connect(server, "eve").await;
+    let ann_named = |name: &'static str| {
+        move |event: &ConnectorEvent| {
+            matches!(event, ConnectorEvent::Profiles(profiles) if profiles.iter().any(|p|
+                p.handle == handle("ann@localhost") && p.profile.nickname.as_deref() == Some(name)))
+        }
+    };
+    // The first hash the session sees goes with what it fetched after login; a change must come
+    // after it, so wait for ann's presence too.
+    let first = ann_named("Ann One");
+    let ann_online = presence_of("ann@localhost", Availability::Online);
+    events_until(&mut eve.events, |seen| {
+        seen.iter().any(&first) && seen.iter().any(&ann_online)
+    })
+    .await;
+
+    publish_with_avatar(&mut ann, "Ann Two", b"second photo").await;
+    let event = wait_for(&mut eve.events, ann_named("Ann Two")).await;
+    let ConnectorEvent::Profiles(profiles) = event else {
+        unreachable!()
+    };
+    assert!(
+        profiles.contains(&ContactProfile {
+            handle: handle("ann@localhost"),
+            profile: Profile {
+                nickname: Some("Ann Two".to_owned()),
+                emails: vec!["ann@example.org".to_owned()],
+                verified_address: None,
+            },
+        }),
+        "{profiles:?}"
+    );
+
+    set_vcard(&mut ann, EMPTY_VCARD).await;
+    ann.send_end().await.unwrap();
+    eve.disconnect().await;
+}
+
+/// Publishes a vCard with this nickname and photo, then announces the photo's hash in an
+/// available presence of priority -1 (XEP-0153), as a client with vCard avatars does.
+async fn publish_with_avatar(client: &mut Client, nickname: &str, photo: &[u8]) {
+    use base64::Engine;
+    use sha1::Digest;
+
+    let binval = base64::engine::general_purpose::STANDARD.encode(photo);
+    set_vcard(
+        client,
+        &format!(
+            "<vCard xmlns='vcard-temp'><NICKNAME>{nickname}</NICKNAME>\
+             <EMAIL><INTERNET/><USERID>ann@example.org</USERID></EMAIL>\
+             <PHOTO><TYPE>image/png</TYPE><BINVAL>{binval}</BINVAL></PHOTO></vCard>"
+        ),
+    )
+    .await;
+    let hash: String = sha1::Sha1::digest(photo)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let update: tokio_xmpp::minidom::Element =
+        format!("<x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x>")
+            .parse()
+            .unwrap();
+    let presence = Presence::available()
+        .with_priority(-1)
+        .with_payloads(vec![update]);
+    client.send_stanza(presence.into()).await.unwrap();
+}
+
+/// What real servers will not do on cue: a contact whose vCard request is never answered, an
+/// answer from someone else than the contact asked, a contact added by a roster push. The
+/// pending request holds up neither presence nor the other profiles, which come in one event
+/// once the slow one has had its share of waiting.
+#[tokio::test]
+async fn vcards_load_beside_presence_and_roster_pushes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    let (finished, hang_up) = tokio::sync::oneshot::channel::<()>();
+    let script = tokio::spawn(async move {
+        let mut peer = ScriptedPeer::log_in(
+            listener,
+            "<iq type='result' id='switchboard-roster'><query xmlns='jabber:iq:roster'>\
+             <item jid='ben@localhost' name='Ben' subscription='both'/>\
+             <item jid='cid@localhost' name='Cid' subscription='both'/></query></iq>",
+        )
+        .await;
+        let (ben_id, ben) = peer.vcard_request().await;
+        let (_cid_id, cid) = peer.vcard_request().await;
+        assert_eq!(
+            (ben.as_str(), cid.as_str()),
+            ("ben@localhost", "cid@localhost")
+        );
+        peer.send(
+            format!(
+                "<iq type='result' id='{ben_id}' from='ben@localhost'><vCard xmlns='vcard-temp'>\
+                 <NICKNAME>Benny</NICKNAME></vCard></iq><presence from='cid@localhost/phone'/>\
+                 <iq type='set' id='push-1'><query xmlns='jabber:iq:roster'>\
+                 <item jid='zed@localhost' name='Zed' subscription='both'/></query></iq>"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let (zed_id, zed) = peer.vcard_request().await;
+        assert_eq!(zed, "zed@localhost");
+        peer.send(
+            format!(
+                "<iq type='result' id='{zed_id}' from='mallory@localhost'>\
+                 <vCard xmlns='vcard-temp'><NICKNAME>Mallory</NICKNAME></vCard></iq>\
+                 <iq type='result' id='{zed_id}' from='zed@localhost'><vCard xmlns='vcard-temp'>\
+                 <FN>Zed</FN><EMAIL><USERID>Zed@Example.org</USERID></EMAIL></vCard></iq>"
+            )
+            .as_bytes(),
+        )
+        .await;
+        // cid's request stays unanswered until the test is done.
+        let _ = hang_up.await;
+        peer.hang_up().await;
+    });
+
+    let mut session = XmppConnector::default()
+        .connect(&login_as(&server, "frank", "frank-pw"), LOGIN_TIMEOUT)
+        .await
+        .expect("scripted login");
+    let cid_online = presence_of("cid@localhost", Availability::Online);
+    let events = events_until(&mut session.events, |seen| profiles_in(seen).len() >= 2).await;
+    let cid_at = events.iter().position(&cid_online);
+    let profiles_at = events
+        .iter()
+        .position(|e| matches!(e, ConnectorEvent::Profiles(_)));
+    assert!(
+        cid_at.is_some() && cid_at < profiles_at,
+        "presence is not held up by vCards: {events:?}"
+    );
+    assert_eq!(
+        profiles_in(&events),
+        [
+            ContactProfile {
+                handle: handle("ben@localhost"),
+                profile: Profile {
+                    nickname: Some("Benny".to_owned()),
+                    ..Profile::default()
+                },
+            },
+            ContactProfile {
+                handle: handle("zed@localhost"),
+                profile: profile("Zed", &["zed@example.org"]),
+            },
+        ],
+        "{events:?}"
+    );
+    session.disconnect().await;
+    let _ = finished.send(());
+    script.await.expect("the script ran to its end");
 }

@@ -58,3 +58,15 @@ pub async fn set_roster_item(
         .unwrap();
     assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
 }
+
+/// Publishes the client's own vCard (XEP-0054), `xml` being the whole `<vCard
+/// xmlns='vcard-temp'>` element, the way the contact's own client would.
+pub async fn set_vcard(client: &mut Client, xml: &str) {
+    let vcard: tokio_xmpp::minidom::Element = xml.parse().expect("a vCard element");
+    let answer = client
+        .send_iq(None, IqRequest::Set(vcard))
+        .await
+        .await
+        .unwrap();
+    assert!(matches!(answer, IqResponse::Result(_)), "{answer:?}");
+}

@@ -1,5 +1,5 @@
 //! XMPP connector: logs a bare JID into its server, reads the roster and reports contacts'
-//! presence and roster pushes.
+//! presence, roster pushes and vCard profiles.
 //!
 //! It drives tokio-xmpp's XML stream layer itself instead of using `tokio_xmpp::Client`: that
 //! client reconnects on its own, hides SASL failures (a wrong password is retried for ever, even
@@ -22,10 +22,28 @@
 //! [`Roster::Absent`](super::Roster::Absent): an empty list would make every contact depart.
 //! Pushes then show only part of the list, so they are not reported as
 //! [`ConnectorEvent::RosterChanged`].
+//!
+//! Contacts' vCards: after login, and for each contact a roster push adds, the session asks the
+//! contact's bare JID for its vCard (XEP-0054 `vcard-temp`, which Prosody's mod_vcard and
+//! mod_vcard_legacy and ejabberd's mod_vcard answer) and reports what it says for same-person
+//! matching as [`ConnectorEvent::Profiles`]: a nickname (`NICKNAME`, else `FN`, else the parts
+//! of `N`) and e-mail addresses; never a verified address, since the contact writes its own
+//! vCard. At most a few requests are out at once, each with a timeout, while presence and
+//! messages go on; profiles are reported in batches, only for contacts whose vCard holds
+//! something. An error, an empty vCard or no answer in time is no profile, never a session
+//! error. Each contact is asked once per session (again if it leaves the roster and comes
+//! back). XEP-0054 has no change notification, so a vCard edited during the session is seen at
+//! the next login — unless the contact's presence announces a new avatar hash (XEP-0153, which
+//! Prosody's mod_vcard_legacy and ejabberd's mod_vcard_xupdate add to their users' presence):
+//! then the vCard is fetched again and reported even if it is now empty, as it replaces what
+//! was reported before. vCard4 over PEP (XEP-0292) is not asked for separately: Prosody's
+//! mod_vcard_legacy answers XEP-0054 requests from the vCard4 node, so such profiles arrive
+//! from Prosody; a profile published only as vCard4 on another server is not seen.
 
 mod login;
 mod session;
 mod stanza;
+mod vcard;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! The session task of a logged-in account: presence, roster pushes, messages, keepalive, logout.
+//! The session task of a logged-in account: presence, roster pushes, messages, contacts' vCards,
+//! keepalive, logout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -6,6 +7,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
@@ -21,6 +23,7 @@ use tracing::{debug, warn};
 
 use super::login::{send_stanza, Stream};
 use super::stanza::{availability, error_reply, result_reply, roster_entry, status_text};
+use super::vcard::{avatar_hash, VcardFetches};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
     Availability, ConnectorError, ConnectorEvent, IncomingMessage, Roster, RosterEntry,
@@ -41,6 +44,9 @@ struct ContactPresence {
     offline_status: Option<String>,
     /// What was last reported, to report only changes.
     reported: Option<(Availability, Option<String>)>,
+    /// The avatar hash its presence last announced (XEP-0153; empty for "no avatar"): a new
+    /// one means a new vCard to fetch.
+    avatar: Option<Box<str>>,
 }
 
 impl ContactPresence {
@@ -142,6 +148,7 @@ pub(super) struct Session {
     /// not be reported as the whole list.
     roster_complete: bool,
     presence: HashMap<Handle, ContactPresence>,
+    vcards: VcardFetches,
     pings: u64,
 }
 
@@ -167,6 +174,7 @@ impl Session {
             roster,
             roster_complete,
             presence: HashMap::new(),
+            vcards: VcardFetches::default(),
             pings: 0,
         }
     }
@@ -181,14 +189,27 @@ impl Session {
         }
         if end.is_ok() {
             let everyone: Vec<Handle> = self.roster.handles().cloned().collect();
-            end = self.report_silent_contacts(everyone).await;
+            end = self.report_silent_contacts(&everyone).await;
+            self.fetch_vcards(everyone);
         }
         while end.is_ok() {
+            end = self.pump_vcards().await;
+            if end.is_err() {
+                break;
+            }
+            let wakeup = self.vcards.next_wakeup();
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
                 Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
                 item = self.stream.next() => self.handle_item(item).await,
+                // A vCard answer overdue or a batch of profiles due: the next pump sees to it.
+                () = async {
+                    match wakeup {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => Ok(()),
             };
         }
         match end {
@@ -326,6 +347,15 @@ impl Session {
         let contact = self.presence.entry(handle.clone()).or_default();
         match presence.type_ {
             PresenceType::None => {
+                if let Some(hash) = avatar_hash(&presence.payloads) {
+                    // The first hash seen goes with the vCard fetched after login.
+                    let changed = contact.avatar.as_deref().is_some_and(|seen| *seen != hash);
+                    contact.avatar = Some(hash.into_boxed_str());
+                    if changed {
+                        debug!(%handle, "avatar changed: fetching the vCard again");
+                        self.vcards.refresh(handle.clone());
+                    }
+                }
                 let entry = (
                     availability(presence.show.as_ref()),
                     presence.priority.0,
@@ -386,7 +416,9 @@ impl Session {
                         } else {
                             debug!("roster push while the roster is unknown: not reported");
                         }
-                        self.report_silent_contacts(added).await
+                        self.report_silent_contacts(&added).await?;
+                        self.fetch_vcards(added);
+                        Ok(())
                     }
                     Err(_) => {
                         self.send(error_reply(from, id, DefinedCondition::BadRequest))
@@ -402,8 +434,12 @@ impl Session {
                 self.send(error_reply(from, id, DefinedCondition::ServiceUnavailable))
                     .await
             }
-            // Answers to our keepalive pings; they have done their job by arriving.
-            Iq::Result { .. } | Iq::Error { .. } => Ok(()),
+            // vCard answers are taken; the rest answer our keepalive pings, which have done
+            // their job by arriving.
+            Iq::Result { .. } | Iq::Error { .. } => {
+                self.vcards.answer(iq, Instant::now());
+                Ok(())
+            }
         }
     }
 
@@ -414,13 +450,13 @@ impl Session {
     /// login's presence probe with `unavailable` (§4.3.2; Prosody does, ejabberd does not), and
     /// for a contact without a subscription nothing is ever sent. Reporting it here gives every
     /// contact a presence on every server; one that is online follows within moments.
-    async fn report_silent_contacts(&mut self, contacts: Vec<Handle>) -> Result<(), End> {
-        let own = Handle::parse(Protocol::Xmpp, self.own.as_str()).ok();
+    async fn report_silent_contacts(&mut self, contacts: &[Handle]) -> Result<(), End> {
+        let own = self.own_handle();
         for handle in contacts {
-            let silent = Some(&handle) != own.as_ref()
+            let silent = Some(handle) != own.as_ref()
                 && self
                     .presence
-                    .get(&handle)
+                    .get(handle)
                     .is_none_or(|contact| contact.reported.is_none());
             if !silent {
                 continue;
@@ -429,13 +465,41 @@ impl Session {
             let (availability, status) = contact.summary();
             contact.reported = Some((availability, status.clone()));
             self.emit(ConnectorEvent::Presence {
-                handle,
+                handle: handle.clone(),
                 availability,
                 status,
             })
             .await?;
         }
         Ok(())
+    }
+
+    /// Queues the first vCard fetch of contacts new to this session: the roster at login, the
+    /// contacts a push adds. Not our own account's, should it be on its roster.
+    fn fetch_vcards(&mut self, contacts: Vec<Handle>) {
+        let own = self.own_handle();
+        self.vcards.fetch(
+            contacts
+                .into_iter()
+                .filter(|handle| Some(handle) != own.as_ref()),
+        );
+    }
+
+    /// Sends the vCard requests there is room for, and reports the profiles that are due.
+    async fn pump_vcards(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        self.vcards.expire(now);
+        while let Some(request) = self.vcards.next_request(now) {
+            self.send(request.into()).await?;
+        }
+        match self.vcards.take_batch(now) {
+            Some(batch) => self.emit(ConnectorEvent::Profiles(batch)).await,
+            None => Ok(()),
+        }
+    }
+
+    fn own_handle(&self) -> Option<Handle> {
+        Handle::parse(Protocol::Xmpp, self.own.as_str()).ok()
     }
 
     fn is_own_account(&self, from: Option<&Jid>) -> bool {
@@ -458,6 +522,7 @@ impl Session {
                 None => {
                     if self.roster.remove(&handle) {
                         self.presence.remove(&handle);
+                        self.vcards.forget(&handle);
                     }
                 }
             }
