@@ -145,7 +145,8 @@ impl Application {
             )),
             tokio::spawn(views.run(pool.clone(), stopped.clone())),
             tokio::spawn(sweep_vault(vault, stopped.clone())),
-            tokio::spawn(renew_leases(app.clone(), stopped)),
+            tokio::spawn(renew_leases(app.clone(), stopped.clone())),
+            tokio::spawn(app.clone().run_outbox(stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());
         let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());

@@ -97,7 +97,11 @@ impl Switchboard {
         if new && matches!(routing, Routing::Send { .. }) {
             self.kick_outbox(user).await;
         }
-        Ok(self.messages.get(user, message.id).await?.unwrap_or(message))
+        Ok(self
+            .messages
+            .get(user, message.id)
+            .await?
+            .unwrap_or(message))
     }
 
     /// Where a message to `with` goes now: the contact (with its account) and the rule's answer.
@@ -126,15 +130,16 @@ impl Switchboard {
             })
             .collect();
         let preference = with.person.and_then(|p| state.route_preference(p));
-        let routing = routing::route(&with.name, &members, via, preference).map_err(|e| match e {
-            RoutingError::NoContacts => AppError::BadInput(format!(
-                "to: {} has no contact on the list to write to",
-                with.name
-            )),
-            RoutingError::NotAMember(id) => {
-                AppError::BadInput(format!("via: contact {id} is not one of {}'s", with.name))
-            }
-        })?;
+        let routing =
+            routing::route(&with.name, &members, via, preference).map_err(|e| match e {
+                RoutingError::NoContacts => AppError::BadInput(format!(
+                    "to: {} has no contact on the list to write to",
+                    with.name
+                )),
+                RoutingError::NotAMember(id) => {
+                    AppError::BadInput(format!("via: contact {id} is not one of {}'s", with.name))
+                }
+            })?;
         let chosen = match &routing {
             Routing::Send { contact_id, .. } => Some(*contact_id),
             Routing::Queue { contact_id, .. } => *contact_id,
@@ -264,11 +269,7 @@ impl Switchboard {
                 if with.name.is_empty() {
                     with.name = last.handle.as_str().to_owned();
                 }
-                Some(ConversationSummary {
-                    with,
-                    last,
-                    unread,
-                })
+                Some(ConversationSummary { with, last, unread })
             })
             .collect();
         summaries.sort_by(|a, b| b.last.position.cmp(&a.last.position));
@@ -291,6 +292,20 @@ impl Switchboard {
             .mark_read(user, &with.contacts, message.position)
             .await?;
         Ok(())
+    }
+
+    /// The user's last message change number (see `store::messages`).
+    pub async fn last_message_change(&self, user: UserId) -> Result<i64, AppError> {
+        Ok(self.messages.last_change(user).await?)
+    }
+
+    /// The user's message changes after the change number `after`, in order.
+    pub async fn message_changes(
+        &self,
+        user: UserId,
+        after: i64,
+    ) -> Result<Vec<Message>, AppError> {
+        Ok(self.messages.changes_after(user, after, 500).await?)
     }
 
     /// The person behind `id`, or the stranger whose contact id it is (someone who wrote).
@@ -324,9 +339,14 @@ impl Switchboard {
 
 /// A meta-contact or a contact of the user, by id.
 pub(super) fn correspondent(state: &User, id: Uuid) -> Option<Correspondent> {
-    if let Some(meta) = state.meta_contacts().get(&crate::domain::ids::MetaContactId(id)) {
+    if let Some(meta) = state
+        .meta_contacts()
+        .get(&crate::domain::ids::MetaContactId(id))
+    {
         return Some(Correspondent {
-            person: Some(PersonRef::MetaContact(crate::domain::ids::MetaContactId(id))),
+            person: Some(PersonRef::MetaContact(crate::domain::ids::MetaContactId(
+                id,
+            ))),
             id,
             name: meta.name.to_string(),
             contacts: meta.members.clone(),
@@ -347,10 +367,7 @@ pub(super) fn correspondent(state: &User, id: Uuid) -> Option<Correspondent> {
 /// The conversation a contact's messages belong to: its meta-contact's, its own, or (no
 /// contact at all) a stranger's.
 fn person_of(state: &User, contact: ContactId) -> Correspondent {
-    let meta = state
-        .contacts()
-        .get(&contact)
-        .and_then(|c| c.meta_contact);
+    let meta = state.contacts().get(&contact).and_then(|c| c.meta_contact);
     meta.and_then(|m| correspondent(state, m.0))
         .or_else(|| correspondent(state, contact.0))
         .unwrap_or(Correspondent {

@@ -138,10 +138,7 @@ impl Switchboard {
     }
 
     fn outbox_turn(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self
-            .outbox_turns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut turns = self.outbox_turns.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry(user).or_default().clone()
     }
 
@@ -161,26 +158,37 @@ impl Switchboard {
                 None
             }
         };
+        let mut tick = tokio::time::interval(OUTBOX_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let asked = async {
                 match listener.as_mut() {
-                    Some(l) => l.recv().await.ok().and_then(|n| n.payload().parse::<Uuid>().ok()),
+                    Some(l) => l.recv().await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = stop.changed() => {}
-                user = asked => {
-                    if let Some(user) = user.map(UserId) {
-                        if self.live.has_user(user) {
-                            if let Err(e) = self.dispatch(user).await {
-                                tracing::warn!(%user, error = %e, "outbox not sent");
+                note = asked => {
+                    match note {
+                        Ok(note) => match note.payload().parse::<Uuid>() {
+                            Ok(user) if self.live.has_user(UserId(user)) => {
+                                if let Err(e) = self.dispatch(UserId(user)).await {
+                                    tracing::warn!(%user, error = %e, "outbox not sent");
+                                }
                             }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "malformed outbox notification"),
+                        },
+                        // The listener reconnects by itself on the next receive.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "outbox notifications interrupted");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
                     }
                     continue;
                 }
-                _ = tokio::time::sleep(OUTBOX_TICK) => {}
+                _ = tick.tick() => {}
             }
             if *stop.borrow() {
                 return;

@@ -2,6 +2,7 @@
 //! application layer. State comes through schema data, never a global.
 
 pub mod accounts;
+pub mod chat;
 pub mod contacts;
 pub mod diff;
 pub mod matching;
@@ -22,6 +23,7 @@ pub type SwitchboardSchema = Schema<Query, Mutation, subscriptions::Subscription
 #[derive(MergedObject, Default)]
 pub struct Query(
     accounts::AccountQuery,
+    chat::ChatQuery,
     contacts::ContactQuery,
     diff::DiffQuery,
     matching::MatchQuery,
@@ -31,6 +33,7 @@ pub struct Query(
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     accounts::AccountMutation,
+    chat::ChatMutation,
     contacts::ContactMutation,
     matching::MatchMutation,
 );

@@ -20,7 +20,11 @@ use crate::projections::notify::ViewChanged;
 use crate::projections::{contacts, history, live};
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(ListSubscription, LiveSubscription);
+pub struct Subscription(
+    ListSubscription,
+    LiveSubscription,
+    super::chat::ChatSubscription,
+);
 
 /// Changes of the event-sourced views.
 #[derive(Default)]
@@ -106,7 +110,7 @@ impl ListSubscription {
 
 /// Waits for the next change of one of `views` for `user`; `None` when the server stops.
 /// A lagging receiver only missed wake-ups: it re-reads, since the views hold the truth.
-async fn next_change(
+pub(super) async fn next_change(
     changes: &mut broadcast::Receiver<ViewChanged>,
     user: UserId,
     views: &[&str],

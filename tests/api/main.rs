@@ -1,5 +1,6 @@
 //! Integration tests against real PostgreSQL and real Prosody (started by scripts/test.sh).
 
+mod chat;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;

@@ -1,0 +1,412 @@
+//! Chat through the API with real servers: a message to a person goes where they are online
+//! (XMPP or Matrix), `via` overrides the rules, replies from independent clients land in one
+//! conversation, and the same `clientId` twice is one message.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Lang, Message};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::{Client, Event, Stanza};
+
+use crate::common::matrix_client::{fresh_pals, password_of, server, Raw};
+use crate::common::xmpp_client::raw_client;
+use crate::helpers::*;
+
+const SEND: &str = "mutation($to: ID!, $text: String!, $via: ID, $key: String) {
+  sendMessage(to: $to, text: $text, via: $via, clientId: $key) {
+    id state network handle routeReason direction clientId } }";
+
+const CONVERSATION: &str = "query($with: ID!, $first: Int, $after: ID) {
+  conversation(with: $with, first: $first, after: $after) {
+    with { id name isRequest isMetaContact } hasMore
+    messages { id body direction state network handle } } }";
+
+fn matrix_account(localpart: &str) -> Value {
+    json!({ "protocol": "MATRIX", "server": server(),
+            "handle": format!("@{localpart}:localhost"), "secret": password_of(localpart) })
+}
+
+async fn availability(app: &TestApp, token: &str, handle: &str) -> Value {
+    let list = app
+        .gql(
+            Some(token),
+            "{ contacts { metaContacts { members { handle presence { availability } } } } }",
+            json!({}),
+        )
+        .await;
+    list.data()["contacts"]["metaContacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["members"].as_array().unwrap().iter())
+        .find(|c| c["handle"] == handle)
+        .map(|c| c["presence"]["availability"].clone())
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_for_availability(app: &TestApp, token: &str, handle: &str, want: &str) {
+    for _ in 0..150 {
+        if availability(app, token, handle).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{handle} never showed as {want}");
+}
+
+/// The next chat message body `client` receives, within 10 s.
+async fn next_body(client: &mut Client) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = client.next().await {
+            if let Event::Stanza(Stanza::Message(m)) = event {
+                if let Some((_, body)) = m.get_best_body(vec![]) {
+                    let from = m
+                        .from
+                        .as_ref()
+                        .map(|j| j.to_bare().to_string())
+                        .unwrap_or_default();
+                    return (from, body.clone());
+                }
+            }
+        }
+        panic!("the raw client ended");
+    })
+    .await
+    .expect("a message arrives")
+}
+
+async fn send(app: &TestApp, token: &str, to: &str, text: &str, via: Option<&str>) -> Value {
+    let sent = app
+        .gql(
+            Some(token),
+            SEND,
+            json!({ "to": to, "text": text, "via": via, "key": null }),
+        )
+        .await;
+    sent.data()["sendMessage"].clone()
+}
+
+/// One socket with two subscriptions: what came for the one not being read waits here.
+struct Inbox {
+    socket: Socket,
+    waiting: Vec<Value>,
+}
+
+impl Inbox {
+    /// The next `count` payloads of the operation `id` (its data's `field`), in order.
+    async fn take(&mut self, id: &str, field: &str, count: usize) -> Vec<Value> {
+        let mut found = Vec::new();
+        while found.len() < count {
+            let message = match self.waiting.iter().position(|m| m["id"] == id) {
+                Some(at) => self.waiting.remove(at),
+                None => {
+                    let message = next_within(&mut self.socket, Duration::from_secs(15))
+                        .await
+                        .unwrap_or_else(|| panic!("only {found:?} of {count} {field} came"));
+                    if message["id"] != id {
+                        self.waiting.push(message);
+                        continue;
+                    }
+                    message
+                }
+            };
+            found.push(message["payload"]["data"][field].clone());
+        }
+        found
+    }
+}
+
+#[tokio::test]
+async fn a_message_goes_where_the_person_is_online_and_replies_join_one_conversation() {
+    let _bob_turn = BOB.lock().await;
+    let (rae, sol, room) = fresh_pals("Rae", "Sol").await;
+    let sol_id = format!("@{sol}:localhost");
+    let app = spawn_app().await;
+    let token = app
+        .register(
+            "chatty",
+            json!([xmpp_account("alice"), matrix_account(&rae)]),
+        )
+        .await;
+    app.wait_for_account(&token, &format!("@{rae}:localhost"), "ONLINE")
+        .await;
+    let list = app.contacts(&token).await;
+    let (bob, sol_contact) = (
+        ids_of(&list, "bob@localhost")[0].clone(),
+        ids_of(&list, &sol_id)[0].clone(),
+    );
+    let merged = app
+        .gql(
+            Some(&token),
+            "mutation($ids: [ID!]!) { mergeContacts(name: \"Bob\", contactIds: $ids) { metaContactId } }",
+            json!({ "ids": [bob, sol_contact] }),
+        )
+        .await;
+    let person = merged.data()["mergeContacts"]["metaContactId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut inbox = Inbox {
+        socket: open_socket(&app, &token).await,
+        waiting: Vec::new(),
+    };
+    crate::helpers::send(
+        &mut inbox.socket,
+        json!({ "id": "in", "type": "subscribe", "payload": { "query":
+            "subscription { messageReceived { body network handle direction } }" } }),
+    )
+    .await;
+    crate::helpers::send(
+        &mut inbox.socket,
+        json!({ "id": "out", "type": "subscribe", "payload": { "query":
+            "subscription { messageStatusChanged { id state network } }" } }),
+    )
+    .await;
+
+    // bob is online on XMPP, sol has never been online on Matrix: XMPP it is.
+    let mut bob_client = raw_client(&xmpp_server(), "bob", &xmpp_password("bob")).await;
+    bob_client
+        .send_stanza(Presence::available().into())
+        .await
+        .unwrap();
+    wait_for_availability(&app, &token, "bob@localhost", "ONLINE").await;
+    let first = send(&app, &token, &person, "hello on xmpp", None).await;
+    assert_eq!(first["network"], "XMPP", "{first}");
+    assert_eq!(first["state"], "SENT", "{first}");
+    let reason = first["routeReason"].as_str().unwrap();
+    assert!(reason.contains("online on XMPP"), "{reason}");
+    assert_eq!(
+        next_body(&mut bob_client).await,
+        ("alice@localhost".to_owned(), "hello on xmpp".to_owned())
+    );
+
+    // bob leaves XMPP, sol comes online on Matrix: the next message switches network.
+    bob_client
+        .send_stanza(Presence::new(PresenceType::Unavailable).into())
+        .await
+        .unwrap();
+    let mut sol_client = Raw::login(&sol).await;
+    sol_client.set_presence("online", None).await;
+    wait_for_availability(&app, &token, "bob@localhost", "OFFLINE").await;
+    wait_for_availability(&app, &token, &sol_id, "ONLINE").await;
+    let second = send(&app, &token, &person, "hello on matrix", None).await;
+    assert_eq!(second["network"], "MATRIX", "{second}");
+    assert_eq!(second["state"], "SENT", "{second}");
+    let reason = second["routeReason"].as_str().unwrap();
+    assert!(
+        reason.contains("online on Matrix") && reason.contains("offline on XMPP"),
+        "{reason}"
+    );
+    let rae_id = format!("@{rae}:localhost");
+    let got = sol_client
+        .sync_until(|sync| {
+            sync["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()?
+                .iter()
+                .find(|e| e["sender"] == rae_id.as_str() && e["type"] == "m.room.message")
+                .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        })
+        .await;
+    assert_eq!(got, "hello on matrix");
+
+    // `via` wins over the rules: XMPP, though bob is offline there (the server keeps it).
+    let third = send(&app, &token, &person, "via xmpp", Some(&bob)).await;
+    assert_eq!(third["network"], "XMPP", "{third}");
+    assert_eq!(third["routeReason"], "you chose XMPP");
+
+    // Replies from both networks land in the one conversation and wake messageReceived.
+    sol_client.send_text(&room, "reply from matrix").await;
+    let received = inbox.take("in", "messageReceived", 1).await;
+    assert_eq!(received[0]["body"], "reply from matrix");
+    assert_eq!(received[0]["network"], "MATRIX");
+    let to_alice = Message::chat(Some(Jid::from(BareJid::new("alice@localhost").unwrap())))
+        .with_body(Lang::default(), "reply from xmpp".to_owned());
+    bob_client.send_stanza(to_alice.into()).await.unwrap();
+    let received = inbox.take("in", "messageReceived", 1).await;
+    assert_eq!(received[0]["body"], "reply from xmpp");
+    assert_eq!(received[0]["handle"], "bob@localhost");
+    assert_eq!(received[0]["direction"], "INCOMING");
+
+    let page = app
+        .gql(
+            Some(&token),
+            CONVERSATION,
+            json!({ "with": person, "first": 10 }),
+        )
+        .await;
+    let page = page.data()["conversation"].clone();
+    assert_eq!(page["with"]["name"], "Bob");
+    assert_eq!(page["with"]["isMetaContact"], true);
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            "reply from xmpp",
+            "reply from matrix",
+            "via xmpp",
+            "hello on matrix",
+            "hello on xmpp"
+        ]
+    );
+    assert_eq!(page["hasMore"], false);
+    // Paging: two at a time, newest first, continuing after the last one seen.
+    let first_page = app
+        .gql(
+            Some(&token),
+            CONVERSATION,
+            json!({ "with": person, "first": 2 }),
+        )
+        .await;
+    let first_page = first_page.data()["conversation"].clone();
+    assert_eq!(first_page["hasMore"], true);
+    let after = first_page["messages"][1]["id"].clone();
+    let next_page = app
+        .gql(
+            Some(&token),
+            CONVERSATION,
+            json!({ "with": person, "first": 2, "after": after }),
+        )
+        .await;
+    assert_eq!(
+        next_page.data()["conversation"]["messages"][0]["body"],
+        "via xmpp"
+    );
+
+    // The outgoing ones were stored QUEUED, then SENT, each change once and in order.
+    let statuses = inbox.take("out", "messageStatusChanged", 6).await;
+    let states: Vec<(&str, &str)> = statuses
+        .iter()
+        .map(|s| (s["state"].as_str().unwrap(), s["network"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("QUEUED", "XMPP"),
+            ("SENT", "XMPP"),
+            ("QUEUED", "MATRIX"),
+            ("SENT", "MATRIX"),
+            ("QUEUED", "XMPP"),
+            ("SENT", "XMPP")
+        ]
+    );
+
+    // The same clientId twice is one message.
+    let once = app
+        .gql(
+            Some(&token),
+            SEND,
+            json!({ "to": person, "text": "once", "via": bob, "key": "k-1" }),
+        )
+        .await;
+    let twice = app
+        .gql(
+            Some(&token),
+            SEND,
+            json!({ "to": person, "text": "once", "via": bob, "key": "k-1" }),
+        )
+        .await;
+    assert_eq!(
+        once.data()["sendMessage"]["id"],
+        twice.data()["sendMessage"]["id"]
+    );
+    let page = app
+        .gql(
+            Some(&token),
+            CONVERSATION,
+            json!({ "with": person, "first": 10 }),
+        )
+        .await;
+    let onces = page.data()["conversation"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["body"] == "once")
+        .count();
+    assert_eq!(onces, 1);
+    let conversations = app
+        .gql(
+            Some(&token),
+            "{ conversations { with { id name } unread lastMessage { id body } } }",
+            json!({}),
+        )
+        .await;
+    let all = conversations.data()["conversations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["with"]["id"], person.as_str());
+    assert_eq!(all[0]["lastMessage"]["body"], "once");
+    assert_eq!(all[0]["unread"], 2);
+    let newest = all[0]["lastMessage"]["id"].clone();
+    let read = app
+        .gql(
+            Some(&token),
+            "mutation($w: ID!, $u: ID!) { markRead(with: $w, upTo: $u) }",
+            json!({ "w": person, "u": newest }),
+        )
+        .await;
+    assert_eq!(read.data()["markRead"], true);
+    let conversations = app
+        .gql(Some(&token), "{ conversations { unread } }", json!({}))
+        .await;
+    assert_eq!(conversations.data()["conversations"][0]["unread"], 0);
+
+    let _ = bob_client.send_end().await;
+    sol_client.logout().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_sends_are_refused_with_clear_codes() {
+    let app = spawn_app().await;
+    let token = app.register("terse", json!([xmpp_account("alice")])).await;
+    let list = app.contacts(&token).await;
+    let carol = ids_of(&list, "carol@localhost")[0].clone();
+    let dave = ids_of(&list, "dave@localhost")[0].clone();
+    for (to, text, via, code) in [
+        (carol.as_str(), "", None, "BAD_USER_INPUT"),
+        (carol.as_str(), "   ", None, "BAD_USER_INPUT"),
+        ("not an id", "hi", None, "BAD_USER_INPUT"),
+        (
+            "00000000-0000-0000-0000-000000000000",
+            "hi",
+            None,
+            "NOT_FOUND",
+        ),
+        (carol.as_str(), "hi", Some(dave.as_str()), "BAD_USER_INPUT"),
+    ] {
+        let refused = app
+            .gql(
+                Some(&token),
+                SEND,
+                json!({ "to": to, "text": text, "via": via, "key": null }),
+            )
+            .await;
+        assert_eq!(refused.code(), code, "{to} {text:?} {via:?}");
+    }
+    let long = "x".repeat(16_001);
+    let refused = app
+        .gql(
+            Some(&token),
+            SEND,
+            json!({ "to": carol, "text": long, "via": null, "key": null }),
+        )
+        .await;
+    assert_eq!(refused.code(), "BAD_USER_INPUT");
+    assert_eq!(
+        app.gql(Some(&token), "{ conversations { unread } }", json!({}))
+            .await
+            .data()["conversations"],
+        json!([])
+    );
+    app.stop().await;
+}
