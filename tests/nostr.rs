@@ -1,6 +1,6 @@
 //! The Nostr connector against the real relay (nostr-relay, NIP-42 login required) that
-//! scripts/test.sh starts on loopback, with an independent client on the other side: raw
-//! websocket JSON written here (only signing and NIP-59 wrapping come from the `nostr` crate).
+//! scripts/test.sh starts on loopback, with an independent client on the other side: the raw
+//! websocket client of tests/common/nostr_client.rs.
 //!
 //! Identities (scripts/servers/nostr.sh): ann, ben, cid, dot and eve each follow the other four
 //! (petnames "Ann", "Ben", …); `stranger` may log in but is granted nothing. The tests run in
@@ -15,17 +15,18 @@
 //! `nip05_resolve` option: the connector's real https path, certificate check included.
 
 mod common;
+use common::nostr_client::{
+    capitalised, follow_list_of, hex, identity, next_json, relay, send_json, Nip05Server, Peer,
+    EVENT_TIMEOUT,
+};
 use common::{complete, env};
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use nostr::nips::nip59::UnwrappedGift;
-use nostr::{Event, EventBuilder, Keys, Kind, PublicKey, SecretKey, Tag, Timestamp};
-use serde_json::{json, Value};
+use nostr::{Event, EventBuilder, Kind, Tag, Timestamp};
+use serde_json::json;
 use switchboard::connectors::nostr::NostrConnector;
 use switchboard::connectors::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
@@ -34,50 +35,9 @@ use switchboard::connectors::{
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::domain::matching::Profile;
 use switchboard::secret::Secret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn relay() -> String {
-    env("SWITCHBOARD_TEST_NOSTR_RELAY")
-}
-
-/// One test identity from the key file: `name secret_hex public_hex nsec npub`.
-struct Identity {
-    keys: Keys,
-    nsec: String,
-    npub: String,
-}
-
-fn identity(name: &str) -> Identity {
-    let path = env("SWITCHBOARD_TEST_NOSTR_KEYS");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.first() == Some(&name) {
-            let keys = Keys::new(SecretKey::from_hex(fields[1]).unwrap());
-            assert_eq!(keys.public_key().to_hex(), fields[2], "{path}: {name}");
-            return Identity {
-                keys,
-                nsec: fields[3].to_owned(),
-                npub: fields[4].to_owned(),
-            };
-        }
-    }
-    panic!("{name} is not in {path}");
-}
-
-fn hex(name: &str) -> String {
-    identity(name).keys.public_key().to_hex()
-}
 
 /// The handle the connector reports for a test identity: its public key in lower-case hex.
 fn handle(name: &str) -> Handle {
@@ -131,14 +91,6 @@ fn pals_of(name: &str) -> Vec<RosterEntry> {
         .collect()
 }
 
-fn capitalised(name: &str) -> String {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
 fn sorted(mut roster: Vec<RosterEntry>) -> Vec<RosterEntry> {
     roster.sort_by(|a, b| a.handle.cmp(&b.handle));
     roster
@@ -162,145 +114,6 @@ fn presence_of(
     move |event| {
         matches!(event, ConnectorEvent::Presence { handle, availability: a, status: s }
             if *handle == who && *a == availability && *s == status)
-    }
-}
-
-/// The other side: a raw websocket client that logs in with NIP-42 and speaks NIP-01 JSON.
-struct Peer {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    keys: Keys,
-    subscriptions: u32,
-}
-
-impl Peer {
-    async fn login(name: &str) -> Self {
-        let url = relay();
-        let keys = identity(name).keys;
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("the peer cannot reach {url}: {e}"));
-        let challenge = next_json(&mut ws).await;
-        assert_eq!(
-            challenge[0], "AUTH",
-            "expected a NIP-42 challenge: {challenge}"
-        );
-        let auth = EventBuilder::new(Kind::Authentication, "")
-            .tags([
-                Tag::parse(["relay", url.as_str()]).unwrap(),
-                Tag::parse(["challenge", challenge[1].as_str().unwrap()]).unwrap(),
-            ])
-            .sign_with_keys(&keys)
-            .unwrap();
-        // nostr-relay answers AUTH with nothing; it handles our next messages after it.
-        send_json(&mut ws, json!(["AUTH", auth])).await;
-        Self {
-            ws,
-            keys,
-            subscriptions: 0,
-        }
-    }
-
-    /// Publishes and waits for the relay's `OK true`.
-    async fn publish(&mut self, event: &Event) {
-        send_json(&mut self.ws, json!(["EVENT", event])).await;
-        loop {
-            let answer = next_json(&mut self.ws).await;
-            if answer[0] == "OK" && (answer[1] == event.id.to_hex() || answer[1] == "") {
-                assert_eq!(answer[2], true, "the relay refused {event:?}: {answer}");
-                return;
-            }
-        }
-    }
-
-    /// Stored events matching `filter`, up to the relay's EOSE.
-    async fn query(&mut self, filter: Value) -> Vec<Event> {
-        let id = self.subscribe(filter).await;
-        let mut found = Vec::new();
-        loop {
-            let message = next_json(&mut self.ws).await;
-            match message[0].as_str() {
-                Some("EVENT") if message[1] == id => {
-                    found.push(serde_json::from_value(message[2].clone()).unwrap())
-                }
-                Some("EOSE") if message[1] == id => break,
-                Some("NOTICE" | "CLOSED") => panic!("the relay refused the query: {message}"),
-                _ => {}
-            }
-        }
-        send_json(&mut self.ws, json!(["CLOSE", id])).await;
-        found
-    }
-
-    async fn subscribe(&mut self, filter: Value) -> String {
-        self.subscriptions += 1;
-        let id = format!("peer-{}", self.subscriptions);
-        send_json(&mut self.ws, json!(["REQ", id, filter])).await;
-        id
-    }
-
-    /// The next event on any subscription that `wanted` accepts.
-    async fn wait_event(&mut self, wanted: impl Fn(&Event) -> bool) -> Event {
-        tokio::time::timeout(EVENT_TIMEOUT, async {
-            loop {
-                let message = next_json(&mut self.ws).await;
-                if message[0] == "EVENT" {
-                    let event: Event = serde_json::from_value(message[2].clone()).unwrap();
-                    if wanted(&event) {
-                        return event;
-                    }
-                }
-            }
-        })
-        .await
-        .expect("the peer saw no matching event in time")
-    }
-
-    /// Publishes our NIP-38 general status, dated `at` (each test's statuses strictly later
-    /// than the last: the relay keeps one per second).
-    async fn set_status(&mut self, content: &str, at: Timestamp, expires: Option<Timestamp>) {
-        let mut tags = vec![Tag::identifier("general")];
-        tags.extend(expires.map(Tag::expiration));
-        let event = EventBuilder::new(Kind::UserStatus, content)
-            .tags(tags)
-            .custom_created_at(at)
-            .sign_with_keys(&self.keys)
-            .unwrap();
-        self.publish(&event).await;
-    }
-
-    /// Sends a NIP-17 message to `to`, its rumor dated `at`.
-    async fn send_message(&mut self, to: &PublicKey, body: &str, at: Timestamp) -> Event {
-        let rumor = EventBuilder::private_msg_rumor(*to, body)
-            .custom_created_at(at)
-            .build(self.keys.public_key());
-        let wrap = EventBuilder::gift_wrap(&self.keys, to, rumor, [])
-            .await
-            .unwrap();
-        self.publish(&wrap).await;
-        wrap
-    }
-}
-
-async fn send_json<S>(ws: &mut WebSocketStream<S>, value: Value)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    ws.send(Message::text(value.to_string())).await.unwrap();
-}
-
-async fn next_json<S>(ws: &mut WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let frame = tokio::time::timeout(EVENT_TIMEOUT, ws.next())
-            .await
-            .expect("the relay said nothing in time")
-            .expect("the relay closed the connection")
-            .expect("websocket error");
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
     }
 }
 
@@ -806,117 +619,6 @@ async fn two_logins_in_the_same_second_both_succeed() {
     let (first, second) = tokio::join!(connect("dave"), connect("dave"));
     first.disconnect().await;
     second.disconnect().await;
-}
-
-/// A NIP-05 domain on loopback: HTTPS with the test certificate for "localhost", answering
-/// `/.well-known/nostr.json?name=NAME` with the key it lists for NAME (none for names it does
-/// not know), after that name's delay. It notes every name asked.
-struct Nip05Server {
-    address: SocketAddr,
-    asked: Arc<Mutex<Vec<String>>>,
-}
-
-impl Nip05Server {
-    /// Serves `names`: name → (public key hex, how long to wait before answering).
-    async fn start(names: HashMap<&'static str, (String, Duration)>) -> Self {
-        let read = |name: &str| {
-            let path = env(name);
-            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-        };
-        let certificates = CertificateDer::pem_slice_iter(&read("SWITCHBOARD_TEST_NIP05_TLS_CERT"))
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(&read("SWITCHBOARD_TEST_NIP05_TLS_KEY")).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certificates, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let names = Arc::new(names);
-        let noted = Arc::clone(&asked);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, names, noted) =
-                    (acceptor.clone(), Arc::clone(&names), Arc::clone(&noted));
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !request.ends_with(b"\r\n\r\n") {
-                        match tls.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&request);
-                    let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                    let url = reqwest::Url::parse(&format!("https://localhost{target}")).unwrap();
-                    let name = url
-                        .query_pairs()
-                        .find(|(key, _)| key == "name")
-                        .map(|(_, value)| value.into_owned());
-                    let (status, body) = match name {
-                        Some(name) if url.path() == "/.well-known/nostr.json" => {
-                            noted.lock().unwrap().push(name.clone());
-                            let mut listed = serde_json::Map::new();
-                            if let Some((key, delay)) = names.get(name.as_str()) {
-                                tokio::time::sleep(*delay).await;
-                                listed.insert(name, json!(key));
-                            }
-                            ("200 OK", json!({ "names": listed }).to_string())
-                        }
-                        _ => ("404 Not Found", String::new()),
-                    };
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tls.write_all(response.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                });
-            }
-        });
-        Self { address, asked }
-    }
-
-    fn asked(&self) -> Vec<String> {
-        let mut asked = self.asked.lock().unwrap().clone();
-        asked.sort();
-        asked
-    }
-}
-
-impl Peer {
-    /// Publishes kind-0 metadata with this content (any text: it need not be JSON), dated `at`.
-    async fn set_profile(&mut self, content: &str, at: Timestamp) {
-        let event = EventBuilder::new(Kind::Metadata, content)
-            .custom_created_at(at)
-            .sign_with_keys(&self.keys)
-            .unwrap();
-        self.publish(&event).await;
-    }
-}
-
-/// A follow list of `name`'s with these (name, petname) contacts, dated `at`.
-fn follow_list_of(name: &str, contacts: &[&str], at: Timestamp) -> Event {
-    let tags = contacts
-        .iter()
-        .map(|contact| Tag::parse(["p", &hex(contact), "", &capitalised(contact)]).unwrap())
-        .collect::<Vec<_>>();
-    EventBuilder::new(Kind::ContactList, "")
-        .tags(tags)
-        .custom_created_at(at)
-        .sign_with_keys(&identity(name).keys)
-        .unwrap()
 }
 
 /// The next profiles event's contents.

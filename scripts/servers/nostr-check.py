@@ -20,6 +20,8 @@ EXPECTED = {pal: sorted(o.capitalize() for o in PALS if o != pal) for pal in PAL
 EXPECTED.update({"alice": ["Bob", "Carol", "Dave"], "bob": ["Alice"], "carol": ["Alice"],
                  "dave": ["Alice"], "stranger": None})
 EXPECTED.update({"fay": ["Gil", "Hal", "Joe"], "gil": None, "hal": None, "ivy": None, "joe": None})
+EXPECTED.update({"kim": ["Lou", "Max"], "lou": None, "max": None, "ned": ["Oli", "Pat"],
+                 "oli": None, "pat": None})
 
 
 async def recv(ws):

@@ -23,6 +23,9 @@ PALS = ["ann", "ben", "cid", "dot", "eve"]
 API_USERS = ["alice", "bob", "carol", "dave"]
 # Profile tests (kind-0 metadata, NIP-05): fay logs in, the others publish profiles.
 PROFILE_USERS = ["fay", "gil", "hal", "ivy", "joe"]
+# API tests of profiles and follow lists (tests/api/nostr_upstream.rs): kim and ned log in, lou and
+# max publish profiles, ned's follow list is deleted and published again.
+UPSTREAM_USERS = ["kim", "lou", "max", "ned", "oli", "pat"]
 # Not granted any role: the relay lets it log in (NIP-42) but refuses its writes and queries.
 STRANGER = "stranger"
 
@@ -31,6 +34,7 @@ FOLLOWS = {pal: [other for other in PALS if other != pal] for pal in PALS}
 FOLLOWS.update({"alice": ["bob", "carol", "dave"], "bob": ["alice"], "carol": ["alice"],
                 "dave": ["alice"]})
 FOLLOWS.update({"fay": ["gil", "hal", "joe"]})
+FOLLOWS.update({"kim": ["lou", "max"], "ned": ["oli", "pat"]})
 
 
 def key(name):
@@ -50,7 +54,8 @@ def migrate(config_file):
 async def main(keys_file, relay_url):
     from nostr_relay.storage import get_storage
 
-    keys = {name: key(name) for name in PALS + API_USERS + PROFILE_USERS + [STRANGER]}
+    names = PALS + API_USERS + PROFILE_USERS + UPSTREAM_USERS + [STRANGER]
+    keys = {name: key(name) for name in names}
     # A minute in the past: a follow list a test publishes "now" is then strictly newer.
     created_at = int(time.time()) - 60
     async with get_storage() as storage:

@@ -14,6 +14,10 @@
 #                             carol and dave each follow alice "Alice"
 #   fay, gil, hal, ivy, joe   profile tests (tests/nostr.rs): fay follows gil "Gil", hal "Hal" and
 #                             joe "Joe"; the others follow nobody
+#   kim, lou, max, ned, oli, pat
+#                             API tests of profiles and follow lists (tests/api/nostr_upstream.rs):
+#                             kim follows lou "Lou" and max "Max", ned follows oli "Oli" and pat
+#                             "Pat"; the others follow nobody
 #   stranger                  granted nothing: can log in (NIP-42) but neither write nor query
 # Seeded follow lists are dated one minute before start, so a list published later is newer.
 #

@@ -14,6 +14,7 @@ mod lists;
 mod live;
 mod matching;
 mod networks;
+mod nostr_upstream;
 mod presence;
 mod projections;
 mod read_your_writes;

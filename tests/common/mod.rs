@@ -1,10 +1,12 @@
 //! Helpers every connector interop test shares (`mod common;` in tests/xmpp.rs, irc.rs,
 //! matrix.rs, nostr.rs, and the API tests): server settings from the environment, waiting for
-//! events, and plain XMPP and Matrix clients for the other side.
+//! events, and plain XMPP, Matrix and Nostr clients for the other side.
 
 #![allow(dead_code)] // each test crate uses a part
 
 pub mod matrix_client;
+#[cfg(feature = "nostr")]
+pub mod nostr_client;
 pub mod xmpp_client;
 
 use std::time::Duration;
