@@ -272,7 +272,7 @@ impl Switchboard {
                 Some(ConversationSummary { with, last, unread })
             })
             .collect();
-        summaries.sort_by(|a, b| b.last.position.cmp(&a.last.position));
+        summaries.sort_by_key(|s| std::cmp::Reverse(s.last.position));
         Ok(summaries)
     }
 
