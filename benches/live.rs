@@ -200,6 +200,7 @@ async fn memory_bench(bench: &Bench) {
             handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
             credential: Credential::Password(Secret::new("bench-pw")),
             contacts: Vec::new(),
+            message_cursor: None,
         };
         sessions.push(
             XmppConnector::default()

@@ -65,3 +65,12 @@ CREATE TABLE conversation_reads
     read_up_to bigint NOT NULL,
     PRIMARY KEY (user_id, contact_id)
 );
+
+-- Where each account's messages were last read up to, as its connector said (opaque): the next
+-- login fetches what the network kept after it.
+CREATE TABLE message_cursors
+(
+    account_id uuid PRIMARY KEY,
+    cursor     text        NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);

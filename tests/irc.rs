@@ -145,6 +145,7 @@ fn login_at(addr: &str, nick: &str, password: &str) -> AccountLogin {
         handle: handle(nick),
         credential: Credential::Password(Secret::new(password)),
         contacts: Vec::new(),
+        message_cursor: None,
     }
 }
 
@@ -335,7 +336,7 @@ async fn login_works_and_close_is_clean_and_idempotent(server: Server) {
     // After close the session emits nothing, not even Disconnected, and sends nothing.
     let after = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
     assert!(matches!(after, Ok(None)), "{after:?}");
-    let sent = control.send_message(&handle("nobody"), "hello").await;
+    let sent = control.send_text(&handle("nobody"), "hello").await;
     assert!(matches!(sent, Err(ConnectorError::Closed)), "{sent:?}");
     // The QUIT reached the server: the nick is gone at once.
     assert!(!observer.is_online(&nick).await, "{nick} should be gone");
@@ -525,7 +526,7 @@ async fn messages_cross_both_ways(server: Server) {
     // Two lines become two PRIVMSGs; nothing of the second leaks into a command.
     session
         .control
-        .send_message(&handle(&pal), "hi raw\r\nQUIT :injected")
+        .send_text(&handle(&pal), "hi raw\r\nQUIT :injected")
         .await
         .unwrap();
     let first = raw.expect(|words| words.get(1) == Some(&"PRIVMSG")).await;
@@ -538,7 +539,7 @@ async fn messages_cross_both_ways(server: Server) {
     let long: String = (0..300).map(|i| format!("w{i} ")).collect();
     session
         .control
-        .send_message(&handle(&pal), &long)
+        .send_text(&handle(&pal), &long)
         .await
         .unwrap();
     let mut received = String::new();
@@ -555,7 +556,7 @@ async fn messages_cross_both_ways(server: Server) {
 
     let missing = session
         .control
-        .send_message(&handle(&unique("gone")), "anyone?")
+        .send_text(&handle(&unique("gone")), "anyone?")
         .await;
     assert!(
         matches!(missing, Err(ConnectorError::Refused(_))),
@@ -564,7 +565,7 @@ async fn messages_cross_both_ways(server: Server) {
     // Channels are not contacts: refused before anything is sent.
     let channel = session
         .control
-        .send_message(&Handle::from_stored("#lobby"), "hello all")
+        .send_text(&Handle::from_stored("#lobby"), "hello all")
         .await;
     assert!(
         matches!(channel, Err(ConnectorError::Refused(_))),
@@ -652,7 +653,7 @@ async fn an_oper_kill_disconnects() {
     assert!(reason.contains("test over"), "{reason}");
     // The session is over: nothing more arrives, sending fails.
     assert!(session.events.recv().await.is_none());
-    let sent = session.control.send_message(&handle("op"), "hi").await;
+    let sent = session.control.send_text(&handle("op"), "hi").await;
     assert!(matches!(sent, Err(ConnectorError::Closed)), "{sent:?}");
     oper.quit().await;
 }

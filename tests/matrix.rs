@@ -50,6 +50,7 @@ fn login_as(localpart: &str, credential: Credential) -> AccountLogin {
         handle: handle(&mxid(localpart)),
         credential,
         contacts: Vec::new(),
+        message_cursor: None,
     }
 }
 
@@ -410,7 +411,7 @@ async fn messages_cross_both_ways() {
 
     session
         .control
-        .send_message(&handle(&mxid(&quin)), "and hello back")
+        .send_text(&handle(&mxid(&quin)), "and hello back")
         .await
         .expect("send");
     let pia_id = mxid(&pia);
@@ -479,7 +480,7 @@ async fn sending_to_someone_without_a_dm_room_creates_one() {
 
     session
         .control
-        .send_message(&handle(&sam_id), "hi Sam")
+        .send_text(&handle(&sam_id), "hi Sam")
         .await
         .expect("send to a new contact");
     // The new DM room made Sam a contact.
@@ -534,7 +535,7 @@ async fn sending_to_someone_without_a_dm_room_creates_one() {
     );
     session
         .control
-        .send_message(&handle(&sam_id), "again")
+        .send_text(&handle(&sam_id), "again")
         .await
         .expect("second send");
     let (in_room, body) = raw
@@ -551,7 +552,7 @@ async fn sending_to_a_user_that_does_not_exist_is_refused() {
     let session = connect(&rae).await;
     let error = session
         .control
-        .send_message(&handle(&mxid("nobody-at-all")), "hello?")
+        .send_text(&handle(&mxid("nobody-at-all")), "hello?")
         .await
         .expect_err("no such user");
     assert!(matches!(error, ConnectorError::Refused(_)), "{error:?}");
@@ -631,7 +632,7 @@ async fn close_is_clean_and_idempotent() {
     assert!(started.elapsed() < Duration::from_secs(1));
     let error = session
         .control
-        .send_message(&handle(&mxid(&quin)), "too late")
+        .send_text(&handle(&mxid(&quin)), "too late")
         .await
         .expect_err("closed");
     assert!(matches!(error, ConnectorError::Closed), "{error:?}");

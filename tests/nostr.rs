@@ -54,6 +54,7 @@ fn login_with(server: &str, handle: &str, secret: &str) -> AccountLogin {
             .unwrap_or_else(|_| Handle::from_stored(handle)),
         credential: Credential::Password(Secret::new(secret)),
         contacts: Vec::new(),
+        message_cursor: None,
     }
 }
 
@@ -192,10 +193,7 @@ async fn login_reads_the_follow_list_and_close_clears_the_status() {
         .expect("ann's status");
     assert_eq!(status.content, "", "close should clear ann's status");
     assert!(matches!(
-        session
-            .control
-            .send_message(&handle("ben"), "too late")
-            .await,
+        session.control.send_text(&handle("ben"), "too late").await,
         Err(ConnectorError::Closed)
     ));
 }
@@ -508,7 +506,7 @@ async fn private_messages_cross_both_ways() {
     let reply = format!("hi ben, cid here {run}");
     session
         .control
-        .send_message(&handle("ben"), &reply)
+        .send_text(&handle("ben"), &reply)
         .await
         .expect("the relay took the message");
     let keys = ben.keys.clone();
@@ -798,7 +796,7 @@ async fn contacts_profiles_are_reported_with_their_nip05_checked() {
     );
     session
         .control
-        .send_message(&handle("gil"), &format!("still here {}", nonce()))
+        .send_text(&handle("gil"), &format!("still here {}", nonce()))
         .await
         .expect("the session still sends");
     session.control.close().await;

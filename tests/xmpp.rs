@@ -104,6 +104,7 @@ fn login_as(server: &str, user: &str, password: &str) -> AccountLogin {
         handle: handle(&format!("{user}@localhost")),
         credential: Credential::Password(Secret::new(password)),
         contacts: Vec::new(),
+        message_cursor: None,
     }
 }
 
@@ -877,7 +878,7 @@ async fn direct_messages_cross_both_ways(server: &str) {
 
     // dot -> eve through the connector: the independent client receives it from dot.
     dot.control
-        .send_message(&handle("eve@localhost"), "hi eve <&> \"quoted\"")
+        .send_text(&handle("eve@localhost"), "hi eve <&> \"quoted\"")
         .await
         .expect("sent");
     let received = tokio::time::timeout(EVENT_TIMEOUT, async {
@@ -903,20 +904,20 @@ async fn direct_messages_cross_both_ways(server: &str) {
     // nothing can be sent.
     let refused = dot
         .control
-        .send_message(&Handle::from_stored("not a jid@@"), "x")
+        .send_text(&Handle::from_stored("not a jid@@"), "x")
         .await;
     assert!(
         matches!(refused, Err(ConnectorError::Refused(_))),
         "{refused:?}"
     );
     dot.control
-        .send_message(&handle("eve@localhost"), "still here")
+        .send_text(&handle("eve@localhost"), "still here")
         .await
         .expect("the session survived the refusal");
     dot.control.close().await;
     let late = dot
         .control
-        .send_message(&handle("eve@localhost"), "late")
+        .send_text(&handle("eve@localhost"), "late")
         .await;
     assert!(matches!(late, Err(ConnectorError::Closed)), "{late:?}");
     eve.send_end().await.unwrap();

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
-use switchboard::connectors::{ConnectorError, LiveSession, Roster, RosterEntry, SessionControl};
-use switchboard::domain::ids::Handle;
+use switchboard::connectors::{
+    ConnectorError, LiveSession, OutgoingMessage, Roster, RosterEntry, Sent, SessionControl,
+};
 use switchboard::secret::Secret;
 use switchboard::store::embedded::EmbeddedPostgres;
 use switchboard::store::vault::MasterKey;
@@ -21,8 +22,8 @@ struct Idle;
 #[async_trait]
 impl SessionControl for Idle {
     async fn close(&self) {}
-    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
-        Ok(())
+    async fn send_message(&self, _: &OutgoingMessage) -> Result<Sent, ConnectorError> {
+        Ok(Sent::default())
     }
 }
 

@@ -44,6 +44,7 @@ impl Switchboard {
             handle,
             credential: Credential::Password(input.secret.clone()),
             contacts: Vec::new(),
+            message_cursor: None,
         };
         Ok((account, login))
     }
@@ -131,6 +132,7 @@ impl Switchboard {
             handle: bound.handle.clone(),
             credential: Credential::Password(secret.clone()),
             contacts,
+            message_cursor: None,
         };
         let new = NewAccount {
             account_id: account,

@@ -77,6 +77,7 @@ impl AccountHost for AccountLink {
                 SecretKind::SessionToken => Credential::Session(secret),
             },
             contacts,
+            message_cursor: app.messages.cursor(self.account).await.map_err(retry)?,
         })
     }
 
@@ -126,6 +127,7 @@ impl AccountHost for AccountLink {
         // messages fetched at login.
         let mut presence = Vec::new();
         let mut messages = Vec::new();
+        let mut cursor = None;
         for event in events {
             match event {
                 ConnectorEvent::Presence {
@@ -164,6 +166,8 @@ impl AccountHost for AccountLink {
                         tracing::warn!(account = %self.account, error = %e, "profiles not applied");
                     }
                 }
+                // Kept once the messages before it are stored (below).
+                ConnectorEvent::MessageCursor(at) => cursor = Some(at),
                 ConnectorEvent::Message(message) => {
                     tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
                         "direct message received");
@@ -173,10 +177,21 @@ impl AccountHost for AccountLink {
                 ConnectorEvent::Disconnected { .. } => {}
             }
         }
-        if !messages.is_empty() {
-            if let Err(e) = app.receive(self.user, self.account, messages).await {
-                tracing::warn!(account = %self.account, error = %e, "messages not stored");
+        let stored = if messages.is_empty() {
+            Ok(Vec::new())
+        } else {
+            app.receive(self.user, self.account, messages).await
+        };
+        match stored {
+            Ok(_) => {
+                if let Some(cursor) = cursor {
+                    if let Err(e) = app.messages.set_cursor(self.account, &cursor).await {
+                        tracing::warn!(account = %self.account, error = %e, "message cursor not kept");
+                    }
+                }
             }
+            // The cursor stays behind: the next login fetches these again.
+            Err(e) => tracing::warn!(account = %self.account, error = %e, "messages not stored"),
         }
         let risen = presence
             .iter()

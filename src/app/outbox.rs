@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::chat::{correspondent, retry_at};
 use super::{AppError, Switchboard};
-use crate::connectors::ConnectorError;
+use crate::connectors::{ConnectorError, OutgoingMessage};
 use crate::domain::ids::UserId;
 use crate::domain::routing::Routing;
 use crate::domain::user::User;
@@ -117,10 +117,22 @@ impl Switchboard {
                 .await?;
             return Ok(());
         };
-        match session.send_message(&party.handle, &message.body).await {
-            Ok(()) => {
+        let outgoing = OutgoingMessage {
+            to: party.handle.clone(),
+            body: message.body.clone(),
+            id: message.id.simple().to_string(),
+            created_at: message.created_at,
+        };
+        match session.send_message(&outgoing).await {
+            Ok(sent) => {
                 self.messages
-                    .mark_sent(user, message.id, &party, &reason, None)
+                    .mark_sent(
+                        user,
+                        message.id,
+                        &party,
+                        &reason,
+                        sent.network_id.as_deref(),
+                    )
                     .await?;
             }
             Err(ConnectorError::Refused(why)) => {

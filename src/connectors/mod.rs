@@ -63,6 +63,10 @@ pub struct AccountLogin {
     /// The contacts Switchboard holds for this account. On networks whose server keeps no
     /// contact list ([`RosterSource::Local`]) these are the handles to watch; others ignore it.
     pub contacts: Vec<RosterEntry>,
+    /// Where the account's messages were last read up to, as the connector last reported it
+    /// ([`ConnectorEvent::MessageCursor`]): messages after it that the network kept are fetched
+    /// at login. `None`: never read (a first login fetches none of the past).
+    pub message_cursor: Option<String>,
 }
 
 impl fmt::Debug for AccountLogin {
@@ -169,6 +173,26 @@ pub struct IncomingMessage {
     pub id: Option<String>,
 }
 
+/// A direct message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub to: Handle,
+    pub body: String,
+    /// Switchboard's id of the message, the same on every attempt: a network that keeps one
+    /// copy per client-chosen id (XMPP origin-id, Matrix transaction id) sees a retry as the
+    /// same message.
+    pub id: String,
+    /// When the user sent it (a Nostr rumor dated so keeps its id on a retry).
+    pub created_at: DateTime<Utc>,
+}
+
+/// A message the network took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The network's own id of it, where it gives one (Matrix event id, Nostr rumor id).
+    pub network_id: Option<String>,
+}
+
 /// What a live connection observed upstream after login.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectorEvent {
@@ -183,6 +207,9 @@ pub enum ConnectorEvent {
     /// it is read or changes; a contact missing from the list keeps what it had.
     Profiles(Vec<ContactProfile>),
     Message(IncomingMessage),
+    /// Every message up to here has been reported (opaque to Switchboard, which keeps it and
+    /// hands it back as [`AccountLogin::message_cursor`] at the next login).
+    MessageCursor(String),
     /// The connection dropped; the reason is safe to log (no secrets).
     Disconnected {
         reason: String,
@@ -248,7 +275,18 @@ pub trait SessionControl: Send + Sync {
     async fn close(&self);
     /// Sends a direct text message to `to`; returns once the server has it (or the network's
     /// equivalent of that). [`ConnectorError::Closed`] once the session has ended.
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError>;
+    async fn send_message(&self, message: &OutgoingMessage) -> Result<Sent, ConnectorError>;
+
+    /// Sends `body` to `to` as a new message (a fresh id, dated now).
+    async fn send_text(&self, to: &Handle, body: &str) -> Result<Sent, ConnectorError> {
+        self.send_message(&OutgoingMessage {
+            to: to.clone(),
+            body: body.to_owned(),
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            created_at: Utc::now(),
+        })
+        .await
+    }
     /// [`RosterSource::Local`] networks: the contacts to watch from now on, replacing the
     /// earlier set; their presence is then reported as for roster contacts. Others ignore it.
     async fn watch(&self, contacts: &[RosterEntry]) -> Result<(), ConnectorError> {

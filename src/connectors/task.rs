@@ -10,14 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use super::{ConnectorError, ConnectorEvent, SessionControl};
-use crate::domain::ids::Handle;
+use super::{ConnectorError, ConnectorEvent, OutgoingMessage, Sent, SessionControl};
 
 /// A direct message on its way out, with where to say how it went.
 pub(crate) struct Outgoing {
-    pub to: Handle,
-    pub body: String,
-    pub done: oneshot::Sender<Result<(), ConnectorError>>,
+    pub message: OutgoingMessage,
+    pub done: oneshot::Sender<Result<Sent, ConnectorError>>,
 }
 
 /// The session should end instead of going on: Switchboard stopped it or stopped listening.
@@ -121,10 +119,9 @@ impl SessionControl for TaskControl<Outgoing> {
         TaskControl::close(self).await;
     }
 
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
+    async fn send_message(&self, message: &OutgoingMessage) -> Result<Sent, ConnectorError> {
         self.ask(|done| Outgoing {
-            to: to.clone(),
-            body: body.to_owned(),
+            message: message.clone(),
             done,
         })
         .await?

@@ -2,7 +2,8 @@
 //!
 //! The rules, in order:
 //! 1. the network the sender picked (`via`), whatever the presences;
-//! 2. the user's own preference for that person, while its account is connected;
+//! 2. the user's own preference for that person, while its account is connected (and, on a
+//!    network that drops messages to people who are not there, IRC, while the person is on);
 //! 3. the most available contact that is not offline (see [`crate::domain::presence`]);
 //! 4. everyone offline: the network the person last wrote from, else the first contact, on a
 //!    network that keeps messages for people who are offline (not IRC), with its account
@@ -101,7 +102,11 @@ pub fn route(
         reason: why,
     };
     if let Some(preferred) = preference.and_then(member) {
-        if preferred.presence.is_some() {
+        let reachable = preferred.presence.is_some_and(|p| {
+            p.availability > Availability::Offline
+                || preferred.protocol.keeps_messages_for_the_offline()
+        });
+        if reachable {
             let why = format!(
                 "your preference for {name}: {}; {picture}",
                 preferred.protocol.name()
@@ -272,6 +277,13 @@ mod tests {
         // Its account down: the other rules decide.
         let members = [
             member(1, Protocol::Xmpp, None),
+            member(2, Protocol::Matrix, Some(&online)),
+        ];
+        let routing = route("Bob", &members, None, Some(id(1))).unwrap();
+        assert_eq!(sent_to(&routing).0, id(2));
+        // Preferred IRC while the nick is away: it would be lost there.
+        let members = [
+            member(1, Protocol::Irc, Some(&offline)),
             member(2, Protocol::Matrix, Some(&online)),
         ];
         let routing = route("Bob", &members, None, Some(id(1))).unwrap();

@@ -574,6 +574,26 @@ impl MessageStore {
         Ok(())
     }
 
+    /// Where the account's messages were last read up to (see `ConnectorEvent::MessageCursor`).
+    pub async fn cursor(&self, account: AccountId) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT cursor FROM message_cursors WHERE account_id = $1")
+            .bind(account.0)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn set_cursor(&self, account: AccountId, cursor: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO message_cursors (account_id, cursor) VALUES ($1, $2) \
+             ON CONFLICT (account_id) DO UPDATE SET cursor = excluded.cursor, updated_at = now()",
+        )
+        .bind(account.0)
+        .bind(cursor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// When the person last wrote from each of `contacts` (those that ever did).
     pub async fn last_inbound(
         &self,

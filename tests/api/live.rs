@@ -22,6 +22,7 @@ async fn independent(server: &str, user: &str) -> LiveSession {
                 handle: Handle::parse(Protocol::Xmpp, &format!("{user}@localhost")).unwrap(),
                 credential: Credential::Password(Secret::new(xmpp_password(user))),
                 contacts: Vec::new(),
+                message_cursor: None,
             },
             Duration::from_secs(10),
         )

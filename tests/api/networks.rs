@@ -106,6 +106,7 @@ async fn bob_online(
                 handle: Handle::parse(protocol_id, &handle).unwrap(),
                 credential: Credential::Password(Secret::new(secret)),
                 contacts: Vec::new(),
+                message_cursor: None,
             },
             Duration::from_secs(15),
         )

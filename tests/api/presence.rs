@@ -73,6 +73,7 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
                     handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
                     credential: Credential::Password(Secret::new(xmpp_password("bob"))),
                     contacts: Vec::new(),
+                    message_cursor: None,
                 },
                 Duration::from_secs(10),
             )

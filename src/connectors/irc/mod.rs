@@ -580,6 +580,7 @@ mod tests {
             handle: Handle::parse(Protocol::Irc, "ann").unwrap(),
             credential: Credential::Password(Secret::new("pw")),
             contacts: Vec::new(),
+            message_cursor: None,
         };
         let target = Target::parse(&login("ircs://irc.example.org:6697")).unwrap();
         assert_eq!(
@@ -616,6 +617,7 @@ mod tests {
             handle: Handle::from_stored(handle),
             credential: Credential::Password(Secret::new("pw")),
             contacts: Vec::new(),
+            message_cursor: None,
         };
         assert_eq!(Target::parse(&login("ann")).unwrap().nick, "ann");
         for bad in ["1ann", "ann@example.org", "#chan"] {

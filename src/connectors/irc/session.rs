@@ -16,8 +16,8 @@ use super::proto::{self, Isupport, Line, MAX_LINE};
 use super::{safe_text, Connection, Keepalive, Registered};
 use crate::connectors::task::{self, TaskControl};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, Roster,
-    RosterEntry, SessionControl,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, LiveSession, OutgoingMessage,
+    Roster, RosterEntry, Sent, SessionControl,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -780,14 +780,16 @@ impl SessionControl for IrcSessionControl {
         self.0.close().await;
     }
 
-    async fn send_message(&self, to: &Handle, body: &str) -> Result<(), ConnectorError> {
+    async fn send_message(&self, message: &OutgoingMessage) -> Result<Sent, ConnectorError> {
+        // IRC has no message ids: a retry after a lost answer may repeat the message.
         self.0
             .ask(|done| Request::Send {
-                to: to.clone(),
-                body: body.to_owned(),
+                to: message.to.clone(),
+                body: message.body.clone(),
                 done,
             })
             .await?
+            .map(|()| Sent::default())
     }
 
     async fn watch(&self, contacts: &[RosterEntry]) -> Result<(), ConnectorError> {

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
 use super::session::{Invite, Member, Session, SYNC_TIMELINE};
 use crate::connectors::task::{self, Outgoing};
-use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage};
+use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage, Sent};
 use crate::domain::ids::{Handle, Protocol};
 
 /// Failed `/sync`s in a row retried before the session reports itself disconnected.
@@ -256,13 +256,17 @@ impl Live {
     /// Sends one message and tells the sender how it went; only a revoked token ends the
     /// session. A DM room created for it may add a contact, reported once the sender knows.
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
-        let Outgoing { to, body, done } = outgoing;
-        let result = self.deliver(&to, &body).await;
+        let Outgoing { message, done } = outgoing;
+        let result = self.deliver(&message.to, &message.body).await;
         let gone = matches!(result, Err(Failure::TokenGone));
-        let _ = done.send(result.map_err(|failure| match failure {
-            Failure::TokenGone => ConnectorError::Closed,
-            Failure::Error(e) => e,
-        }));
+        let _ = done.send(
+            result
+                .map(|()| Sent::default())
+                .map_err(|failure| match failure {
+                    Failure::TokenGone => ConnectorError::Closed,
+                    Failure::Error(e) => e,
+                }),
+        );
         if gone {
             return Err(token_gone());
         }

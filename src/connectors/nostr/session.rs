@@ -24,7 +24,8 @@ use super::{
 };
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, RosterEntry,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage, RosterEntry,
+    Sent,
 };
 use crate::domain::ids::Handle;
 
@@ -76,7 +77,7 @@ struct PendingWrite {
     id: EventId,
     sent: Instant,
     /// Where to say how it went; `None` for writes nobody waits for (status, self copies).
-    done: Option<oneshot::Sender<Result<(), ConnectorError>>>,
+    done: Option<oneshot::Sender<Result<Sent, ConnectorError>>>,
 }
 
 /// Why the session ended.
@@ -292,7 +293,7 @@ impl Session {
             return;
         };
         let outcome = if accepted || reason.starts_with("duplicate:") {
-            Ok(())
+            Ok(Sent::default())
         } else {
             warn!(%reason, "the relay refused a write");
             Err(ConnectorError::Refused(reason))
@@ -521,7 +522,8 @@ impl Session {
     }
 
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
-        let Outgoing { to, body, done } = outgoing;
+        let Outgoing { message, done } = outgoing;
+        let OutgoingMessage { to, body, .. } = message;
         let Ok(recipient) = PublicKey::parse(to.as_str().trim()) else {
             let _ = done.send(Err(ConnectorError::Refused(format!(
                 "{to} is not a Nostr public key"
@@ -551,7 +553,7 @@ impl Session {
     async fn write(
         &mut self,
         event: &Event,
-        done: Option<oneshot::Sender<Result<(), ConnectorError>>>,
+        done: Option<oneshot::Sender<Result<Sent, ConnectorError>>>,
     ) -> Result<(), End> {
         self.writes.push_back(PendingWrite {
             id: event.id,

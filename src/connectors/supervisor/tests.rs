@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::connectors::{Credential, Roster, RosterEntry};
+use crate::connectors::{Credential, OutgoingMessage, Roster, RosterEntry, Sent};
 use crate::domain::ids::{Handle, Protocol};
 use crate::secret::Secret;
 
@@ -30,8 +30,8 @@ impl SessionControl for FakeControl {
     async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
     }
-    async fn send_message(&self, _: &Handle, _: &str) -> Result<(), ConnectorError> {
-        Ok(())
+    async fn send_message(&self, _: &OutgoingMessage) -> Result<Sent, ConnectorError> {
+        Ok(Sent::default())
     }
 }
 
@@ -99,6 +99,7 @@ impl AccountHost for Recorder {
             handle: Handle::parse(Protocol::Xmpp, "me@example.org").unwrap(),
             credential: Credential::Password(Secret::new("pw")),
             contacts: Vec::new(),
+            message_cursor: None,
         })
     }
     async fn report(&self, status: LinkStatus) {

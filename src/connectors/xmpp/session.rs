@@ -26,7 +26,8 @@ use super::stanza::{availability, error_reply, result_reply, roster_entry, statu
 use super::vcard::{avatar_hash, VcardFetches};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, Roster, RosterEntry,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage, Roster,
+    RosterEntry, Sent,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -309,7 +310,8 @@ impl Session {
     /// Sends one chat message and tells the sender how it went. Only a broken connection ends
     /// the session; a bad recipient is the sender's problem.
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
-        let Outgoing { to, body, done } = outgoing;
+        let Outgoing { message, done } = outgoing;
+        let OutgoingMessage { to, body, .. } = message;
         let to = match BareJid::new(to.as_str()) {
             Ok(jid) => jid,
             Err(e) => {
@@ -320,7 +322,7 @@ impl Session {
         let message = Message::chat(Some(Jid::from(to))).with_body(Lang::default(), body);
         let sent = self.send(message.into()).await;
         let _ = done.send(match &sent {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Sent::default()),
             Err(_) => Err(ConnectorError::Closed),
         });
         sent
