@@ -30,7 +30,8 @@
 #   SWITCHBOARD_TEST_EJABBERD_SERVER  127.0.0.1:PORT  (ejabberd c2s, plain TCP, no TLS offered;
 #                                  domain localhost too)
 #   SWITCHBOARD_TEST_XMPP_SPARE_SERVER  127.0.0.1:PORT  (a third plain Prosody, same users and
-#                                  rosters, configured but NOT started: tests run it themselves
+#                                  rosters, with mod_offline (the others have none),
+#                                  configured but NOT started: tests run it themselves
 #   SWITCHBOARD_TEST_XMPP_SPARE_CONFIG  with `prosody -F --config FILE` to take a server down
 #                                  and bring it back)
 #   SWITCHBOARD_TEST_TMPDIR        the temporary folder holding data and logs of all servers
@@ -537,6 +538,14 @@ _sbt_start_prosody() {
 		log = { { levels = { min = "info" }; to = "file"; filename = "$dir/prosody.log" } }
 		VirtualHost "localhost"
 	EOF
+
+	# The spare keeps messages for users who are offline (mod_offline), as real servers do: the
+	# chat tests send to a contact who is not logged in. The others do not, so that messages of
+	# one test never reach a later login of another.
+	if [[ $instance == prosody-spare ]]; then
+		sed -i 's/modules_disabled = { "s2s"; "tls"; "offline" }/modules_disabled = { "s2s"; "tls" }/' "$cfg"
+		grep -q 'modules_disabled = { "s2s"; "tls" }' "$cfg" || _sbt_die "spare Prosody: mod_offline not enabled"
+	fi
 
 	# Accounts are created with the server down, straight into data_path.
 	for u in "${_sbt_xmpp_users[@]}"; do

@@ -11,9 +11,9 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::*;
 
-struct Server {
-    child: Child,
-    address: String,
+pub struct Server {
+    pub child: Child,
+    pub address: String,
 }
 
 fn free_port() -> u16 {
@@ -24,7 +24,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(database_url: &str, key: &str, log: &Path) -> Server {
+/// The release-like binary on a free port, logging to `log`, reconnecting within 2 s.
+pub async fn start(database_url: &str, key: &str, log: &Path) -> Server {
     let port = free_port();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -37,6 +38,7 @@ async fn start(database_url: &str, key: &str, log: &Path) -> Server {
         .env("SWITCHBOARD_MASTER_KEY", key)
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "debug")
+        .env("SWITCHBOARD_RECONNECT_MAX_SECS", "2")
         .stdout(Stdio::null())
         .stderr(log_file)
         .kill_on_drop(true)
@@ -58,7 +60,7 @@ async fn start(database_url: &str, key: &str, log: &Path) -> Server {
     );
 }
 
-async fn gql(
+pub async fn gql(
     server: &Server,
     token: Option<&str>,
     query: &str,

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and real Prosody (started by scripts/test.sh).
 
 mod chat;
+mod chat_durability;
 #[path = "../common/mod.rs"]
 mod common;
 mod crash;
