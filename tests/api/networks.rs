@@ -2,7 +2,9 @@
 //! IRC, Matrix and Nostr logs in once; all four come online; their contacts form one list;
 //! bob's four handles merged into one person show the presence of whichever network bob is
 //! online on; the XMPP server dying makes only that account reconnect, and the other three
-//! never flicker; wrong credentials on any network are AUTH_FAILED and record nothing. Bob's
+//! never flicker; a message to the person goes out where bob is online, and his replies from
+//! each network land in one conversation; wrong credentials on any network are AUTH_FAILED and
+//! record nothing. Bob's
 //! side is each network's own connector logged in as bob. The XMPP server is the spare
 //! Prosody, which this test takes down and brings back.
 
@@ -14,7 +16,7 @@ use switchboard::connectors::irc::IrcConnector;
 use switchboard::connectors::matrix::MatrixConnector;
 use switchboard::connectors::nostr::NostrConnector;
 use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector, Credential, LiveSession};
+use switchboard::connectors::{AccountLogin, Connector, ConnectorEvent, Credential, LiveSession};
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 
@@ -114,7 +116,16 @@ async fn bob_online(
         .unwrap_or_else(|e| panic!("bob logs in on {protocol}: {e}"))
 }
 
-const PERSON: &str = "{ contacts { metaContacts { name presence { availability protocol handle } \
+/// Where alice's handle on `protocol` is in `handles` (XMPP, IRC, MATRIX, NOSTR).
+fn index_of(protocol: &str) -> usize {
+    ["XMPP", "IRC", "MATRIX", "NOSTR"]
+        .iter()
+        .position(|p| *p == protocol)
+        .unwrap()
+}
+
+const PERSON: &str =
+    "{ contacts { metaContacts { id name presence { availability protocol handle } \
                        members { protocol handle presence { availability } } } } }";
 
 /// Waits until the meta-contact's presence satisfies `want`; returns the meta-contact.
@@ -197,9 +208,19 @@ async fn four_networks_one_login_one_contact_list_one_person() {
     .await
     .data();
 
-    // Bob goes online on one network at a time: the person follows him there.
+    let mut chat = open_socket(&app, &token).await;
+    send(
+        &mut chat,
+        json!({ "id": "m", "type": "subscribe", "payload": { "query":
+            "subscription { messageReceived { body network } }" } }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Bob goes online on one network at a time: the person follows him there, a message to
+    // the person goes out there, and his reply from there joins the one conversation.
     for protocol in ["IRC", "MATRIX", "NOSTR", "XMPP"] {
-        let session = bob_online(protocol, &xmpp, &keys).await;
+        let mut session = bob_online(protocol, &xmpp, &keys).await;
         let person = wait_for_person(&app, &token, |p| {
             p["availability"] == "ONLINE" && p["protocol"] == protocol
         })
@@ -213,9 +234,77 @@ async fn four_networks_one_login_one_contact_list_one_person() {
             .map(|m| m["protocol"].as_str().unwrap())
             .collect();
         assert_eq!(online, [protocol], "only there: {person}");
+
+        let text = format!("hello bob on {protocol}");
+        let sent = app
+            .gql(
+                Some(&token),
+                "mutation($to: ID!, $text: String!) { sendMessage(to: $to, text: $text) { state network } }",
+                json!({ "to": person["id"], "text": text }),
+            )
+            .await;
+        assert_eq!(
+            sent.data()["sendMessage"],
+            json!({ "state": "SENT", "network": protocol }),
+            "routed to where bob is"
+        );
+        let got = crate::common::wait_within(
+            &mut session.events,
+            Duration::from_secs(15),
+            |e| matches!(e, ConnectorEvent::Message(m) if m.body == text),
+        )
+        .await;
+        let ConnectorEvent::Message(got) = got else {
+            unreachable!()
+        };
+        assert_eq!(got.from.as_str(), handles[index_of(protocol)], "from alice");
+
+        let reply = format!("bob replies on {protocol}");
+        session
+            .control
+            .send_text(&Handle::from_stored(&handles[index_of(protocol)]), &reply)
+            .await
+            .unwrap_or_else(|e| panic!("bob's reply on {protocol}: {e}"));
+        let received = next_within(&mut chat, Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("bob's reply on {protocol} never came"));
+        assert_eq!(
+            received["payload"]["data"]["messageReceived"],
+            json!({ "body": reply, "network": protocol })
+        );
         session.disconnect().await;
         wait_for_person(&app, &token, |p| p["availability"] != "ONLINE").await;
     }
+
+    // One conversation with bob, across the four networks, in order, each message once.
+    let person_id = wait_for_person(&app, &token, |_| true).await["id"].clone();
+    let conversation = app
+        .gql(
+            Some(&token),
+            "query($w: ID!) { conversation(with: $w, first: 20) { messages { body network direction } } }",
+            json!({ "w": person_id }),
+        )
+        .await;
+    let mut seen: Vec<String> = conversation.data()["conversation"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {}",
+                m["direction"].as_str().unwrap(),
+                m["network"].as_str().unwrap(),
+                m["body"].as_str().unwrap()
+            )
+        })
+        .collect();
+    seen.reverse();
+    let mut expected = Vec::new();
+    for protocol in ["IRC", "MATRIX", "NOSTR", "XMPP"] {
+        expected.push(format!("OUTGOING {protocol} hello bob on {protocol}"));
+        expected.push(format!("INCOMING {protocol} bob replies on {protocol}"));
+    }
+    assert_eq!(seen, expected);
 
     // The XMPP server dies and comes back: only that account changes state.
     let xmpp_account = app.account_id(&token, "alice@localhost").await;
