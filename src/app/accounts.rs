@@ -216,19 +216,21 @@ impl Switchboard {
         Ok(list)
     }
 
-    /// Removes a contact added by hand (see [`Switchboard::add_contact`]).
+    /// Removes a contact added by hand (see [`Switchboard::add_contact`]) or accepted from a
+    /// message request.
     pub async fn remove_contact(
         &self,
         caller: Caller,
         contact: ContactId,
     ) -> Result<ContactList, AppError> {
         let state = self.load(caller.user).await?;
-        let account = state
+        let found = state
             .contacts()
             .get(&contact)
-            .ok_or(UserError::UnknownContact(contact))?
-            .account_id;
-        if let Some(bound) = state.account(account) {
+            .ok_or(UserError::UnknownContact(contact))?;
+        let account = found.account_id;
+        // A contact kept from a message request is the user's own, whatever the network.
+        if let Some(bound) = state.account(account).filter(|_| !found.kept) {
             self.require_local_roster(bound.account.protocol)?;
         }
         let list = self

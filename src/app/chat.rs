@@ -294,6 +294,31 @@ impl Switchboard {
         Ok(())
     }
 
+    /// Makes a contact of someone who wrote without being one (a message request): marked new,
+    /// and kept on the list whatever the account's upstream roster says.
+    pub async fn accept_message_request(
+        &self,
+        caller: Caller,
+        contact: ContactId,
+    ) -> Result<crate::projections::contacts::ContactList, AppError> {
+        let wrote = self
+            .messages
+            .conversation(caller.user, &[contact], None, 1)
+            .await?;
+        let message = wrote.first().ok_or_else(|| {
+            AppError::NotFound(format!("contactId: no message request from {contact}"))
+        })?;
+        self.bind(
+            caller,
+            UserCommand::AcceptMessageRequest {
+                account_id: message.account_id,
+                handle: message.handle.clone(),
+                display_name: None,
+            },
+        )
+        .await
+    }
+
     /// The user's last message change number (see `store::messages`).
     pub async fn last_message_change(&self, user: UserId) -> Result<i64, AppError> {
         Ok(self.messages.last_change(user).await?)

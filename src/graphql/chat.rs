@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, Stream, StreamExt};
 
 use super::subscriptions::next_change;
-use super::types::Protocol;
+use super::types::{ContactList, Protocol};
 use super::{api, caller, parse_id};
 use crate::app::chat::{ConversationPage, ConversationSummary, Correspondent};
 use crate::domain::ids::{ContactId, MetaContactId, PersonRef};
@@ -210,6 +210,20 @@ impl ChatMutation {
         let via = via.map(|v| parse_id("via", &v, ContactId)).transpose()?;
         api(app.set_route_preference(caller, meta, via).await)?;
         Ok(true)
+    }
+
+    /// Makes a contact of someone who wrote without being one (a conversation with
+    /// `isRequest`): marked new, and kept on the list even while the network's own contact list
+    /// does not have them.
+    async fn accept_message_request(
+        &self,
+        ctx: &Context<'_>,
+        contact_id: ID,
+    ) -> async_graphql::Result<ContactList> {
+        let (app, caller) = caller(ctx).await?;
+        let contact = parse_id("contactId", &contact_id, ContactId)?;
+        let list = api(app.accept_message_request(caller, contact).await)?;
+        Ok(ContactList::new(list, caller.user, None))
     }
 
     /// Marks the conversation with `with` read up to the message `upTo`.

@@ -478,6 +478,7 @@ pub enum EventKind {
     MatchPolicySet,
     ContactProfileChanged,
     RoutePreferenceSet,
+    ContactKept,
 }
 
 /// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).

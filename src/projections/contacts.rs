@@ -447,7 +447,8 @@ impl Projection for ContactsProjection {
             | UserEvent::MatchRejected { .. }
             | UserEvent::MatchPolicySet { .. }
             | UserEvent::ContactProfileChanged { .. }
-            | UserEvent::RoutePreferenceSet { .. } => {}
+            | UserEvent::RoutePreferenceSet { .. }
+            | UserEvent::ContactKept { .. } => {}
             UserEvent::RosterContactDeparted {
                 contact_id, reason, ..
             } => {

@@ -78,6 +78,9 @@ pub fn summary(event: &UserEvent) -> String {
                 before.name
             )
         }
+        UserEvent::ContactKept { .. } => {
+            "Accepted a message request: the contact stays, listed upstream or not".to_owned()
+        }
         UserEvent::ContactsSeen { contact_ids } => {
             format!("Saw {} new contact(s)", contact_ids.len())
         }
@@ -159,7 +162,8 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
         | UserEvent::RosterContactDeparted { contact_id, .. }
         | UserEvent::RosterContactReturned { contact_id, .. }
         | UserEvent::RosterContactRenamed { contact_id, .. }
-        | UserEvent::ContactProfileChanged { contact_id, .. } => vec![contact_id.0],
+        | UserEvent::ContactProfileChanged { contact_id, .. }
+        | UserEvent::ContactKept { contact_id, .. } => vec![contact_id.0],
         UserEvent::ContactAddedToMetaContact { contact_id, .. }
         | UserEvent::ContactRemovedFromMetaContact { contact_id, .. }
         | UserEvent::DormantContactForgotten { contact_id, .. } => vec![contact_id.0],

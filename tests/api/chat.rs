@@ -410,3 +410,111 @@ async fn bad_sends_are_refused_with_clear_codes() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_stays() {
+    let app = spawn_app().await;
+    let token = app
+        .register("guarded", json!([xmpp_account("alice2")]))
+        .await;
+    app.wait_for_account(&token, "alice2@localhost", "ONLINE")
+        .await;
+    let mut mallory = raw_client(&xmpp_server(), "mallory", &xmpp_password("mallory")).await;
+    let note = format!("hi, you don't know me {}", uuid::Uuid::new_v4());
+    let to_alice2 = Message::chat(Some(Jid::from(BareJid::new("alice2@localhost").unwrap())))
+        .with_body(Lang::default(), note.clone());
+    mallory.send_stanza(to_alice2.into()).await.unwrap();
+
+    // A request: in the conversations, not in the contact list.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let request = loop {
+        let all = app
+            .gql(
+                Some(&token),
+                "{ conversations { with { id name isRequest } lastMessage { body handle } } }",
+                json!({}),
+            )
+            .await;
+        let found = all.data()["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["lastMessage"]["body"] == note.as_str())
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never came"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(request["with"]["isRequest"], true, "{request}");
+    assert_eq!(request["with"]["name"], "mallory@localhost");
+    assert!(ids_of(&app.contacts(&token).await, "mallory@localhost").is_empty());
+
+    // Accepted: a contact, marked new, kept though alice2's roster does not list mallory.
+    let accepted = app
+        .gql(
+            Some(&token),
+            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id handle isNew } } }",
+            json!({ "c": request["with"]["id"] }),
+        )
+        .await;
+    let contacts = accepted.data()["acceptMessageRequest"]["contacts"].clone();
+    let mallory_contact = contacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["handle"] == "mallory@localhost")
+        .cloned()
+        .expect("mallory is a contact now");
+    assert_eq!(mallory_contact["isNew"], true);
+    assert_eq!(
+        mallory_contact["id"], request["with"]["id"],
+        "the same contact id"
+    );
+    let again = app
+        .gql(
+            Some(&token),
+            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id } } }",
+            json!({ "c": request["with"]["id"] }),
+        )
+        .await;
+    assert_eq!(again.code(), "CONFLICT");
+    let page = app
+        .gql(
+            Some(&token),
+            CONVERSATION,
+            json!({ "with": request["with"]["id"], "first": 5 }),
+        )
+        .await;
+    assert_eq!(page.data()["conversation"]["with"]["isRequest"], false);
+    assert_eq!(
+        page.data()["conversation"]["messages"][0]["body"],
+        note.as_str()
+    );
+
+    app.logout(&token).await;
+    let login = app.login("guarded").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    app.wait_for_account(&token, "alice2@localhost", "ONLINE")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ids_of(&app.contacts(&token).await, "mallory@localhost").len(),
+        1,
+        "a login's reconciliation keeps an accepted contact"
+    );
+    let unknown = app
+        .gql(
+            Some(&token),
+            "mutation { acceptMessageRequest(contactId: \"00000000-0000-0000-0000-000000000000\") { contacts { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(unknown.code(), "NOT_FOUND");
+    let _ = mallory.send_end().await;
+    app.stop().await;
+}

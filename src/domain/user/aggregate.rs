@@ -48,6 +48,9 @@ pub struct ContactState {
     /// `None` while the contact is on the list. A departed contact is kept: its id, history and
     /// (dormant) membership wait for its return.
     pub departure: Option<Departure>,
+    /// Accepted from a message request: not removed because the upstream roster lacks it.
+    #[serde(default)]
+    pub kept: bool,
 }
 
 impl ContactState {
@@ -357,14 +360,13 @@ impl User {
             .filter(|id| leaves(id))
             .filter_map(|id| {
                 let contact = self.contacts.get(id)?;
-                contact
-                    .is_listed()
-                    .then_some(UserEvent::RosterContactDeparted {
-                        contact_id: *id,
-                        account_id,
-                        reason,
-                        meta_contact_id: contact.meta_contact,
-                    })
+                let kept_here = contact.kept && reason == DepartureReason::RemovedUpstream;
+                (contact.is_listed() && !kept_here).then_some(UserEvent::RosterContactDeparted {
+                    contact_id: *id,
+                    account_id,
+                    reason,
+                    meta_contact_id: contact.meta_contact,
+                })
             })
             .collect()
     }
@@ -505,6 +507,7 @@ impl Aggregate for User {
                         meta_contact: None,
                         is_new,
                         departure: None,
+                        kept: false,
                     },
                 );
                 self.account_contacts
@@ -542,6 +545,8 @@ impl Aggregate for User {
                 contact_id, reason, ..
             } => {
                 if let Some(contact) = self.contacts.get_mut(&contact_id) {
+                    // Kept until it leaves: a contact back later is an ordinary one again.
+                    contact.kept = false;
                     contact.departure = Some(Departure {
                         reason,
                         sequence: seq,
@@ -566,6 +571,7 @@ impl Aggregate for User {
                         meta_contact: None,
                         is_new: false,
                         departure: None,
+                        kept: false,
                     });
                 contact.departure = None;
                 contact.display_name = display_name;
@@ -582,6 +588,11 @@ impl Aggregate for User {
             } => {
                 if let Some(contact) = self.contacts.get_mut(&contact_id) {
                     contact.display_name = display_name;
+                }
+            }
+            UserEvent::ContactKept { contact_id, .. } => {
+                if let Some(contact) = self.contacts.get_mut(&contact_id) {
+                    contact.kept = true;
                 }
             }
             UserEvent::ContactsSeen { contact_ids } => {
@@ -770,6 +781,42 @@ impl User {
                         is_new: false,
                     }])),
                 }
+            }
+            UserCommand::AcceptMessageRequest {
+                account_id,
+                handle,
+                display_name,
+            } => {
+                if !self.accounts.contains_key(&account_id) {
+                    return Err(UserError::UnknownAccount(account_id));
+                }
+                let contact_id = ContactId::for_handle(account_id, &handle);
+                let first = match self.contacts.get(&contact_id) {
+                    Some(contact) if contact.is_listed() => {
+                        return Err(UserError::ContactExists(contact_id))
+                    }
+                    Some(contact) => UserEvent::RosterContactReturned {
+                        contact_id,
+                        account_id,
+                        handle,
+                        display_name,
+                        meta_contact_id: contact.meta_contact,
+                    },
+                    None => UserEvent::RosterContactAdded {
+                        contact_id,
+                        account_id,
+                        handle,
+                        display_name,
+                        is_new: true,
+                    },
+                };
+                Ok(self.with_matches(vec![
+                    first,
+                    UserEvent::ContactKept {
+                        contact_id,
+                        account_id,
+                    },
+                ]))
             }
             UserCommand::RemoveContact { contact_id } => {
                 let contact = self.listed_contact(contact_id)?;

@@ -54,6 +54,13 @@ pub enum UserCommand {
         account_id: AccountId,
         profiles: Vec<ProfileItem>,
     },
+    /// The user accepts the message request of `handle`, who wrote to the account without being
+    /// its contact: a contact marked new, kept whatever the upstream roster says.
+    AcceptMessageRequest {
+        account_id: AccountId,
+        handle: Handle,
+        display_name: Option<String>,
+    },
     /// The user adds a contact by hand, on a network whose server keeps no contact list (IRC).
     AddContact {
         account_id: AccountId,

@@ -106,6 +106,13 @@ pub enum UserEvent {
         contact_id: ContactId,
         before: MetaContactState,
     },
+    /// The user accepted this contact's message request (someone who wrote without being a
+    /// contact): it stays on the list even while the account's upstream roster does not list
+    /// it, until the user removes it or the account is unbound.
+    ContactKept {
+        contact_id: ContactId,
+        account_id: AccountId,
+    },
     /// The user has seen these new contacts: they are no longer marked new.
     ContactsSeen {
         contact_ids: Vec<ContactId>,
@@ -290,6 +297,7 @@ impl UserEvent {
             UserEvent::RosterContactRenamed { .. } => "RosterContactRenamed",
             UserEvent::DormantContactForgotten { .. } => "DormantContactForgotten",
             UserEvent::ContactsSeen { .. } => "ContactsSeen",
+            UserEvent::ContactKept { .. } => "ContactKept",
             UserEvent::ContactProfileChanged { .. } => "ContactProfileChanged",
             UserEvent::RoutePreferenceSet { .. } => "RoutePreferenceSet",
             UserEvent::MatchSuggested { .. } => "MatchSuggested",
@@ -305,7 +313,7 @@ impl UserEvent {
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 22] = [
+    pub const KINDS: [&'static str; 23] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -328,6 +336,7 @@ impl UserEvent {
         "MatchPolicySet",
         "ContactProfileChanged",
         "RoutePreferenceSet",
+        "ContactKept",
     ];
 }
 

@@ -690,6 +690,10 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
                 account_id: b.account_id,
             },
             added(&a, "dave@localhost", true),
+            UserEvent::ContactKept {
+                contact_id: contact(&a, "dave@localhost"),
+                account_id: a.account_id,
+            },
             UserEvent::ContactsSeen {
                 contact_ids: vec![contact(&a, "dave@localhost")],
             },
@@ -900,4 +904,69 @@ async fn a_route_preference_names_one_member_of_a_meta_contact() {
         })
         .await
         .then_expect_error(UserError::NoRouteChoice(carol));
+}
+
+#[tokio::test]
+async fn an_accepted_message_request_is_a_new_contact_the_roster_does_not_remove() {
+    let a = account(1);
+    let zoe = contact(&a, "zoe@elsewhere");
+    let accept = UserCommand::AcceptMessageRequest {
+        account_id: a.account_id,
+        handle: handle("zoe@elsewhere"),
+        display_name: None,
+    };
+    let accepted = vec![
+        added(&a, "zoe@elsewhere", true),
+        UserEvent::ContactKept {
+            contact_id: zoe,
+            account_id: a.account_id,
+        },
+    ];
+    fixture()
+        .given(alice_with_contacts())
+        .when_async(accept.clone())
+        .await
+        .then_expect_events(accepted.clone());
+    let history = with(alice_with_contacts(), accepted);
+    fixture()
+        .given(history.clone())
+        .when_async(accept)
+        .await
+        .then_expect_error(UserError::ContactExists(zoe));
+    // The upstream roster does not list zoe: she stays; the others it lacks leave as before.
+    let events = fixture()
+        .given(history.clone())
+        .when_async(UserCommand::SyncRoster {
+            account_id: a.account_id,
+            roster: Some(vec![RosterItem {
+                handle: handle("bob@localhost"),
+                display_name: None,
+            }]),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    let departed: Vec<ContactId> = events
+        .iter()
+        .filter_map(|e| match e {
+            UserEvent::RosterContactDeparted { contact_id, .. } => Some(*contact_id),
+            _ => None,
+        })
+        .collect();
+    assert!(!departed.contains(&zoe), "{events:?}");
+    assert!(
+        departed.contains(&contact(&a, "carol@localhost")),
+        "{events:?}"
+    );
+    // The user can still let her go.
+    fixture()
+        .given(history)
+        .when_async(UserCommand::RemoveContact { contact_id: zoe })
+        .await
+        .then_expect_events(vec![UserEvent::RosterContactDeparted {
+            contact_id: zoe,
+            account_id: a.account_id,
+            reason: DepartureReason::RemovedByUser,
+            meta_contact_id: None,
+        }]);
 }
