@@ -19,6 +19,8 @@ pub const MAX_MESSAGE_CHARS: usize = 16_000;
 pub const MAX_CLIENT_ID_CHARS: usize = 200;
 /// The most messages one page of a conversation holds.
 pub const MAX_PAGE: i64 = 200;
+/// The most message changes one read for a subscription returns.
+pub const CHANGES_PAGE: usize = 500;
 
 /// Someone the user talks to, with every contact of theirs that messages may belong to.
 #[derive(Debug, Clone)]
@@ -330,7 +332,8 @@ impl Switchboard {
         user: UserId,
         after: i64,
     ) -> Result<Vec<Message>, AppError> {
-        Ok(self.messages.changes_after(user, after, 500).await?)
+        let limit = i64::try_from(CHANGES_PAGE).unwrap_or(i64::MAX);
+        Ok(self.messages.changes_after(user, after, limit).await?)
     }
 
     /// The person behind `id`, or the stranger whose contact id it is (someone who wrote).

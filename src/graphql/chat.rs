@@ -274,13 +274,17 @@ async fn message_changes(
     let user = caller.user;
     let changes = app.views().subscribe();
     let last = api(app.last_message_change(user).await)?;
+    // `more`: the last read was a full page, so more changes wait without a new notification.
     let batches = stream::unfold(
-        (app, changes, last),
-        move |(app, mut changes, mut last)| async move {
+        (app, changes, last, false),
+        move |(app, mut changes, mut last, mut more)| async move {
             loop {
-                next_change(&mut changes, user, &[messages::VIEW]).await?;
+                if !more {
+                    next_change(&mut changes, user, &[messages::VIEW]).await?;
+                }
                 match app.message_changes(user, last).await {
                     Ok(found) => {
+                        more = found.len() >= crate::app::chat::CHANGES_PAGE;
                         last = found.last().map_or(last, |m| m.change);
                         let items: Vec<Message> = found
                             .into_iter()
@@ -288,10 +292,11 @@ async fn message_changes(
                             .map(Message::from)
                             .collect();
                         if !items.is_empty() {
-                            return Some((stream::iter(items), (app, changes, last)));
+                            return Some((stream::iter(items), (app, changes, last, more)));
                         }
                     }
                     Err(e) => {
+                        more = false;
                         tracing::warn!(%user, error = %e, "messages unavailable for a subscription")
                     }
                 }
