@@ -20,13 +20,19 @@ use crate::helpers::*;
 const SEND: &str = "mutation($to: ID!, $text: String!) {
   sendMessage(to: $to, text: $text) { id state routeReason } }";
 
-/// Two fresh users of the spare Prosody (down): the owner, whose roster lists the friend.
-fn owner_and_friend(spare: &SpareProsody) -> (String, String) {
+/// The spare Prosody, started, with two fresh users: the owner, whose roster lists the friend.
+async fn spare_with_a_friend() -> (SpareProsody, String, String) {
+    let mut spare = SpareProsody::new();
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
     let (owner, friend) = (format!("o{tag}"), format!("f{tag}"));
     spare.register_user(&owner, &xmpp_password(&owner));
     spare.register_user(&friend, &xmpp_password(&friend));
-    (owner, friend)
+    spare.start().await;
+    let mut editor = raw_client(&spare.server, &owner, &xmpp_password(&owner)).await;
+    let jid = format!("{friend}@localhost");
+    set_roster_item(&mut editor, &jid, "Friend", Subscription::None).await;
+    let _ = editor.send_end().await;
+    (spare, owner, friend)
 }
 
 /// Every chat body `client` receives within `wait` after coming online.
@@ -56,13 +62,8 @@ fn count(bodies: &[String], text: &str) -> usize {
 #[tokio::test]
 async fn a_message_waits_while_the_network_is_down_and_goes_out_once_when_it_returns() {
     let _spare_turn = SPARE.lock().await;
-    let mut spare = SpareProsody::new();
-    let (owner, friend) = owner_and_friend(&spare);
-    spare.start().await;
-    let mut editor = raw_client(&spare.server, &owner, &xmpp_password(&owner)).await;
+    let (mut spare, owner, friend) = spare_with_a_friend().await;
     let friend_jid = format!("{friend}@localhost");
-    set_roster_item(&mut editor, &friend_jid, "Friend", Subscription::None).await;
-    let _ = editor.send_end().await;
 
     let app = spawn_app().await;
     let token = app
@@ -117,13 +118,8 @@ async fn a_message_waits_while_the_network_is_down_and_goes_out_once_when_it_ret
 #[tokio::test]
 async fn a_queued_message_survives_sigkill_and_goes_out_after_the_restart() {
     let _spare_turn = SPARE.lock().await;
-    let mut spare = SpareProsody::new();
-    let (owner, friend) = owner_and_friend(&spare);
-    spare.start().await;
-    let mut editor = raw_client(&spare.server, &owner, &xmpp_password(&owner)).await;
+    let (mut spare, owner, friend) = spare_with_a_friend().await;
     let friend_jid = format!("{friend}@localhost");
-    set_roster_item(&mut editor, &friend_jid, "Friend", Subscription::None).await;
-    let _ = editor.send_end().await;
 
     let database_url = fresh_database().await;
     let key = MasterKey::generate().to_base64();
