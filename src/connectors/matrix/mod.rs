@@ -125,7 +125,7 @@ impl Connector for MatrixConnector {
         let api = Api::new(self.http_client(&target)?, target.base.clone());
         // One deadline for the whole login: authentication, presence and the first sync.
         let (session, session_credential) =
-            tokio::time::timeout(timeout, log_in(api, &target, &login.credential))
+            tokio::time::timeout(timeout, log_in(api, &target, login))
                 .await
                 .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.base, handle = %login.handle, "matrix session online");
@@ -219,8 +219,9 @@ fn parse_base_url(server: &str) -> Result<(Url, bool), ConnectorError> {
 async fn log_in(
     api: Api,
     target: &Target,
-    credential: &Credential,
+    login: &AccountLogin,
 ) -> Result<(Session, Option<Secret>), ConnectorError> {
+    let credential = &login.credential;
     let (api, user_id, session_credential) = match credential {
         Credential::Password(password) => {
             let answer = api
@@ -259,7 +260,7 @@ async fn log_in(
         // The first /sync sets it online too; a server with presence off refuses this.
         debug!("cannot set presence online: {e}");
     }
-    let session = Session::start(api, user_id)
+    let session = Session::start(api, user_id, login.message_cursor.as_deref())
         .await
         .map_err(|e| login_error(e, "the first sync"))?;
     Ok((session, session_credential))
