@@ -624,12 +624,14 @@ async fn messages_sent_while_away_are_reported_at_the_next_login() {
 #[tokio::test]
 async fn a_long_absence_is_fetched_back_in_full() {
     let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    // Before the cursor: the gap's fetch must stop short of it.
+    raw.send_text(&room, "seen before").await;
     let mut session = connect(&pia).await;
     let (_, cursor) = until_cursor(&mut session.events).await;
     session.disconnect().await;
 
     // More than the first sync's timeline (20) and than one page of the gap (40).
-    let raw = Raw::login(&quin).await;
     let mut sent = Vec::new();
     for n in 0..70 {
         let body = format!("message {n}");
