@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use switchboard::connectors::matrix::MatrixConnector;
 use switchboard::connectors::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
-    ConnectorRegistry, Credential, LiveSession, RosterEntry, RosterSource,
+    ConnectorRegistry, Credential, IncomingMessage, LiveSession, OutgoingMessage, RosterEntry,
+    RosterSource,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
@@ -66,6 +67,40 @@ async fn connect(localpart: &str) -> LiveSession {
         .connect(&with_password(localpart), LOGIN_TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{localpart} cannot log in: {e}"))
+}
+
+/// A password login that fetches the messages since `cursor`.
+async fn connect_from(localpart: &str, cursor: Option<&str>) -> LiveSession {
+    let mut login = with_password(localpart);
+    login.message_cursor = cursor.map(str::to_owned);
+    MatrixConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{localpart} cannot log in from {cursor:?}: {e}"))
+}
+
+/// The messages a session reports before its first message cursor, and that cursor.
+async fn until_cursor(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+) -> (Vec<IncomingMessage>, String) {
+    let mut messages = Vec::new();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            match event {
+                ConnectorEvent::MessageCursor(cursor) => return Some(cursor),
+                ConnectorEvent::Message(message) => messages.push(message),
+                other => seen.push(other),
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(cursor)) => (messages, cursor),
+        Ok(None) => panic!("the session ended; messages {messages:?}, other events {seen:?}"),
+        Err(_) => panic!("no message cursor in time; messages {messages:?}, other events {seen:?}"),
+    }
 }
 
 async fn connect_err(login: &AccountLogin) -> ConnectorError {
@@ -470,6 +505,195 @@ async fn history_and_encrypted_messages_are_not_reported() {
     raw.logout().await;
 }
 
+/// Switchboard sends a message again with the same id when it does not know whether the first
+/// attempt arrived (a lost answer, a crash): the homeserver keeps one event for it, also when
+/// the retry comes from a new session with the same access token.
+#[tokio::test]
+async fn a_retried_message_is_one_event_with_one_id() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let session = connect(&pia).await;
+    let token = session.session_credential.clone().unwrap();
+    let message = |id: &str| OutgoingMessage {
+        to: handle(&mxid(&quin)),
+        body: "only once".to_owned(),
+        id: id.to_owned(),
+        created_at: chrono::Utc::now(),
+    };
+    let once = message(&uuid::Uuid::now_v7().simple().to_string());
+    let first = session.control.send_message(&once).await.expect("send");
+    let event_id = first.network_id.clone().expect("the event id");
+    assert!(event_id.starts_with('$'), "{event_id}");
+    let again = session.control.send_message(&once).await.expect("retry");
+    assert_eq!(again, first);
+    session.disconnect().await;
+
+    let later = MatrixConnector::default()
+        .connect(&login_as(&pia, Credential::Session(token)), LOGIN_TIMEOUT)
+        .await
+        .expect("token login");
+    let after_a_crash = later.control.send_message(&once).await.expect("retry");
+    assert_eq!(after_a_crash, first);
+    // The same text under another id is another message.
+    let other = later
+        .control
+        .send_message(&message(&uuid::Uuid::now_v7().simple().to_string()))
+        .await
+        .expect("send");
+    let other_id = other.network_id.expect("the event id");
+    assert_ne!(other_id, event_id);
+    later.disconnect().await;
+
+    let raw = Raw::login(&quin).await;
+    let events = raw.room_messages(&room, 50).await;
+    let ids: Vec<&str> = events
+        .iter()
+        .filter(|event| event["content"]["body"] == "only once")
+        .map(|event| event["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [event_id.as_str(), other_id.as_str()]);
+    raw.logout().await;
+}
+
+/// The cursor a session reports brings the next login what arrived in between, once.
+#[tokio::test]
+async fn messages_sent_while_away_are_reported_at_the_next_login() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let mut session = connect(&pia).await;
+    let (history, cursor) = until_cursor(&mut session.events).await;
+    assert_eq!(history, Vec::new());
+    session.disconnect().await;
+
+    let raw = Raw::login(&quin).await;
+    let mut sent = Vec::new();
+    for body in ["while away", "still away", "back soon?"] {
+        let id = raw.send_text(&room, body).await;
+        let event = raw
+            .call(
+                Method::GET,
+                &format!("rooms/{}/event/{}", enc(&room), enc(&id)),
+                None,
+            )
+            .await;
+        let sent_at = event["origin_server_ts"].as_i64().unwrap();
+        sent.push((id, body.to_owned(), sent_at));
+    }
+    // Reported with the time they were sent, not the time they were read.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut session = connect_from(&pia, Some(&cursor)).await;
+    let (messages, newer) = until_cursor(&mut session.events).await;
+    let reported: Vec<(String, String, i64)> = messages
+        .iter()
+        .map(|m| {
+            assert_eq!(m.from, handle(&mxid(&quin)));
+            (
+                m.id.clone().expect("the event id"),
+                m.body.clone(),
+                m.sent_at.timestamp_millis(),
+            )
+        })
+        .collect();
+    assert_eq!(reported, sent);
+    assert_ne!(newer, cursor);
+    // Live messages still come as before.
+    raw.send_text(&room, "live").await;
+    let event = wait_for(&mut session.events, message_from(&mxid(&quin))).await;
+    assert!(
+        matches!(&event, ConnectorEvent::Message(m) if m.body == "live"),
+        "{event:?}"
+    );
+    // The cursor moves on at once after a message.
+    let event = wait_for(&mut session.events, |event| {
+        matches!(event, ConnectorEvent::MessageCursor(_))
+    })
+    .await;
+    let ConnectorEvent::MessageCursor(latest) = event else {
+        unreachable!()
+    };
+    session.disconnect().await;
+
+    // From the newest cursor, nothing is reported again.
+    let mut session = connect_from(&pia, Some(&latest)).await;
+    let (again, _) = until_cursor(&mut session.events).await;
+    assert_eq!(again, Vec::new());
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+/// More messages while away than one sync's timeline holds: the gap is fetched back.
+#[tokio::test]
+async fn a_long_absence_is_fetched_back_in_full() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    // Before the cursor: the gap's fetch must stop short of it.
+    raw.send_text(&room, "seen before").await;
+    let mut session = connect(&pia).await;
+    let (_, cursor) = until_cursor(&mut session.events).await;
+    session.disconnect().await;
+
+    // More than the first sync's timeline (20) and than one page of the gap (40).
+    let mut sent = Vec::new();
+    for n in 0..70 {
+        let body = format!("message {n}");
+        sent.push((raw.send_text(&room, &body).await, body));
+    }
+
+    let mut session = connect_from(&pia, Some(&cursor)).await;
+    let (messages, _) = until_cursor(&mut session.events).await;
+    let reported: Vec<(String, String)> = messages
+        .into_iter()
+        .map(|m| (m.id.expect("the event id"), m.body))
+        .collect();
+    assert_eq!(reported.len(), sent.len(), "{reported:?}");
+    assert_eq!(reported, sent);
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn a_first_login_reports_no_history_but_a_cursor() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    raw.send_text(&room, "sent before the first login").await;
+
+    let mut session = connect_from(&pia, None).await;
+    let (history, cursor) = until_cursor(&mut session.events).await;
+    assert_eq!(history, Vec::new());
+    assert!(!cursor.is_empty());
+    session.disconnect().await;
+
+    // The cursor stands after that history: it is not reported later either.
+    let mut session = connect_from(&pia, Some(&cursor)).await;
+    let (history, _) = until_cursor(&mut session.events).await;
+    assert_eq!(history, Vec::new());
+    session.disconnect().await;
+    raw.logout().await;
+}
+
+#[tokio::test]
+async fn a_cursor_the_server_refuses_logs_in_without_history() {
+    let (pia, quin, room) = fresh_pals("Pia", "Quin").await;
+    let raw = Raw::login(&quin).await;
+    raw.send_text(&room, "sent before the login").await;
+
+    let mut session = connect_from(&pia, Some("not-a-sync-token")).await;
+    assert_eq!(
+        complete(&session.roster),
+        vec![RosterEntry {
+            handle: handle(&mxid(&quin)),
+            display_name: Some("Quin".to_owned()),
+        }]
+    );
+    let (history, cursor) = until_cursor(&mut session.events).await;
+    assert_eq!(history, Vec::new());
+    assert!(
+        !cursor.is_empty() && cursor != "not-a-sync-token",
+        "{cursor}"
+    );
+    session.disconnect().await;
+    raw.logout().await;
+}
+
 #[tokio::test]
 async fn sending_to_someone_without_a_dm_room_creates_one() {
     let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
@@ -764,6 +988,9 @@ async fn a_homeserver_that_keeps_failing_disconnects_the_session() {
         .expect("the scripted login");
     // Its first sync has no m.direct.
     absent(&session.roster);
+    // The first sync's position is where messages start; no sync gets beyond it.
+    let event = wait_for(&mut session.events, |_| true).await;
+    assert_eq!(event, ConnectorEvent::MessageCursor("s1".to_owned()));
     // A few retries with short pauses (about 6 s in all), then the session gives up.
     let event = wait_for(&mut session.events, |_| true).await;
     assert!(

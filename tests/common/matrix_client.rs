@@ -146,23 +146,44 @@ impl Raw {
         .await;
     }
 
-    pub async fn send(&self, room: &str, kind: &str, content: Value) {
+    /// Sends an event; returns its id.
+    pub async fn send(&self, room: &str, kind: &str, content: Value) -> String {
         let txn = uuid::Uuid::new_v4().simple().to_string();
-        self.call(
-            Method::PUT,
-            &format!("rooms/{}/send/{kind}/{txn}", enc(room)),
-            Some(content),
-        )
-        .await;
+        let answer = self
+            .call(
+                Method::PUT,
+                &format!("rooms/{}/send/{kind}/{txn}", enc(room)),
+                Some(content),
+            )
+            .await;
+        answer["event_id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn send_text(&self, room: &str, body: &str) {
+    pub async fn send_text(&self, room: &str, body: &str) -> String {
         self.send(
             room,
             "m.room.message",
             json!({ "msgtype": "m.text", "body": body }),
         )
-        .await;
+        .await
+    }
+
+    /// The newest `limit` message events of `room`, oldest first.
+    pub async fn room_messages(&self, room: &str, limit: u32) -> Vec<Value> {
+        let filter = enc(&json!({ "types": ["m.room.message"] }).to_string());
+        let answer = self
+            .call(
+                Method::GET,
+                &format!(
+                    "rooms/{}/messages?dir=b&limit={limit}&filter={filter}",
+                    enc(room)
+                ),
+                None,
+            )
+            .await;
+        let mut events = answer["chunk"].as_array().cloned().unwrap_or_default();
+        events.reverse();
+        events
     }
 
     /// Syncs until `found` picks something out of a sync answer; our presence is left alone.

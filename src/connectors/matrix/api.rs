@@ -104,6 +104,11 @@ struct RoomId {
 }
 
 #[derive(Deserialize)]
+struct EventId {
+    event_id: String,
+}
+
+#[derive(Deserialize)]
 struct Displayname {
     #[serde(default)]
     displayname: Option<String>,
@@ -160,7 +165,31 @@ pub(super) struct JoinedRoom {
     #[serde(default)]
     pub state: Events,
     #[serde(default)]
-    pub timeline: Events,
+    pub timeline: Timeline,
+}
+
+/// A room's new events in one sync, oldest first.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Timeline {
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// More happened since the last sync than the filter's limit: the events between then and
+    /// `events` are left out, and can be fetched back from `prev_batch`.
+    #[serde(default)]
+    pub limited: bool,
+    #[serde(default)]
+    pub prev_batch: Option<String>,
+}
+
+/// One page of `/rooms/{room}/messages`.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct MessagesPage {
+    /// In the direction asked for (backwards: newest first).
+    #[serde(default)]
+    pub chunk: Vec<Event>,
+    /// Where the next page starts; none when there is no more.
+    #[serde(default)]
+    pub end: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,10 +206,12 @@ pub(super) fn sync_filter(timeline_limit: u32) -> String {
 
 /// The filter of a session's first `/sync`, made unique to the session by excluding a room
 /// that cannot exist (`.invalid` is reserved). Synapse answers a request equal to one it
-/// answered in the last two minutes (same user, device, filter, no `since`) from a cache, so
+/// answered in the last two minutes (same user, device, filter, `since`) from a cache, so
 /// a session started again soon after another (a quick re-login, a reconnection) would read
 /// the state as the old session first saw it, then every change since again: contacts would
-/// be renamed back and forth. A key of its own gets the state as it is now.
+/// be renamed back and forth. A key of its own gets the state as it is now. A first sync from
+/// a message cursor needs it too: a login that ends before a newer cursor is kept starts the
+/// next one from the same cursor.
 pub(super) fn first_sync_filter(timeline_limit: u32, session: &str) -> String {
     let mut filter = sync_filter_value(timeline_limit);
     filter["room"]["not_rooms"] = json!([format!("!switchboard-{session}:first-sync.invalid")]);
@@ -201,6 +232,11 @@ fn sync_filter_value(timeline_limit: u32) -> serde_json::Value {
             },
         },
     })
+}
+
+/// The room event filter of `/messages`: only what can be a message.
+fn messages_filter() -> String {
+    json!({ "types": ["m.room.message", "m.room.encrypted"] }).to_string()
 }
 
 impl Api {
@@ -262,12 +298,16 @@ impl Api {
         .map(drop)
     }
 
-    /// A `/sync`; `wait` is how long the server may hold it open waiting for news.
+    /// A `/sync`; `wait` is how long the server may hold it open waiting for news. With
+    /// `full_state`, a sync `since` a position still carries the whole state (every joined room
+    /// with its members, all of `m.direct`, everyone's presence), as a first sync does, but
+    /// only the events since then in the timelines.
     pub(super) async fn sync(
         &self,
         since: Option<&str>,
         filter: &str,
         wait: Duration,
+        full_state: bool,
     ) -> Result<SyncResponse, ApiError> {
         let wait_ms = wait.as_millis().to_string();
         let mut query = vec![
@@ -277,6 +317,9 @@ impl Api {
         ];
         if let Some(since) = since {
             query.push(("since", since));
+        }
+        if full_state {
+            query.push(("full_state", "true"));
         }
         self.call(Method::GET, &["sync"], &query, None, wait + SYNC_GRACE)
             .await
@@ -342,23 +385,55 @@ impl Api {
         .map(drop)
     }
 
-    /// Sends an `m.text` message; `txn` makes a retried request idempotent.
+    /// Sends an `m.text` message; `txn` makes a retried request idempotent. Returns the
+    /// event's id (the same one again for a retry the server recognises).
     pub(super) async fn send_text(
         &self,
         room: &str,
         txn: &str,
         body: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<String, ApiError> {
         let content = json!({ "msgtype": "m.text", "body": body });
-        self.call::<Value>(
-            Method::PUT,
-            &["rooms", room, "send", "m.room.message", txn],
-            &[],
-            Some(content),
+        let sent: EventId = self
+            .call(
+                Method::PUT,
+                &["rooms", room, "send", "m.room.message", txn],
+                &[],
+                Some(content),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        Ok(sent.event_id)
+    }
+
+    /// Up to `limit` message events of `room` from `from` backwards (newest first), stopping
+    /// at `to` (a sync position) if given.
+    pub(super) async fn messages_before(
+        &self,
+        room: &str,
+        from: &str,
+        to: Option<&str>,
+        limit: u32,
+    ) -> Result<MessagesPage, ApiError> {
+        let limit = limit.to_string();
+        let filter = messages_filter();
+        let mut query = vec![
+            ("dir", "b"),
+            ("from", from),
+            ("limit", limit.as_str()),
+            ("filter", filter.as_str()),
+        ];
+        if let Some(to) = to {
+            query.push(("to", to));
+        }
+        self.call(
+            Method::GET,
+            &["rooms", room, "messages"],
+            &query,
+            None,
             REQUEST_TIMEOUT,
         )
         .await
-        .map(drop)
     }
 
     /// The user's global display name, if the server shows one.

@@ -25,16 +25,36 @@
 //!   is how someone starts a DM with us, and it makes the inviter a contact. Other invites are
 //!   left alone.
 //! - Messages: `m.text` and `m.notice` events (not edits) from others in a DM room with them,
-//!   that arrive after login (the history in the first `/sync` is not replayed). Sending goes to
-//!   the newest DM room both sides are in; without one, a new DM room is created, the contact
-//!   invited, and `m.direct` updated.
+//!   reported in the order they were sent, with the event id as
+//!   [`IncomingMessage::id`](super::IncomingMessage::id) and `origin_server_ts` as `sent_at`.
+//!   Sending goes to the newest DM room both sides are in; without one, a new DM room is
+//!   created, the contact invited, and `m.direct` updated. A sent message's
+//!   [`Sent::network_id`](super::Sent::network_id) is its event id.
+//! - Retries: the transaction id of a message is `switchboard.<OutgoingMessage::id>`, so a
+//!   retry of the same message is one event, with the same event id in the answer. Synapse
+//!   (1.163) recognises it by user, device, room and transaction id, for 24 hours (a table it
+//!   keeps across restarts): from any session of the same access token (its device), and only
+//!   in the same room. A new device — a password login makes one — or a new DM room in between
+//!   makes the retry a new event.
+//! - Message cursor: the `/sync` position (`next_batch`) up to which every message was
+//!   reported, as [`ConnectorEvent::MessageCursor`]: after the first sync, at once after every
+//!   sync that brought messages, else at most once a minute when it moved (it only spares the
+//!   next login some history with nothing to report). A login with a cursor starts from it:
+//!   its first `/sync` (`since` the cursor, `full_state` for the whole state, 20 timeline events
+//!   per room) reports what arrived while away; a DM room whose timeline is `limited` has a gap,
+//!   fetched back with `/rooms/{room}/messages` (backwards from `prev_batch` to the cursor, pages
+//!   of 40, at most 10 pages: beyond 400 messages in one room's gap, the older ones are not
+//!   reported). Gaps in later syncs (over 50 events in one long poll) are fetched back the same
+//!   way. A gap that cannot be fetched (after one retry) holds the cursor back for the rest of
+//!   the session, so the next login fetches it again. Without a cursor (a first login) history
+//!   is not reported; a cursor the server refuses (4xx, e.g. one from before a server reset)
+//!   logs in the same way, with a debug log line.
 //! - Presence: ours is set online at login (and by every `/sync`), offline at `close()`.
 //!   Contacts' presence comes from `/sync` (the server only shares it between users who share a
 //!   room): `online` → Online, `unavailable` → Away, `offline` → Offline, `status_msg` → status.
 //! - The session task long-polls `/sync` (30 s). A failed one is retried three times, 1, 2 and
 //!   3 s apart (or as a 429 says), then the session ends with [`ConnectorEvent::Disconnected`];
-//!   a revoked access token ends it at once. Messages missed in a gap the server reports as
-//!   `limited` are not fetched back.
+//!   a revoked access token ends it at once.
 
 mod api;
 mod session;
@@ -125,7 +145,7 @@ impl Connector for MatrixConnector {
         let api = Api::new(self.http_client(&target)?, target.base.clone());
         // One deadline for the whole login: authentication, presence and the first sync.
         let (session, session_credential) =
-            tokio::time::timeout(timeout, log_in(api, &target, &login.credential))
+            tokio::time::timeout(timeout, log_in(api, &target, login))
                 .await
                 .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.base, handle = %login.handle, "matrix session online");
@@ -219,8 +239,9 @@ fn parse_base_url(server: &str) -> Result<(Url, bool), ConnectorError> {
 async fn log_in(
     api: Api,
     target: &Target,
-    credential: &Credential,
+    login: &AccountLogin,
 ) -> Result<(Session, Option<Secret>), ConnectorError> {
+    let credential = &login.credential;
     let (api, user_id, session_credential) = match credential {
         Credential::Password(password) => {
             let answer = api
@@ -259,7 +280,7 @@ async fn log_in(
         // The first /sync sets it online too; a server with presence off refuses this.
         debug!("cannot set presence online: {e}");
     }
-    let session = Session::start(api, user_id)
+    let session = Session::start(api, user_id, login.message_cursor.as_deref())
         .await
         .map_err(|e| login_error(e, "the first sync"))?;
     Ok((session, session_credential))

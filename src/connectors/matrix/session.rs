@@ -13,10 +13,17 @@ use super::api::{first_sync_filter, Api, ApiError, Event, SyncResponse};
 use crate::connectors::{Availability, IncomingMessage, Roster, RosterEntry};
 use crate::domain::ids::{Handle, Protocol};
 
-/// Events per room and sync. The first sync only needs room state (its history is not
-/// replayed); later ones carry what happened during one long poll, rarely more than a few.
+/// Events per room and sync. A first sync without a message cursor only needs room state (its
+/// history is not reported); one from a cursor carries the full state of every room too, so its
+/// timelines are kept short, the rest of a DM room's gap being fetched back page by page. Later
+/// syncs carry what happened during one long poll, rarely more than a few.
 const FIRST_SYNC_TIMELINE: u32 = 1;
+pub(super) const CATCH_UP_TIMELINE: u32 = 20;
 pub(super) const SYNC_TIMELINE: u32 = 50;
+/// Messages per `/messages` page when a DM room's gap is fetched back, and pages at most per
+/// room and sync: messages beyond those 400 in one gap are not reported.
+pub(super) const GAP_PAGE: u32 = 40;
+pub(super) const GAP_PAGES: usize = 10;
 
 /// One member of a room, from its `m.room.member` state.
 #[derive(Debug, Clone)]
@@ -53,11 +60,11 @@ pub(super) struct Session {
     contacts: HashSet<Handle>,
     /// Latest presence by user id (lower case), of anyone the server told us about.
     pub(super) seen: HashMap<String, (Availability, Option<String>)>,
-    /// DM invites of the first sync, accepted once the session runs.
-    pub(super) first_invites: Vec<Invite>,
-    /// Makes transaction ids unique across sessions of the same access token.
-    pub(super) txn_prefix: String,
-    pub(super) txn_count: u64,
+    /// What the first sync brought (DM invites, and messages since the cursor if there was
+    /// one), acted on once the session runs.
+    pub(super) first: News,
+    /// Makes the first sync's filter unique to the session (see [`first_sync_filter`]).
+    session_key: String,
 }
 
 /// `m.direct` looked up the other way round.
@@ -106,18 +113,64 @@ pub(super) struct Invite {
 #[derive(Default)]
 pub(super) struct News {
     pub(super) invites: Vec<Invite>,
+    /// In the order they were sent.
     pub(super) messages: Vec<IncomingMessage>,
+    /// DM rooms whose timeline left events out: their messages are still to be fetched.
+    pub(super) gaps: Vec<Gap>,
     /// Users (lower-case ids) whose presence the sync brought.
     pub(super) presence: Vec<String>,
 }
 
+/// Events a sync left out of a DM room's timeline (it was `limited`).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Gap {
+    pub(super) room: String,
+    /// Where the gap ends: just before the timeline's first event.
+    pub(super) from: String,
+    /// Where it starts: the position the sync continued from, up to which everything was seen.
+    pub(super) to: String,
+}
+
 impl Session {
-    /// Reads the account's current state with a first `/sync`; its history is not reported.
-    pub(super) async fn start(api: Api, own: String) -> Result<Self, ApiError> {
+    /// Reads the account's current state with a first `/sync`. From a message `cursor` (a
+    /// sync position an earlier session reported) it brings the messages since then too, kept
+    /// in [`Session::first`]; without one, or from one the server refuses, history is not
+    /// reported.
+    pub(super) async fn start(
+        api: Api,
+        own: String,
+        cursor: Option<&str>,
+    ) -> Result<Self, ApiError> {
         let mut session = Self::new(api, own);
-        let filter = first_sync_filter(FIRST_SYNC_TIMELINE, &session.txn_prefix);
-        let first = session.api.sync(None, &filter, Duration::ZERO).await?;
-        session.first_invites = session.absorb(first, false).invites;
+        if let Some(cursor) = cursor {
+            let filter = first_sync_filter(CATCH_UP_TIMELINE, &session.session_key);
+            match session
+                .api
+                .sync(Some(cursor), &filter, Duration::ZERO, true)
+                .await
+            {
+                Ok(first) => {
+                    session.since = cursor.to_owned();
+                    session.first = session.absorb(first, true);
+                    session.refresh_roster().await;
+                    return Ok(session);
+                }
+                // A position from before a server reset, or garbage: start afresh. Should the
+                // access token be the problem, the sync below says so.
+                Err(e @ ApiError::Status { status, .. })
+                    if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    debug!("the server refuses the message cursor, reading no history: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let filter = first_sync_filter(FIRST_SYNC_TIMELINE, &session.session_key);
+        let first = session
+            .api
+            .sync(None, &filter, Duration::ZERO, false)
+            .await?;
+        session.first = session.absorb(first, false);
         session.refresh_roster().await;
         Ok(session)
     }
@@ -137,9 +190,8 @@ impl Session {
             roster: None,
             contacts: HashSet::new(),
             seen: HashMap::new(),
-            first_invites: Vec::new(),
-            txn_prefix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-            txn_count: 0,
+            first: News::default(),
+            session_key: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         }
     }
 
@@ -186,9 +238,9 @@ impl Session {
     }
 
     /// Takes in one sync: `m.direct`, memberships, presence; returns the DM invites and, when
-    /// `deliver`, the new messages from others in DM rooms.
+    /// `deliver`, the new messages from others in DM rooms and the gaps in those rooms.
     pub(super) fn absorb(&mut self, sync: SyncResponse, deliver: bool) -> News {
-        self.since = sync.next_batch;
+        let since = std::mem::replace(&mut self.since, sync.next_batch);
         // Account data first: a message below may arrive in a DM room that it just added.
         for event in &sync.account_data.events {
             if event.kind == "m.direct" {
@@ -205,6 +257,7 @@ impl Session {
             }
         }
         let mut timeline = Vec::new();
+        let mut gaps = Vec::new();
         for (room, joined) in sync.rooms.join {
             self.joined.insert(room.clone());
             let members = self.members.entry(room.clone()).or_default();
@@ -222,6 +275,18 @@ impl Session {
                 }
             }
             if deliver {
+                let gap = joined
+                    .timeline
+                    .prev_batch
+                    .filter(|_| joined.timeline.limited && !since.is_empty())
+                    .filter(|_| self.direct_index.by_room.contains_key(&room));
+                if let Some(from) = gap {
+                    gaps.push(Gap {
+                        room: room.clone(),
+                        from,
+                        to: since.clone(),
+                    });
+                }
                 timeline.extend(
                     joined
                         .timeline
@@ -231,7 +296,10 @@ impl Session {
                 );
             }
         }
-        let mut news = News::default();
+        let mut news = News {
+            gaps,
+            ..News::default()
+        };
         for (room, invited) in sync.rooms.invite {
             let ours = invited.invite_state.events.iter().find(|event| {
                 event.kind == "m.room.member"
@@ -266,6 +334,35 @@ impl Session {
         }
         news.messages.sort_by_key(|message| message.sent_at);
         news
+    }
+
+    /// The messages from the other side in a DM room's gap, oldest first: at most
+    /// [`GAP_PAGES`] pages back from its end, stopping at its start.
+    pub(super) async fn fetch_gap(&self, gap: &Gap) -> Result<Vec<IncomingMessage>, ApiError> {
+        let mut messages = Vec::new();
+        let mut from = gap.from.clone();
+        for _ in 0..GAP_PAGES {
+            let page = self
+                .api
+                .messages_before(&gap.room, &from, Some(&gap.to), GAP_PAGE)
+                .await?;
+            let done = page.chunk.is_empty();
+            messages.extend(
+                page.chunk
+                    .iter()
+                    .filter_map(|event| self.message_in(&gap.room, event)),
+            );
+            match page.end {
+                Some(end) if !done && end != from => from = end,
+                _ => {
+                    messages.reverse();
+                    return Ok(messages);
+                }
+            }
+        }
+        warn!(room = %gap.room, pages = GAP_PAGES, "a DM room's gap is too long: its older messages are not reported");
+        messages.reverse();
+        Ok(messages)
     }
 
     /// A text message from the other side of a DM, as an [`IncomingMessage`].
@@ -474,11 +571,6 @@ impl Session {
         }
         all_done
     }
-
-    pub(super) fn next_txn(&mut self) -> String {
-        self.txn_count += 1;
-        format!("switchboard.{}.{}", self.txn_prefix, self.txn_count)
-    }
 }
 
 /// `m.direct` content: user id → room ids; anything malformed is skipped.
@@ -682,6 +774,36 @@ mod tests {
         // The first sync's history is state only.
         let mut session = session_with_direct(direct);
         assert!(session.absorb(sync(answer), false).messages.is_empty());
+    }
+
+    #[test]
+    fn a_limited_timeline_in_a_dm_room_is_a_gap_back_to_the_last_position() {
+        let limited = |prev: &str| json!({"limited": true, "prev_batch": prev, "events": []});
+        let answer = json!({
+            "next_batch": "s9",
+            "rooms": {"join": {
+                "!dm:localhost": {"timeline": limited("p-dm")},
+                "!group:localhost": {"timeline": limited("p-group")},
+                "!quiet:localhost": {"timeline": {"limited": false, "prev_batch": "p-q", "events": []}},
+            }},
+        });
+        let direct = json!({"@quin:localhost": ["!dm:localhost", "!quiet:localhost"]});
+        let mut session = session_with_direct(direct.clone());
+        session.since = "s5".to_owned();
+        let news = session.absorb(sync(answer.clone()), true);
+        assert_eq!(
+            news.gaps,
+            [Gap {
+                room: "!dm:localhost".to_owned(),
+                from: "p-dm".to_owned(),
+                to: "s5".to_owned(),
+            }]
+        );
+        assert_eq!(session.since, "s9");
+
+        // History of a first sync without a cursor is not fetched back.
+        let mut session = session_with_direct(direct);
+        assert!(session.absorb(sync(answer), false).gaps.is_empty());
     }
 
     #[test]

@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
-use super::session::{Invite, Member, Session, SYNC_TIMELINE};
+use super::session::{Gap, Invite, Member, News, Session, SYNC_TIMELINE};
 use crate::connectors::task::{self, Outgoing};
-use crate::connectors::{Availability, ConnectorError, ConnectorEvent, IncomingMessage, Sent};
+use crate::connectors::{
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage, Sent,
+};
 use crate::domain::ids::{Handle, Protocol};
 
 /// Failed `/sync`s in a row retried before the session reports itself disconnected.
@@ -22,6 +24,12 @@ const SYNC_RETRIES: u32 = 3;
 const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 /// Upper bound for [`SessionControl::close`]: the goodbye plus a request in flight.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often at most a sync that brought no message moves the reported message cursor on (one
+/// that brought messages reports it at once). It only spares the next login some history that
+/// holds nothing to report, so there is no need to have Switchboard store it after every sync.
+const CURSOR_INTERVAL: Duration = Duration::from_secs(60);
+/// Pause before a gap whose fetch failed is fetched once more.
+const GAP_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 type PendingSync = Pin<Box<dyn Future<Output = Result<SyncResponse, ApiError>> + Send>>;
 
@@ -39,6 +47,7 @@ impl Session {
             outbox,
             filter: sync_filter(SYNC_TIMELINE),
             reported: HashMap::new(),
+            cursor: Cursor::default(),
         }
         .run()
         .await;
@@ -70,6 +79,18 @@ struct Live {
     filter: String,
     /// What was last reported per contact, to report only changes.
     reported: HashMap<Handle, (Availability, Option<String>)>,
+    cursor: Cursor,
+}
+
+/// The message cursor as reported: the `/sync` position up to which every message was.
+#[derive(Default)]
+struct Cursor {
+    reported: Option<String>,
+    at: Option<Instant>,
+    /// A gap could not be fetched: messages before the current position are missing, so the
+    /// cursor stays where it was for the rest of the session, and the next login fetches them
+    /// (with the messages after them again, which Switchboard keeps once by id).
+    stuck: bool,
 }
 
 impl Live {
@@ -86,13 +107,16 @@ impl Live {
     }
 
     async fn serve(&mut self) -> End {
-        let first_invites = std::mem::take(&mut self.session.first_invites);
-        // The first sync's invites, then every contact's presence once: offline until the
-        // server says otherwise.
+        let first = std::mem::take(&mut self.session.first);
+        // The first sync's invites, then every contact's presence once (offline until the
+        // server says otherwise), then the messages since the cursor, and the new cursor.
         let first = async {
-            self.after_sync(first_invites, Vec::new(), Vec::new())
+            let messages = self.fill_gaps(first.messages, first.gaps).await?;
+            self.after_sync(first.invites, Vec::new(), Vec::new())
                 .await?;
-            self.report_all_presence().await
+            self.report_all_presence().await?;
+            self.after_sync(Vec::new(), messages, Vec::new()).await?;
+            self.report_cursor(true).await
         };
         if let Err(end) = first.await {
             return end;
@@ -112,9 +136,7 @@ impl Live {
                 Wake::Synced(Ok(sync)) => {
                     failures = 0;
                     let news = self.session.absorb(sync, true);
-                    let done = self
-                        .after_sync(news.invites, news.messages, news.presence)
-                        .await;
+                    let done = self.report_news(news).await;
                     pending = self.next_sync(Duration::ZERO);
                     done
                 }
@@ -149,8 +171,85 @@ impl Live {
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
-            api.sync(Some(&since), &filter, SYNC_POLL).await
+            api.sync(Some(&since), &filter, SYNC_POLL, false).await
         })
+    }
+
+    /// Acts on a sync and reports what it brought, messages of gaps included; then the
+    /// cursor, at once if there were messages.
+    async fn report_news(&mut self, news: News) -> Result<(), End> {
+        let News {
+            invites,
+            messages,
+            gaps,
+            presence,
+        } = news;
+        let messages = self.fill_gaps(messages, gaps).await?;
+        let any = !messages.is_empty();
+        self.after_sync(invites, messages, presence).await?;
+        self.report_cursor(any).await
+    }
+
+    /// `messages` with those of the `gaps` before them, in the order they were sent. A gap
+    /// that cannot be fetched (after one retry) is left out, and holds the cursor back.
+    async fn fill_gaps(
+        &mut self,
+        messages: Vec<IncomingMessage>,
+        gaps: Vec<Gap>,
+    ) -> Result<Vec<IncomingMessage>, End> {
+        if gaps.is_empty() {
+            return Ok(messages);
+        }
+        let mut all = Vec::new();
+        for gap in &gaps {
+            let mut fetched = self.session.fetch_gap(gap).await;
+            if matches!(&fetched, Err(e) if e.is_transient()) {
+                tokio::time::sleep(GAP_RETRY_PAUSE).await;
+                fetched = self.session.fetch_gap(gap).await;
+            }
+            match fetched {
+                Ok(found) => {
+                    debug!(room = %gap.room, messages = found.len(), "fetched a gap back");
+                    all.extend(found);
+                }
+                Err(e) if e.is_unknown_token() => return Err(token_gone()),
+                Err(e) => {
+                    warn!(room = %gap.room, "cannot fetch the messages of a gap: {e}");
+                    self.cursor.stuck = true;
+                }
+            }
+        }
+        // The timelines' messages follow their gaps; a message is never reported twice.
+        let known: std::collections::HashSet<String> =
+            messages.iter().filter_map(|m| m.id.clone()).collect();
+        all.retain(|m| m.id.as_ref().is_none_or(|id| !known.contains(id)));
+        all.extend(messages);
+        all.sort_by_key(|message| message.sent_at);
+        Ok(all)
+    }
+
+    /// Reports the sync position as the message cursor if it moved, and either `now` or the
+    /// last report is [`CURSOR_INTERVAL`] old.
+    async fn report_cursor(&mut self, now: bool) -> Result<(), End> {
+        let position = &self.session.since;
+        if self.cursor.stuck
+            || position.is_empty()
+            || self.cursor.reported.as_ref() == Some(position)
+        {
+            return Ok(());
+        }
+        if !now
+            && self
+                .cursor
+                .at
+                .is_some_and(|at| at.elapsed() < CURSOR_INTERVAL)
+        {
+            return Ok(());
+        }
+        let position = position.clone();
+        self.cursor.reported = Some(position.clone());
+        self.cursor.at = Some(Instant::now());
+        self.emit(ConnectorEvent::MessageCursor(position)).await
     }
 
     /// Accepts DM invites, then reports roster changes, the presence of the contacts among
@@ -257,11 +356,13 @@ impl Live {
     /// session. A DM room created for it may add a contact, reported once the sender knows.
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
         let Outgoing { message, done } = outgoing;
-        let result = self.deliver(&message.to, &message.body).await;
+        let result = self.deliver(&message).await;
         let gone = matches!(result, Err(Failure::TokenGone));
         let _ = done.send(
             result
-                .map(|()| Sent::default())
+                .map(|event_id| Sent {
+                    network_id: Some(event_id),
+                })
                 .map_err(|failure| match failure {
                     Failure::TokenGone => ConnectorError::Closed,
                     Failure::Error(e) => e,
@@ -273,8 +374,11 @@ impl Live {
         self.refresh_roster().await
     }
 
-    async fn deliver(&mut self, to: &Handle, body: &str) -> Result<(), Failure> {
-        let user = to.as_str();
+    /// Sends `message` to the DM room with its addressee; returns the event's id. The
+    /// transaction id is the message's own, so that the server keeps one event for every
+    /// attempt it recognises as the same (see the module docs for which).
+    async fn deliver(&mut self, message: &OutgoingMessage) -> Result<String, Failure> {
+        let user = message.to.as_str();
         if !user.starts_with('@') || !user.contains(':') {
             return Err(ConnectorError::Refused(format!("{user} is not a Matrix user id")).into());
         }
@@ -285,12 +389,12 @@ impl Live {
             Some(room) => room,
             None => self.create_dm(user).await?,
         };
-        let txn = self.session.next_txn();
+        let txn = transaction_id(&message.id);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.session.api.send_text(&room, &txn, body).await {
-                Ok(()) => return Ok(()),
+            match self.session.api.send_text(&room, &txn, &message.body).await {
+                Ok(event_id) => return Ok(event_id),
                 // The transaction id makes the retry safe: the server keeps one copy.
                 Err(e) if e.is_transient() && attempt < 2 => {
                     debug!("sending failed, retrying once: {e}");
@@ -362,6 +466,11 @@ impl Live {
             Err(e) => debug!("matrix session closed; presence not set offline: {e}"),
         }
     }
+}
+
+/// The transaction id of a message Switchboard sends: derived from its own id only.
+fn transaction_id(message_id: &str) -> String {
+    format!("switchboard.{message_id}")
 }
 
 fn token_gone() -> End {
