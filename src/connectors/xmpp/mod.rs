@@ -40,6 +40,7 @@
 //! mod_vcard_legacy answers XEP-0054 requests from the vCard4 node, so such profiles arrive
 //! from Prosody; a profile published only as vCard4 on another server is not seen.
 
+mod archive;
 mod login;
 mod session;
 mod stanza;
@@ -149,6 +150,7 @@ impl Connector for XmppConnector {
             inbox.stop,
             inbox.requests,
             roster.clone(),
+            login.message_cursor.clone(),
         );
         control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {
