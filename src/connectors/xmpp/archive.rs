@@ -53,7 +53,7 @@ const QUERY_ID_PREFIX: &str = "switchboard-mam-";
 /// What the session does when the archive says so.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Step {
-    Send(Iq),
+    Send(Box<Iq>),
     Report(IncomingMessage),
     Cursor(String),
 }
@@ -238,7 +238,7 @@ impl Archive {
             return Vec::new();
         }
         let newest_only = self.cursor.is_none();
-        vec![Step::Send(self.query(now, newest_only, 0, false))]
+        vec![Step::Send(Box::new(self.query(now, newest_only, 0, false)))]
     }
 
     fn query(&mut self, now: Instant, newest_only: bool, pages: usize, restarted: bool) -> Iq {
@@ -300,7 +300,7 @@ impl Archive {
                 if forgotten && !newest_only && !restarted {
                     debug!("the archive no longer has the cursor: reading it from its start");
                     self.cursor = Some(String::new());
-                    return vec![Step::Send(self.query(now, false, pages, true))];
+                    return vec![Step::Send(Box::new(self.query(now, false, pages, true)))];
                 }
                 debug!(condition = ?error.defined_condition, "the archive query failed");
             } else {
@@ -335,7 +335,9 @@ impl Archive {
             );
             self.finish(State::Frozen);
         } else {
-            steps.push(Step::Send(self.query(now, false, pages, restarted)));
+            steps.push(Step::Send(Box::new(
+                self.query(now, false, pages, restarted),
+            )));
         }
         steps
     }

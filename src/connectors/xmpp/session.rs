@@ -327,7 +327,7 @@ impl Session {
 
     async fn take_archive_step(&mut self, step: Step) -> Result<(), End> {
         match step {
-            Step::Send(iq) => self.send(iq.into()).await,
+            Step::Send(iq) => self.send((*iq).into()).await,
             Step::Report(message) => self.emit(ConnectorEvent::Message(message)).await,
             Step::Cursor(cursor) => self.emit(ConnectorEvent::MessageCursor(cursor)).await,
         }
