@@ -1177,3 +1177,315 @@ async fn vcards_load_beside_presence_and_roster_pushes() {
     let _ = finished.send(());
     script.await.expect("the script ran to its end");
 }
+
+// Chat: Switchboard's ids on the wire, ids that do not depend on the way a message arrives, and
+// the catch-up from the message archive (XEP-0313, on both servers). Users fay, gus, hal and ivy
+// have no contacts and appear in no other test: hal's and ivy's archives hold only what these
+// tests send them; fay and gus send (without presence, so nothing reaches their raw clients but
+// what is addressed to them while available).
+
+against_both_servers!(
+    sent_messages_carry_switchboards_id,
+    messages_sent_while_logged_out_are_fetched_once_from_the_cursor,
+    a_first_login_fetches_nothing_old_but_sets_a_cursor,
+);
+
+/// Logs `user` in with the cursor its last session reported.
+async fn connect_from(server: &str, user: &str, cursor: Option<String>) -> LiveSession {
+    let mut login = login_as(server, user, &format!("{user}-pw-7Q"));
+    login.message_cursor = cursor;
+    XmppConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot log in at {server}: {e}"))
+}
+
+/// Sends chat messages from a raw client, each with its own stanza id, and returns once the
+/// server has handled them (a ping answered after them: a server handles one client's stanzas
+/// in order).
+async fn send_from(client: &mut Client, to: &str, messages: &[(&str, &str)]) {
+    for (id, body) in messages {
+        let mut message = Message::chat(Some(Jid::from(BareJid::new(to).unwrap())))
+            .with_body(Lang::default(), (*body).to_owned());
+        message.id = Some(tokio_xmpp::parsers::message::Id((*id).to_owned()));
+        client.send_stanza(message.into()).await.unwrap();
+    }
+    let ping = tokio_xmpp::IqRequest::Get(tokio_xmpp::parsers::ping::Ping.into());
+    let answer = client.send_iq(None, ping).await.await.unwrap();
+    assert!(
+        matches!(answer, tokio_xmpp::IqResponse::Result(_)),
+        "{answer:?}"
+    );
+}
+
+fn messages_in(events: &[ConnectorEvent]) -> Vec<switchboard::connectors::IncomingMessage> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConnectorEvent::Message(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn cursors_in(events: &[ConnectorEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            ConnectorEvent::MessageCursor(cursor) => Some(cursor.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Events until a cursor is reported after `messages` messages (or more) have been.
+async fn events_until_cursor_after(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+    messages: usize,
+) -> Vec<ConnectorEvent> {
+    events_until(events, |seen| {
+        matches!(seen.last(), Some(ConnectorEvent::MessageCursor(_)))
+            && messages_in(seen).len() >= messages
+    })
+    .await
+}
+
+/// No message event comes within a short while (a late duplicate, or the past reported).
+async fn no_more_messages(events: &mut mpsc::Receiver<ConnectorEvent>) {
+    let late = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(event) = events.recv().await {
+            if let ConnectorEvent::Message(message) = event {
+                return message;
+            }
+        }
+        std::future::pending().await
+    })
+    .await;
+    assert!(late.is_err(), "unexpected message: {late:?}");
+}
+
+async fn sent_messages_carry_switchboards_id(server: &str) {
+    let fay = connect(server, "fay").await;
+    let mut gus = raw_client(server, "gus").await;
+    gus.send_stanza(Presence::available().into()).await.unwrap();
+    // Presence is handled before the ping's answer: gus is available from here on.
+    send_from(&mut gus, "ivy@localhost", &[]).await;
+
+    let outgoing = switchboard::connectors::OutgoingMessage {
+        to: handle("gus@localhost"),
+        body: "with an id".to_owned(),
+        id: format!("sb-{}", uuid::Uuid::new_v4().simple()),
+        created_at: chrono::Utc::now(),
+    };
+    let sent = fay.control.send_message(&outgoing).await.expect("sent");
+    assert_eq!(sent.network_id.as_deref(), Some(outgoing.id.as_str()));
+
+    let received = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(event) = gus.next().await {
+            if let Event::Stanza(Stanza::Message(m)) = event {
+                if m.get_best_body(vec![]).is_some() {
+                    return m;
+                }
+            }
+        }
+        panic!("gus's client ended");
+    })
+    .await
+    .expect("gus receives fay's message");
+    assert_eq!(
+        received.from.as_ref().map(|j| j.to_bare().to_string()),
+        Some("fay@localhost".to_owned())
+    );
+    assert_eq!(
+        received.id.as_ref().map(|id| id.0.as_str()),
+        Some(outgoing.id.as_str())
+    );
+    let origin_ids: Vec<String> = received
+        .payloads
+        .iter()
+        .filter(|p| p.is("origin-id", "urn:xmpp:sid:0"))
+        .filter_map(|p| p.attr("id").map(str::to_owned))
+        .collect();
+    assert_eq!(origin_ids, [outgoing.id.as_str()], "{received:?}");
+    gus.send_end().await.unwrap();
+    fay.disconnect().await;
+}
+
+/// hal is away while gus writes twice; at the next login, with the cursor of its last session,
+/// both messages come from the archive, once each, in order, dated when they were sent, with the
+/// archive's ids; a new cursor follows. A live message then comes with the id the archive gave
+/// it, which is the next cursor, and a later catch-up from before it brings it with that id.
+async fn messages_sent_while_logged_out_are_fetched_once_from_the_cursor(server: &str) {
+    let mut hal = connect_from(server, "hal", None).await;
+    let first = events_until_cursor_after(&mut hal.events, 0).await;
+    assert_eq!(messages_in(&first), [], "a first login fetches nothing old");
+    let cursor = cursors_in(&first).pop().unwrap();
+    hal.disconnect().await;
+
+    let mut gus = raw_client(server, "gus").await;
+    let before = chrono::Utc::now();
+    send_from(
+        &mut gus,
+        "hal@localhost",
+        &[
+            ("gus-away-1", "while you were out (1)"),
+            ("gus-away-2", "(2)"),
+        ],
+    )
+    .await;
+    let after = chrono::Utc::now();
+    // A message reported as received now would be dated after this.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut hal = connect_from(server, "hal", Some(cursor.clone())).await;
+    let events = events_until_cursor_after(&mut hal.events, 2).await;
+    let messages = messages_in(&events);
+    let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["while you were out (1)", "(2)"], "{events:?}");
+    for message in &messages {
+        assert_eq!(message.from, handle("gus@localhost"));
+        // Stamps may be cut to the second.
+        assert!(
+            message.sent_at >= before - chrono::Duration::seconds(1) && message.sent_at <= after,
+            "dated when sent ({before} .. {after}): {message:?}"
+        );
+    }
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_deref().unwrap()).collect();
+    assert_ne!(ids[0], ids[1]);
+    // The archive's ids, not the sender's stanza ids.
+    assert!(
+        !ids.contains(&"gus-away-1") && !ids.contains(&"gus-away-2"),
+        "{ids:?}"
+    );
+    let caught_up = cursors_in(&events).pop().unwrap();
+    assert_eq!(
+        caught_up, ids[1],
+        "the cursor is the last message's archive id"
+    );
+    assert_ne!(caught_up, cursor);
+    no_more_messages(&mut hal.events).await;
+
+    // Live: reported with the archive's id, which becomes the cursor.
+    send_from(&mut gus, "hal@localhost", &[("gus-live", "live one")]).await;
+    let events = events_until_cursor_after(&mut hal.events, 1).await;
+    let live = messages_in(&events);
+    assert_eq!(live.len(), 1, "{events:?}");
+    assert_eq!(live[0].body, "live one");
+    let live_id = live[0].id.clone().unwrap();
+    assert_eq!(cursors_in(&events), [live_id.as_str()]);
+    assert!(chrono::Utc::now() - live[0].sent_at < chrono::Duration::seconds(30));
+    hal.disconnect().await;
+
+    // From the archive, the same message has the same id.
+    let mut hal = connect_from(server, "hal", Some(caught_up)).await;
+    let events = events_until_cursor_after(&mut hal.events, 1).await;
+    let again = messages_in(&events);
+    assert_eq!(again.len(), 1, "{events:?}");
+    assert_eq!(again[0].body, "live one");
+    assert_eq!(again[0].id.as_deref(), Some(live_id.as_str()));
+    assert_eq!(cursors_in(&events), [live_id]);
+    gus.send_end().await.unwrap();
+    hal.disconnect().await;
+}
+
+/// Without a cursor, a login reports none of the archive's past, only a cursor: the newest
+/// archived message's id, after which a live message's id comes as the next cursor.
+async fn a_first_login_fetches_nothing_old_but_sets_a_cursor(server: &str) {
+    let mut fay = raw_client(server, "fay").await;
+    send_from(&mut fay, "ivy@localhost", &[("fay-old", "old news")]).await;
+
+    let mut ivy = connect_from(server, "ivy", None).await;
+    let events = events_until_cursor_after(&mut ivy.events, 0).await;
+    assert_eq!(messages_in(&events), [], "{events:?}");
+    let cursor = cursors_in(&events).pop().unwrap();
+    assert!(
+        !cursor.is_empty(),
+        "the archive holds a message: {events:?}"
+    );
+    no_more_messages(&mut ivy.events).await;
+
+    send_from(&mut fay, "ivy@localhost", &[("fay-new", "news")]).await;
+    let events = events_until_cursor_after(&mut ivy.events, 1).await;
+    let messages = messages_in(&events);
+    assert_eq!(messages.len(), 1, "{events:?}");
+    assert_eq!(messages[0].body, "news");
+    let id = messages[0].id.clone().unwrap();
+    assert_ne!(id, "fay-new", "the archive's id, not the sender's");
+    assert_eq!(cursors_in(&events), [id]);
+    fay.send_end().await.unwrap();
+    ivy.disconnect().await;
+}
+
+/// A server with offline storage beside its archive (Prosody's usual set-up; the test servers
+/// have no offline storage) delivers a message right after login and its archive has it too:
+/// it is reported once, with the archive's id either way, dated by its delay stamp.
+#[tokio::test]
+async fn a_message_from_offline_storage_and_the_archive_is_reported_once() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    let (finished, hang_up) = tokio::sync::oneshot::channel::<()>();
+    let script = tokio::spawn(async move {
+        let mut peer = ScriptedPeer::log_in(listener, ONE_ITEM_ROSTER).await;
+        peer.send(
+            b"<message from='ben@localhost/x' to='frank@localhost/x' type='chat' id='m1'>\
+              <body>one</body><delay xmlns='urn:xmpp:delay' stamp='2026-11-01T10:00:00Z'/>\
+              <stanza-id xmlns='urn:xmpp:sid:0' by='frank@localhost' id='a1'/></message>",
+        )
+        .await;
+        peer.expect("switchboard-mam-disco").await;
+        peer.send(
+            b"<iq type='result' id='switchboard-mam-disco' from='frank@localhost'>\
+              <query xmlns='http://jabber.org/protocol/disco#info'>\
+              <feature var='urn:xmpp:mam:2'/></query></iq>",
+        )
+        .await;
+        peer.expect("<after>c0").await;
+        let result = |id: &str, body: &str, stamp: &str| {
+            format!(
+                "<message to='frank@localhost/x'>\
+                 <result xmlns='urn:xmpp:mam:2' queryid='switchboard-mam-1' id='{id}'>\
+                 <forwarded xmlns='urn:xmpp:forward:0'>\
+                 <delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>\
+                 <message xmlns='jabber:client' from='ben@localhost/x' to='frank@localhost' \
+                 type='chat'><body>{body}</body></message></forwarded></result></message>"
+            )
+        };
+        let page = format!(
+            "{}{}<iq type='result' id='switchboard-mam-1'><fin xmlns='urn:xmpp:mam:2' \
+             complete='true'><set xmlns='http://jabber.org/protocol/rsm'><first>a1</first>\
+             <last>a2</last></set></fin></iq>",
+            result("a1", "one", "2026-11-01T10:00:00Z"),
+            result("a2", "two", "2026-11-01T10:00:07Z"),
+        );
+        peer.send(page.as_bytes()).await;
+        let _ = hang_up.await;
+        peer.hang_up().await;
+    });
+
+    let mut login = login_as(&server, "frank", "frank-pw");
+    login.message_cursor = Some("c0".to_owned());
+    let mut session = XmppConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect("scripted login");
+    let events = events_until_cursor_after(&mut session.events, 2).await;
+    let message = |body: &str, id: &str, stamp: &str| switchboard::connectors::IncomingMessage {
+        from: handle("ben@localhost"),
+        body: body.to_owned(),
+        sent_at: stamp.parse().unwrap(),
+        id: Some(id.to_owned()),
+    };
+    assert_eq!(
+        messages_in(&events),
+        [
+            message("one", "a1", "2026-11-01T10:00:00Z"),
+            message("two", "a2", "2026-11-01T10:00:07Z")
+        ],
+        "{events:?}"
+    );
+    assert_eq!(cursors_in(&events), ["a2"]);
+    no_more_messages(&mut session.events).await;
+    session.disconnect().await;
+    let _ = finished.send(());
+    script.await.expect("the script ran to its end");
+}

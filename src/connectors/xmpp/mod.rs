@@ -1,5 +1,6 @@
 //! XMPP connector: logs a bare JID into its server, reads the roster and reports contacts'
-//! presence, roster pushes and vCard profiles.
+//! presence, roster pushes, vCard profiles and direct messages, with a catch-up from the
+//! account's message archive at login.
 //!
 //! It drives tokio-xmpp's XML stream layer itself instead of using `tokio_xmpp::Client`: that
 //! client reconnects on its own, hides SASL failures (a wrong password is retried for ever, even
@@ -39,7 +40,43 @@
 //! was reported before. vCard4 over PEP (XEP-0292) is not asked for separately: Prosody's
 //! mod_vcard_legacy answers XEP-0054 requests from the vCard4 node, so such profiles arrive
 //! from Prosody; a profile published only as vCard4 on another server is not seen.
+//!
+//! Messages. One-to-one `chat` and `normal` messages with a body are reported; group chat,
+//! headlines, errors and body-less notifications are not. An outgoing message carries
+//! Switchboard's id as its stanza `id` and as an XEP-0359 `<origin-id>`, the same on every
+//! attempt, and that id is [`Sent::network_id`](super::Sent::network_id). An incoming message's
+//! id must not depend on how it arrives: it is the id our own server's archive gave it (the
+//! XEP-0359 `<stanza-id>` stamped `by` our bare JID, which Prosody's and ejabberd's mod_mam add
+//! to what they archive and deliver, and which an archive query gives as the result id), else
+//! the sender's origin-id, else the stanza `id` (which offline storage keeps). Its date is the
+//! earliest XEP-0203 `<delay>` stamp (offline storage, archive), else the time it arrived.
+//!
+//! Catch-up at login (`archive.rs`): after the initial presence, beside presence and messages,
+//! the session asks disco#info of our bare JID whether the account has a message archive
+//! (XEP-0313, `urn:xmpp:mam:2`). If so, and the login brought a cursor
+//! ([`AccountLogin::message_cursor`](super::AccountLogin::message_cursor), an archive id), the
+//! messages archived after it are fetched and reported, oldest first, 50 a page, at most 20
+//! pages (1000 messages) per login; our own outgoing messages in the archive are skipped.
+//! [`ConnectorEvent::MessageCursor`] follows each page. Without a cursor (a first login)
+//! nothing of the past is fetched: the newest archive id becomes the cursor (`""`, "the
+//! archive's start", for an empty archive). Once caught up, every live message our archive
+//! stamped is followed by its id as the cursor (Switchboard stores such runs of events
+//! together, so this costs one cursor write per batch). A message that offline storage
+//! delivers after login and the archive also holds is reported once, with the archive's id
+//! both ways. No archive, an error or no answer within 15 s: no catch-up and a debug log, never
+//! a failed login; a catch-up that stops early (error, timeout, the page limit) reports no more
+//! cursors in that session, so the next login goes on from where it stopped. A cursor the
+//! archive no longer holds (expired) restarts from the archive's start.
+//!
+//! Limits. Without an archive there are no cursors, and what arrived while no session was
+//! online is only what the server's offline storage delivers after the initial presence (if it
+//! has one; a server with neither bounces or drops such messages). Messages sent to another
+//! resource of the account (a full JID other than ours) reach only that resource: without
+//! message carbons (XEP-0280, not requested) they are not seen live, and a later live cursor
+//! passes them, so the catch-up does not bring them either. Archives expire messages (Prosody
+//! after a week by default): after a longer absence the oldest are gone.
 
+mod archive;
 mod login;
 mod session;
 mod stanza;
@@ -149,6 +186,7 @@ impl Connector for XmppConnector {
             inbox.stop,
             inbox.requests,
             roster.clone(),
+            login.message_cursor.clone(),
         );
         control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {

@@ -1,5 +1,5 @@
-//! The session task of a logged-in account: presence, roster pushes, messages, contacts' vCards,
-//! keepalive, logout.
+//! The session task of a logged-in account: presence, roster pushes, messages, the archive
+//! catch-up, contacts' vCards, keepalive, logout.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -9,20 +9,24 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::message::{Id as MessageId, Lang, Message};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::roster::{Item, Roster as RosterQuery};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+use tokio_xmpp::parsers::stanza_id::OriginId;
 use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStreamElement};
 use tokio_xmpp::Stanza;
 use tracing::{debug, warn};
 
+use super::archive::{Archive, Step};
 use super::login::{send_stanza, Stream};
-use super::stanza::{availability, error_reply, result_reply, roster_entry, status_text};
+use super::stanza::{
+    archive_id, availability, chat_message, delay_stamp, error_reply, message_id, result_reply,
+    roster_entry, status_text,
+};
 use super::vcard::{avatar_hash, VcardFetches};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
@@ -150,6 +154,7 @@ pub(super) struct Session {
     roster_complete: bool,
     presence: HashMap<Handle, ContactPresence>,
     vcards: VcardFetches,
+    archive: Archive,
     pings: u64,
 }
 
@@ -161,11 +166,13 @@ impl Session {
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
         roster: Roster,
+        message_cursor: Option<String>,
     ) -> Self {
         let (roster, roster_complete) = match roster {
             Roster::Complete(entries) => (Contacts::new(entries), true),
             Roster::Absent(_) => (Contacts::default(), false),
         };
+        let archive = Archive::new(own.clone(), message_cursor);
         Self {
             stream,
             own,
@@ -176,6 +183,7 @@ impl Session {
             roster_complete,
             presence: HashMap::new(),
             vcards: VcardFetches::default(),
+            archive,
             pings: 0,
         }
     }
@@ -193,18 +201,27 @@ impl Session {
             end = self.report_silent_contacts(&everyone).await;
             self.fetch_vcards(everyone);
         }
+        if end.is_ok() {
+            let disco = self.archive.start(Instant::now());
+            end = self.send(disco.into()).await;
+        }
         while end.is_ok() {
+            self.archive.expire(Instant::now());
             end = self.pump_vcards().await;
             if end.is_err() {
                 break;
             }
-            let wakeup = self.vcards.next_wakeup();
+            let wakeup = [self.vcards.next_wakeup(), self.archive.next_wakeup()]
+                .into_iter()
+                .flatten()
+                .min();
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
                 Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
                 item = self.stream.next() => self.handle_item(item).await,
-                // A vCard answer overdue or a batch of profiles due: the next pump sees to it.
+                // A vCard or archive answer overdue or a batch of profiles due: the next turn
+                // sees to it.
                 () = async {
                     match wakeup {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -276,42 +293,51 @@ impl Session {
 
     /// One-to-one messages with a body become [`ConnectorEvent::Message`]; group chat,
     /// headlines, errors and body-less notifications (chat states, receipts) are not ours.
+    /// Results of our archive query go to the catch-up. A message our archive gave an id is
+    /// followed by that id as the cursor, once the catch-up allows it.
     async fn handle_message(&mut self, message: Message) -> Result<(), End> {
-        if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
-            return Ok(());
+        if let Some(step) = self.archive.result(&message) {
+            return match step {
+                Some(step) => self.take_archive_step(step).await,
+                None => Ok(()),
+            };
         }
-        let Some(from) = message.from.as_ref().map(Jid::to_bare) else {
-            return Ok(());
-        };
-        let Ok(handle) = Handle::parse(Protocol::Xmpp, from.as_str()) else {
-            return Ok(());
-        };
-        let Some((_, body)) = message.get_best_body_cloned(vec![]) else {
-            return Ok(());
-        };
-        // Offline storage replays old messages with a delay stamp: keep their real time.
-        let sent_at = message
-            .payloads
-            .iter()
-            .find(|p| p.is("delay", ns::DELAY))
-            .and_then(|p| Delay::try_from(p.clone()).ok())
-            .map(|d| d.stamp.0.with_timezone(&chrono::Utc))
-            .unwrap_or_else(chrono::Utc::now);
-        let id = message.id.as_ref().map(|id| id.0.clone());
-        self.emit(ConnectorEvent::Message(IncomingMessage {
-            from: handle,
-            body,
-            sent_at,
-            id,
-        }))
-        .await
+        if let Some((_, from, body)) = chat_message(&message) {
+            let id = message_id(&message, &self.own);
+            if id.as_deref().is_none_or(|id| self.archive.first_sight(id)) {
+                // Offline storage replays old messages with a delay stamp: keep their real time.
+                let sent_at = delay_stamp(&message.payloads).unwrap_or_else(chrono::Utc::now);
+                self.emit(ConnectorEvent::Message(IncomingMessage {
+                    from,
+                    body,
+                    sent_at,
+                    id,
+                }))
+                .await?;
+            }
+        }
+        // Whatever it was, the archive has it: everything up to it has been seen.
+        match archive_id(&message, &self.own) {
+            Some(cursor) if self.archive.live_cursors() => {
+                self.emit(ConnectorEvent::MessageCursor(cursor)).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn take_archive_step(&mut self, step: Step) -> Result<(), End> {
+        match step {
+            Step::Send(iq) => self.send((*iq).into()).await,
+            Step::Report(message) => self.emit(ConnectorEvent::Message(message)).await,
+            Step::Cursor(cursor) => self.emit(ConnectorEvent::MessageCursor(cursor)).await,
+        }
     }
 
     /// Sends one chat message and tells the sender how it went. Only a broken connection ends
     /// the session; a bad recipient is the sender's problem.
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
         let Outgoing { message, done } = outgoing;
-        let OutgoingMessage { to, body, .. } = message;
+        let OutgoingMessage { to, body, id, .. } = message;
         let to = match BareJid::new(to.as_str()) {
             Ok(jid) => jid,
             Err(e) => {
@@ -319,10 +345,17 @@ impl Session {
                 return Ok(());
             }
         };
-        let message = Message::chat(Some(Jid::from(to))).with_body(Lang::default(), body);
+        // Switchboard's id, the same on every attempt, as the stanza id and the origin-id
+        // (XEP-0359), which the recipient's archive and offline storage keep.
+        let mut message = Message::chat(Some(Jid::from(to)))
+            .with_body(Lang::default(), body)
+            .with_payload(OriginId { id: id.clone() });
+        message.id = Some(MessageId(id.clone()));
         let sent = self.send(message.into()).await;
         let _ = done.send(match &sent {
-            Ok(()) => Ok(Sent::default()),
+            Ok(()) => Ok(Sent {
+                network_id: Some(id),
+            }),
             Err(_) => Err(ConnectorError::Closed),
         });
         sent
@@ -436,10 +469,17 @@ impl Session {
                 self.send(error_reply(from, id, DefinedCondition::ServiceUnavailable))
                     .await
             }
-            // vCard answers are taken; the rest answer our keepalive pings, which have done
-            // their job by arriving.
+            // Archive and vCard answers are taken; the rest answer our keepalive pings, which
+            // have done their job by arriving.
             Iq::Result { .. } | Iq::Error { .. } => {
-                self.vcards.answer(iq, Instant::now());
+                let now = Instant::now();
+                if let Some(steps) = self.archive.answer(&iq, now) {
+                    for step in steps {
+                        self.take_archive_step(step).await?;
+                    }
+                } else {
+                    self.vcards.answer(iq, now);
+                }
                 Ok(())
             }
         }

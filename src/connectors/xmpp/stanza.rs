@@ -1,14 +1,19 @@
-//! Stanza building and parsing: IQ answers, roster items, presence `show` and status text.
+//! Stanza building and parsing: IQ answers, roster items, presence `show` and status text,
+//! message ids and dates.
 
 use std::collections::BTreeMap;
 
-use tokio_xmpp::jid::Jid;
+use chrono::{DateTime, Utc};
+use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::Lang;
+use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Show;
 use tokio_xmpp::parsers::roster::{Item, Roster as RosterQuery, Subscription};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
 use tokio_xmpp::Stanza;
 use tracing::warn;
 
@@ -89,6 +94,62 @@ pub(super) fn roster_entry(item: &Item) -> Option<RosterEntry> {
         handle,
         display_name,
     })
+}
+
+/// The sender's bare JID and handle and the text of a one-to-one message with a body; `None`
+/// for group chat, headlines, errors and body-less notifications (chat states, receipts), which
+/// are not ours to report.
+pub(super) fn chat_message(message: &Message) -> Option<(BareJid, Handle, String)> {
+    if !matches!(message.type_, MessageType::Chat | MessageType::Normal) {
+        return None;
+    }
+    let from = message.from.as_ref()?.to_bare();
+    let handle = Handle::parse(Protocol::Xmpp, from.as_str()).ok()?;
+    let (_, body) = message.get_best_body_cloned(vec![])?;
+    Some((from, handle, body))
+}
+
+/// The id our own server's archive gave `message`: its XEP-0359 `<stanza-id>` stamped `by` our
+/// bare JID (Prosody's and ejabberd's mod_mam add it when archiving). A stanza-id by anyone
+/// else (the sender, a room, a forger) says nothing about our archive and is ignored; servers
+/// strip forged ones claiming to be by us.
+pub(super) fn archive_id(message: &Message, own: &BareJid) -> Option<String> {
+    message
+        .payloads
+        .iter()
+        .filter(|payload| payload.is("stanza-id", ns::SID))
+        .filter_map(|payload| StanzaId::try_from(payload.clone()).ok())
+        .find(|stanza_id| stanza_id.by.resource().is_none() && stanza_id.by.to_bare() == *own)
+        .map(|stanza_id| stanza_id.id)
+}
+
+/// The id of an incoming message that is the same whichever way it reaches us (live, offline
+/// storage, archive query): the archive's id ([`archive_id`]), which an archive query gives
+/// as the result's id; else the sender's XEP-0359 `<origin-id>`; else the stanza's `id`
+/// attribute, which offline storage keeps.
+pub(super) fn message_id(message: &Message, own: &BareJid) -> Option<String> {
+    archive_id(message, own)
+        .or_else(|| {
+            message
+                .payloads
+                .iter()
+                .filter(|payload| payload.is("origin-id", ns::SID))
+                .find_map(|payload| OriginId::try_from(payload.clone()).ok())
+                .map(|origin| origin.id)
+        })
+        .or_else(|| message.id.as_ref().map(|id| id.0.clone()))
+        .filter(|id| !id.is_empty())
+}
+
+/// When a delayed message was first sent or stored (XEP-0203 `<delay stamp>`, which offline
+/// storage and archives add): the earliest stamp, as each hop that delays it adds its own.
+pub(super) fn delay_stamp(payloads: &[Element]) -> Option<DateTime<Utc>> {
+    payloads
+        .iter()
+        .filter(|payload| payload.is("delay", ns::DELAY))
+        .filter_map(|payload| Delay::try_from(payload.clone()).ok())
+        .map(|delay| delay.stamp.0.with_timezone(&Utc))
+        .min()
 }
 
 pub(super) fn availability(show: Option<&Show>) -> Availability {
@@ -242,6 +303,53 @@ mod tests {
                 "{answer:?}"
             );
         }
+    }
+
+    fn message(xml: &str) -> Message {
+        Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_archive_id_is_preferred_and_only_our_servers_counts() {
+        let own = BareJid::new("hal@localhost").unwrap();
+        let full = message(
+            "<message xmlns='jabber:client' from='gus@localhost/x' id='attr-1' type='chat'>\
+             <body>hi</body>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='gus@localhost' id='theirs'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='hal@localhost/phone' id='a-resource'/>\
+             <stanza-id xmlns='urn:xmpp:sid:0' by='HAL@localhost' id='ours'/>\
+             <origin-id xmlns='urn:xmpp:sid:0' id='origin-1'/></message>",
+        );
+        assert_eq!(archive_id(&full, &own), Some("ours".to_owned()));
+        assert_eq!(message_id(&full, &own), Some("ours".to_owned()));
+
+        // Someone else's archive: the origin-id, then the stanza's own id.
+        let other = BareJid::new("ivy@localhost").unwrap();
+        assert_eq!(archive_id(&full, &other), None);
+        assert_eq!(message_id(&full, &other), Some("origin-1".to_owned()));
+        let plain = message(
+            "<message xmlns='jabber:client' from='gus@localhost/x' id='attr-1' type='chat'>\
+             <body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' by='gus@localhost' id='theirs'/>\
+             </message>",
+        );
+        assert_eq!(message_id(&plain, &own), Some("attr-1".to_owned()));
+        let bare = message("<message xmlns='jabber:client' from='gus@localhost/x' id=''/>");
+        assert_eq!(message_id(&bare, &own), None);
+    }
+
+    #[test]
+    fn the_earliest_delay_stamp_is_when_it_was_sent() {
+        let delayed = message(
+            "<message xmlns='jabber:client' from='gus@localhost/x'>\
+             <delay xmlns='urn:xmpp:delay' from='localhost' stamp='2026-11-02T10:00:05Z'/>\
+             <delay xmlns='urn:xmpp:delay' stamp='2026-11-02T11:00:01+02:00'/></message>",
+        );
+        assert_eq!(
+            delay_stamp(&delayed.payloads),
+            Some("2026-11-02T09:00:01Z".parse().unwrap())
+        );
+        let live = message("<message xmlns='jabber:client' from='gus@localhost/x'/>");
+        assert_eq!(delay_stamp(&live.payloads), None);
     }
 
     fn error_answer(condition: DefinedCondition) -> Iq {
