@@ -58,6 +58,7 @@
 //! ends the session with [`ConnectorEvent::Disconnected`] and reconnecting is the caller's call.
 //! Protocol types, keys and encryption come from the `nostr` crate, the core of nostr-sdk.
 
+mod cursor;
 mod profile;
 mod relay;
 mod session;
@@ -87,6 +88,7 @@ use super::{
 #[cfg(doc)]
 use super::{Availability, ConnectorEvent};
 use crate::domain::ids::{Handle, Protocol};
+pub use cursor::{CATCH_UP_LIMIT, MESSAGE_MARGIN};
 use profile::Nip05Client;
 use relay::{FromRelay, RelayAddress, Socket};
 use session::{Session, CLOSE_TIMEOUT, OUTBOX_QUEUE};
@@ -100,12 +102,6 @@ const CHALLENGE_WAIT: Duration = Duration::from_millis(1500);
 const STATUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The content of our own status while the session lasts.
 const ONLINE_STATUS: &str = "online";
-/// Stored messages (found on the relay at login) dated up to this much before the session start
-/// are still reported: sent during the login, or by a sender whose clock is a little behind.
-/// Older ones were for an earlier session to report. Messages that arrive live are all new.
-pub const MESSAGE_MARGIN: Duration = Duration::from_secs(10);
-/// NIP-59 back-dates gift wraps at random by up to two days (plus a little slack).
-const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
 
 const SUB_FOLLOWS: &str = "follows";
 const SUB_STATUS: &str = "status";
@@ -191,7 +187,9 @@ impl Connector for NostrConnector {
         let tls = Arc::clone(&self.tls);
 
         let started = Timestamp::now();
-        let logged_in = tokio::time::timeout(timeout, log_in(&address, &keys, &tls))
+        let report_from = cursor::report_from(login.message_cursor.as_deref(), started);
+        let since = cursor::wraps_since(report_from);
+        let logged_in = tokio::time::timeout(timeout, log_in(&address, &keys, &tls, since))
             .await
             .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(relay = %address.url, handle = %login.handle, "nostr session online");
@@ -211,6 +209,7 @@ impl Connector for NostrConnector {
             inbox.stop,
             inbox.requests,
             started,
+            report_from,
             self.nip05.clone(),
         );
         control.attach(tokio::spawn(session.run()));
@@ -249,12 +248,13 @@ struct LoginState {
     awaiting_challenge: bool,
 }
 
-/// Logs in: AUTH, our status accepted, the follow list and the stored messages read. Bounded by
-/// the caller's timeout.
+/// Logs in: AUTH, our status accepted, the follow list and the stored messages (gift wraps dated
+/// from `since` on) read. Bounded by the caller's timeout.
 async fn log_in(
     address: &RelayAddress,
     keys: &Keys,
     tls: &Arc<ClientConfig>,
+    since: Timestamp,
 ) -> Result<LoggedIn, ConnectorError> {
     let mut socket = relay::open(address, tls).await?;
     let mut state = LoginState::default();
@@ -276,7 +276,7 @@ async fn log_in(
     let own = keys.public_key();
     // Queries first: a relay that keeps us out refuses a query at once, a write maybe only
     // after a throttle (nostr-relay: 2 s).
-    send_login_requests(&mut socket, &own, &status).await?;
+    send_login_requests(&mut socket, &own, &status, since).await?;
 
     let mut follow_list: Option<Box<Event>> = None;
     while !(state.status_accepted && state.follows_done && state.messages_done) {
@@ -288,7 +288,7 @@ async fn log_in(
                 answer_challenge(&mut socket, address, keys, &challenge).await?;
                 state.answered_challenge = true;
                 if std::mem::take(&mut state.awaiting_challenge) {
-                    send_login_requests(&mut socket, &own, &status).await?;
+                    send_login_requests(&mut socket, &own, &status, since).await?;
                 }
             }
             FromRelay::Ok {
@@ -380,12 +380,10 @@ async fn send_login_requests(
     socket: &mut Socket,
     own: &PublicKey,
     status: &Event,
+    since: Timestamp,
 ) -> Result<(), ConnectorError> {
     let follows = Filter::new().kind(Kind::ContactList).author(*own).limit(1);
-    let messages = Filter::new()
-        .kind(Kind::GiftWrap)
-        .pubkey(*own)
-        .since(Timestamp::now() - GIFT_WRAP_LOOKBACK);
+    let messages = Filter::new().kind(Kind::GiftWrap).pubkey(*own).since(since);
     for message in [
         relay::frame(ClientMessage::req(
             SubscriptionId::new(SUB_FOLLOWS),
