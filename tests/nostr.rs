@@ -872,13 +872,13 @@ async fn a_message_sent_again_keeps_its_rumor_id() {
     while wraps.len() < 2 {
         let wrap = sue.wait_event(|e| e.kind == Kind::GiftWrap).await;
         if let Some((sender, rumor)) = rumor_of(&sue_keys, &wrap).await {
-            if rumor.content == message.body {
+            // The relay may send a wrap twice, stored and live, if it came during the query.
+            if rumor.content == message.body && wraps.iter().all(|(id, _)| *id != wrap.id) {
                 assert_eq!(sender, identity("ray").keys.public_key());
                 wraps.push((wrap.id, rumor));
             }
         }
     }
-    assert_ne!(wraps[0].0, wraps[1].0, "two gift wraps");
     let ids: Vec<String> = wraps
         .iter()
         .map(|(_, rumor)| rumor.id.unwrap().to_hex())

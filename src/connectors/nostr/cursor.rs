@@ -19,11 +19,34 @@ pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// must be asked for wraps that much older than the oldest rumor wanted.
 pub(super) const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
 
+/// Where a login's message catch-up starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Resume {
+    /// When the session started: the first cursor it reports.
+    pub started: Timestamp,
+    /// The oldest rumor date of the stored messages it reports ([`report_from`]).
+    pub report_from: Timestamp,
+}
+
+impl Resume {
+    pub(super) fn new(cursor: Option<&str>, started: Timestamp) -> Self {
+        Self {
+            started,
+            report_from: report_from(cursor, started),
+        }
+    }
+
+    /// The relay's `since` for the gift wraps to ask for.
+    pub(super) fn wraps_since(&self) -> Timestamp {
+        wraps_since(self.report_from)
+    }
+}
+
 /// The oldest rumor date a login reports from the messages the relay stored, for a login at
 /// `started` with the cursor the previous session reported (`None`: first login, nothing old).
 /// A cursor ahead of our clock (the clock went back) counts as now; one that cannot be read
 /// reaches back as far as allowed, as re-reporting beats losing.
-pub(super) fn report_from(cursor: Option<&str>, started: Timestamp) -> Timestamp {
+fn report_from(cursor: Option<&str>, started: Timestamp) -> Timestamp {
     let horizon = started - CATCH_UP_LIMIT;
     let resume = match cursor {
         None => started,
@@ -39,7 +62,7 @@ pub(super) fn report_from(cursor: Option<&str>, started: Timestamp) -> Timestamp
 }
 
 /// The relay's `since` for gift wraps whose rumors are dated from `report_from` on.
-pub(super) fn wraps_since(report_from: Timestamp) -> Timestamp {
+fn wraps_since(report_from: Timestamp) -> Timestamp {
     report_from - GIFT_WRAP_LOOKBACK
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
-use super::cursor::Cursor;
+use super::cursor::{Cursor, Resume};
 use super::profile::{Nip05Client, ProfileBook};
 use super::relay::{self, FromRelay, Socket};
 use super::{
@@ -155,8 +155,7 @@ impl Session {
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
-        started: Timestamp,
-        report_from: Timestamp,
+        resume: Resume,
         nip05: Option<Nip05Client>,
     ) -> Self {
         let now = Instant::now();
@@ -168,8 +167,8 @@ impl Session {
             events,
             stop,
             outbox,
-            report_from,
-            cursor: Cursor::new(started),
+            report_from: resume.report_from,
+            cursor: Cursor::new(resume.started),
             stored: Vec::new(),
             follow_list: logged_in.follow_list,
             roster: Vec::new(),
