@@ -13,24 +13,28 @@
 //! their NIP-05 identifiers are `…@localhost`, served by an HTTPS server in the test with the
 //! certificate scripts/servers/nostr.sh makes for it, which the connector dials through its
 //! `nip05_resolve` option: the connector's real https path, certificate check included.
+//!
+//! Chat: ray sends the same message twice, tom logs out and in again with his message cursor,
+//! una logs in for the first time; sue is the raw peer on the other side of all three.
 
 mod common;
 use common::nostr_client::{
-    capitalised, follow_list_of, hex, identity, next_json, relay, send_json, Nip05Server, Peer,
-    EVENT_TIMEOUT,
+    capitalised, follow_list_of, hex, identity, next_json, relay, rumor_of, send_json, Nip05Server,
+    Peer, EVENT_TIMEOUT,
 };
 use common::{complete, env};
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use nostr::nips::nip59::UnwrappedGift;
 use nostr::{Event, EventBuilder, Kind, Tag, Timestamp};
 use serde_json::json;
-use switchboard::connectors::nostr::NostrConnector;
+use switchboard::connectors::nostr::{NostrConnector, MESSAGE_MARGIN};
 use switchboard::connectors::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
-    ContactProfile, Credential, LiveSession, RosterEntry,
+    ContactProfile, Credential, IncomingMessage, LiveSession, OutgoingMessage, RosterEntry,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::domain::matching::Profile;
@@ -147,6 +151,8 @@ async fn login_reads_the_follow_list_and_close_clears_the_status() {
             ConnectorEvent::Presence { handle, .. } => {
                 assert!(reported.insert(handle.clone()), "{handle} reported twice");
             }
+            // Where the (no) stored messages end: may come before or between them.
+            ConnectorEvent::MessageCursor(_) => {}
             other => panic!("expected the contacts' presence first, got {other:?}"),
         }
     }
@@ -799,5 +805,186 @@ async fn contacts_profiles_are_reported_with_their_nip05_checked() {
         .send_text(&handle("gil"), &format!("still here {}", nonce()))
         .await
         .expect("the session still sends");
+    session.control.close().await;
+}
+
+/// Logs `name` in with the message cursor a previous session reported.
+async fn connect_with_cursor(name: &str, cursor: Option<String>) -> LiveSession {
+    let login = AccountLogin {
+        message_cursor: cursor,
+        ..login_as(name)
+    };
+    NostrConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{name} cannot log in: {e}"))
+}
+
+/// The messages reported up to the next cursor, and that cursor.
+async fn messages_until_cursor(
+    events: &mut mpsc::Receiver<ConnectorEvent>,
+) -> (Vec<IncomingMessage>, String) {
+    let mut messages = Vec::new();
+    loop {
+        match wait_for(events, |e| {
+            matches!(
+                e,
+                ConnectorEvent::Message(_) | ConnectorEvent::MessageCursor(_)
+            )
+        })
+        .await
+        {
+            ConnectorEvent::Message(message) => messages.push(message),
+            ConnectorEvent::MessageCursor(cursor) => return (messages, cursor),
+            _ => unreachable!(),
+        }
+    }
+}
+
+fn seconds(cursor: &str) -> u64 {
+    cursor
+        .parse()
+        .unwrap_or_else(|_| panic!("the cursor {cursor:?} is not unix seconds"))
+}
+
+#[tokio::test]
+async fn a_message_sent_again_keeps_its_rumor_id() {
+    let sue_keys = identity("sue").keys;
+    let mut sue = Peer::login("sue").await;
+    sue.subscribe(json!({"kinds": [1059], "#p": [hex("sue")], "since": Timestamp::now().as_secs() - 3 * 24 * 3600}))
+        .await;
+    let session = connect("ray").await;
+    // Dated when the user sent it, a while ago: a retry after a crash or a lost answer.
+    let message = OutgoingMessage {
+        to: handle("sue"),
+        body: format!("just once {}", nonce()),
+        id: nonce(),
+        created_at: Utc::now() - chrono::Duration::seconds(30),
+    };
+    let first = session.control.send_message(&message).await.expect("sent");
+    let again = session
+        .control
+        .send_message(&message)
+        .await
+        .expect("sent again");
+
+    let mut wraps = Vec::new();
+    while wraps.len() < 2 {
+        let wrap = sue.wait_event(|e| e.kind == Kind::GiftWrap).await;
+        if let Some((sender, rumor)) = rumor_of(&sue_keys, &wrap).await {
+            // The relay may send a wrap twice, stored and live, if it came during the query.
+            if rumor.content == message.body && wraps.iter().all(|(id, _)| *id != wrap.id) {
+                assert_eq!(sender, identity("ray").keys.public_key());
+                wraps.push((wrap.id, rumor));
+            }
+        }
+    }
+    let ids: Vec<String> = wraps
+        .iter()
+        .map(|(_, rumor)| rumor.id.unwrap().to_hex())
+        .collect();
+    assert_eq!(ids[0], ids[1], "one rumor");
+    assert_eq!(
+        wraps[0].1.created_at.as_secs(),
+        message.created_at.timestamp() as u64,
+        "dated when the user sent it"
+    );
+    assert_eq!(first.network_id.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(again.network_id.as_deref(), Some(ids[0].as_str()));
+    session.control.close().await;
+}
+
+#[tokio::test]
+async fn messages_sent_while_logged_out_are_reported_at_the_next_login_once() {
+    let tom = identity("tom").keys.public_key();
+    let mut sue = Peer::login("sue").await;
+    let first = connect_with_cursor("tom", None).await;
+    let mut events = first.events;
+    let (_, cursor) = messages_until_cursor(&mut events).await;
+    first.control.close().await;
+    let since = seconds(&cursor);
+
+    // Sent while tom is away, newest first, their wraps back-dated up to two days (one at the
+    // very edge: a relay query reaching back less would miss it).
+    let run = nonce();
+    let bodies: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|word| format!("{word} {run}"))
+        .collect();
+    for (i, body) in bodies.iter().enumerate().rev() {
+        let at = Timestamp::from_secs(since + 1 + i as u64);
+        let wrap_at = match i {
+            0 => at - Duration::from_secs(2 * 24 * 3600 - 120),
+            1 => at - Duration::from_secs(24 * 3600),
+            _ => Timestamp::now() - Duration::from_secs(3600),
+        };
+        sue.send_message_wrapped_at(&tom, body, at, wrap_at).await;
+    }
+    // Something older than the cursor (by more than the margin) was for the earlier session.
+    sue.send_message(
+        &tom,
+        &format!("before the cursor {run}"),
+        Timestamp::from_secs(since) - MESSAGE_MARGIN - Duration::from_secs(5),
+    )
+    .await;
+    // Let the messages age past the margin, so that the next session's cursor is clearly
+    // after them.
+    let last = since + bodies.len() as u64;
+    while Timestamp::now().as_secs() <= last + MESSAGE_MARGIN.as_secs() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let ours = |messages: Vec<IncomingMessage>| -> Vec<IncomingMessage> {
+        messages
+            .into_iter()
+            .filter(|m| m.body.ends_with(&run))
+            .collect()
+    };
+    let second = connect_with_cursor("tom", Some(cursor.clone())).await;
+    let mut events = second.events;
+    let (reported, newer) = messages_until_cursor(&mut events).await;
+    let reported = ours(reported);
+    assert_eq!(
+        reported.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        bodies,
+        "each once, in rumor order"
+    );
+    for (i, message) in reported.iter().enumerate() {
+        assert_eq!(message.from, handle("sue"));
+        assert_eq!(message.sent_at.timestamp() as u64, since + 1 + i as u64);
+        assert!(message.id.is_some());
+    }
+    assert!(seconds(&newer) > last, "{newer} after {last}");
+    second.control.close().await;
+
+    let third = connect_with_cursor("tom", Some(newer)).await;
+    let mut events = third.events;
+    let (again, _) = messages_until_cursor(&mut events).await;
+    assert_eq!(ours(again), [], "nothing reported again");
+    third.control.close().await;
+}
+
+#[tokio::test]
+async fn a_first_login_reports_nothing_old_and_a_cursor() {
+    let una = identity("una").keys.public_key();
+    let mut sue = Peer::login("sue").await;
+    let run = nonce();
+    sue.send_message(
+        &una,
+        &format!("old news {run}"),
+        Timestamp::now() - Duration::from_secs(600),
+    )
+    .await;
+    let before = Timestamp::now().as_secs();
+    let session = connect_with_cursor("una", None).await;
+    let after = Timestamp::now().as_secs();
+    let mut events = session.events;
+    let (reported, cursor) = messages_until_cursor(&mut events).await;
+    assert!(
+        !reported.iter().any(|m| m.body.ends_with(&run)),
+        "{reported:?}"
+    );
+    // The session start.
+    assert!((before..=after).contains(&seconds(&cursor)), "{cursor}");
     session.control.close().await;
 }

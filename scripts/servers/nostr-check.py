@@ -22,6 +22,7 @@ EXPECTED.update({"alice": ["Bob", "Carol", "Dave"], "bob": ["Alice"], "carol": [
 EXPECTED.update({"fay": ["Gil", "Hal", "Joe"], "gil": None, "hal": None, "ivy": None, "joe": None})
 EXPECTED.update({"kim": ["Lou", "Max"], "lou": None, "max": None, "ned": ["Oli", "Pat"],
                  "oli": None, "pat": None})
+EXPECTED.update({"ray": None, "sue": None, "tom": None, "una": None})
 
 
 async def recv(ws):

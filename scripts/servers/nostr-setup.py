@@ -26,6 +26,9 @@ PROFILE_USERS = ["fay", "gil", "hal", "ivy", "joe"]
 # API tests of profiles and follow lists (tests/api/nostr_upstream.rs): kim and ned log in, lou and
 # max publish profiles, ned's follow list is deleted and published again.
 UPSTREAM_USERS = ["kim", "lou", "max", "ned", "oli", "pat"]
+# Chat tests (tests/nostr.rs: retries, catch-up with a message cursor): ray, tom and una log in, sue
+# is the raw peer on the other side; nobody follows anybody.
+CHAT_USERS = ["ray", "sue", "tom", "una"]
 # Not granted any role: the relay lets it log in (NIP-42) but refuses its writes and queries.
 STRANGER = "stranger"
 
@@ -54,7 +57,7 @@ def migrate(config_file):
 async def main(keys_file, relay_url):
     from nostr_relay.storage import get_storage
 
-    names = PALS + API_USERS + PROFILE_USERS + UPSTREAM_USERS + [STRANGER]
+    names = PALS + API_USERS + PROFILE_USERS + UPSTREAM_USERS + CHAT_USERS + [STRANGER]
     keys = {name: key(name) for name in names}
     # A minute in the past: a follow list a test publishes "now" is then strictly newer.
     created_at = int(time.time()) - 60

@@ -18,6 +18,8 @@
 #                             API tests of profiles and follow lists (tests/api/nostr_upstream.rs):
 #                             kim follows lou "Lou" and max "Max", ned follows oli "Oli" and pat
 #                             "Pat"; the others follow nobody
+#   ray, sue, tom, una        chat tests (tests/nostr.rs): ray, tom and una log in, sue is the raw
+#                             peer; nobody follows anybody
 #   stranger                  granted nothing: can log in (NIP-42) but neither write nor query
 # Seeded follow lists are dated one minute before start, so a list published later is newer.
 #

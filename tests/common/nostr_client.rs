@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use nostr::{Event, EventBuilder, Keys, Kind, PublicKey, SecretKey, Tag, Timestamp};
+use nostr::nips::nip44;
+use nostr::nips::nip59::UnwrappedGift;
+use nostr::{
+    Event, EventBuilder, JsonUtil, Keys, Kind, PublicKey, SecretKey, Tag, Timestamp, UnsignedEvent,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -221,6 +225,50 @@ impl Peer {
         self.publish(&wrap).await;
         wrap
     }
+
+    /// Sends a NIP-17 message to `to`, its rumor dated `at` and its gift wrap `wrap_at` (NIP-59
+    /// back-dates wraps at random; this picks the date, e.g. two days back at the extreme).
+    pub async fn send_message_wrapped_at(
+        &mut self,
+        to: &PublicKey,
+        body: &str,
+        at: Timestamp,
+        wrap_at: Timestamp,
+    ) -> Event {
+        let rumor = EventBuilder::private_msg_rumor(*to, body)
+            .custom_created_at(at)
+            .build(self.keys.public_key());
+        let seal = EventBuilder::seal(&self.keys, to, rumor)
+            .await
+            .unwrap()
+            .sign_with_keys(&self.keys)
+            .unwrap();
+        let ephemeral = Keys::generate();
+        let content = nip44::encrypt(
+            ephemeral.secret_key(),
+            to,
+            seal.as_json(),
+            nip44::Version::default(),
+        )
+        .unwrap();
+        let wrap = EventBuilder::new(Kind::GiftWrap, content)
+            .tag(Tag::public_key(*to))
+            .custom_created_at(wrap_at)
+            .sign_with_keys(&ephemeral)
+            .unwrap();
+        self.publish(&wrap).await;
+        wrap
+    }
+}
+
+/// The rumor a gift wrap to `keys` carries, its id computed from its content (not taken from
+/// the sender's JSON); `None` if it is not for `keys`.
+pub async fn rumor_of(keys: &Keys, wrap: &Event) -> Option<(PublicKey, UnsignedEvent)> {
+    let gift = UnwrappedGift::from_gift_wrap(keys, wrap).await.ok()?;
+    let mut rumor = gift.rumor;
+    rumor.id = None;
+    rumor.ensure_id();
+    Some((gift.sender, rumor))
 }
 
 pub async fn send_json<S>(ws: &mut WebSocketStream<S>, value: Value)

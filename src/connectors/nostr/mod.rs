@@ -47,17 +47,48 @@
 //! reach their server on loopback.
 //!
 //! Messages: NIP-17 (a kind 14 rumor, sealed and gift-wrapped with NIP-59). Each message goes to
-//! the recipient and, as NIP-17 asks, a copy to ourselves for our other clients. Received gift
-//! wraps are unwrapped; our own copies and group messages are not reported, nor are messages
-//! already stored at login that are dated (by their rumor) more than [`MESSAGE_MARGIN`] before
-//! the session started; each message is reported once per session. Gift wraps are back-dated
-//! at random by up to two days, so the subscription reaches that far back.
+//! the recipient and, as NIP-17 asks, a copy to ourselves for our other clients. The rumor is
+//! dated [`OutgoingMessage::created_at`](super::OutgoingMessage::created_at), not the time of
+//! sending: its id is the hash of author, date, kind, tags and content, so a retry of the same
+//! message (new gift wraps, new random wrap dates) carries the same rumor id, and a receiver
+//! that keeps one message per rumor id sees it once. That id is [`Sent::network_id`], answered
+//! once the relay took the recipient's wrap (a `duplicate:` answer counts as taken).
+//!
+//! Received gift wraps are unwrapped; our own copies and group messages are not reported. The id
+//! reported ([`IncomingMessage::id`]) is the rumor id as computed from the rumor, never the one
+//! the sender wrote in it. Each message is reported once per session; across sessions, by rumor
+//! id, the app keeps one.
+//!
+//! Catch-up ([`AccountLogin::message_cursor`], [`ConnectorEvent::MessageCursor`]): the cursor is
+//! unix seconds as text. At login the relay is asked for the gift wraps to us stored from
+//! [`MESSAGE_MARGIN`] before the cursor on, less two days and an hour, as NIP-59 back-dates wraps
+//! at random by up to two days. Of those, the messages whose rumor is dated at or after the
+//! cursor less [`MESSAGE_MARGIN`] are reported, oldest rumor first, after the relay's EOSE;
+//! then a `MessageCursor`. The margin covers messages in flight when the last session ended and
+//! senders whose clocks are a little behind; messages near the cursor are reported again rather
+//! than lost (the app keeps one per rumor id). Without a cursor (a first login) only what is
+//! dated from [`MESSAGE_MARGIN`] before the session start is reported: nothing old. Messages
+//! that arrive live are reported whatever their date, each followed by a `MessageCursor`.
+//! The cursor reported is the session start, moved on to each reported message's rumor date,
+//! never back and never past our clock (a sender whose clock is ahead must not make the next
+//! login skip what arrives meanwhile): once the stored messages are in, everything the relay
+//! holds up to then has been reported. A cursor ahead of our clock counts as now; an unreadable
+//! one as the oldest allowed.
+//!
+//! Limits: a login reaches back at most [`CATCH_UP_LIMIT`] (7 days) whatever the cursor, so the
+//! relay query stays bounded: after a longer absence the older messages are not reported, nor
+//! are messages the relay pruned, nor those beyond the number of results the relay returns for
+//! one query (nostr-relay: 6000; a busy account's two days of back-dating, our own copies
+//! included, count against it). A message whose sender's clock was more than
+//! [`MESSAGE_MARGIN`] behind and that reached the relay only after our session ended, dated
+//! before the cursor, is not reported.
 //!
 //! The relay connection is driven here rather than by nostr-sdk's relay pool, which reconnects
 //! on its own and waits for an `OK` to `AUTH` that nostr-relay never sends; a lost connection
 //! ends the session with [`ConnectorEvent::Disconnected`] and reconnecting is the caller's call.
 //! Protocol types, keys and encryption come from the `nostr` crate, the core of nostr-sdk.
 
+mod cursor;
 mod profile;
 mod relay;
 mod session;
@@ -85,8 +116,9 @@ use super::{
     Roster, RosterEntry,
 };
 #[cfg(doc)]
-use super::{Availability, ConnectorEvent};
+use super::{Availability, ConnectorEvent, IncomingMessage, Sent};
 use crate::domain::ids::{Handle, Protocol};
+pub use cursor::{CATCH_UP_LIMIT, MESSAGE_MARGIN};
 use profile::Nip05Client;
 use relay::{FromRelay, RelayAddress, Socket};
 use session::{Session, CLOSE_TIMEOUT, OUTBOX_QUEUE};
@@ -100,12 +132,6 @@ const CHALLENGE_WAIT: Duration = Duration::from_millis(1500);
 const STATUS_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// The content of our own status while the session lasts.
 const ONLINE_STATUS: &str = "online";
-/// Stored messages (found on the relay at login) dated up to this much before the session start
-/// are still reported: sent during the login, or by a sender whose clock is a little behind.
-/// Older ones were for an earlier session to report. Messages that arrive live are all new.
-pub const MESSAGE_MARGIN: Duration = Duration::from_secs(10);
-/// NIP-59 back-dates gift wraps at random by up to two days (plus a little slack).
-const GIFT_WRAP_LOOKBACK: Duration = Duration::from_secs(2 * 24 * 3600 + 3600);
 
 const SUB_FOLLOWS: &str = "follows";
 const SUB_STATUS: &str = "status";
@@ -190,10 +216,11 @@ impl Connector for NostrConnector {
         }
         let tls = Arc::clone(&self.tls);
 
-        let started = Timestamp::now();
-        let logged_in = tokio::time::timeout(timeout, log_in(&address, &keys, &tls))
-            .await
-            .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        let resume = cursor::Resume::new(login.message_cursor.as_deref(), Timestamp::now());
+        let logged_in =
+            tokio::time::timeout(timeout, log_in(&address, &keys, &tls, resume.wraps_since()))
+                .await
+                .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(relay = %address.url, handle = %login.handle, "nostr session online");
 
         let roster = match &logged_in.follow_list {
@@ -210,7 +237,7 @@ impl Connector for NostrConnector {
             events_tx,
             inbox.stop,
             inbox.requests,
-            started,
+            resume,
             self.nip05.clone(),
         );
         control.attach(tokio::spawn(session.run()));
@@ -249,12 +276,13 @@ struct LoginState {
     awaiting_challenge: bool,
 }
 
-/// Logs in: AUTH, our status accepted, the follow list and the stored messages read. Bounded by
-/// the caller's timeout.
+/// Logs in: AUTH, our status accepted, the follow list and the stored messages (gift wraps dated
+/// from `since` on) read. Bounded by the caller's timeout.
 async fn log_in(
     address: &RelayAddress,
     keys: &Keys,
     tls: &Arc<ClientConfig>,
+    since: Timestamp,
 ) -> Result<LoggedIn, ConnectorError> {
     let mut socket = relay::open(address, tls).await?;
     let mut state = LoginState::default();
@@ -276,7 +304,7 @@ async fn log_in(
     let own = keys.public_key();
     // Queries first: a relay that keeps us out refuses a query at once, a write maybe only
     // after a throttle (nostr-relay: 2 s).
-    send_login_requests(&mut socket, &own, &status).await?;
+    send_login_requests(&mut socket, &own, &status, since).await?;
 
     let mut follow_list: Option<Box<Event>> = None;
     while !(state.status_accepted && state.follows_done && state.messages_done) {
@@ -288,7 +316,7 @@ async fn log_in(
                 answer_challenge(&mut socket, address, keys, &challenge).await?;
                 state.answered_challenge = true;
                 if std::mem::take(&mut state.awaiting_challenge) {
-                    send_login_requests(&mut socket, &own, &status).await?;
+                    send_login_requests(&mut socket, &own, &status, since).await?;
                 }
             }
             FromRelay::Ok {
@@ -380,12 +408,10 @@ async fn send_login_requests(
     socket: &mut Socket,
     own: &PublicKey,
     status: &Event,
+    since: Timestamp,
 ) -> Result<(), ConnectorError> {
     let follows = Filter::new().kind(Kind::ContactList).author(*own).limit(1);
-    let messages = Filter::new()
-        .kind(Kind::GiftWrap)
-        .pubkey(*own)
-        .since(Timestamp::now() - GIFT_WRAP_LOOKBACK);
+    let messages = Filter::new().kind(Kind::GiftWrap).pubkey(*own).since(since);
     for message in [
         relay::frame(ClientMessage::req(
             SubscriptionId::new(SUB_FOLLOWS),

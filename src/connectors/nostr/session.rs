@@ -10,17 +10,18 @@ use futures::{SinkExt, StreamExt};
 use nostr::nips::nip59::UnwrappedGift;
 use nostr::{
     ClientMessage, Event, EventBuilder, EventId, Filter, Keys, Kind, PublicKey, SubscriptionId,
-    Timestamp,
+    Timestamp, UnsignedEvent,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, warn};
 
+use super::cursor::{Cursor, Resume};
 use super::profile::{Nip05Client, ProfileBook};
 use super::relay::{self, FromRelay, Socket};
 use super::{
-    handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, MESSAGE_MARGIN, ONLINE_STATUS,
-    STATUS_LIFETIME, SUB_FOLLOWS, SUB_MESSAGES, SUB_PROFILES, SUB_STATUS,
+    handle_of, roster_of, status_event, LoggedIn, GENERAL_STATUS, ONLINE_STATUS, STATUS_LIFETIME,
+    SUB_FOLLOWS, SUB_MESSAGES, SUB_PROFILES, SUB_STATUS,
 };
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
@@ -72,12 +73,29 @@ fn presence(status: Option<&Status>, now: Timestamp) -> (Availability, Option<St
     }
 }
 
+/// The NIP-17 rumor of a message, dated when the user sent it rather than now: its id is a hash
+/// of the date among the rest, so a retry of the same message carries the same rumor, which
+/// receivers keep once whatever number of gift wraps brought it.
+fn rumor(
+    own: PublicKey,
+    recipient: PublicKey,
+    body: String,
+    created_at: DateTime<Utc>,
+) -> UnsignedEvent {
+    let created_at = Timestamp::from_secs(u64::try_from(created_at.timestamp()).unwrap_or(0));
+    EventBuilder::private_msg_rumor(recipient, body)
+        .custom_created_at(created_at)
+        .build(own)
+}
+
 /// A write waiting for the relay's `OK`.
 struct PendingWrite {
     id: EventId,
     sent: Instant,
     /// Where to say how it went; `None` for writes nobody waits for (status, self copies).
     done: Option<oneshot::Sender<Result<Sent, ConnectorError>>>,
+    /// The id of the rumor a gift wrap carries: the message's network id.
+    rumor: Option<EventId>,
 }
 
 /// Why the session ended.
@@ -96,8 +114,13 @@ pub(super) struct Session {
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
     outbox: mpsc::Receiver<Outgoing>,
-    /// Messages dated before this (less the margin) were sent before the session.
-    started: Timestamp,
+    /// Stored messages whose rumors are dated before this were reported by an earlier session
+    /// (or are older than a first login reports).
+    report_from: Timestamp,
+    /// What has been reported as read so far.
+    cursor: Cursor,
+    /// Stored messages found at login, reported sorted by rumor date at the EOSE.
+    stored: Vec<(Timestamp, IncomingMessage)>,
     /// The newest follow list seen; `None` while the relay has none (the roster is unknown).
     follow_list: Option<Box<Event>>,
     /// The contacts in follow-list order: what [`ConnectorEvent::RosterChanged`] reports.
@@ -132,7 +155,7 @@ impl Session {
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
-        started: Timestamp,
+        resume: Resume,
         nip05: Option<Nip05Client>,
     ) -> Self {
         let now = Instant::now();
@@ -144,7 +167,9 @@ impl Session {
             events,
             stop,
             outbox,
-            started,
+            report_from: resume.report_from,
+            cursor: Cursor::new(resume.started),
+            stored: Vec::new(),
             follow_list: logged_in.follow_list,
             roster: Vec::new(),
             contacts: HashMap::new(),
@@ -250,8 +275,7 @@ impl Session {
                 self.report_profiles().await
             }
             FromRelay::Eose(subscription) if subscription == SUB_MESSAGES => {
-                self.messages_live = true;
-                Ok(())
+                self.report_stored().await
             }
             FromRelay::Ok {
                 id,
@@ -293,7 +317,9 @@ impl Session {
             return;
         };
         let outcome = if accepted || reason.starts_with("duplicate:") {
-            Ok(Sent::default())
+            Ok(Sent {
+                network_id: write.rumor.map(|id| id.to_hex()),
+            })
         } else {
             warn!(%reason, "the relay refused a write");
             Err(ConnectorError::Refused(reason))
@@ -496,11 +522,14 @@ impl Session {
         if recipients != [&self.own] {
             return Ok(());
         }
-        // Stored messages from before the session were for an earlier session to report. Live
-        // ones are new whatever the sender's clock says.
-        if !self.messages_live && rumor.created_at + MESSAGE_MARGIN < self.started {
+        // Stored messages from before the point to resume from were for an earlier session to
+        // report. Live ones are new whatever the sender's clock says.
+        if !self.messages_live && rumor.created_at < self.report_from {
             return Ok(());
         }
+        // The id is the hash of the rumor, not what the sender wrote in it: a sender must not
+        // pass its message off as another one (the app keeps one message per id).
+        rumor.id = None;
         let rumor_id = rumor.id();
         if !self.seen_messages.insert(rumor_id) {
             return Ok(());
@@ -512,25 +541,53 @@ impl Session {
             .ok()
             .and_then(|secs| DateTime::from_timestamp(secs, 0))
             .unwrap_or_else(Utc::now);
-        self.emit(ConnectorEvent::Message(IncomingMessage {
+        let message = IncomingMessage {
             from,
             body: rumor.content,
             sent_at,
             id: Some(rumor_id.to_hex()),
-        }))
-        .await
+        };
+        if !self.messages_live {
+            self.stored.push((rumor.created_at, message));
+            return Ok(());
+        }
+        self.emit(ConnectorEvent::Message(message)).await?;
+        self.cursor.reported(rumor.created_at, Timestamp::now());
+        self.emit(ConnectorEvent::MessageCursor(self.cursor.text()))
+            .await
+    }
+
+    /// At the end of the stored messages: reports them oldest rumor first (the relay sends
+    /// them by wrap date, which is random), then the cursor; what comes next is live.
+    async fn report_stored(&mut self) -> Result<(), End> {
+        self.messages_live = true;
+        let mut stored = std::mem::take(&mut self.stored);
+        // Stable: rumors of the same second keep the relay's order.
+        stored.sort_by_key(|(at, _)| *at);
+        for (at, message) in stored {
+            self.emit(ConnectorEvent::Message(message)).await?;
+            self.cursor.reported(at, Timestamp::now());
+        }
+        self.emit(ConnectorEvent::MessageCursor(self.cursor.text()))
+            .await
     }
 
     async fn send_message(&mut self, outgoing: Outgoing) -> Result<(), End> {
         let Outgoing { message, done } = outgoing;
-        let OutgoingMessage { to, body, .. } = message;
+        let OutgoingMessage {
+            to,
+            body,
+            created_at,
+            ..
+        } = message;
         let Ok(recipient) = PublicKey::parse(to.as_str().trim()) else {
             let _ = done.send(Err(ConnectorError::Refused(format!(
                 "{to} is not a Nostr public key"
             ))));
             return Ok(());
         };
-        let rumor = EventBuilder::private_msg_rumor(recipient, body).build(self.own);
+        let mut rumor = rumor(self.own, recipient, body, created_at);
+        let rumor_id = rumor.id();
         let wrap = |receiver: PublicKey| {
             let rumor = rumor.clone();
             let keys = &self.keys;
@@ -545,20 +602,22 @@ impl Session {
                 return Ok(());
             }
         };
-        self.write(&to_them, Some(done)).await?;
+        self.write(&to_them, Some(done), Some(rumor_id)).await?;
         // Our own copy (NIP-17), so the user's other clients see what was sent.
-        self.write(&to_us, None).await
+        self.write(&to_us, None, Some(rumor_id)).await
     }
 
     async fn write(
         &mut self,
         event: &Event,
         done: Option<oneshot::Sender<Result<Sent, ConnectorError>>>,
+        rumor: Option<EventId>,
     ) -> Result<(), End> {
         self.writes.push_back(PendingWrite {
             id: event.id,
             sent: Instant::now(),
             done,
+            rumor,
         });
         self.send(relay::event_frame(event)).await
     }
@@ -600,7 +659,7 @@ impl Session {
         let at = Timestamp::now().max(self.status_at + 1u64);
         self.status_at = at;
         match status_event(&self.keys, content, at) {
-            Ok(event) => self.write(&event, None).await,
+            Ok(event) => self.write(&event, None, None).await,
             Err(e) => {
                 warn!("cannot publish our status: {e}");
                 Ok(())
@@ -688,5 +747,24 @@ mod tests {
             (Availability::Offline, None)
         );
         assert_eq!(presence(None, now), (Availability::Offline, None));
+    }
+
+    #[test]
+    fn a_message_sent_again_has_the_same_rumor_id() {
+        let key =
+            |seed: u8| Keys::new(nostr::SecretKey::from_slice(&[seed; 32]).unwrap()).public_key();
+        let (own, to) = (key(1), key(2));
+        let sent = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut first = rumor(own, to, "hi".to_owned(), sent);
+        let mut again = rumor(own, to, "hi".to_owned(), sent);
+        assert_eq!(first.created_at, Timestamp::from_secs(1_700_000_000));
+        assert_eq!(first.id(), again.id());
+        let mut later = rumor(
+            own,
+            to,
+            "hi".to_owned(),
+            sent + chrono::Duration::seconds(1),
+        );
+        assert_ne!(first.id(), later.id());
     }
 }
