@@ -142,11 +142,18 @@ async fn a_nostr_contact_whose_checked_nip05_is_an_xmpp_jid_is_suggested_as_that
             .contains(&json!({ "kind": "VERIFIED_ADDRESS", "value": "dave@localhost" })),
         "{found}"
     );
-    let profiles = history(&app, &token, "[CONTACT_PROFILE_CHANGED]").await;
-    let lous = profiles
-        .iter()
-        .find(|e| e["contactIds"] == json!([lou_contact]))
-        .unwrap_or_else(|| panic!("no profile of lou in the history: {profiles:?}"));
+    // The history is a view: it may show the profile a moment after the aggregate decided.
+    let lous = poll(
+        "lou's profile in the history",
+        || history(&app, &token, "[CONTACT_PROFILE_CHANGED]"),
+        |entries| {
+            entries
+                .iter()
+                .find(|e| e["contactIds"] == json!([lou_contact]))
+                .cloned()
+        },
+    )
+    .await;
     assert_eq!(
         lous["details"]["ContactProfileChanged"]["profile"]["verified_address"], "dave@localhost",
         "{lous}"
