@@ -1,6 +1,7 @@
 //! Messages are never lost nor sent twice: one sent while the person's only network is down is
 //! `QUEUED` and goes out once when the network is back; one answered `QUEUED` by a server that is
-//! then killed with SIGKILL goes out after the restart. The independent client of the recipient
+//! then killed with SIGKILL goes out after the restart; messages sent on XMPP and Matrix while
+//! the user was logged out are in the conversation after the next login, once each. The independent client of the recipient
 //! (on the spare Prosody, which these tests take down and bring back) counts what arrives.
 
 use std::path::PathBuf;
@@ -9,10 +10,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use switchboard::store::vault::MasterKey;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Lang, Message};
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::roster::Subscription;
 use tokio_xmpp::{Client, Event, Stanza};
 
+use crate::common::matrix_client::{fresh_pals, password_of, server as matrix_server, Raw};
 use crate::common::xmpp_client::{raw_client, set_roster_item};
 use crate::crash;
 use crate::helpers::*;
@@ -204,5 +208,81 @@ async fn a_queued_message_survives_sigkill_and_goes_out_after_the_restart() {
     drop(server);
     pool.close().await;
     let _ = std::fs::remove_file(&log);
+    spare.kill();
+}
+
+#[tokio::test]
+async fn messages_sent_while_logged_out_are_in_the_conversation_after_the_next_login() {
+    let _spare_turn = SPARE.lock().await;
+    let (mut spare, owner, friend) = spare_with_a_friend().await;
+    let (rae, sol, room) = fresh_pals("Rae", "Sol").await;
+    let app = spawn_app().await;
+    let token = app
+        .register(
+            "returning",
+            json!([spare.account(&owner), {
+                "protocol": "MATRIX", "server": matrix_server(),
+                "handle": format!("@{rae}:localhost"), "secret": password_of(&rae) }]),
+        )
+        .await;
+    for handle in [format!("{owner}@localhost"), format!("@{rae}:localhost")] {
+        app.wait_for_account(&token, &handle, "ONLINE").await;
+    }
+    let list = app.contacts(&token).await;
+    let friend_id = ids_of(&list, &format!("{friend}@localhost"))[0].clone();
+    let sol_id = ids_of(&list, &format!("@{sol}:localhost"))[0].clone();
+    // Let the sessions report where they start reading from, then leave.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.logout(&token).await;
+
+    // While the user is away: one message on each network.
+    let mut friend_client = raw_client(&spare.server, &friend, &xmpp_password(&friend)).await;
+    let to_owner = Message::chat(Some(Jid::from(
+        BareJid::new(&format!("{owner}@localhost")).unwrap(),
+    )))
+    .with_body(Lang::default(), "while you were out (xmpp)".to_owned());
+    friend_client.send_stanza(to_owner.into()).await.unwrap();
+    let _ = friend_client.send_end().await;
+    let sol_client = Raw::login(&sol).await;
+    sol_client
+        .send_text(&room, "while you were out (matrix)")
+        .await;
+    sol_client.logout().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let login = app.login("returning").await;
+    let token = login["token"].as_str().unwrap().to_owned();
+    for (with, body) in [
+        (&friend_id, "while you were out (xmpp)"),
+        (&sol_id, "while you were out (matrix)"),
+    ] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = app
+                .gql(
+                    Some(&token),
+                    "query($w: ID!) { conversation(with: $w, first: 20) { messages { body direction } } }",
+                    json!({ "w": with }),
+                )
+                .await;
+            let found = page.data()["conversation"]["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["body"] == body && m["direction"] == "INCOMING")
+                .count();
+            if found > 0 {
+                assert_eq!(found, 1, "{body} once: {}", page.0);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{body} never came: {}",
+                page.0
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    app.stop().await;
     spare.kill();
 }
