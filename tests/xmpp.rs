@@ -790,19 +790,26 @@ async fn events_until_disconnected(session: &mut LiveSession) -> Vec<ConnectorEv
 /// send no version, so that tells nothing), and a server may refuse the request: either way the
 /// login goes on, with the roster absent rather than empty, which would make every contact
 /// depart. A roster push then shows one contact, not the whole list: it is not reported as the
-/// roster, but the contact it names is followed.
+/// roster, but the contact it names is followed; so are the contacts Switchboard holds for the
+/// account, whose presence goes on being reported.
 #[tokio::test]
 async fn a_roster_answer_without_a_roster_is_absent_not_empty() {
     const PUSH: &[u8] = b"<iq type='set' id='push-1'><query xmlns='jabber:iq:roster'>\
-        <item jid='zed@localhost' name='Zed' subscription='none'/></query></iq>";
+        <item jid='zed@localhost' name='Zed' subscription='none'/></query></iq>\
+        <presence from='kay@localhost/phone'/>";
     for answer in [
         "<iq type='result' id='switchboard-roster'/>",
         "<iq type='error' id='switchboard-roster'><error type='cancel'>\
          <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
     ] {
         let server = scripted_server_with(answer, PUSH, Some("push-1")).await;
+        let mut login = login_as(&server, "frank", "frank-pw");
+        login.contacts = vec![RosterEntry {
+            handle: handle("kay@localhost"),
+            display_name: Some("Kay".to_owned()),
+        }];
         let mut session = XmppConnector::default()
-            .connect(&login_as(&server, "frank", "frank-pw"), LOGIN_TIMEOUT)
+            .connect(&login, LOGIN_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("{answer}: the login should go on: {e}"));
         let reason = common::absent(&session.roster);
@@ -821,6 +828,14 @@ async fn a_roster_answer_without_a_roster_is_absent_not_empty() {
                 status: None,
             }),
             "{answer}: {events:?}"
+        );
+        assert!(
+            events.contains(&ConnectorEvent::Presence {
+                handle: handle("kay@localhost"),
+                availability: Availability::Online,
+                status: None,
+            }),
+            "{answer}: a kept contact's presence: {events:?}"
         );
     }
 }

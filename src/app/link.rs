@@ -64,10 +64,9 @@ impl AccountHost for AccountLink {
             }
             Err(e) => return Err(retry(e)),
         };
-        let contacts = match self.roster_source {
-            RosterSource::Server => Vec::new(),
-            RosterSource::Local => super::accounts::watch_list(&user, self.account),
-        };
+        // Networks without a server roster watch these; the others fall back on them while
+        // their roster cannot be read.
+        let contacts = super::accounts::watch_list(&user, self.account);
         Ok(AccountLogin {
             protocol: state.account.protocol,
             server: state.account.server.clone(),

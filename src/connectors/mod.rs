@@ -61,7 +61,9 @@ pub struct AccountLogin {
     pub handle: Handle,
     pub credential: Credential,
     /// The contacts Switchboard holds for this account. On networks whose server keeps no
-    /// contact list ([`RosterSource::Local`]) these are the handles to watch; others ignore it.
+    /// contact list ([`RosterSource::Local`]) these are the handles to watch; the XMPP
+    /// connector follows their presence while the server's roster cannot be read; others
+    /// ignore it.
     pub contacts: Vec<RosterEntry>,
     /// Where the account's messages were last read up to, as the connector last reported it
     /// ([`ConnectorEvent::MessageCursor`]): messages after it that the network kept are fetched

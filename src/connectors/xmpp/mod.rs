@@ -186,7 +186,7 @@ impl Connector for XmppConnector {
             inbox.stop,
             inbox.requests,
             roster.clone(),
-            login.message_cursor.clone(),
+            login,
         );
         control.attach(tokio::spawn(session.run(backlog)));
         Ok(LiveSession {

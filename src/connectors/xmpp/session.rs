@@ -30,8 +30,8 @@ use super::stanza::{
 use super::vcard::{avatar_hash, VcardFetches};
 use crate::connectors::task::{self, Outgoing};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage, Roster,
-    RosterEntry, Sent,
+    AccountLogin, Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage,
+    Roster, RosterEntry, Sent,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -146,7 +146,8 @@ pub(super) struct Session {
     stop: mpsc::Receiver<()>,
     /// Messages to send, each with where to say how it went.
     outbox: mpsc::Receiver<Outgoing>,
-    /// The contacts known: the whole roster when `roster_complete`, else only those pushed
+    /// The contacts known: the whole roster when `roster_complete`, else the contacts
+    /// Switchboard holds for the account (so their presence is still seen) and those pushed
     /// since login.
     roster: Contacts,
     /// The login read the roster. Without it a push shows part of the list only, which must
@@ -166,13 +167,13 @@ impl Session {
         stop: mpsc::Receiver<()>,
         outbox: mpsc::Receiver<Outgoing>,
         roster: Roster,
-        message_cursor: Option<String>,
+        login: &AccountLogin,
     ) -> Self {
         let (roster, roster_complete) = match roster {
             Roster::Complete(entries) => (Contacts::new(entries), true),
-            Roster::Absent(_) => (Contacts::default(), false),
+            Roster::Absent(_) => (Contacts::new(login.contacts.clone()), false),
         };
-        let archive = Archive::new(own.clone(), message_cursor);
+        let archive = Archive::new(own.clone(), login.message_cursor.clone());
         Self {
             stream,
             own,
