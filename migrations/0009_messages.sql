@@ -37,8 +37,9 @@ CREATE TABLE messages
     -- Incoming: when the sender sent it, as the network says; outgoing: when it went out.
     sent_at         timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    -- Per user, gap-free in commit order (see message_streams): subscriptions read every change
-    -- after the last one they delivered, none skipped.
+    -- Per user, in commit order (see message_streams), renewed by every state change:
+    -- subscriptions read every message changed after the last number they delivered, none
+    -- skipped (a message that changed twice between two reads is read once, as it is now).
     change          bigint      NOT NULL
 );
 

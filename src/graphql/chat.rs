@@ -254,8 +254,9 @@ impl ChatSubscription {
         message_changes(ctx, Direction::In).await
     }
 
-    /// Each outgoing message as it is stored (`QUEUED`) and each change of its state
-    /// (`SENT`, `FAILED`), once, in order.
+    /// Each outgoing message as it is stored (`QUEUED`) and as its state changes (`SENT`,
+    /// `FAILED`), in order, none missed; a message that changed twice between two deliveries
+    /// comes once, in its latest state (e.g. `SENT` without the `QUEUED` before it).
     async fn message_status_changed(
         &self,
         ctx: &Context<'_>,
@@ -264,8 +265,9 @@ impl ChatSubscription {
     }
 }
 
-/// The user's message changes in one direction after the subscription starts, none skipped:
-/// each one is read after the last change number delivered (see `store::messages`).
+/// The user's messages in one direction that changed after the subscription started, none
+/// skipped: each read takes those after the last change number delivered (see
+/// `store::messages`).
 async fn message_changes(
     ctx: &Context<'_>,
     direction: Direction,

@@ -1,6 +1,8 @@
 //! Direct messages in and out (see migrations/0009_messages.sql for why they are rows, not
 //! events). Every write that a subscription should see takes the user's next change number
-//! and notifies the `messages` view, so subscriptions read each change once, in commit order.
+//! and notifies the `messages` view, so subscriptions read every changed message once per read,
+//! in commit order, none skipped; a message that changed twice between two reads is read once, in
+//! its latest state (a row keeps only its latest change number).
 
 use std::collections::HashMap;
 
