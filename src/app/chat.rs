@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{AppError, Caller, Switchboard};
 use crate::connectors::IncomingMessage;
-use crate::domain::ids::{AccountId, ContactId, PersonRef, UserId};
+use crate::domain::ids::{AccountId, ContactId, MetaContactId, PersonRef, UserId};
 use crate::domain::routing::{self, Member, Routing, RoutingError};
 use crate::domain::user::{User, UserCommand};
 use crate::store::messages::{Incoming, Message, Outgoing, Party};
@@ -118,7 +117,7 @@ impl Switchboard {
         let listed: Vec<Party> = with
             .contacts
             .iter()
-            .filter_map(|id| party(state, *id, true))
+            .filter_map(|id| party(state, *id))
             .collect();
         let presence = self.live_views.presence(user).await?;
         let last_inbound = self.messages.last_inbound(user, &with.contacts).await?;
@@ -158,7 +157,7 @@ impl Switchboard {
     pub async fn set_route_preference(
         &self,
         caller: Caller,
-        meta_contact: crate::domain::ids::MetaContactId,
+        meta_contact: MetaContactId,
         via: Option<ContactId>,
     ) -> Result<(), AppError> {
         self.execute(
@@ -367,14 +366,9 @@ impl Switchboard {
 
 /// A meta-contact or a contact of the user, by id.
 pub(super) fn correspondent(state: &User, id: Uuid) -> Option<Correspondent> {
-    if let Some(meta) = state
-        .meta_contacts()
-        .get(&crate::domain::ids::MetaContactId(id))
-    {
+    if let Some(meta) = state.meta_contacts().get(&MetaContactId(id)) {
         return Some(Correspondent {
-            person: Some(PersonRef::MetaContact(crate::domain::ids::MetaContactId(
-                id,
-            ))),
+            person: Some(PersonRef::MetaContact(MetaContactId(id))),
             id,
             name: meta.name.to_string(),
             contacts: meta.members.clone(),
@@ -406,13 +400,10 @@ fn person_of(state: &User, contact: ContactId) -> Correspondent {
         })
 }
 
-/// Where a message to `contact` goes: the contact on its account, if the account is bound (and
-/// the contact listed, with `listed_only`).
-fn party(state: &User, contact: ContactId, listed_only: bool) -> Option<Party> {
-    let found = state.contacts().get(&contact)?;
-    if listed_only && !found.is_listed() {
-        return None;
-    }
+/// Where a message to `contact` goes: the contact on its account, while it is listed and the
+/// account bound.
+fn party(state: &User, contact: ContactId) -> Option<Party> {
+    let found = state.contacts().get(&contact).filter(|c| c.is_listed())?;
     let account = state.account(found.account_id)?;
     Some(Party {
         contact_id: contact,
@@ -420,12 +411,4 @@ fn party(state: &User, contact: ContactId, listed_only: bool) -> Option<Party> {
         protocol: account.account.protocol,
         handle: found.handle.clone(),
     })
-}
-
-/// When a queued message is tried again after `attempts` failed attempts: 2 s doubling to at
-/// most 5 minutes (an account coming online or a presence change wakes it earlier).
-pub(super) fn retry_at(attempts: i32) -> DateTime<Utc> {
-    let exponent = u32::try_from(attempts.clamp(1, 9) - 1).unwrap_or(0);
-    let seconds = (2_i64 << exponent).min(300);
-    Utc::now() + chrono::Duration::seconds(seconds)
 }

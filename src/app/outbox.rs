@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::chat::{correspondent, retry_at};
+use super::chat::correspondent;
 use super::{AppError, Switchboard};
 use crate::connectors::{ConnectorError, OutgoingMessage};
 use crate::domain::ids::UserId;
@@ -26,6 +27,21 @@ pub const ATTEMPT_HOLD: Duration = Duration::from_secs(30);
 /// How often a node looks for due messages of its users without being asked.
 pub const OUTBOX_TICK: Duration = Duration::from_secs(2);
 const CHANNEL: &str = "switchboard_outbox";
+
+/// What an attempt does with a message.
+enum Next {
+    Send(Party, String),
+    Wait(Party, String),
+    Fail(String),
+}
+
+/// When a queued message is tried again after `attempts` failed attempts: 2 s doubling to at
+/// most 5 minutes (an account coming online or a presence change wakes it earlier).
+fn retry_at(attempts: i32) -> DateTime<Utc> {
+    let exponent = u32::try_from(attempts.clamp(1, 9) - 1).unwrap_or(0);
+    let seconds = (2_i64 << exponent).min(300);
+    Utc::now() + chrono::Duration::seconds(seconds)
+}
 const BATCH: i64 = 32;
 
 impl Switchboard {
@@ -73,49 +89,19 @@ impl Switchboard {
         }
     }
 
-    /// One attempt at one claimed message.
+    /// One attempt at one claimed message: it goes out, waits, or fails for good.
     async fn attempt(&self, state: &User, message: Message) -> Result<(), AppError> {
         let user = message.user_id;
-        let mut party = Party {
-            contact_id: message.contact_id,
-            account_id: message.account_id,
-            protocol: message.protocol,
-            handle: message.handle.clone(),
-        };
-        let mut reason = message.route_reason.clone().unwrap_or_default();
-        if message.auto_route {
-            let Some(with) = message.addressed_to.and_then(|id| correspondent(state, id)) else {
-                self.messages
-                    .mark_failed(user, message.id, "the person is no longer on the list")
-                    .await?;
+        let (party, reason) = match self.route_again(state, &message).await? {
+            Next::Send(party, reason) => (party, reason),
+            Next::Wait(party, reason) => return self.postpone(&message, &party, &reason).await,
+            Next::Fail(why) => {
+                self.messages.mark_failed(user, message.id, &why).await?;
                 return Ok(());
-            };
-            let (chosen, routing) = match self.route(user, state, &with, None).await {
-                Ok(found) => found,
-                Err(AppError::BadInput(why)) => {
-                    self.messages.mark_failed(user, message.id, &why).await?;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
-            party = chosen;
-            match routing {
-                Routing::Send { reason: why, .. } => reason = why,
-                Routing::Queue { reason: why, .. } => {
-                    let at = retry_at(message.attempts);
-                    self.messages
-                        .postpone(user, message.id, at, &party, &why)
-                        .await?;
-                    return Ok(());
-                }
             }
-        }
+        };
         let Some(session) = self.live.session(user, party.account_id) else {
-            let at = retry_at(message.attempts);
-            self.messages
-                .postpone(user, message.id, at, &party, &reason)
-                .await?;
-            return Ok(());
+            return self.postpone(&message, &party, &reason).await;
         };
         let outgoing = OutgoingMessage {
             to: party.handle.clone(),
@@ -125,14 +111,9 @@ impl Switchboard {
         };
         match session.send_message(&outgoing).await {
             Ok(sent) => {
+                let network_id = sent.network_id.as_deref();
                 self.messages
-                    .mark_sent(
-                        user,
-                        message.id,
-                        &party,
-                        &reason,
-                        sent.network_id.as_deref(),
-                    )
+                    .mark_sent(user, message.id, &party, &reason, network_id)
                     .await?;
             }
             Err(ConnectorError::Refused(why)) => {
@@ -140,12 +121,47 @@ impl Switchboard {
             }
             Err(e) => {
                 tracing::info!(%user, message = %message.id, error = %e, "message not sent; tried again later");
-                let at = retry_at(message.attempts);
-                self.messages
-                    .postpone(user, message.id, at, &party, &reason)
-                    .await?;
+                self.postpone(&message, &party, &reason).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Where the message goes now: where it was stored for, or, sent to a person without
+    /// `via`, wherever the routing rules say at this moment.
+    async fn route_again(&self, state: &User, message: &Message) -> Result<Next, AppError> {
+        let stored = Party {
+            contact_id: message.contact_id,
+            account_id: message.account_id,
+            protocol: message.protocol,
+            handle: message.handle.clone(),
+        };
+        let reason = message.route_reason.clone().unwrap_or_default();
+        if !message.auto_route {
+            return Ok(Next::Send(stored, reason));
+        }
+        let Some(with) = message.addressed_to.and_then(|id| correspondent(state, id)) else {
+            return Ok(Next::Fail("the person is no longer on the list".to_owned()));
+        };
+        match self.route(message.user_id, state, &with, None).await {
+            Ok((party, Routing::Send { reason, .. })) => Ok(Next::Send(party, reason)),
+            Ok((party, Routing::Queue { reason, .. })) => Ok(Next::Wait(party, reason)),
+            Err(AppError::BadInput(why)) => Ok(Next::Fail(why)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the message queued, routed to `party`, until its next attempt is due.
+    async fn postpone(
+        &self,
+        message: &Message,
+        party: &Party,
+        reason: &str,
+    ) -> Result<(), AppError> {
+        let at = retry_at(message.attempts);
+        self.messages
+            .postpone(message.user_id, message.id, at, party, reason)
+            .await?;
         Ok(())
     }
 
