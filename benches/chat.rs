@@ -5,9 +5,10 @@
 //!   the XMPP connector) until an independent XMPP client (bob) receives it, against bob's peer
 //!   (carol) sending to him directly through the same Prosody; median and p95 of each, and the
 //!   median overhead;
-//! - **incoming messages stored per second**, through the message store: 100 accounts of 100
-//!   users writing at once, one message per transaction (as a live message arrives); and the
-//!   same 100 accounts on one user, whose writes take turns on the user's change counter;
+//! - **incoming messages stored per second**: 100 accounts of 100 users writing at once, each
+//!   waiting for its message to be stored before the next (as a live connection does); and the
+//!   same 100 accounts on one user, whose writes take turns on the user's change counter. Each
+//!   both ways: one transaction per message, and through the server's intake (shared commits);
 //! - **storage per message** (table and indexes).
 //!
 //! Switchboard's database is a private PostgreSQL with its default durable settings (fsync on),
@@ -25,7 +26,8 @@ use serde_json::json;
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserId};
 use switchboard::startup::Application;
 use switchboard::store::embedded::EmbeddedPostgres;
-use switchboard::store::messages::{Incoming, MessageStore, Party};
+use switchboard::store::intake::Intake;
+use switchboard::store::messages::{Incoming, MessageKind, MessageStore, Party};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message};
@@ -176,17 +178,22 @@ async fn relay_latency(url: &str, temp: &std::path::Path) {
     let _ = server.await;
 }
 
-/// `accounts` writers (accounts of `users` users) storing `per_account` messages each, one per
-/// transaction; messages per second.
-async fn incoming_rate(
-    store: &MessageStore,
-    users: usize,
-    accounts: usize,
-    per_account: usize,
-) -> f64 {
+/// How the bench's writers store.
+#[derive(Clone)]
+enum Writer {
+    /// One transaction per message.
+    Alone(MessageStore),
+    /// Through the intake's shared commits, as the server does.
+    Shared(Intake),
+}
+
+/// `accounts` writers (accounts of `users` users) storing `per_account` messages each, one at
+/// a time, each waiting for its message to be stored (as a live connection does); messages per
+/// second.
+async fn incoming_rate(writer: &Writer, users: usize, accounts: usize, per_account: usize) -> f64 {
     let started = Instant::now();
     let writers = (0..accounts).map(|a| {
-        let store = store.clone();
+        let writer = writer.clone();
         let user = UserId(uuid::Uuid::from_u128(
             (a % users) as u128 + 1 + users as u128 * 1000,
         ));
@@ -202,13 +209,17 @@ async fn incoming_rate(
                         protocol: Protocol::Xmpp,
                         handle,
                     },
+                    kind: MessageKind::Text,
                     body: format!(
                         "message {i} of a bench account, about the length of a chat line"
                     ),
                     network_id: Some(uuid::Uuid::new_v4().to_string()),
                     sent_at: Utc::now(),
                 };
-                let stored = store.record_incoming(user, &[message]).await.unwrap();
+                let stored = match &writer {
+                    Writer::Alone(store) => store.record_incoming(user, &[message]).await.unwrap(),
+                    Writer::Shared(intake) => intake.record(user, vec![message]).await.unwrap(),
+                };
                 assert_eq!(stored.len(), 1);
             }
         }
@@ -246,12 +257,16 @@ async fn main() {
         .await
         .unwrap();
     let store = MessageStore::new(pool.clone());
-    println!("## Incoming messages stored (one transaction each, fsync on)\n");
-    println!("| writers | messages | per second |\n| --- | --- | --- |");
-    let many = incoming_rate(&store, 100, 100, 200).await;
-    println!("| 100 accounts of 100 users | 20,000 | {many:.0} |");
-    let one = incoming_rate(&store, 1, 100, 50).await;
-    println!("| 100 accounts of one user | 5,000 | {one:.0} |");
+    println!("## Incoming messages stored (fsync on)\n");
+    println!("| writers | messages | one transaction each | shared commits (the server's intake) |\n| --- | --- | --- | --- |");
+    let alone = Writer::Alone(store.clone());
+    let shared = Writer::Shared(Intake::start(store.clone()));
+    let many = incoming_rate(&alone, 100, 100, 200).await;
+    let many_shared = incoming_rate(&shared, 100, 100, 200).await;
+    println!("| 100 accounts of 100 users | 20,000 | {many:.0}/s | {many_shared:.0}/s |");
+    let one = incoming_rate(&alone, 1, 100, 50).await;
+    let one_shared = incoming_rate(&shared, 1, 100, 50).await;
+    println!("| 100 accounts of one user | 5,000 | {one:.0}/s | {one_shared:.0}/s |");
     println!("\n(goal: 10,000/s from 100 accounts)\n");
 
     let (bytes, count): (i64, i64) = sqlx::query_as(

@@ -784,27 +784,60 @@ async fn sending_to_a_user_that_does_not_exist_is_refused() {
 }
 
 #[tokio::test]
-async fn a_dm_started_by_the_other_side_adds_a_contact() {
+async fn a_strangers_dm_invitation_is_a_request_until_accepted() {
     let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
     let mut session = connect(&rae).await;
-    // A new account has no m.direct yet: nothing known, which the DM below changes.
+    // A new account has no m.direct yet: nothing known.
     absent(&session.roster);
 
     let raw = Raw::login(&sam).await;
     let room = raw.create_dm(&mxid(&rae)).await;
+    raw.send_text(&room, "hello, stranger here").await;
     let event = wait_for(&mut session.events, |event| {
-        matches!(event, ConnectorEvent::RosterChanged(_))
+        matches!(
+            event,
+            ConnectorEvent::Invitation(_) | ConnectorEvent::RosterChanged(_)
+        )
     })
     .await;
-    assert_eq!(
-        event,
-        ConnectorEvent::RosterChanged(vec![RosterEntry {
-            handle: handle(&mxid(&sam)),
-            display_name: Some("Sam".to_owned()),
-        }])
-    );
-    // The invite was accepted and the room listed in Rae's m.direct.
+    let ConnectorEvent::Invitation(invitation) = event else {
+        panic!("a stranger's invitation is a request, not a contact: {event:?}");
+    };
+    assert_eq!(invitation.from, handle(&mxid(&sam)));
+    assert_eq!(invitation.id, room);
+    // Not joined, not listed: Rae has no m.direct, and the message cannot be read yet.
     let rae_raw = Raw::login(&rae).await;
+    assert_eq!(rae_raw.direct().await, json!({}));
+
+    session
+        .control
+        .accept(&invitation.from, std::slice::from_ref(&invitation.id))
+        .await
+        .expect("accepting the invitation");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    let (mut contact, mut message) = (false, false);
+    while !(contact && message) {
+        let event = tokio::time::timeout_at(deadline, session.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("accepted, then only {seen:?}"))
+            .expect("the session runs");
+        match &event {
+            ConnectorEvent::RosterChanged(roster) => {
+                contact = roster
+                    == &vec![RosterEntry {
+                        handle: handle(&mxid(&sam)),
+                        display_name: Some("Sam".to_owned()),
+                    }];
+            }
+            ConnectorEvent::Message(m) if m.body == "hello, stranger here" => {
+                assert_eq!(m.from, handle(&mxid(&sam)));
+                message = true;
+            }
+            _ => {}
+        }
+        seen.push(event);
+    }
     assert_eq!(
         rae_raw.direct().await,
         json!({ mxid(&sam): [room.clone()] })
@@ -815,6 +848,44 @@ async fn a_dm_started_by_the_other_side_adds_a_contact() {
     assert!(
         matches!(&event, ConnectorEvent::Message(m) if m.body == "welcome"),
         "{event:?}"
+    );
+    session.disconnect().await;
+    tokio::join!(raw.logout(), rae_raw.logout());
+}
+
+#[tokio::test]
+async fn a_dm_invitation_from_a_contact_switchboard_holds_is_joined() {
+    let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
+    let mut login = with_password(&rae);
+    login.contacts = vec![RosterEntry {
+        handle: handle(&mxid(&sam)),
+        display_name: None,
+    }];
+    let mut session = MatrixConnector::default()
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect("login");
+
+    let raw = Raw::login(&sam).await;
+    let room = raw.create_dm(&mxid(&rae)).await;
+    let event = wait_for(&mut session.events, |event| {
+        matches!(
+            event,
+            ConnectorEvent::Invitation(_) | ConnectorEvent::RosterChanged(_)
+        )
+    })
+    .await;
+    assert_eq!(
+        event,
+        ConnectorEvent::RosterChanged(vec![RosterEntry {
+            handle: handle(&mxid(&sam)),
+            display_name: Some("Sam".to_owned()),
+        }])
+    );
+    let rae_raw = Raw::login(&rae).await;
+    assert_eq!(
+        rae_raw.direct().await,
+        json!({ mxid(&sam): [room.clone()] })
     );
     session.disconnect().await;
     tokio::join!(raw.logout(), rae_raw.logout());

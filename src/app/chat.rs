@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{AppError, Caller, Switchboard};
-use crate::connectors::IncomingMessage;
+use crate::connectors::{IncomingMessage, Invitation};
 use crate::domain::ids::{AccountId, ContactId, MetaContactId, PersonRef, UserId};
 use crate::domain::routing::{self, Member, Routing, RoutingError};
 use crate::domain::user::{User, UserCommand};
-use crate::store::messages::{Incoming, Message, Outgoing, Party};
+use crate::store::messages::{Incoming, Message, MessageKind, Outgoing, Party};
 
 /// The longest message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
@@ -20,6 +20,12 @@ pub const MAX_CLIENT_ID_CHARS: usize = 200;
 pub const MAX_PAGE: i64 = 200;
 /// The most message changes one read for a subscription returns.
 pub const CHANGES_PAGE: usize = 500;
+
+/// What an account received: a message, or a stranger's invitation to talk.
+pub(super) enum Received {
+    Message(IncomingMessage),
+    Invitation(Invitation),
+}
 
 /// Someone the user talks to, with every contact of theirs that messages may belong to.
 #[derive(Debug, Clone)]
@@ -179,28 +185,39 @@ impl Switchboard {
         &self,
         user: UserId,
         account: AccountId,
-        messages: Vec<IncomingMessage>,
+        messages: Vec<Received>,
     ) -> Result<Vec<Message>, AppError> {
         let state = self.load(user).await?;
         let Some(bound) = state.account(account) else {
             return Ok(Vec::new());
         };
         let protocol = bound.account.protocol;
+        let from = |handle: crate::domain::ids::Handle| Party {
+            contact_id: ContactId::for_handle(account, &handle),
+            account_id: account,
+            protocol,
+            handle,
+        };
         let incoming: Vec<Incoming> = messages
             .into_iter()
-            .map(|m| Incoming {
-                from: Party {
-                    contact_id: ContactId::for_handle(account, &m.from),
-                    account_id: account,
-                    protocol,
-                    handle: m.from,
+            .map(|received| match received {
+                Received::Message(m) => Incoming {
+                    from: from(m.from),
+                    kind: MessageKind::Text,
+                    body: m.body,
+                    network_id: m.id,
+                    sent_at: m.sent_at,
                 },
-                body: m.body,
-                network_id: m.id,
-                sent_at: m.sent_at,
+                Received::Invitation(i) => Incoming {
+                    from: from(i.from),
+                    kind: MessageKind::Invitation,
+                    body: i.note.unwrap_or_default(),
+                    network_id: Some(i.id),
+                    sent_at: i.received_at,
+                },
             })
             .collect();
-        Ok(self.messages.record_incoming(user, &incoming).await?)
+        Ok(self.intake.record(user, incoming).await?)
     }
 
     /// One page of the conversation with `with` (a meta-contact, contact or stranger's contact
@@ -295,29 +312,44 @@ impl Switchboard {
         Ok(())
     }
 
-    /// Makes a contact of someone who wrote without being one (a message request): marked new,
-    /// and kept on the list whatever the account's upstream roster says.
+    /// Makes a contact of someone who wrote or invited the user without being one (a message
+    /// request): marked new, and kept on the list whatever the account's upstream roster says.
+    /// Where the account is connected through this node, the network is told too: it joins
+    /// their invitations and adds them to the account's own contact list (see
+    /// `SessionControl::accept`); a Matrix invitation left pending is joined at the next login
+    /// otherwise, since it then comes from a contact.
     pub async fn accept_message_request(
         &self,
         caller: Caller,
         contact: ContactId,
     ) -> Result<crate::projections::contacts::ContactList, AppError> {
+        let user = caller.user;
         let wrote = self
             .messages
-            .conversation(caller.user, &[contact], None, 1)
+            .conversation(user, &[contact], None, 1)
             .await?;
         let message = wrote.first().ok_or_else(|| {
             AppError::NotFound(format!("contactId: no message request from {contact}"))
         })?;
-        self.bind(
-            caller,
-            UserCommand::AcceptMessageRequest {
-                account_id: message.account_id,
-                handle: message.handle.clone(),
-                display_name: None,
-            },
-        )
-        .await
+        let (account, handle) = (message.account_id, message.handle.clone());
+        let list = self
+            .bind(
+                caller,
+                UserCommand::AcceptMessageRequest {
+                    account_id: account,
+                    handle: handle.clone(),
+                    display_name: None,
+                },
+            )
+            .await?;
+        if let Some(session) = self.live.session(user, account) {
+            let invitations = self.messages.invitations(user, contact).await?;
+            // The contact is the user's now, whatever the network answers: a refusal is logged.
+            if let Err(e) = session.accept(&handle, &invitations).await {
+                tracing::warn!(%account, error = %e, "message request not accepted upstream");
+            }
+        }
+        Ok(list)
     }
 
     /// The user's last message change number (see `store::messages`).

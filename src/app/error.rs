@@ -109,6 +109,12 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+impl From<crate::store::intake::IntakeError> for AppError {
+    fn from(e: crate::store::intake::IntakeError) -> Self {
+        AppError::internal(e)
+    }
+}
+
 impl From<VaultError> for AppError {
     fn from(e: VaultError) -> Self {
         AppError::internal(e)

@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use super::chat::Received;
 use super::Switchboard;
 use crate::connectors::supervisor::{AccountHost, HostError, LinkState, LinkStatus};
 use crate::connectors::{
@@ -170,7 +171,12 @@ impl AccountHost for AccountLink {
                 ConnectorEvent::Message(message) => {
                     tracing::debug!(user = %self.user, account = %self.account, from = %message.from,
                         "direct message received");
-                    messages.push(message);
+                    messages.push(Received::Message(message));
+                }
+                ConnectorEvent::Invitation(invitation) => {
+                    tracing::debug!(user = %self.user, account = %self.account, from = %invitation.from,
+                        "invitation received");
+                    messages.push(Received::Invitation(invitation));
                 }
                 // The supervisor handles disconnection itself and never passes it on.
                 ConnectorEvent::Disconnected { .. } => {}

@@ -34,6 +34,7 @@ use crate::projections::live::{AccountStatus, LiveViews};
 use crate::projections::notify::ViewChanges;
 use crate::secret::Secret;
 use crate::store::event_store::UserStore;
+use crate::store::intake::Intake;
 use crate::store::lease::Leases;
 use crate::store::messages::MessageStore;
 use crate::store::sessions::SessionStore;
@@ -119,6 +120,8 @@ pub struct Switchboard {
     leases: Leases,
     /// Direct messages in and out.
     messages: MessageStore,
+    /// Where what the connections receive is stored, in shared commits.
+    intake: Intake,
     /// One outbox round per user at a time on this node.
     outbox_turns: std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
     views: ViewChanges,
@@ -148,6 +151,7 @@ impl Switchboard {
             live_views: LiveViews::new(pool.clone()),
             leases: Leases::new(pool.clone(), Uuid::new_v4(), settings.lease_ttl),
             pool,
+            intake: Intake::start(MessageStore::new(messages_pool.clone())),
             messages: MessageStore::new(messages_pool),
             outbox_turns: std::sync::Mutex::new(HashMap::new()),
             views,

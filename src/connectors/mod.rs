@@ -188,6 +188,21 @@ pub struct OutgoingMessage {
     pub created_at: DateTime<Utc>,
 }
 
+/// Someone who is no contact asks to talk (a Matrix invitation to a direct chat). Nothing is
+/// joined or answered until the user accepts ([`SessionControl::accept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    /// Who invites, normalised like roster handles.
+    pub from: Handle,
+    /// The network's id of the invitation (Matrix: the room's id): the same invitation
+    /// reported again at every login is one, and accepting it names it.
+    pub id: String,
+    /// What the inviter said with it, if anything (Matrix: the invitation's `reason`).
+    pub note: Option<String>,
+    /// When it was seen (networks do not date every invitation).
+    pub received_at: DateTime<Utc>,
+}
+
 /// A message the network took.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
@@ -209,6 +224,8 @@ pub enum ConnectorEvent {
     /// it is read or changes; a contact missing from the list keeps what it had.
     Profiles(Vec<ContactProfile>),
     Message(IncomingMessage),
+    /// A stranger's invitation to talk: a message request without a message yet.
+    Invitation(Invitation),
     /// Every message up to here has been reported (opaque to Switchboard, which keeps it and
     /// hands it back as [`AccountLogin::message_cursor`] at the next login).
     MessageCursor(String),
@@ -288,6 +305,14 @@ pub trait SessionControl: Send + Sync {
             created_at: Utc::now(),
         })
         .await
+    }
+    /// Makes `from` a contact upstream because the user accepted their message request:
+    /// accepts the `invitations` they sent (ids of [`ConnectorEvent::Invitation`]s) and adds
+    /// them to the network's contact list, where it has one the user manages from here.
+    /// Networks without either do nothing: the contact is Switchboard's.
+    async fn accept(&self, from: &Handle, invitations: &[String]) -> Result<(), ConnectorError> {
+        let _ = (from, invitations);
+        Ok(())
     }
     /// [`RosterSource::Local`] networks: the contacts to watch from now on, replacing the
     /// earlier set; their presence is then reported as for roster contacts. Others ignore it.

@@ -11,11 +11,25 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::{ConnectorError, ConnectorEvent, OutgoingMessage, Sent, SessionControl};
+use crate::domain::ids::Handle;
 
 /// A direct message on its way out, with where to say how it went.
 pub(crate) struct Outgoing {
     pub message: OutgoingMessage,
     pub done: oneshot::Sender<Result<Sent, ConnectorError>>,
+}
+
+/// A message request the user accepted (see [`SessionControl::accept`]).
+pub(crate) struct Acceptance {
+    pub from: Handle,
+    pub invitations: Vec<String>,
+    pub done: oneshot::Sender<Result<(), ConnectorError>>,
+}
+
+/// What sessions with a contact list of their own are asked to do.
+pub(crate) enum Request {
+    Send(Outgoing),
+    Accept(Acceptance),
 }
 
 /// The session should end instead of going on: Switchboard stopped it or stopped listening.
@@ -123,6 +137,35 @@ impl SessionControl for TaskControl<Outgoing> {
         self.ask(|done| Outgoing {
             message: message.clone(),
             done,
+        })
+        .await?
+    }
+}
+
+/// Sessions that send messages and accept message requests.
+#[async_trait]
+impl SessionControl for TaskControl<Request> {
+    async fn close(&self) {
+        TaskControl::close(self).await;
+    }
+
+    async fn send_message(&self, message: &OutgoingMessage) -> Result<Sent, ConnectorError> {
+        self.ask(|done| {
+            Request::Send(Outgoing {
+                message: message.clone(),
+                done,
+            })
+        })
+        .await?
+    }
+
+    async fn accept(&self, from: &Handle, invitations: &[String]) -> Result<(), ConnectorError> {
+        self.ask(|done| {
+            Request::Accept(Acceptance {
+                from: from.clone(),
+                invitations: invitations.to_vec(),
+                done,
+            })
         })
         .await?
     }

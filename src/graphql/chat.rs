@@ -31,11 +31,22 @@ pub enum MessageState {
     Failed,
 }
 
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// A text message.
+    Text,
+    /// A stranger's invitation to talk (Matrix): a message request before anything they wrote
+    /// can be read; `body` is what they said with it, often empty. `acceptMessageRequest`
+    /// joins it, and what they wrote follows.
+    Invitation,
+}
+
 /// One message of a conversation.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Message {
     pub id: ID,
     pub direction: MessageDirection,
+    pub kind: MessageKind,
     pub state: MessageState,
     pub body: String,
     /// The network it went through (outgoing: the one chosen so far).
@@ -61,6 +72,10 @@ impl From<messages::Message> for Message {
             direction: match m.direction {
                 Direction::In => MessageDirection::Incoming,
                 Direction::Out => MessageDirection::Outgoing,
+            },
+            kind: match m.kind {
+                messages::MessageKind::Text => MessageKind::Text,
+                messages::MessageKind::Invitation => MessageKind::Invitation,
             },
             state: match m.state {
                 messages::MessageState::Received => MessageState::Received,
@@ -88,7 +103,7 @@ pub struct ConversationPartner {
     /// The meta-contact's id, or the contact's: give it to `conversation`, `sendMessage`, `markRead`.
     pub id: ID,
     pub name: String,
-    /// Someone who wrote but is no contact: a message request.
+    /// Someone who wrote or invited the user but is no contact: a message request.
     pub is_request: bool,
     /// Whether `id` is a meta-contact's.
     pub is_meta_contact: bool,
@@ -212,9 +227,11 @@ impl ChatMutation {
         Ok(true)
     }
 
-    /// Makes a contact of someone who wrote without being one (a conversation with
-    /// `isRequest`): marked new, and kept on the list even while the network's own contact list
-    /// does not have them.
+    /// Makes a contact of someone who wrote or invited the user without being one (a
+    /// conversation with `isRequest`): marked new, and kept on the list even while the
+    /// network's own contact list does not have them. The network is told where the account is
+    /// connected: XMPP adds them to the roster and shares presence both ways, Matrix joins their
+    /// invitations (what they wrote there follows). Nostr's follow list is public and left alone.
     async fn accept_message_request(
         &self,
         ctx: &Context<'_>,

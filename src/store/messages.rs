@@ -54,6 +54,23 @@ impl MessageState {
     }
 }
 
+/// What a stored row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    /// A stranger's invitation to talk (Matrix): `body` is what they said with it, if anything.
+    Invitation,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Text => "TEXT",
+            MessageKind::Invitation => "INVITATION",
+        }
+    }
+}
+
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -65,6 +82,7 @@ pub struct Message {
     pub protocol: Protocol,
     pub handle: Handle,
     pub direction: Direction,
+    pub kind: MessageKind,
     pub body: String,
     pub state: MessageState,
     pub network_id: Option<String>,
@@ -92,6 +110,7 @@ pub struct Party {
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub from: Party,
+    pub kind: MessageKind,
     pub body: String,
     pub network_id: Option<String>,
     pub sent_at: DateTime<Utc>,
@@ -119,7 +138,7 @@ pub struct ContactActivity {
 }
 
 const COLUMNS: &str =
-    "position, id, user_id, contact_id, account_id, protocol, handle, direction, \
+    "position, id, user_id, contact_id, account_id, protocol, handle, direction, kind, \
      body, state, network_id, client_id, addressed_to, auto_route, route_reason, failure, \
      attempts, sent_at, created_at, change";
 
@@ -127,6 +146,7 @@ fn decode(row: &PgRow) -> Result<Message, sqlx::Error> {
     let protocol: String = row.try_get("protocol")?;
     let direction: String = row.try_get("direction")?;
     let state: String = row.try_get("state")?;
+    let kind: String = row.try_get("kind")?;
     Ok(Message {
         position: row.try_get("position")?,
         id: row.try_get("id")?,
@@ -141,6 +161,11 @@ fn decode(row: &PgRow) -> Result<Message, sqlx::Error> {
             Direction::Out
         } else {
             Direction::In
+        },
+        kind: if kind == "INVITATION" {
+            MessageKind::Invitation
+        } else {
+            MessageKind::Text
         },
         body: row.try_get("body")?,
         state: MessageState::parse(&state),
@@ -194,49 +219,136 @@ impl MessageStore {
         Self { pool }
     }
 
-    /// Stores messages received by one user's accounts; one the network delivered before (same
-    /// account and network id) is skipped. Returns those stored now.
+    /// Stores messages received by one user's accounts, in one statement; one the network
+    /// delivered before (same account and network id, in the store or earlier in `messages`)
+    /// is skipped. Returns those stored now, in the order given.
     pub async fn record_incoming(
         &self,
         user: UserId,
         messages: &[Incoming],
     ) -> Result<Vec<Message>, sqlx::Error> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.pool.begin().await?;
-        let count = i64::try_from(messages.len()).unwrap_or(i64::MAX);
-        let first = take_changes(&mut tx, user, count).await?;
-        let mut stored = Vec::new();
-        for (message, change) in messages.iter().zip(first..) {
-            let row = sqlx::query(&format!(
-                "INSERT INTO messages (id, user_id, contact_id, account_id, protocol, handle, \
-                   direction, body, state, network_id, sent_at, change) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'IN', $7, 'RECEIVED', $8, $9, $10) \
-                 ON CONFLICT (account_id, network_id) WHERE direction = 'IN' AND network_id IS NOT NULL \
-                 DO NOTHING RETURNING {COLUMNS}"
-            ))
-            .bind(Uuid::now_v7())
-            .bind(user.0)
-            .bind(message.from.contact_id.0)
-            .bind(message.from.account_id.0)
-            .bind(message.from.protocol.to_string())
-            .bind(message.from.handle.as_str())
-            .bind(&message.body)
-            .bind(&message.network_id)
-            .bind(message.sent_at)
-            .bind(change)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = row {
-                stored.push(decode(&row)?);
+        let mut stored = self.record_incoming_of_many(&[(user, messages)]).await?;
+        Ok(stored.pop().unwrap_or_default())
+    }
+
+    /// [`Self::record_incoming`] for several users' batches in one transaction (a group
+    /// commit, see `store::intake`): the stored messages of each batch, in the same order.
+    pub async fn record_incoming_of_many(
+        &self,
+        batches: &[(UserId, &[Incoming])],
+    ) -> Result<Vec<Vec<Message>>, sqlx::Error> {
+        // Each message once, with the batch it belongs to; a user's change numbers in a row.
+        let mut seen = std::collections::HashSet::new();
+        let mut rows: Vec<(usize, UserId, &Incoming)> = Vec::new();
+        for (batch, (user, messages)) in batches.iter().enumerate() {
+            for m in messages.iter() {
+                let new = match &m.network_id {
+                    Some(id) => seen.insert((m.from.account_id, id.as_str())),
+                    None => true,
+                };
+                if new {
+                    rows.push((batch, *user, m));
+                }
             }
         }
-        if !stored.is_empty() {
-            notify(&mut tx, user).await?;
+        let mut stored = vec![Vec::new(); batches.len()];
+        if rows.is_empty() {
+            return Ok(stored);
+        }
+        let mut tx = self.pool.begin().await?;
+        // Change counters locked in user order, so two group commits cannot deadlock.
+        let mut counts: Vec<(UserId, i64)> = Vec::new();
+        for (_, user, _) in &rows {
+            match counts.iter_mut().find(|(u, _)| u == user) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((*user, 1)),
+            }
+        }
+        counts.sort_by_key(|(user, _)| user.0);
+        let mut next: HashMap<UserId, i64> = HashMap::new();
+        for (user, count) in &counts {
+            next.insert(*user, take_changes(&mut tx, *user, *count).await?);
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        for (_, user, _) in &rows {
+            let number = next.get_mut(user).expect("every user's numbers are taken");
+            changes.push(*number);
+            *number += 1;
+        }
+        let text = |f: &dyn Fn(&Incoming) -> String| -> Vec<String> {
+            rows.iter().map(|(_, _, m)| f(m)).collect()
+        };
+        let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
+        let users: Vec<Uuid> = rows.iter().map(|(_, u, _)| u.0).collect();
+        let contacts: Vec<Uuid> = rows.iter().map(|(_, _, m)| m.from.contact_id.0).collect();
+        let accounts: Vec<Uuid> = rows.iter().map(|(_, _, m)| m.from.account_id.0).collect();
+        let network_ids: Vec<Option<String>> =
+            rows.iter().map(|(_, _, m)| m.network_id.clone()).collect();
+        let sent_at: Vec<DateTime<Utc>> = rows.iter().map(|(_, _, m)| m.sent_at).collect();
+        // `ord` keeps the given order in the identity positions.
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO messages (id, user_id, contact_id, account_id, protocol, handle, \
+               direction, kind, body, state, network_id, sent_at, change) \
+             SELECT id, user_id, contact_id, account_id, protocol, handle, 'IN', kind, body, \
+               'RECEIVED', network_id, sent_at, change \
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+               $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bigint[]) \
+               WITH ORDINALITY AS m(id, user_id, contact_id, account_id, protocol, handle, kind, \
+                 body, network_id, sent_at, change, ord) \
+             ORDER BY ord \
+             ON CONFLICT (account_id, network_id) WHERE direction = 'IN' AND network_id IS NOT NULL \
+             DO NOTHING RETURNING {COLUMNS}"
+        ))
+        .bind(&ids)
+        .bind(&users)
+        .bind(&contacts)
+        .bind(&accounts)
+        .bind(text(&|m| m.from.protocol.to_string()))
+        .bind(text(&|m| m.from.handle.as_str().to_owned()))
+        .bind(text(&|m| m.kind.as_str().to_owned()))
+        .bind(text(&|m| m.body.clone()))
+        .bind(&network_ids)
+        .bind(&sent_at)
+        .bind(&changes)
+        .fetch_all(&mut *tx)
+        .await?;
+        let batch_of: HashMap<Uuid, usize> = ids
+            .iter()
+            .zip(&rows)
+            .map(|(id, (batch, _, _))| (*id, *batch))
+            .collect();
+        let mut notified = std::collections::HashSet::new();
+        for row in &inserted {
+            let message = decode(row)?;
+            if notified.insert(message.user_id) {
+                notify(&mut tx, message.user_id).await?;
+            }
+            if let Some(batch) = batch_of.get(&message.id) {
+                stored[*batch].push(message);
+            }
         }
         tx.commit().await?;
+        for batch in &mut stored {
+            batch.sort_by_key(|m| m.position);
+        }
         Ok(stored)
+    }
+
+    /// The network ids of the invitations `contact` sent (a message request's, to accept).
+    pub async fn invitations(
+        &self,
+        user: UserId,
+        contact: ContactId,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT network_id FROM messages \
+             WHERE user_id = $1 AND contact_id = $2 AND kind = 'INVITATION' \
+               AND network_id IS NOT NULL ORDER BY position",
+        )
+        .bind(user.0)
+        .bind(contact.0)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Stores a message to send, `QUEUED`. With a `client_id` already used by the user, stores

@@ -3,6 +3,7 @@
 
 pub mod embedded;
 pub mod event_store;
+pub mod intake;
 pub mod lease;
 pub mod messages;
 pub mod sessions;

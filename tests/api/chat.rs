@@ -7,11 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Lang, Message};
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::roster::Roster as RosterQuery;
 use tokio_xmpp::{Client, Event, Stanza};
 
-use crate::common::matrix_client::{fresh_pals, password_of, server, Raw};
+use crate::common::matrix_client::{fresh_pals, password_of, register, server, Raw};
 use crate::common::xmpp_client::raw_client;
 use crate::helpers::*;
 
@@ -33,15 +35,18 @@ async fn availability(app: &TestApp, token: &str, handle: &str) -> Value {
     let list = app
         .gql(
             Some(token),
-            "{ contacts { metaContacts { members { handle presence { availability } } } } }",
+            "{ contacts { metaContacts { members { handle presence { availability } } }
+                          contacts { handle presence { availability } } } }",
             json!({}),
         )
         .await;
-    list.data()["contacts"]["metaContacts"]
+    let list = &list.data()["contacts"];
+    list["metaContacts"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|m| m["members"].as_array().unwrap().iter())
+        .chain(list["contacts"].as_array().unwrap())
         .find(|c| c["handle"] == handle)
         .map(|c| c["presence"]["availability"].clone())
         .unwrap_or(Value::Null)
@@ -446,16 +451,25 @@ async fn bad_sends_are_refused_with_clear_codes() {
 #[tokio::test]
 async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_stays() {
     let app = spawn_app().await;
-    let token = app
-        .register("guarded", json!([xmpp_account("alice2")]))
+    let token = app.register("guarded", json!([xmpp_account("jan")])).await;
+    app.wait_for_account(&token, "jan@localhost", "ONLINE")
         .await;
-    app.wait_for_account(&token, "alice2@localhost", "ONLINE")
-        .await;
-    let mut mallory = raw_client(&xmpp_server(), "mallory", &xmpp_password("mallory")).await;
+    // kit and jan are nobody's contacts and appear in no other test: jan's roster changes here.
+    let mut kit = raw_client(&xmpp_server(), "kit", &xmpp_password("kit")).await;
+    // An interested resource (roster read, available): subscription requests reach it.
+    let roster = Iq::from_get(
+        "kit-roster",
+        RosterQuery {
+            ver: None,
+            items: Vec::new(),
+        },
+    );
+    kit.send_stanza(roster.into()).await.unwrap();
+    kit.send_stanza(Presence::available().into()).await.unwrap();
     let note = format!("hi, you don't know me {}", uuid::Uuid::new_v4());
-    let to_alice2 = Message::chat(Some(Jid::from(BareJid::new("alice2@localhost").unwrap())))
+    let to_jan = Message::chat(Some(Jid::from(BareJid::new("jan@localhost").unwrap())))
         .with_body(Lang::default(), note.clone());
-    mallory.send_stanza(to_alice2.into()).await.unwrap();
+    kit.send_stanza(to_jan.into()).await.unwrap();
 
     // A request: in the conversations, not in the contact list.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -483,10 +497,10 @@ async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_sta
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(request["with"]["isRequest"], true, "{request}");
-    assert_eq!(request["with"]["name"], "mallory@localhost");
-    assert!(ids_of(&app.contacts(&token).await, "mallory@localhost").is_empty());
+    assert_eq!(request["with"]["name"], "kit@localhost");
+    assert!(ids_of(&app.contacts(&token).await, "kit@localhost").is_empty());
 
-    // Accepted: a contact, marked new, kept though alice2's roster does not list mallory.
+    // Accepted: a contact, marked new, kept whatever jan's roster says.
     let accepted = app
         .gql(
             Some(&token),
@@ -495,18 +509,43 @@ async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_sta
         )
         .await;
     let contacts = accepted.data()["acceptMessageRequest"]["contacts"].clone();
-    let mallory_contact = contacts
+    let kit_contact = contacts
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["handle"] == "mallory@localhost")
+        .find(|c| c["handle"] == "kit@localhost")
         .cloned()
-        .expect("mallory is a contact now");
-    assert_eq!(mallory_contact["isNew"], true);
+        .expect("kit is a contact now");
+    assert_eq!(kit_contact["isNew"], true);
     assert_eq!(
-        mallory_contact["id"], request["with"]["id"],
+        kit_contact["id"], request["with"]["id"],
         "the same contact id"
     );
+    // Upstream too: jan asks for kit's presence (and approved sharing its own); once kit
+    // agrees, kit's presence shows.
+    let asked = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = kit.next().await {
+            if let Event::Stanza(Stanza::Presence(p)) = event {
+                let from = p.from.as_ref().map(|j| j.to_bare().to_string());
+                if p.type_ == PresenceType::Subscribe && from.as_deref() == Some("jan@localhost") {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(asked.is_ok(), "jan never asked kit for presence");
+    let jan = Jid::from(BareJid::new("jan@localhost").unwrap());
+    kit.send_stanza(
+        Presence::new(PresenceType::Subscribed)
+            .with_to(jan.clone())
+            .into(),
+    )
+    .await
+    .unwrap();
+    // Its presence again, now that jan may see it.
+    kit.send_stanza(Presence::available().into()).await.unwrap();
+    wait_for_availability(&app, &token, "kit@localhost", "ONLINE").await;
     let again = app
         .gql(
             Some(&token),
@@ -531,11 +570,11 @@ async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_sta
     app.logout(&token).await;
     let login = app.login("guarded").await;
     let token = login["token"].as_str().unwrap().to_owned();
-    app.wait_for_account(&token, "alice2@localhost", "ONLINE")
+    app.wait_for_account(&token, "jan@localhost", "ONLINE")
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        ids_of(&app.contacts(&token).await, "mallory@localhost").len(),
+        ids_of(&app.contacts(&token).await, "kit@localhost").len(),
         1,
         "a login's reconciliation keeps an accepted contact"
     );
@@ -547,6 +586,117 @@ async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_sta
         )
         .await;
     assert_eq!(unknown.code(), "NOT_FOUND");
-    let _ = mallory.send_end().await;
+    let _ = kit.send_end().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_strangers_matrix_invitation_is_a_request_and_accepting_joins_it() {
+    let app = spawn_app().await;
+    let (rae, sam) = tokio::join!(register("rae", "Rae"), register("sam", "Sam"));
+    let token = app.register("invited", json!([matrix_account(&rae)])).await;
+    let rae_id = format!("@{rae}:localhost");
+    let sam_id = format!("@{sam}:localhost");
+    app.wait_for_account(&token, &rae_id, "ONLINE").await;
+
+    let sam_client = Raw::login(&sam).await;
+    let room = sam_client.create_dm(&rae_id).await;
+    let hello = format!("hello from a stranger {}", uuid::Uuid::new_v4());
+    sam_client.send_text(&room, &hello).await;
+
+    // A request: the invitation is in the conversations, Sam is not on the list, nothing
+    // joined upstream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let request = loop {
+        let all = app
+            .gql(
+                Some(&token),
+                "{ conversations { with { id name isRequest } lastMessage { kind body handle network } } }",
+                json!({}),
+            )
+            .await;
+        let found = all.data()["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["lastMessage"]["handle"] == sam_id.as_str())
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request from Sam"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(request["with"]["isRequest"], true, "{request}");
+    assert_eq!(request["lastMessage"]["kind"], "INVITATION", "{request}");
+    assert_eq!(request["lastMessage"]["network"], "MATRIX");
+    assert!(ids_of(&app.contacts(&token).await, &sam_id).is_empty());
+    let rae_client = Raw::login(&rae).await;
+    assert_eq!(rae_client.direct().await, json!({}), "nothing joined yet");
+
+    let accepted = app
+        .gql(
+            Some(&token),
+            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id handle isNew } } }",
+            json!({ "c": request["with"]["id"] }),
+        )
+        .await;
+    let contacts = accepted.data()["acceptMessageRequest"]["contacts"].clone();
+    assert!(
+        contacts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["handle"] == sam_id.as_str()),
+        "{contacts}"
+    );
+    // Joined and listed upstream; what Sam wrote before follows the invitation.
+    assert_eq!(
+        rae_client.direct().await,
+        json!({ sam_id.clone(): [room.clone()] })
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = app
+            .gql(
+                Some(&token),
+                "query($with: ID!) { conversation(with: $with, first: 10) {
+                   with { isRequest } messages { kind body } } }",
+                json!({ "with": request["with"]["id"] }),
+            )
+            .await;
+        let conversation = &page.data()["conversation"];
+        let kinds: Vec<(String, String)> = conversation["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["kind"].as_str().unwrap().to_owned(),
+                    m["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if kinds.iter().any(|(_, body)| *body == hello) {
+            assert_eq!(conversation["with"]["isRequest"], false);
+            assert_eq!(
+                kinds.len(),
+                2,
+                "the invitation and the message, once each: {kinds:?}"
+            );
+            assert_eq!(kinds[0], ("TEXT".to_owned(), hello.clone()));
+            assert_eq!(kinds[1].0, "INVITATION");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Sam's message never came: {kinds:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::join!(sam_client.logout(), rae_client.logout());
     app.stop().await;
 }

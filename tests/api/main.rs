@@ -14,6 +14,7 @@ mod http;
 mod lists;
 mod live;
 mod matching;
+mod message_store;
 mod networks;
 mod nostr_upstream;
 mod presence;

@@ -411,7 +411,7 @@ impl Api {
     pub(super) async fn messages_before(
         &self,
         room: &str,
-        from: &str,
+        from: Option<&str>,
         to: Option<&str>,
         limit: u32,
     ) -> Result<MessagesPage, ApiError> {
@@ -419,10 +419,13 @@ impl Api {
         let filter = messages_filter();
         let mut query = vec![
             ("dir", "b"),
-            ("from", from),
             ("limit", limit.as_str()),
             ("filter", filter.as_str()),
         ];
+        // Without `from`, the room's end (client-server API v1.3 and later).
+        if let Some(from) = from {
+            query.push(("from", from));
+        }
         if let Some(to) = to {
             query.push(("to", to));
         }

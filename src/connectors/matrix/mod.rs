@@ -21,9 +21,13 @@
 //!   `m.direct` after the first sync is [`Roster::Absent`](super::Roster::Absent): its clients
 //!   may just never have written one, which is no sign that contacts are gone; an `m.direct`
 //!   that lists nobody is an empty roster.
-//! - An invite to a room marked `is_direct` is accepted and the room added to `m.direct`: that
-//!   is how someone starts a DM with us, and it makes the inviter a contact. Other invites are
-//!   left alone.
+//! - An invite to a room marked `is_direct` from a contact (in `m.direct`, or among the
+//!   contacts Switchboard holds for the account) is accepted and the room added to `m.direct`:
+//!   that is how someone starts a DM with us. A stranger's is a message request: reported as an
+//!   [`Invitation`](super::Invitation) (once per session; its id is the room's), and left
+//!   pending until the user accepts it ([`SessionControl::accept`](super::SessionControl::accept)),
+//!   which joins the room, adds it to `m.direct` (the inviter becomes a contact) and reports the
+//!   messages already in it (up to 400). Other invites are left alone.
 //! - Messages: `m.text` and `m.notice` events (not edits) from others in a DM room with them,
 //!   reported in the order they were sent, with the event id as
 //!   [`IncomingMessage::id`](super::IncomingMessage::id) and `origin_server_ts` as `sent_at`.
@@ -70,7 +74,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
 use super::net::{invalid, require_protocol};
-use super::task::TaskControl;
+use super::task::{Request, TaskControl};
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
@@ -153,7 +157,7 @@ impl Connector for MatrixConnector {
         let roster = session.roster();
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         // Dropping the control (with the LiveSession) stops the session just like a close.
-        let (control, inbox) = TaskControl::new("matrix", OUTBOX_QUEUE, CLOSE_TIMEOUT);
+        let (control, inbox) = TaskControl::<Request>::new("matrix", OUTBOX_QUEUE, CLOSE_TIMEOUT);
         control.attach(tokio::spawn(session.run(
             events_tx,
             inbox.stop,
@@ -280,9 +284,12 @@ async fn log_in(
         // The first /sync sets it online too; a server with presence off refuses this.
         debug!("cannot set presence online: {e}");
     }
-    let session = Session::start(api, user_id, login.message_cursor.as_deref())
+    let mut session = Session::start(api, user_id, login.message_cursor.as_deref())
         .await
         .map_err(|e| login_error(e, "the first sync"))?;
+    for contact in &login.contacts {
+        session.know(contact.handle.as_str());
+    }
     Ok((session, session_credential))
 }
 

@@ -65,6 +65,9 @@ pub(super) struct Session {
     pub(super) first: News,
     /// Makes the first sync's filter unique to the session (see [`first_sync_filter`]).
     session_key: String,
+    /// Lower-case user ids Switchboard holds as the account's contacts (a request the user
+    /// accepted among them): their invitations are joined without asking.
+    known: HashSet<String>,
 }
 
 /// `m.direct` looked up the other way round.
@@ -107,6 +110,8 @@ impl DirectIndex {
 pub(super) struct Invite {
     pub(super) room: String,
     pub(super) inviter: String,
+    /// What the inviter said with it.
+    pub(super) reason: Option<String>,
 }
 
 /// What one sync brought that needs acting on, beyond the state it updated.
@@ -192,6 +197,7 @@ impl Session {
             seen: HashMap::new(),
             first: News::default(),
             session_key: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            known: HashSet::new(),
         }
     }
 
@@ -210,6 +216,17 @@ impl Session {
 
     pub(super) fn is_contact(&self, handle: &Handle) -> bool {
         self.contacts.contains(handle)
+    }
+
+    /// Adds `user` to the users whose invitations are joined without asking.
+    pub(super) fn know(&mut self, user: &str) {
+        self.known.insert(user.to_lowercase());
+    }
+
+    /// `user` is a contact, upstream or in Switchboard: an invitation from them is welcome.
+    pub(super) fn knows(&self, user: &str) -> bool {
+        let user = user.to_lowercase();
+        self.known.contains(&user) || self.direct_index.spellings.contains_key(&user)
     }
 
     /// Recomputes the contacts if something they are made of changed. Returns them when they
@@ -315,9 +332,17 @@ impl Session {
                 debug!(%room, inviter = %event.sender, "leaving a non-DM invite alone");
                 continue;
             }
+            let reason = event
+                .content
+                .get("reason")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned);
             news.invites.push(Invite {
                 room,
                 inviter: event.sender.clone(),
+                reason,
             });
         }
         for event in &sync.presence.events {
@@ -339,28 +364,45 @@ impl Session {
     /// The messages from the other side in a DM room's gap, oldest first: at most
     /// [`GAP_PAGES`] pages back from its end, stopping at its start.
     pub(super) async fn fetch_gap(&self, gap: &Gap) -> Result<Vec<IncomingMessage>, ApiError> {
+        self.fetch_back(&gap.room, Some(gap.from.clone()), Some(&gap.to))
+            .await
+    }
+
+    /// The messages from the other side in a DM room we just joined, oldest first: at most
+    /// [`GAP_PAGES`] pages back from now.
+    pub(super) async fn fetch_history(&self, room: &str) -> Result<Vec<IncomingMessage>, ApiError> {
+        self.fetch_back(room, None, None).await
+    }
+
+    /// Reads `room` backwards from `from` (default: its end) to `to` (default: its start), at
+    /// most [`GAP_PAGES`] pages; the messages from the other side, oldest first.
+    async fn fetch_back(
+        &self,
+        room: &str,
+        mut from: Option<String>,
+        to: Option<&str>,
+    ) -> Result<Vec<IncomingMessage>, ApiError> {
         let mut messages = Vec::new();
-        let mut from = gap.from.clone();
         for _ in 0..GAP_PAGES {
             let page = self
                 .api
-                .messages_before(&gap.room, &from, Some(&gap.to), GAP_PAGE)
+                .messages_before(room, from.as_deref(), to, GAP_PAGE)
                 .await?;
             let done = page.chunk.is_empty();
             messages.extend(
                 page.chunk
                     .iter()
-                    .filter_map(|event| self.message_in(&gap.room, event)),
+                    .filter_map(|event| self.message_in(room, event)),
             );
             match page.end {
-                Some(end) if !done && end != from => from = end,
+                Some(end) if !done && from.as_ref() != Some(&end) => from = Some(end),
                 _ => {
                     messages.reverse();
                     return Ok(messages);
                 }
             }
         }
-        warn!(room = %gap.room, pages = GAP_PAGES, "a DM room's gap is too long: its older messages are not reported");
+        warn!(%room, pages = GAP_PAGES, "a DM room's history is too long: its older messages are not reported");
         messages.reverse();
         Ok(messages)
     }

@@ -1,7 +1,7 @@
 //! The task of a logged-in Matrix session: long-polls `/sync`, reports what changed, sends
 //! messages; and the control side that stops it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -12,9 +12,10 @@ use tracing::{debug, warn};
 
 use super::api::{sync_filter, ApiError, SyncResponse, SYNC_POLL};
 use super::session::{Gap, Invite, Member, News, Session, SYNC_TIMELINE};
-use crate::connectors::task::{self, Outgoing};
+use crate::connectors::task::{self, Acceptance, Outgoing, Request};
 use crate::connectors::{
-    Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage, Sent,
+    Availability, ConnectorError, ConnectorEvent, IncomingMessage, Invitation, OutgoingMessage,
+    Sent,
 };
 use crate::domain::ids::{Handle, Protocol};
 
@@ -38,13 +39,15 @@ impl Session {
         self,
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
-        outbox: mpsc::Receiver<Outgoing>,
+        requests: mpsc::Receiver<Request>,
     ) {
         Live {
             session: self,
             events,
             stop,
-            outbox,
+            requests,
+            invited: HashSet::new(),
+            fetched: HashSet::new(),
             filter: sync_filter(SYNC_TIMELINE),
             reported: HashMap::new(),
             cursor: Cursor::default(),
@@ -65,7 +68,7 @@ enum End {
 /// What woke the session task.
 enum Wake {
     Stop,
-    Send(Outgoing),
+    Asked(Request),
     Synced(Result<SyncResponse, ApiError>),
 }
 
@@ -75,7 +78,12 @@ struct Live {
     events: mpsc::Sender<ConnectorEvent>,
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
-    outbox: mpsc::Receiver<Outgoing>,
+    requests: mpsc::Receiver<Request>,
+    /// Strangers' invitations reported in this session (room ids): reported once each.
+    invited: HashSet<String>,
+    /// Ids of messages reported from the history of rooms joined on the user's acceptance,
+    /// which the next syncs bring again: not reported twice.
+    fetched: HashSet<String>,
     filter: String,
     /// What was last reported per contact, to report only changes.
     reported: HashMap<Handle, (Availability, Option<String>)>,
@@ -127,12 +135,13 @@ impl Live {
             let wake = tokio::select! {
                 _ = self.stop.recv() => Wake::Stop,
                 _ = self.events.closed() => Wake::Stop,
-                Some(outgoing) = self.outbox.recv() => Wake::Send(outgoing),
+                Some(request) = self.requests.recv() => Wake::Asked(request),
                 result = &mut pending => Wake::Synced(result),
             };
             let step = match wake {
                 Wake::Stop => Err(End::Local),
-                Wake::Send(outgoing) => self.send_message(outgoing).await,
+                Wake::Asked(Request::Send(outgoing)) => self.send_message(outgoing).await,
+                Wake::Asked(Request::Accept(acceptance)) => self.accept(acceptance).await,
                 Wake::Synced(Ok(sync)) => {
                     failures = 0;
                     let news = self.session.absorb(sync, true);
@@ -268,16 +277,51 @@ impl Live {
             }
         }
         for message in messages {
-            self.emit(ConnectorEvent::Message(message)).await?;
+            let again = message
+                .id
+                .as_ref()
+                .is_some_and(|id| self.fetched.remove(id));
+            if !again {
+                self.emit(ConnectorEvent::Message(message)).await?;
+            }
         }
         Ok(())
     }
 
-    /// Joins rooms someone invited us to as a DM and lists them in `m.direct`: that makes the
-    /// inviter a contact, as in any DM-centred client.
+    /// Joins the DM rooms contacts invited us to and lists them in `m.direct`. A stranger's
+    /// invitation is reported instead, and left pending until the user accepts it.
     async fn accept_invites(&mut self, invites: Vec<Invite>) -> Result<(), End> {
+        let mut welcome = Vec::new();
+        for invite in invites {
+            if self.session.knows(&invite.inviter) {
+                welcome.push((invite.inviter, invite.room));
+                continue;
+            }
+            if !self.invited.insert(invite.room.clone()) {
+                continue;
+            }
+            let Ok(from) = Handle::parse(Protocol::Matrix, &invite.inviter.to_lowercase()) else {
+                continue;
+            };
+            debug!(room = %invite.room, inviter = %invite.inviter, "a stranger invites us to a DM");
+            self.emit(ConnectorEvent::Invitation(Invitation {
+                from,
+                id: invite.room,
+                note: invite.reason,
+                received_at: chrono::Utc::now(),
+            }))
+            .await?;
+        }
+        self.join_direct_rooms(welcome).await.map(|_| ())
+    }
+
+    /// Joins `(inviter, room)` DM rooms and lists the joined ones in `m.direct`; returns them.
+    async fn join_direct_rooms(
+        &mut self,
+        rooms: Vec<(String, String)>,
+    ) -> Result<Vec<String>, End> {
         let mut joined = Vec::new();
-        for Invite { room, inviter } in invites {
+        for (inviter, room) in rooms {
             match self.session.api.join(&room).await {
                 Ok(()) => {
                     debug!(%room, %inviter, "joined a DM room we were invited to");
@@ -289,17 +333,54 @@ impl Live {
             }
         }
         if joined.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         match self.session.add_direct_rooms(&joined).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_unknown_token() => Err(token_gone()),
+            Ok(()) => {}
+            Err(e) if e.is_unknown_token() => return Err(token_gone()),
             // Kept in our copy all the same, until a sync brings the server's.
-            Err(e) => {
-                warn!("cannot update m.direct: {e}");
-                Ok(())
+            Err(e) => warn!("cannot update m.direct: {e}"),
+        }
+        Ok(joined.into_iter().map(|(_, room)| room).collect())
+    }
+
+    /// The user accepted a stranger's message request: joins the rooms of their invitations,
+    /// lists them in `m.direct` (which makes them a contact) and reports what they wrote
+    /// there before. Later invitations from them are joined without asking.
+    async fn accept(&mut self, acceptance: Acceptance) -> Result<(), End> {
+        let Acceptance {
+            from,
+            invitations,
+            done,
+        } = acceptance;
+        self.session.know(from.as_str());
+        let rooms: Vec<(String, String)> = invitations
+            .into_iter()
+            .filter(|room| room.starts_with('!'))
+            .map(|room| (from.as_str().to_owned(), room))
+            .collect();
+        let asked = rooms.len();
+        let joined = self.join_direct_rooms(rooms).await?;
+        let _ = done.send(if joined.len() < asked && joined.is_empty() {
+            Err(ConnectorError::Refused(
+                "the invitation can no longer be joined".to_owned(),
+            ))
+        } else {
+            Ok(())
+        });
+        for room in joined {
+            match self.session.fetch_history(&room).await {
+                Ok(messages) => {
+                    for message in messages {
+                        self.fetched.extend(message.id.clone());
+                        self.emit(ConnectorEvent::Message(message)).await?;
+                    }
+                }
+                Err(e) if e.is_unknown_token() => return Err(token_gone()),
+                Err(e) => warn!(%room, "cannot read the messages of an accepted invitation: {e}"),
             }
         }
+        self.refresh_roster().await
     }
 
     /// Reports the roster if it changed, and then the presence of contacts it added.

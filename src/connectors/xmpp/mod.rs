@@ -93,7 +93,7 @@ use tokio_xmpp::xmlstream::Timeouts;
 use tracing::debug;
 
 use super::net::{invalid, parse_host_port, require_protocol};
-use super::task::TaskControl;
+use super::task::{Request, TaskControl};
 use super::tls;
 #[cfg(doc)]
 use super::ConnectorEvent;
@@ -178,7 +178,7 @@ impl Connector for XmppConnector {
         } = logged_in;
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         // Dropping the control (with the LiveSession) stops the session just like a close.
-        let (control, inbox) = TaskControl::new("xmpp", OUTBOX_QUEUE, CLOSE_TIMEOUT);
+        let (control, inbox) = TaskControl::<Request>::new("xmpp", OUTBOX_QUEUE, CLOSE_TIMEOUT);
         let session = Session::new(
             stream,
             target.jid,

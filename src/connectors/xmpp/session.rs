@@ -14,7 +14,7 @@ use tokio_xmpp::parsers::message::{Id as MessageId, Lang, Message};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
-use tokio_xmpp::parsers::roster::{Item, Roster as RosterQuery};
+use tokio_xmpp::parsers::roster::{Ask, Item, Roster as RosterQuery, Subscription};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 use tokio_xmpp::parsers::stanza_id::OriginId;
 use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStreamElement};
@@ -28,7 +28,7 @@ use super::stanza::{
     roster_entry, status_text,
 };
 use super::vcard::{avatar_hash, VcardFetches};
-use crate::connectors::task::{self, Outgoing};
+use crate::connectors::task::{self, Acceptance, Outgoing, Request};
 use crate::connectors::{
     AccountLogin, Availability, ConnectorError, ConnectorEvent, IncomingMessage, OutgoingMessage,
     Roster, RosterEntry, Sent,
@@ -144,8 +144,8 @@ pub(super) struct Session {
     events: mpsc::Sender<ConnectorEvent>,
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
-    /// Messages to send, each with where to say how it went.
-    outbox: mpsc::Receiver<Outgoing>,
+    /// Messages to send and requests to accept, each with where to say how it went.
+    requests: mpsc::Receiver<Request>,
     /// The contacts known: the whole roster when `roster_complete`, else the contacts
     /// Switchboard holds for the account (so their presence is still seen) and those pushed
     /// since login.
@@ -165,7 +165,7 @@ impl Session {
         own: BareJid,
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
-        outbox: mpsc::Receiver<Outgoing>,
+        requests: mpsc::Receiver<Request>,
         roster: Roster,
         login: &AccountLogin,
     ) -> Self {
@@ -179,7 +179,7 @@ impl Session {
             own,
             events,
             stop,
-            outbox,
+            requests,
             roster,
             roster_complete,
             presence: HashMap::new(),
@@ -219,7 +219,10 @@ impl Session {
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
-                Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
+                Some(request) = self.requests.recv() => match request {
+                    Request::Send(outgoing) => self.send_message(outgoing).await,
+                    Request::Accept(acceptance) => self.accept(acceptance).await,
+                },
                 item = self.stream.next() => self.handle_item(item).await,
                 // A vCard or archive answer overdue or a batch of profiles due: the next turn
                 // sees to it.
@@ -357,6 +360,48 @@ impl Session {
             Ok(()) => Ok(Sent {
                 network_id: Some(id),
             }),
+            Err(_) => Err(ConnectorError::Closed),
+        });
+        sent
+    }
+
+    /// The user accepted a message request from `from`: adds them to the roster and shares
+    /// presence both ways (asks for theirs, approves our own to them). The server pushes the
+    /// new roster item, which reports the change.
+    async fn accept(&mut self, acceptance: Acceptance) -> Result<(), End> {
+        let Acceptance { from, done, .. } = acceptance;
+        let jid = match BareJid::new(from.as_str()) {
+            Ok(jid) => jid,
+            Err(e) => {
+                let _ = done.send(Err(ConnectorError::Refused(format!("bad JID: {e}"))));
+                return Ok(());
+            }
+        };
+        let item = Item {
+            jid: jid.clone(),
+            name: None,
+            subscription: Subscription::None,
+            ask: Ask::None,
+            groups: Vec::new(),
+            approved: None,
+        };
+        let add = Iq::from_set(
+            format!("switchboard-accept-{}", uuid::Uuid::new_v4().simple()),
+            RosterQuery {
+                ver: None,
+                items: vec![item],
+            },
+        );
+        let mut sent = self.send(add.into()).await;
+        for kind in [PresenceType::Subscribe, PresenceType::Subscribed] {
+            if sent.is_ok() {
+                sent = self
+                    .send(Presence::new(kind).with_to(jid.clone()).into())
+                    .await;
+            }
+        }
+        let _ = done.send(match &sent {
+            Ok(()) => Ok(()),
             Err(_) => Err(ConnectorError::Closed),
         });
         sent
