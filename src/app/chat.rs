@@ -100,8 +100,27 @@ impl Switchboard {
             auto_route: via.is_none() && matches!(with.person, Some(PersonRef::MetaContact(_))),
             route_reason: reason,
         };
-        let (message, new) = self.messages.queue(user, &outgoing).await?;
-        if new && matches!(routing, Routing::Send { .. }) {
+        let send_now = matches!(routing, Routing::Send { .. });
+        // Sendable through this node's connection: stored claimed for a first attempt (unless
+        // older messages wait), and sent at once in the user's outbox turn, instead of asking
+        // the outbox to find it.
+        let here = send_now && self.live.session(user, outgoing.to.account_id).is_some();
+        let turn = self.outbox_turn(user);
+        let turn = match here {
+            true => Some(turn.lock().await),
+            false => None,
+        };
+        let (party, reason) = (outgoing.to.clone(), outgoing.route_reason.clone());
+        let claim = here.then_some(super::outbox::ATTEMPT_HOLD);
+        let (message, new) = self.messages.queue(user, &outgoing, claim).await?;
+        if new && message.attempts > 0 {
+            let id = message.id;
+            // Stored: whatever happens now, the outbox sees it through.
+            if let Err(e) = self.deliver(&message, party, reason).await {
+                tracing::warn!(%user, message = %id, error = %e, "message stored; its attempt failed");
+            }
+        } else if new && send_now {
+            drop(turn);
             self.kick_outbox(user).await;
         }
         Ok(self
@@ -125,8 +144,10 @@ impl Switchboard {
             .iter()
             .filter_map(|id| party(state, *id))
             .collect();
-        let presence = self.live_views.presence(user).await?;
-        let last_inbound = self.messages.last_inbound(user, &with.contacts).await?;
+        let (presence, last_inbound) = tokio::try_join!(
+            async { Ok::<_, AppError>(self.live_views.presence(user).await?) },
+            async { Ok::<_, AppError>(self.messages.last_inbound(user, &with.contacts).await?) },
+        )?;
         let members: Vec<Member<'_>> = listed
             .iter()
             .map(|p| Member {

@@ -100,8 +100,20 @@ impl Switchboard {
                 return Ok(());
             }
         };
+        self.deliver(&message, party, reason).await
+    }
+
+    /// Sends a claimed message to `party` through this node's connection, and records how it
+    /// went: sent, refused for good, or postponed (no connection here, or it failed).
+    pub(super) async fn deliver(
+        &self,
+        message: &Message,
+        party: Party,
+        reason: String,
+    ) -> Result<(), AppError> {
+        let user = message.user_id;
         let Some(session) = self.live.session(user, party.account_id) else {
-            return self.postpone(&message, &party, &reason).await;
+            return self.postpone(message, &party, &reason).await;
         };
         let outgoing = OutgoingMessage {
             to: party.handle.clone(),
@@ -121,7 +133,7 @@ impl Switchboard {
             }
             Err(e) => {
                 tracing::info!(%user, message = %message.id, error = %e, "message not sent; tried again later");
-                self.postpone(&message, &party, &reason).await?;
+                self.postpone(message, &party, &reason).await?;
             }
         }
         Ok(())
@@ -165,7 +177,7 @@ impl Switchboard {
         Ok(())
     }
 
-    fn outbox_turn(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
+    pub(super) fn outbox_turn(&self, user: UserId) -> Arc<tokio::sync::Mutex<()>> {
         let mut turns = self.outbox_turns.lock().unwrap_or_else(|p| p.into_inner());
         turns.entry(user).or_default().clone()
     }

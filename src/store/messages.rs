@@ -205,6 +205,33 @@ async fn take_changes(
     Ok(last - count + 1)
 }
 
+/// [`take_changes`] for several users at once (one statement, counters locked in user order,
+/// so two such transactions cannot deadlock): each user's first number.
+async fn take_changes_of_many(
+    tx: &mut Transaction<'_, Postgres>,
+    counts: &HashMap<UserId, i64>,
+) -> Result<HashMap<UserId, i64>, sqlx::Error> {
+    let (users, amounts): (Vec<Uuid>, Vec<i64>) = counts.iter().map(|(u, n)| (u.0, *n)).unzip();
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "INSERT INTO message_streams (user_id, last) \
+         SELECT user_id, amount FROM unnest($1::uuid[], $2::bigint[]) AS t(user_id, amount) \
+         ORDER BY user_id \
+         ON CONFLICT (user_id) DO UPDATE SET last = message_streams.last + EXCLUDED.last \
+         RETURNING user_id, last",
+    )
+    .bind(&users)
+    .bind(&amounts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, last)| {
+            let user = UserId(user);
+            (user, last - counts.get(&user).copied().unwrap_or(1) + 1)
+        })
+        .collect())
+}
+
 async fn notify(tx: &mut Transaction<'_, Postgres>, user: UserId) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT notify_view_change($1, $2)")
         .bind(user.0)
@@ -257,18 +284,11 @@ impl MessageStore {
         }
         let mut tx = self.pool.begin().await?;
         // Change counters locked in user order, so two group commits cannot deadlock.
-        let mut counts: Vec<(UserId, i64)> = Vec::new();
+        let mut counts: HashMap<UserId, i64> = HashMap::new();
         for (_, user, _) in &rows {
-            match counts.iter_mut().find(|(u, _)| u == user) {
-                Some((_, count)) => *count += 1,
-                None => counts.push((*user, 1)),
-            }
+            *counts.entry(*user).or_default() += 1;
         }
-        counts.sort_by_key(|(user, _)| user.0);
-        let mut next: HashMap<UserId, i64> = HashMap::new();
-        for (user, count) in &counts {
-            next.insert(*user, take_changes(&mut tx, *user, *count).await?);
-        }
+        let mut next = take_changes_of_many(&mut tx, &counts).await?;
         let mut changes = Vec::with_capacity(rows.len());
         for (_, user, _) in &rows {
             let number = next.get_mut(user).expect("every user's numbers are taken");
@@ -352,11 +372,15 @@ impl MessageStore {
     }
 
     /// Stores a message to send, `QUEUED`. With a `client_id` already used by the user, stores
-    /// nothing and returns the message stored then (`false`: not new).
+    /// nothing and returns the message stored then (`false`: not new). With `claim`, the new
+    /// message is also claimed for a first attempt held for that long (as by
+    /// [`Self::claim_due`]: `attempts` is 1), unless other messages of the user are waiting:
+    /// those go first.
     pub async fn queue(
         &self,
         user: UserId,
         message: &Outgoing,
+        claim: Option<std::time::Duration>,
     ) -> Result<(Message, bool), sqlx::Error> {
         if let Some(client_id) = &message.client_id {
             if let Some(existing) = self.by_client_id(user, client_id).await? {
@@ -365,10 +389,26 @@ impl MessageStore {
         }
         let mut tx = self.pool.begin().await?;
         let change = take_changes(&mut tx, user, 1).await?;
+        // The user's counter is locked: no other message of theirs is queued meanwhile.
+        let hold = match claim {
+            Some(hold) => {
+                let waiting: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE user_id = $1 AND state = 'QUEUED')",
+                )
+                .bind(user.0)
+                .fetch_one(&mut *tx)
+                .await?;
+                (!waiting).then_some(hold.as_secs_f64())
+            }
+            None => None,
+        };
         let row = sqlx::query(&format!(
             "INSERT INTO messages (id, user_id, contact_id, account_id, protocol, handle, \
-               direction, body, state, client_id, addressed_to, auto_route, route_reason, change) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'OUT', $7, 'QUEUED', $8, $9, $10, $11, $12) \
+               direction, body, state, client_id, addressed_to, auto_route, route_reason, change, \
+               attempts, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'OUT', $7, 'QUEUED', $8, $9, $10, $11, $12, \
+               CASE WHEN $13::float8 IS NULL THEN 0 ELSE 1 END, \
+               now() + make_interval(secs => $13::float8)) \
              ON CONFLICT (user_id, client_id) WHERE client_id IS NOT NULL DO NOTHING \
              RETURNING {COLUMNS}"
         ))
@@ -384,6 +424,7 @@ impl MessageStore {
         .bind(message.auto_route)
         .bind(&message.route_reason)
         .bind(change)
+        .bind(hold)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
