@@ -33,6 +33,14 @@ pub struct Settings {
     /// How long a mutation waits for the views to show its change before it answers
     /// `VIEWS_BEHIND` instead.
     pub view_wait: Duration,
+    /// How long a node's hold on a user's connections lasts without renewal: after a node
+    /// dies, another takes its users over within this time (plus one look, 2 s).
+    pub lease_ttl: Duration,
+    /// Login attempts a node runs at once at most (resuming users after a restart, or
+    /// reconnecting after a network blip).
+    pub login_concurrency: usize,
+    /// Login attempts a node starts per second at most.
+    pub login_rate: f64,
 }
 
 impl Default for Settings {
@@ -49,6 +57,9 @@ impl Default for Settings {
             extra_ca_file: None,
             nip05_resolve: Vec::new(),
             view_wait: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(30),
+            login_concurrency: 16,
+            login_rate: 20.0,
         }
     }
 }
@@ -69,6 +80,9 @@ struct FileSettings {
     /// Domain → `ip:port`.
     nip05_resolve: Option<BTreeMap<String, SocketAddr>>,
     view_wait_ms: Option<u64>,
+    lease_secs: Option<u64>,
+    login_concurrency: Option<usize>,
+    login_rate: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +157,15 @@ impl Settings {
         if let Some(v) = f.view_wait_ms {
             self.view_wait = Duration::from_millis(v);
         }
+        if let Some(v) = f.lease_secs {
+            self.lease_ttl = Duration::from_secs(v);
+        }
+        if let Some(v) = f.login_concurrency {
+            self.login_concurrency = v;
+        }
+        if let Some(v) = f.login_rate {
+            self.login_rate = v;
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -191,6 +214,31 @@ impl Settings {
                         name: "SWITCHBOARD_VIEW_WAIT_MS",
                         message: "must be a whole number of milliseconds".into(),
                     })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_LEASE_SECS") {
+            self.lease_ttl = seconds("SWITCHBOARD_LEASE_SECS", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_LOGIN_CONCURRENCY") {
+            self.login_concurrency =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ConfigError::Env {
+                        name: "SWITCHBOARD_LOGIN_CONCURRENCY",
+                        message: "must be a whole number above 0".into(),
+                    })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_LOGIN_RATE") {
+            self.login_rate = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                .ok_or_else(|| ConfigError::Env {
+                    name: "SWITCHBOARD_LOGIN_RATE",
+                    message: "must be a number of logins per second above 0".into(),
+                })?;
         }
         Ok(())
     }

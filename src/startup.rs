@@ -134,7 +134,9 @@ impl Application {
                     },
                 },
                 view_wait: settings.view_wait,
-                ..ServiceSettings::default()
+                lease_ttl: settings.lease_ttl,
+                login_concurrency: settings.login_concurrency,
+                login_rate: settings.login_rate,
             },
         );
         let background = vec![
@@ -146,7 +148,8 @@ impl Application {
             tokio::spawn(views.run(pool.clone(), stopped.clone())),
             tokio::spawn(sweep_vault(vault, stopped.clone())),
             tokio::spawn(renew_leases(app.clone(), stopped.clone())),
-            tokio::spawn(app.clone().run_outbox(stopped)),
+            tokio::spawn(app.clone().run_outbox(stopped.clone())),
+            tokio::spawn(app.clone().run_resumption(stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());
         let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());

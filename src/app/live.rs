@@ -63,10 +63,16 @@ impl LiveConnections {
         futures::future::join_all(stopped.into_iter().map(Supervisor::stop)).await;
     }
 
-    /// Stops everything (server shutdown).
+    /// Stops everything, leaving the accounts disconnected (this node lost its leases).
     pub async fn detach_all(&self) {
         let all: Vec<Supervisor> = self.lock().drain().map(|(_, s)| s).collect();
         futures::future::join_all(all.into_iter().map(Supervisor::stop)).await;
+    }
+
+    /// Stops everything for another node to take over (server shutdown).
+    pub async fn hand_over_all(&self) {
+        let all: Vec<Supervisor> = self.lock().drain().map(|(_, s)| s).collect();
+        futures::future::join_all(all.into_iter().map(Supervisor::hand_over)).await;
     }
 
     /// Whether this node runs supervisors of the user (it holds the user's connections).

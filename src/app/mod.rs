@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod password;
 mod reads;
 mod reports;
+mod resume;
 mod session;
 mod supervision;
 
@@ -25,6 +26,7 @@ use cqrs_es::CqrsFramework;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::connectors::pacer::Pacer;
 use crate::connectors::supervisor::SupervisorSettings;
 use crate::connectors::ConnectorRegistry;
 use crate::domain::ids::{AccountId, Handle, Protocol, UserId};
@@ -56,6 +58,10 @@ pub struct ServiceSettings {
     pub view_wait: Duration,
     /// How long a node's hold on a user's connections lasts without renewal.
     pub lease_ttl: Duration,
+    /// Login attempts of this node's accounts in flight at most.
+    pub login_concurrency: usize,
+    /// Login attempts this node starts per second at most.
+    pub login_rate: f64,
 }
 
 impl Default for ServiceSettings {
@@ -64,6 +70,8 @@ impl Default for ServiceSettings {
             supervisor: SupervisorSettings::default(),
             view_wait: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
+            login_concurrency: 16,
+            login_rate: 20.0,
         }
     }
 }
@@ -122,6 +130,11 @@ pub struct Switchboard {
     messages: MessageStore,
     /// Where what the connections receive is stored, in shared commits.
     intake: Intake,
+    /// Paces this node's login attempts.
+    pacer: Arc<Pacer>,
+    /// When this node last renewed its leases: past the lease time less one renewal period
+    /// without success, it closes every connection before another node may take them.
+    renewed: std::sync::Mutex<std::time::Instant>,
     /// One outbox round per user at a time on this node.
     outbox_turns: std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
     views: ViewChanges,
@@ -152,8 +165,10 @@ impl Switchboard {
             leases: Leases::new(pool.clone(), Uuid::new_v4(), settings.lease_ttl),
             pool,
             intake: Intake::start(MessageStore::new(messages_pool.clone())),
+            pacer: Arc::new(Pacer::new(settings.login_concurrency, settings.login_rate)),
             messages: MessageStore::new(messages_pool),
             outbox_turns: std::sync::Mutex::new(HashMap::new()),
+            renewed: std::sync::Mutex::new(std::time::Instant::now()),
             views,
             settings,
             writers: std::sync::Mutex::new(HashMap::new()),

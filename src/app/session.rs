@@ -155,6 +155,7 @@ impl Switchboard {
                         account.protocol,
                         None,
                         request_id,
+                        false,
                     )
                     .await?;
                 }

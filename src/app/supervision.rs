@@ -1,13 +1,13 @@
 //! This node's hold on upstream connections: leases, account supervisors, fresh-login glue.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::link::AccountLink;
 use super::{AppError, Switchboard};
-use crate::connectors::supervisor::{LinkState, LinkStatus, Supervisor};
+use crate::connectors::supervisor::{Launch, LinkState, LinkStatus, Supervisor};
 use crate::connectors::{ContactProfile, LiveSession, Roster, RosterSource};
 use crate::domain::ids::{AccountId, Protocol, UserId};
 use crate::domain::metadata::Actor;
@@ -29,7 +29,8 @@ impl Switchboard {
         }
     }
 
-    /// Starts the supervisor of one account; with `session`, one that just logged in.
+    /// Starts the supervisor of one account; with `session`, one that just logged in. A
+    /// `reconnecting` one was online on a node that stopped.
     pub(super) async fn supervise(
         self: &Arc<Self>,
         user: UserId,
@@ -37,6 +38,7 @@ impl Switchboard {
         protocol: Protocol,
         session: Option<LiveSession>,
         login_id: Uuid,
+        reconnecting: bool,
     ) -> Result<(), AppError> {
         let connector = self.connectors.get(protocol)?;
         let link = Arc::new(AccountLink {
@@ -46,7 +48,12 @@ impl Switchboard {
             roster_source: connector.roster_source(),
             login_id,
         });
-        let supervisor = Supervisor::start(connector, link, self.settings.supervisor, session);
+        let launch = Launch {
+            session,
+            pacer: Arc::clone(&self.pacer),
+            reconnecting,
+        };
+        let supervisor = Supervisor::start(connector, link, self.settings.supervisor, launch);
         self.live.attach(user, account, supervisor).await;
         Ok(())
     }
@@ -117,6 +124,7 @@ impl Switchboard {
                 account.protocol,
                 Some(session),
                 request_id,
+                false,
             )
             .await?;
         } else {
@@ -187,14 +195,39 @@ impl Switchboard {
     }
 
     /// Extends this node's leases; stops the connections of users whose lease another node
-    /// took (after this node failed to renew in time).
+    /// took (after this node failed to renew in time), and of users whose last session
+    /// expired (their lease is given up).
     pub async fn renew_leases(&self) -> Result<(), AppError> {
-        let held = self.leases.renew().await?;
+        let held = match self.leases.renew().await {
+            Ok(held) => {
+                *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                held
+            }
+            Err(e) => {
+                let since = self
+                    .renewed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed();
+                // The next renewal would come too late: the leases may expire before it, and
+                // another node must never find these connections still open.
+                if since + self.leases.renew_every() >= self.leases.ttl() {
+                    tracing::error!(error = %e, "leases not renewed in time; closing every connection of this node");
+                    self.live.detach_all().await;
+                }
+                return Err(e.into());
+            }
+        };
         for user in self.live.users() {
             if !held.contains(&user) {
                 tracing::warn!(%user, "lease lost; closing this node's connections of the user");
                 self.live.detach_user(user).await;
             }
+        }
+        for user in self.sessions.without_session(&held).await? {
+            tracing::info!(%user, "the user's last session expired; closing the connections");
+            self.live.detach_user(user).await;
+            self.leases.release(user).await?;
         }
         Ok(())
     }
@@ -204,11 +237,14 @@ impl Switchboard {
         self.leases.renew_every()
     }
 
-    /// Closes every upstream connection and gives the leases up (server shutdown).
+    /// Closes every upstream connection, gives the leases up and tells the other nodes, which
+    /// take the users over at once (server shutdown). The accounts show `RECONNECTING` until
+    /// a node has them; with no other node, the next start resumes them.
     pub async fn shutdown(&self) {
-        self.live.detach_all().await;
-        if let Err(e) = self.leases.release_all().await {
-            tracing::warn!(error = %e, "leases not released; they expire by themselves");
+        self.live.hand_over_all().await;
+        match self.leases.release_all().await {
+            Ok(()) => self.announce_released_leases().await,
+            Err(e) => tracing::warn!(error = %e, "leases not released; they expire by themselves"),
         }
     }
 }

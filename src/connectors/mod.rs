@@ -48,6 +48,7 @@ mod tls;
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
 
+pub mod pacer;
 pub mod supervisor;
 
 /// Where and as whom to log in. The secret never leaves this struct in clear except towards

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::pacer::{Pacer, Pass};
 use super::{AccountLogin, Connector, ConnectorError, ConnectorEvent, LiveSession, SessionControl};
 
 /// The most events handed to [`AccountHost::observe`] at once.
@@ -30,8 +31,10 @@ pub enum LinkState {
     Unreachable,
     /// Not connected and not trying: logged out, or not logged in on any node.
     Disconnected,
-    /// The connection dropped after being online; retrying.
+    /// The connection dropped after being online (here, or on a node that stopped); retrying.
     Reconnecting,
+    /// Waiting for its turn to log in: the node paces logins (many users resuming at once).
+    Waiting,
 }
 
 impl LinkState {
@@ -44,6 +47,7 @@ impl LinkState {
             LinkState::Unreachable => "UNREACHABLE",
             LinkState::Disconnected => "DISCONNECTED",
             LinkState::Reconnecting => "RECONNECTING",
+            LinkState::Waiting => "WAITING",
         }
     }
 
@@ -55,6 +59,7 @@ impl LinkState {
             LinkState::Unreachable,
             LinkState::Disconnected,
             LinkState::Reconnecting,
+            LinkState::Waiting,
         ]
         .into_iter()
         .find(|s| s.as_str() == stored)
@@ -169,24 +174,44 @@ impl Default for SupervisorSettings {
     }
 }
 
+/// How a supervisor starts.
+pub struct Launch {
+    /// The account is already logged in (a bind or a registration checked the credentials just
+    /// before): that session is adopted as is.
+    pub session: Option<LiveSession>,
+    /// Every login attempt waits for a pass from the node's pacer.
+    pub pacer: Arc<Pacer>,
+    /// It was online before, on a node that stopped: its first attempt is a reconnection.
+    pub reconnecting: bool,
+}
+
+/// Whether and how a supervisor is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    Running,
+    /// Log out and leave the account disconnected.
+    Stop,
+    /// Log out; another node takes the connection over (graceful shutdown).
+    HandOver,
+}
+
 /// The handle of a running supervisor. Dropping it stops the supervision too, without waiting
 /// for the logout; [`Supervisor::stop`] waits.
 pub struct Supervisor {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Halt>,
     session: Arc<Mutex<Option<Arc<dyn SessionControl>>>>,
     task: JoinHandle<()>,
 }
 
 impl Supervisor {
-    /// Starts supervising; with `session`, the account is already logged in (a bind or a
-    /// registration checked the credentials just before) and that session is adopted as is.
+    /// Starts supervising.
     pub fn start(
         connector: Arc<dyn Connector>,
         host: Arc<dyn AccountHost>,
         settings: SupervisorSettings,
-        session: Option<LiveSession>,
+        launch: Launch,
     ) -> Self {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Halt::Running);
         let current = Arc::new(Mutex::new(None));
         let run = Run {
             connector,
@@ -194,8 +219,9 @@ impl Supervisor {
             settings,
             stopped,
             current: Arc::clone(&current),
+            pacer: launch.pacer,
         };
-        let task = tokio::spawn(run.run(session));
+        let task = tokio::spawn(run.run(launch.session, launch.reconnecting));
         Self {
             stop,
             session: current,
@@ -219,7 +245,17 @@ impl Supervisor {
     /// Logs out (if online), stops retrying, and waits for the task to end; the last status
     /// reported is `Disconnected`.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.halt(Halt::Stop).await;
+    }
+
+    /// Logs out (if online) and stops, reporting `Reconnecting`: the node is shutting down
+    /// and another takes the connection over.
+    pub async fn hand_over(self) {
+        self.halt(Halt::HandOver).await;
+    }
+
+    async fn halt(self, how: Halt) {
+        let _ = self.stop.send(how);
         if let Err(e) = self.task.await {
             if e.is_panic() {
                 tracing::error!("account supervisor panicked: {e}");
@@ -233,8 +269,9 @@ struct Run {
     connector: Arc<dyn Connector>,
     host: Arc<dyn AccountHost>,
     settings: SupervisorSettings,
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<Halt>,
     current: Arc<Mutex<Option<Arc<dyn SessionControl>>>>,
+    pacer: Arc<Pacer>,
 }
 
 /// How one stretch of the loop ended.
@@ -250,22 +287,25 @@ enum Next {
 }
 
 impl Run {
-    async fn run(mut self, mut adopted: Option<LiveSession>) {
+    async fn run(mut self, mut adopted: Option<LiveSession>, reconnecting: bool) {
         let mut attempt = 0u32;
-        let mut was_online = false;
+        let mut was_online = reconnecting;
         let end = loop {
             let outcome = match adopted.take() {
                 Some(session) => self.hold(session, &mut was_online).await,
                 None => {
+                    let Some(pass) = self.pass(attempt).await else {
+                        break None;
+                    };
                     let state = match (attempt, was_online) {
-                        (0, _) => LinkState::Connecting,
                         (_, true) => LinkState::Reconnecting,
+                        (0, false) => LinkState::Connecting,
                         (_, false) => LinkState::Unreachable,
                     };
                     self.host
                         .report(LinkStatus::new(state, attempt, None))
                         .await;
-                    self.attempt(attempt, &mut was_online).await
+                    self.attempt(attempt, &mut was_online, pass).await
                 }
             };
             match outcome {
@@ -301,6 +341,16 @@ impl Run {
         match end {
             // Ended by itself: leave the reason showing until the user logs in again.
             Some(status) => self.host.report(status).await,
+            None if *self.stopped.borrow() == Halt::HandOver => {
+                let detail = "this node is shutting down; another node takes the connection over";
+                self.host
+                    .report(LinkStatus::new(
+                        LinkState::Reconnecting,
+                        0,
+                        Some(detail.to_owned()),
+                    ))
+                    .await
+            }
             None => {
                 self.host
                     .report(LinkStatus::new(LinkState::Disconnected, 0, None))
@@ -309,8 +359,25 @@ impl Run {
         }
     }
 
-    /// One login attempt after `failures` failed ones.
-    async fn attempt(&mut self, failures: u32, was_online: &mut bool) -> Next {
+    /// Leave from the node's pacer for the next attempt; says `Waiting` if it is not free at
+    /// once. `None` when stopped meanwhile.
+    async fn pass(&mut self, attempt: u32) -> Option<Pass> {
+        if let Some(pass) = self.pacer.try_enter() {
+            return Some(pass);
+        }
+        self.host
+            .report(LinkStatus::new(LinkState::Waiting, attempt, None))
+            .await;
+        let pacer = Arc::clone(&self.pacer);
+        tokio::select! {
+            pass = pacer.enter() => Some(pass),
+            _ = self.stopped.wait_for(|h| *h != Halt::Running) => None,
+        }
+    }
+
+    /// One login attempt after `failures` failed ones, under the pacer's `pass` (given back
+    /// once the login is over).
+    async fn attempt(&mut self, failures: u32, was_online: &mut bool, pass: Pass) -> Next {
         let login = match self.host.login().await {
             Ok(login) => login,
             Err(e) if e.fatal => {
@@ -332,8 +399,9 @@ impl Run {
             .connect(&login, self.settings.connect_timeout);
         let result = tokio::select! {
             result = connect => result,
-            _ = self.stopped.wait_for(|s| *s) => return Next::Stopped,
+            _ = self.stopped.wait_for(|h| *h != Halt::Running) => return Next::Stopped,
         };
+        drop(pass);
         match result {
             Ok(session) => self.hold(session, was_online).await,
             Err(ConnectorError::AuthFailed) => Next::Finish(LinkStatus::new(
@@ -377,7 +445,7 @@ impl Run {
         let reason = loop {
             let first = tokio::select! {
                 event = session.events.recv() => Some(event),
-                _ = self.stopped.wait_for(|s| *s) => None,
+                _ = self.stopped.wait_for(|h| *h != Halt::Running) => None,
             };
             let Some(first) = first else {
                 self.forget_session();
@@ -426,7 +494,7 @@ impl Run {
     async fn sleep(&mut self, delay: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(delay) => false,
-            _ = self.stopped.wait_for(|s| *s) => true,
+            _ = self.stopped.wait_for(|h| *h != Halt::Running) => true,
         }
     }
 }

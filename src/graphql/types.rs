@@ -135,8 +135,12 @@ pub enum ConnectionState {
     Unreachable,
     /// Not connected and not trying (logged out).
     Disconnected,
-    /// The connection dropped after being online; retrying at `nextRetryAt`.
+    /// The connection dropped after being online (or the node holding it stopped and another
+    /// takes it over); retrying at `nextRetryAt`.
     Reconnecting,
+    /// Waiting for its turn to log in: a node paces its logins (many users resuming at once
+    /// after a restart).
+    Waiting,
 }
 
 impl From<LinkState> for ConnectionState {
@@ -148,6 +152,7 @@ impl From<LinkState> for ConnectionState {
             LinkState::Unreachable => ConnectionState::Unreachable,
             LinkState::Disconnected => ConnectionState::Disconnected,
             LinkState::Reconnecting => ConnectionState::Reconnecting,
+            LinkState::Waiting => ConnectionState::Waiting,
         }
     }
 }

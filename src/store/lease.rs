@@ -44,6 +44,11 @@ impl Leases {
         self.ttl / 3
     }
 
+    /// How long a lease lasts without renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     fn ttl_secs(&self) -> f64 {
         self.ttl.as_secs_f64()
     }
@@ -101,6 +106,21 @@ impl Leases {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Up to `limit` users (in random order, so nodes looking at once spread them) with a live
+    /// session whose connections no node holds: no lease, or an expired one.
+    pub async fn orphans(&self, limit: i64) -> Result<Vec<UserId>, sqlx::Error> {
+        let users: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM (SELECT DISTINCT s.user_id FROM sessions s \
+               WHERE s.expires_at > now() AND NOT EXISTS (SELECT 1 FROM live_leases l \
+                 WHERE l.user_id = s.user_id AND l.expires_at > now())) AS u \
+             ORDER BY random() LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(users.into_iter().map(UserId).collect())
     }
 
     /// Gives up every lease of this node (clean shutdown).

@@ -110,6 +110,19 @@ impl SessionStore {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The users among `users` without a live session.
+    pub async fn without_session(&self, users: &[UserId]) -> Result<Vec<UserId>, sqlx::Error> {
+        let ids: Vec<Uuid> = users.iter().map(|u| u.0).collect();
+        let gone: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT u FROM unnest($1::uuid[]) AS u WHERE NOT EXISTS \
+               (SELECT 1 FROM sessions s WHERE s.user_id = u AND s.expires_at > now())",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(gone.into_iter().map(UserId).collect())
+    }
+
     /// Whether the user still has any live session (e.g. on another device).
     pub async fn any_for(&self, user: UserId) -> Result<bool, sqlx::Error> {
         let row = sqlx::query(

@@ -26,6 +26,11 @@ fn free_port() -> u16 {
 
 /// The release-like binary on a free port, logging to `log`, reconnecting within 2 s.
 pub async fn start(database_url: &str, key: &str, log: &Path) -> Server {
+    start_with(database_url, key, log, &[]).await
+}
+
+/// [`start`] with more environment variables.
+pub async fn start_with(database_url: &str, key: &str, log: &Path, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let log_file = std::fs::OpenOptions::new()
         .create(true)
@@ -39,6 +44,7 @@ pub async fn start(database_url: &str, key: &str, log: &Path) -> Server {
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "debug")
         .env("SWITCHBOARD_RECONNECT_MAX_SECS", "2")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log_file)
         .kill_on_drop(true)

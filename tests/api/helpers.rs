@@ -96,6 +96,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         extra_ca_file: None,
         nip05_resolve: Vec::new(),
         view_wait: Duration::from_secs(5),
+        ..Settings::default()
     }
 }
 

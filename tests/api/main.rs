@@ -21,6 +21,7 @@ mod presence;
 mod projections;
 mod read_your_writes;
 mod reconciliation;
+mod restart;
 mod security;
 mod subscriptions;
 mod tls;

@@ -121,6 +121,15 @@ struct Harness {
 }
 
 fn start(script: Vec<Result<(), ConnectorError>>, adopted: bool) -> Harness {
+    start_paced(script, adopted, Arc::new(Pacer::unlimited()), false)
+}
+
+fn start_paced(
+    script: Vec<Result<(), ConnectorError>>,
+    adopted: bool,
+    pacer: Arc<Pacer>,
+    reconnecting: bool,
+) -> Harness {
     let connector = Scripted::new(script);
     let (statuses_tx, statuses) = mpsc::unbounded_channel();
     let (observed_tx, observed) = mpsc::unbounded_channel();
@@ -133,7 +142,11 @@ fn start(script: Vec<Result<(), ConnectorError>>, adopted: bool) -> Harness {
         Arc::clone(&connector) as Arc<dyn Connector>,
         host,
         SupervisorSettings::default(),
-        session,
+        Launch {
+            session,
+            pacer,
+            reconnecting,
+        },
     );
     Harness {
         connector,
@@ -310,4 +323,32 @@ async fn stop_interrupts_a_hanging_login_and_a_backoff_wait() {
     h.stop().await;
     h.expect(LinkState::Disconnected, 0, false).await;
     assert_eq!(h.connector.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_waits_for_the_pacer_and_says_so() {
+    // One login at a time, one per second: the second supervisor waits its turn.
+    let pacer = Arc::new(Pacer::new(1, 1.0));
+    let mut first = start_paced(vec![Ok(())], false, Arc::clone(&pacer), false);
+    first.expect(LinkState::Connecting, 0, false).await;
+    first.expect(LinkState::Online, 0, false).await;
+    let started = tokio::time::Instant::now();
+    let mut second = start_paced(vec![Ok(())], false, pacer, true);
+    second.expect(LinkState::Waiting, 0, false).await;
+    // Resumed from a node that stopped: a reconnection, not a first login.
+    second.expect(LinkState::Reconnecting, 0, false).await;
+    assert!(started.elapsed() >= Duration::from_millis(999));
+    second.expect(LinkState::Online, 0, false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hand_over_logs_out_and_leaves_the_account_reconnecting() {
+    let mut h = start(vec![Ok(())], false);
+    h.expect(LinkState::Connecting, 0, false).await;
+    h.expect(LinkState::Online, 0, false).await;
+    let (_, control) = h.connector.last();
+    h.supervisor.take().unwrap().hand_over().await;
+    assert!(control.closed.load(Ordering::SeqCst), "logged out");
+    let last = h.expect(LinkState::Reconnecting, 0, false).await;
+    assert!(last.detail.unwrap().contains("another node"));
 }

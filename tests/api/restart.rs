@@ -1,0 +1,169 @@
+//! Connections that outlive restarts: a user with a live session stays connected across a
+//! graceful restart (no login needed), and when the node holding the connections is killed,
+//! another node on the same database takes them over once the lease runs out, without ever
+//! two connections of the account at once (as the XMPP server itself shows them).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use switchboard::secret::Secret;
+use switchboard::store::vault::MasterKey;
+use tokio::sync::mpsc;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::{Event, Stanza};
+
+use crate::common::xmpp_client::raw_client;
+use crate::crash;
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_graceful_restart_resumes_a_live_session_and_a_logout_ends_it() {
+    let settings = test_settings(&fresh_database().await);
+    let first = spawn_app_with(settings.clone()).await;
+    let token = first
+        .register("resumer", json!([xmpp_account("dave")]))
+        .await;
+    first
+        .wait_for_account(&token, "dave@localhost", "ONLINE")
+        .await;
+    first.stop().await;
+
+    // Nobody logs in: the new node resumes the session's accounts by itself.
+    let started = tokio::time::Instant::now();
+    let second = spawn_app_with(settings.clone()).await;
+    second
+        .wait_for_account(&token, "dave@localhost", "ONLINE")
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "online again after {took:?}"
+    );
+
+    // After a logout (the last session) and a restart, nothing is resumed.
+    second.logout(&token).await;
+    second.stop().await;
+    let third = spawn_app_with(settings).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM live_leases")
+        .fetch_one(&third.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases, 0,
+        "nobody holds the connections of a user without a session"
+    );
+    let online: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM account_status WHERE state <> 'DISCONNECTED'")
+            .fetch_one(&third.pool)
+            .await
+            .unwrap();
+    assert_eq!(online, 0);
+    third.stop().await;
+}
+
+/// Every change in the set of lea's other available resources, as lea's own raw client sees
+/// them (the server sends a new session the presence of the account's other sessions).
+async fn watch_sessions() -> (mpsc::UnboundedReceiver<usize>, tokio::task::JoinHandle<()>) {
+    let mut observer = raw_client(&xmpp_server(), "lea", &xmpp_password("lea")).await;
+    observer
+        .send_stanza(Presence::available().into())
+        .await
+        .unwrap();
+    let own = observer.bound_jid().map(|jid| jid.to_string());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut online: HashSet<String> = HashSet::new();
+        while let Some(event) = observer.next().await {
+            let Event::Stanza(Stanza::Presence(p)) = event else {
+                continue;
+            };
+            let Some(from) = p.from.clone() else { continue };
+            let resource = from.to_string();
+            if Some(&resource) == own.as_ref() || from.to_bare().as_str() != "lea@localhost" {
+                continue;
+            }
+            let changed = match p.type_ {
+                PresenceType::None => online.insert(resource),
+                PresenceType::Unavailable => online.remove(&resource),
+                _ => false,
+            };
+            if changed && tx.send(online.len()).is_err() {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+#[tokio::test]
+async fn a_killed_nodes_users_are_taken_over_by_another_with_one_session_at_a_time() {
+    let database_url = fresh_database().await;
+    let key = MasterKey::generate().to_base64();
+    let log: PathBuf =
+        std::env::temp_dir().join(format!("switchboard-takeover-{}.log", uuid::Uuid::new_v4()));
+    let lease = [("SWITCHBOARD_LEASE_SECS", "3")];
+    let doomed = crash::start_with(&database_url, &key, &log, &lease).await;
+    let (mut sessions, watcher) = watch_sessions().await;
+
+    let registered = crash::gql(
+        &doomed,
+        None,
+        "mutation($a: [AccountInput!]!) { register(userName: \"taken\", password: \"correct horse battery\", accounts: $a) { token } }",
+        json!({ "a": [xmpp_account("lea")] }),
+    )
+    .await;
+    let token = registered.data()["register"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let count = tokio::time::timeout(Duration::from_secs(10), sessions.recv())
+        .await
+        .expect("the first node's session shows")
+        .unwrap();
+    assert_eq!(count, 1);
+
+    // The second node runs beside it: it must not connect while the first holds the lease.
+    let mut settings = test_settings(&database_url);
+    settings.master_key = Some(Secret::new(key.clone()));
+    settings.lease_ttl = Duration::from_secs(3);
+    let survivor = spawn_app_with(settings).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        sessions.try_recv().is_err(),
+        "the second node stays off while the first holds the lease"
+    );
+
+    let mut killed = doomed;
+    killed.child.kill().await.expect("SIGKILL");
+    let killed_at = tokio::time::Instant::now();
+    // The kill closes the socket: the session goes, then the survivor's comes.
+    let mut seen = Vec::new();
+    let back = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(count) = sessions.recv().await {
+            seen.push(count);
+            assert!(count <= 1, "two sessions at once: {seen:?}");
+            if count == 1 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "never taken over: {seen:?}");
+    let took = killed_at.elapsed();
+    let account = survivor
+        .wait_for_account(&token, "lea@localhost", "ONLINE")
+        .await;
+    assert_eq!(account["connected"], true);
+    // The lease time (3 s) plus one look (2 s) plus one login.
+    assert!(took < Duration::from_secs(10), "taken over after {took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sessions.try_recv().is_err(), "still one session");
+
+    survivor.logout(&token).await;
+    survivor.stop().await;
+    watcher.abort();
+}
