@@ -106,10 +106,7 @@ impl Switchboard {
         // the outbox to find it.
         let here = send_now && self.live.session(user, outgoing.to.account_id).is_some();
         let turn = self.outbox_turn(user);
-        let turn = match here {
-            true => Some(turn.lock().await),
-            false => None,
-        };
+        let turn = if here { Some(turn.lock().await) } else { None };
         let (party, reason) = (outgoing.to.clone(), outgoing.route_reason.clone());
         let claim = here.then_some(super::outbox::ATTEMPT_HOLD);
         let (message, new) = self.messages.queue(user, &outgoing, claim).await?;

@@ -144,6 +144,23 @@ pub struct Switchboard {
     writers: std::sync::Mutex<HashMap<UserId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A listener on `channel`, or `None` (logged) when it cannot listen: its user then relies on
+/// its periodic rounds alone.
+async fn listen(pool: &PgPool, channel: &str) -> Option<sqlx::postgres::PgListener> {
+    let listening = async {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(channel).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match listening.await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "cannot LISTEN; relying on periodic rounds");
+            None
+        }
+    }
+}
+
 impl Switchboard {
     pub fn new(
         pool: PgPool,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -185,19 +184,7 @@ impl Switchboard {
     /// This node's outbox round: sends when asked (`switchboard_outbox`) and every
     /// [`OUTBOX_TICK`] for the users whose connections it holds, until `stop`.
     pub async fn run_outbox(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => Some(listener),
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox cannot LISTEN; sending on its rounds only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox cannot LISTEN; sending on its rounds only");
-                None
-            }
-        };
+        let mut listener = super::listen(&self.pool, CHANNEL).await;
         let mut tick = tokio::time::interval(OUTBOX_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -27,19 +26,7 @@ impl Switchboard {
     /// This node's share of resumption, until `stop`: looks at start, when told that leases
     /// were given up, and every [`RESUME_TICK`].
     pub async fn run_resumption(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut listener) => match listener.listen(LEASES_CHANNEL).await {
-                Ok(()) => Some(listener),
-                Err(e) => {
-                    tracing::warn!(error = %e, "not listening for released leases; polling only");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "not listening for released leases; polling only");
-                None
-            }
-        };
+        let mut listener = super::listen(&self.pool, LEASES_CHANNEL).await;
         loop {
             // More to take than one batch: look again at once.
             let more = match self.resume_orphans().await {

@@ -62,6 +62,41 @@ async fn wait_for_availability(app: &TestApp, token: &str, handle: &str, want: &
     panic!("{handle} never showed as {want}");
 }
 
+/// Accepts the message request of the contact `id`; returns the contact list's contacts.
+async fn accept_request(app: &TestApp, token: &str, id: &Value) -> Value {
+    let accepted = app
+        .gql(
+            Some(token),
+            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id handle isNew } } }",
+            json!({ "c": id }),
+        )
+        .await;
+    accepted.data()["acceptMessageRequest"]["contacts"].clone()
+}
+
+/// The first of the user's conversations that `wanted` accepts, waiting up to 20 s for it.
+async fn conversation_where(app: &TestApp, token: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = app
+            .gql(
+                Some(token),
+                "{ conversations { with { id name isRequest } lastMessage { kind body handle network } } }",
+                json!({}),
+            )
+            .await;
+        let conversations = all.data()["conversations"].clone();
+        if let Some(found) = conversations.as_array().unwrap().iter().find(|c| wanted(c)) {
+            return found.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such conversation: {conversations}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The next chat message body `client` receives, within 10 s.
 async fn next_body(client: &mut Client) -> (String, String) {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -472,43 +507,14 @@ async fn a_strangers_message_is_a_request_until_accepted_then_a_contact_that_sta
     kit.send_stanza(to_jan.into()).await.unwrap();
 
     // A request: in the conversations, not in the contact list.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let request = loop {
-        let all = app
-            .gql(
-                Some(&token),
-                "{ conversations { with { id name isRequest } lastMessage { body handle } } }",
-                json!({}),
-            )
-            .await;
-        let found = all.data()["conversations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["lastMessage"]["body"] == note.as_str())
-            .cloned();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the request never came"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let request =
+        conversation_where(&app, &token, |c| c["lastMessage"]["body"] == note.as_str()).await;
     assert_eq!(request["with"]["isRequest"], true, "{request}");
     assert_eq!(request["with"]["name"], "kit@localhost");
     assert!(ids_of(&app.contacts(&token).await, "kit@localhost").is_empty());
 
     // Accepted: a contact, marked new, kept whatever jan's roster says.
-    let accepted = app
-        .gql(
-            Some(&token),
-            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id handle isNew } } }",
-            json!({ "c": request["with"]["id"] }),
-        )
-        .await;
-    let contacts = accepted.data()["acceptMessageRequest"]["contacts"].clone();
+    let contacts = accept_request(&app, &token, &request["with"]["id"]).await;
     let kit_contact = contacts
         .as_array()
         .unwrap()
@@ -606,30 +612,10 @@ async fn a_strangers_matrix_invitation_is_a_request_and_accepting_joins_it() {
 
     // A request: the invitation is in the conversations, Sam is not on the list, nothing
     // joined upstream.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let request = loop {
-        let all = app
-            .gql(
-                Some(&token),
-                "{ conversations { with { id name isRequest } lastMessage { kind body handle network } } }",
-                json!({}),
-            )
-            .await;
-        let found = all.data()["conversations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["lastMessage"]["handle"] == sam_id.as_str())
-            .cloned();
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no request from Sam"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let request = conversation_where(&app, &token, |c| {
+        c["lastMessage"]["handle"] == sam_id.as_str()
+    })
+    .await;
     assert_eq!(request["with"]["isRequest"], true, "{request}");
     assert_eq!(request["lastMessage"]["kind"], "INVITATION", "{request}");
     assert_eq!(request["lastMessage"]["network"], "MATRIX");
@@ -637,14 +623,7 @@ async fn a_strangers_matrix_invitation_is_a_request_and_accepting_joins_it() {
     let rae_client = Raw::login(&rae).await;
     assert_eq!(rae_client.direct().await, json!({}), "nothing joined yet");
 
-    let accepted = app
-        .gql(
-            Some(&token),
-            "mutation($c: ID!) { acceptMessageRequest(contactId: $c) { contacts { id handle isNew } } }",
-            json!({ "c": request["with"]["id"] }),
-        )
-        .await;
-    let contacts = accepted.data()["acceptMessageRequest"]["contacts"].clone();
+    let contacts = accept_request(&app, &token, &request["with"]["id"]).await;
     assert!(
         contacts
             .as_array()
