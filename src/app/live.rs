@@ -65,14 +65,17 @@ impl LiveConnections {
 
     /// Stops everything, leaving the accounts disconnected (this node lost its leases).
     pub async fn detach_all(&self) {
-        let all: Vec<Supervisor> = self.lock().drain().map(|(_, s)| s).collect();
-        futures::future::join_all(all.into_iter().map(Supervisor::stop)).await;
+        self.end_all(Supervisor::stop).await;
     }
 
     /// Stops everything for another node to take over (server shutdown).
     pub async fn hand_over_all(&self) {
+        self.end_all(Supervisor::hand_over).await;
+    }
+
+    async fn end_all<F: std::future::Future<Output = ()>>(&self, end: impl Fn(Supervisor) -> F) {
         let all: Vec<Supervisor> = self.lock().drain().map(|(_, s)| s).collect();
-        futures::future::join_all(all.into_iter().map(Supervisor::hand_over)).await;
+        futures::future::join_all(all.into_iter().map(end)).await;
     }
 
     /// Whether this node runs supervisors of the user (it holds the user's connections).

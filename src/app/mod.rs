@@ -170,7 +170,7 @@ impl Switchboard {
         settings: ServiceSettings,
     ) -> Arc<Self> {
         let store = UserStore::new(pool.clone());
-        let messages_pool = pool.clone();
+        let messages = MessageStore::new(pool.clone());
         Arc::new(Self {
             cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
             store,
@@ -181,9 +181,9 @@ impl Switchboard {
             live_views: LiveViews::new(pool.clone()),
             leases: Leases::new(pool.clone(), Uuid::new_v4(), settings.lease_ttl),
             pool,
-            intake: Intake::start(MessageStore::new(messages_pool.clone())),
+            intake: Intake::start(messages.clone()),
             pacer: Arc::new(Pacer::new(settings.login_concurrency, settings.login_rate)),
-            messages: MessageStore::new(messages_pool),
+            messages,
             outbox_turns: std::sync::Mutex::new(HashMap::new()),
             renewed: std::sync::Mutex::new(std::time::Instant::now()),
             views,

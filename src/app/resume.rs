@@ -84,27 +84,9 @@ impl Switchboard {
     /// reconnection (`RECONNECTING`).
     async fn resume(self: &Arc<Self>, user: UserId) -> Result<(), AppError> {
         let state = self.load(user).await?;
-        let login_id = Uuid::now_v7();
-        let mut resumed = 0;
-        for bound in state.accounts() {
-            let account = &bound.account;
-            if self.live.is_supervised(user, account.account_id) {
-                continue;
-            }
-            if self.connectors.get(account.protocol).is_err() {
-                continue;
-            }
-            self.supervise(
-                user,
-                account.account_id,
-                account.protocol,
-                None,
-                login_id,
-                true,
-            )
+        let resumed = self
+            .supervise_all(user, &state, Uuid::now_v7(), true)
             .await?;
-            resumed += 1;
-        }
         tracing::info!(%user, accounts = resumed, "took the user's connections over");
         Ok(())
     }

@@ -6,7 +6,6 @@ use uuid::Uuid;
 
 use super::accounts::name_account;
 use super::{password, AccountInput, AppError, LoginResult, Switchboard};
-use crate::connectors::supervisor::{LinkState, LinkStatus};
 use crate::domain::ids::{UserId, UserName};
 use crate::domain::metadata::Actor;
 use crate::domain::user::{User, UserCommand, UserError};
@@ -129,37 +128,8 @@ impl Switchboard {
         // The login's id is its request's: its accounts' reconciliations carry it.
         self.sessions.record_login(user_id, request_id).await?;
         if self.hold_lease(user_id).await? {
-            for state in user.accounts() {
-                let account = &state.account;
-                if self.live.is_supervised(user_id, account.account_id) {
-                    continue;
-                }
-                // A network this build has no connector for can never connect: say so.
-                let (state, detail) = match self.connectors.get(account.protocol) {
-                    Ok(_) => (LinkState::Connecting, None),
-                    Err(e) => (LinkState::Disconnected, Some(e.to_string())),
-                };
-                let status = LinkStatus {
-                    state,
-                    attempt: 0,
-                    next_retry_at: None,
-                    detail,
-                };
-                self.live_views
-                    .set_status(self.leases.node(), user_id, account.account_id, &status)
-                    .await?;
-                if state == LinkState::Connecting {
-                    self.supervise(
-                        user_id,
-                        account.account_id,
-                        account.protocol,
-                        None,
-                        request_id,
-                        false,
-                    )
-                    .await?;
-                }
-            }
+            self.supervise_all(user_id, &user, request_id, false)
+                .await?;
         }
         Ok(LoginResult {
             token,

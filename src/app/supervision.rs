@@ -11,7 +11,7 @@ use crate::connectors::supervisor::{Launch, LinkState, LinkStatus, Supervisor};
 use crate::connectors::{ContactProfile, LiveSession, Roster, RosterSource};
 use crate::domain::ids::{AccountId, Protocol, UserId};
 use crate::domain::metadata::Actor;
-use crate::domain::user::{NewAccount, ProfileItem, RosterItem, UserCommand};
+use crate::domain::user::{NewAccount, ProfileItem, RosterItem, User, UserCommand};
 use crate::secret::Secret;
 use crate::store::lease::Acquired;
 use crate::store::vault::SecretKind;
@@ -56,6 +56,53 @@ impl Switchboard {
         let supervisor = Supervisor::start(connector, link, self.settings.supervisor, launch);
         self.live.attach(user, account, supervisor).await;
         Ok(())
+    }
+
+    /// Starts a supervisor for every account of the user that has none at work here, each
+    /// shown `CONNECTING` (`RECONNECTING` when `reconnecting`: it was online on a node that
+    /// stopped) until it reports; an account whose network this build cannot connect to is
+    /// shown `DISCONNECTED` with the reason. Returns how many were started.
+    pub(super) async fn supervise_all(
+        self: &Arc<Self>,
+        user: UserId,
+        state: &User,
+        login_id: Uuid,
+        reconnecting: bool,
+    ) -> Result<usize, AppError> {
+        let mut started = 0;
+        for bound in state.accounts() {
+            let account = &bound.account;
+            if self.live.is_supervised(user, account.account_id) {
+                continue;
+            }
+            let (state, detail) = match self.connectors.get(account.protocol) {
+                Ok(_) if reconnecting => (LinkState::Reconnecting, None),
+                Ok(_) => (LinkState::Connecting, None),
+                Err(e) => (LinkState::Disconnected, Some(e.to_string())),
+            };
+            let status = LinkStatus {
+                state,
+                attempt: 0,
+                next_retry_at: None,
+                detail,
+            };
+            self.live_views
+                .set_status(self.leases.node(), user, account.account_id, &status)
+                .await?;
+            if state != LinkState::Disconnected {
+                self.supervise(
+                    user,
+                    account.account_id,
+                    account.protocol,
+                    None,
+                    login_id,
+                    reconnecting,
+                )
+                .await?;
+                started += 1;
+            }
+        }
+        Ok(started)
     }
 
     /// Keeps what the vault should hold for a freshly logged-in account: the session token

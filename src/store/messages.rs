@@ -194,15 +194,8 @@ async fn take_changes(
     user: UserId,
     count: i64,
 ) -> Result<i64, sqlx::Error> {
-    let last: i64 = sqlx::query_scalar(
-        "INSERT INTO message_streams (user_id, last) VALUES ($1, $2) \
-         ON CONFLICT (user_id) DO UPDATE SET last = message_streams.last + $2 RETURNING last",
-    )
-    .bind(user.0)
-    .bind(count)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(last - count + 1)
+    let first = take_changes_of_many(tx, &HashMap::from([(user, count)])).await?;
+    first.get(&user).copied().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// [`take_changes`] for several users at once (one statement, counters locked in user order,
@@ -295,9 +288,13 @@ impl MessageStore {
             changes.push(*number);
             *number += 1;
         }
-        let text = |f: &dyn Fn(&Incoming) -> String| -> Vec<String> {
+        let text = |f: &dyn Fn(&Incoming) -> &str| -> Vec<&str> {
             rows.iter().map(|(_, _, m)| f(m)).collect()
         };
+        let protocols: Vec<String> = rows
+            .iter()
+            .map(|(_, _, m)| m.from.protocol.to_string())
+            .collect();
         let ids: Vec<Uuid> = rows.iter().map(|_| Uuid::now_v7()).collect();
         let users: Vec<Uuid> = rows.iter().map(|(_, u, _)| u.0).collect();
         let contacts: Vec<Uuid> = rows.iter().map(|(_, _, m)| m.from.contact_id.0).collect();
@@ -323,10 +320,10 @@ impl MessageStore {
         .bind(&users)
         .bind(&contacts)
         .bind(&accounts)
-        .bind(text(&|m| m.from.protocol.to_string()))
-        .bind(text(&|m| m.from.handle.as_str().to_owned()))
-        .bind(text(&|m| m.kind.as_str().to_owned()))
-        .bind(text(&|m| m.body.clone()))
+        .bind(&protocols)
+        .bind(text(&|m| m.from.handle.as_str()))
+        .bind(text(&|m| m.kind.as_str()))
+        .bind(text(&|m| m.body.as_str()))
         .bind(&network_ids)
         .bind(&sent_at)
         .bind(&changes)

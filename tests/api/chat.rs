@@ -74,24 +74,30 @@ async fn accept_request(app: &TestApp, token: &str, id: &Value) -> Value {
     accepted.data()["acceptMessageRequest"]["contacts"].clone()
 }
 
+/// The user's conversations, latest first: whom with, unread count and last message.
+async fn conversations(app: &TestApp, token: &str) -> Vec<Value> {
+    let all = app
+        .gql(
+            Some(token),
+            "{ conversations { with { id name isRequest } unread
+                 lastMessage { id kind body handle network direction } } }",
+            json!({}),
+        )
+        .await;
+    all.data()["conversations"].as_array().unwrap().clone()
+}
+
 /// The first of the user's conversations that `wanted` accepts, waiting up to 20 s for it.
 async fn conversation_where(app: &TestApp, token: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let all = app
-            .gql(
-                Some(token),
-                "{ conversations { with { id name isRequest } lastMessage { kind body handle network } } }",
-                json!({}),
-            )
-            .await;
-        let conversations = all.data()["conversations"].clone();
-        if let Some(found) = conversations.as_array().unwrap().iter().find(|c| wanted(c)) {
+        let all = conversations(app, token).await;
+        if let Some(found) = all.iter().find(|c| wanted(c)) {
             return found.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no such conversation: {conversations}"
+            "no such conversation: {all:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -393,17 +399,7 @@ async fn a_message_goes_where_the_person_is_online_and_replies_join_one_conversa
         .filter(|m| m["body"] == "once")
         .count();
     assert_eq!(onces, 1);
-    let conversations = app
-        .gql(
-            Some(&token),
-            "{ conversations { with { id name } unread lastMessage { id body } } }",
-            json!({}),
-        )
-        .await;
-    let all = conversations.data()["conversations"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let all = conversations(&app, &token).await;
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["with"]["id"], person.as_str());
     assert_eq!(all[0]["lastMessage"]["body"], "once");
@@ -417,10 +413,7 @@ async fn a_message_goes_where_the_person_is_online_and_replies_join_one_conversa
         )
         .await;
     assert_eq!(read.data()["markRead"], true);
-    let conversations = app
-        .gql(Some(&token), "{ conversations { unread } }", json!({}))
-        .await;
-    assert_eq!(conversations.data()["conversations"][0]["unread"], 0);
+    assert_eq!(conversations(&app, &token).await[0]["unread"], 0);
 
     let _ = bob_client.send_end().await;
     sol_client.logout().await;
@@ -466,20 +459,12 @@ async fn bad_sends_are_refused_with_clear_codes() {
     assert_eq!(refused.code(), "BAD_USER_INPUT");
     // Nothing refused was stored (other tests may write to alice meanwhile: only what this
     // user sent counts).
-    let outgoing = app
-        .gql(
-            Some(&token),
-            "{ conversations { lastMessage { direction } } }",
-            json!({}),
-        )
-        .await;
-    let sent = outgoing.data()["conversations"]
-        .as_array()
-        .unwrap()
+    let outgoing = conversations(&app, &token).await;
+    let sent = outgoing
         .iter()
         .filter(|c| c["lastMessage"]["direction"] == "OUTGOING")
         .count();
-    assert_eq!(sent, 0, "{}", outgoing.0);
+    assert_eq!(sent, 0, "{outgoing:?}");
     app.stop().await;
 }
 

@@ -361,7 +361,7 @@ impl Live {
             .collect();
         let asked = rooms.len();
         let joined = self.join_direct_rooms(rooms).await?;
-        let _ = done.send(if joined.len() < asked && joined.is_empty() {
+        let _ = done.send(if asked > 0 && joined.is_empty() {
             Err(ConnectorError::Refused(
                 "the invitation can no longer be joined".to_owned(),
             ))

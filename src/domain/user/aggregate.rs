@@ -187,6 +187,14 @@ impl User {
             .ok_or(UserError::NotRegistered)
     }
 
+    fn require_account(&self, account: AccountId) -> Result<(), UserError> {
+        if self.accounts.contains_key(&account) {
+            Ok(())
+        } else {
+            Err(UserError::UnknownAccount(account))
+        }
+    }
+
     fn check_new_account(&self, new: &NewAccount) -> Result<(), UserError> {
         let key = key_of(new);
         let clash = self.accounts.values().any(|a| {
@@ -699,18 +707,14 @@ impl User {
                 Ok(events)
             }
             UserCommand::UnbindAccount { account_id } => {
-                if !self.accounts.contains_key(&account_id) {
-                    return Err(UserError::UnknownAccount(account_id));
-                }
+                self.require_account(account_id)?;
                 let mut events =
                     self.departures(account_id, DepartureReason::AccountUnbound, |_| true);
                 events.push(UserEvent::AccountUnbound { account_id });
                 Ok(events)
             }
             UserCommand::SyncRoster { account_id, roster } => {
-                if !self.accounts.contains_key(&account_id) {
-                    return Err(UserError::UnknownAccount(account_id));
-                }
+                self.require_account(account_id)?;
                 let events = roster
                     .map(|roster| self.roster_sync_events(account_id, &roster))
                     .unwrap_or_default();
@@ -748,9 +752,7 @@ impl User {
                 account_id,
                 profiles,
             } => {
-                if !self.accounts.contains_key(&account_id) {
-                    return Err(UserError::UnknownAccount(account_id));
-                }
+                self.require_account(account_id)?;
                 Ok(self.with_matches(self.profile_events(account_id, profiles)))
             }
             UserCommand::AddContact {
@@ -758,9 +760,7 @@ impl User {
                 handle,
                 display_name,
             } => {
-                if !self.accounts.contains_key(&account_id) {
-                    return Err(UserError::UnknownAccount(account_id));
-                }
+                self.require_account(account_id)?;
                 let contact_id = ContactId::for_handle(account_id, &handle);
                 match self.contacts.get(&contact_id) {
                     Some(contact) if contact.is_listed() => {
@@ -787,9 +787,7 @@ impl User {
                 handle,
                 display_name,
             } => {
-                if !self.accounts.contains_key(&account_id) {
-                    return Err(UserError::UnknownAccount(account_id));
-                }
+                self.require_account(account_id)?;
                 let contact_id = ContactId::for_handle(account_id, &handle);
                 let first = match self.contacts.get(&contact_id) {
                     Some(contact) if contact.is_listed() => {
