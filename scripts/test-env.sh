@@ -52,7 +52,7 @@
 #   fay, gus, hal, ivy (no contacts, on ejabberd too): the connector's chat tests (messages sent
 #   while the user is logged out, archive catch-up), which must be alone in their archives.
 #   jan, kit (no contacts): the API's message request test, which changes jan's roster.
-#   lea (no contacts): the API's restart tests, which count lea's sessions on the server.
+#   lea, mia (no contacts): the API's restart tests, which count their sessions on the server.
 #
 # Rosters. They come from Prosody's mod_groups (a groups_file). mod_groups makes every member of a
 # group a contact of every other member of that group, with subscription "both", and puts the
@@ -462,7 +462,7 @@ _sbt_make_certs() {
 # user:Display name — the test users. Password of each: "<user>-pw-7Q".
 _sbt_xmpp_users=(alice:Alice alice2:Alice2 bob:Bob carol:Carol dave:Dave mallory:Mallory
 	ann:Ann ben:Ben cid:Cid dot:Dot eve:Eve
-	fay:Fay gus:Gus hal:Hal ivy:Ivy jan:Jan kit:Kit lea:Lea)
+	fay:Fay gus:Gus hal:Hal ivy:Ivy jan:Jan kit:Kit lea:Lea mia:Mia)
 
 # Each group but Pals has exactly two members, i.e. it is one mutual contact relation (see the
 # header for the resulting rosters). Format: "Group:user1 user2". No comments or blank lines go into the

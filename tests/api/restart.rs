@@ -65,10 +65,12 @@ async fn a_graceful_restart_resumes_a_live_session_and_a_logout_ends_it() {
     third.stop().await;
 }
 
-/// Every change in the set of lea's other available resources, as lea's own raw client sees
-/// them (the server sends a new session the presence of the account's other sessions).
-async fn watch_sessions() -> (mpsc::UnboundedReceiver<usize>, tokio::task::JoinHandle<()>) {
-    let mut observer = raw_client(&xmpp_server(), "lea", &xmpp_password("lea")).await;
+/// Every change in the number of `user`'s other available resources, as the user's own raw
+/// client sees them (the server sends a new session the presence of the account's others).
+async fn watch_sessions(
+    user: &'static str,
+) -> (mpsc::UnboundedReceiver<usize>, tokio::task::JoinHandle<()>) {
+    let mut observer = raw_client(&xmpp_server(), user, &xmpp_password(user)).await;
     observer
         .send_stanza(Presence::available().into())
         .await
@@ -83,7 +85,9 @@ async fn watch_sessions() -> (mpsc::UnboundedReceiver<usize>, tokio::task::JoinH
             };
             let Some(from) = p.from.clone() else { continue };
             let resource = from.to_string();
-            if Some(&resource) == own.as_ref() || from.to_bare().as_str() != "lea@localhost" {
+            if Some(&resource) == own.as_ref()
+                || from.to_bare().as_str() != format!("{user}@localhost")
+            {
                 continue;
             }
             let changed = match p.type_ {
@@ -107,7 +111,7 @@ async fn a_killed_nodes_users_are_taken_over_by_another_with_one_session_at_a_ti
         std::env::temp_dir().join(format!("switchboard-takeover-{}.log", uuid::Uuid::new_v4()));
     let lease = [("SWITCHBOARD_LEASE_SECS", "3")];
     let doomed = crash::start_with(&database_url, &key, &log, &lease).await;
-    let (mut sessions, watcher) = watch_sessions().await;
+    let (mut sessions, watcher) = watch_sessions("lea").await;
 
     let registered = crash::gql(
         &doomed,
@@ -166,4 +170,137 @@ async fn a_killed_nodes_users_are_taken_over_by_another_with_one_session_at_a_ti
     survivor.logout(&token).await;
     survivor.stop().await;
     watcher.abort();
+}
+
+/// The account's state as `node` shows it, every 50 ms, until `done`: the longest stretch it
+/// read `DISCONNECTED`, and the states seen in order (repeats left out).
+async fn sample_states(
+    node: &TestApp,
+    token: &str,
+    done: impl std::future::Future<Output = ()>,
+) -> (Duration, Vec<String>) {
+    let mut states: Vec<String> = Vec::new();
+    let mut longest = Duration::ZERO;
+    let mut since: Option<tokio::time::Instant> = None;
+    let mut finished = false;
+    tokio::pin!(done);
+    loop {
+        let answer = node
+            .gql(Some(token), "{ accounts { status { state } } }", json!({}))
+            .await;
+        let state = answer.data()["accounts"][0]["status"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let now = tokio::time::Instant::now();
+        match (state == "DISCONNECTED", since) {
+            (true, None) => since = Some(now),
+            (false, Some(from)) => {
+                longest = longest.max(now - from);
+                since = None;
+            }
+            _ => {}
+        }
+        if states.last() != Some(&state) {
+            states.push(state);
+        }
+        if finished {
+            break;
+        }
+        // Once `done`, one more look: the state it ended on.
+        tokio::select! {
+            () = &mut done => finished = true,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    if let Some(from) = since {
+        longest = longest.max(from.elapsed());
+    }
+    (longest, states)
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_two_nodes_keeps_the_account_connected_but_for_the_reconnects() {
+    let settings = test_settings(&fresh_database().await);
+    let (mut sessions, watcher) = watch_sessions("mia").await;
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = tokio::spawn({
+        let most = std::sync::Arc::clone(&most);
+        async move {
+            while let Some(count) = sessions.recv().await {
+                most.fetch_max(count, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let first = spawn_app_with(settings.clone()).await;
+    let second = spawn_app_with(settings.clone()).await;
+    let token = first
+        .register("rolling", json!([xmpp_account("mia")]))
+        .await;
+    first
+        .wait_for_account(&token, "mia@localhost", "ONLINE")
+        .await;
+
+    let holder = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT node_id FROM live_leases")
+            .fetch_one(&pool)
+            .await
+            .expect("one node holds the user")
+    };
+    let before = holder(second.pool.clone()).await;
+
+    // The first node restarts: the second takes over at once.
+    let (gap, states) = sample_states(&second, &token, async {
+        first.stop().await;
+        second
+            .wait_for_account(&token, "mia@localhost", "ONLINE")
+            .await;
+    })
+    .await;
+    assert!(
+        gap < Duration::from_secs(2),
+        "disconnected for {gap:?}: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ONLINE"),
+        "{states:?}"
+    );
+    let after_first = holder(second.pool.clone()).await;
+    assert_ne!(after_first, before, "the second node holds the user now");
+    let restarted = spawn_app_with(settings).await;
+
+    // Then the second: the restarted first takes over.
+    let (gap, states) = sample_states(&restarted, &token, async {
+        second.stop().await;
+        restarted
+            .wait_for_account(&token, "mia@localhost", "ONLINE")
+            .await;
+    })
+    .await;
+    assert!(
+        gap < Duration::from_secs(2),
+        "disconnected for {gap:?}: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ONLINE"),
+        "{states:?}"
+    );
+    let after_second = holder(restarted.pool.clone()).await;
+    assert_ne!(
+        after_second, after_first,
+        "the restarted node holds the user now"
+    );
+    assert_ne!(after_second, before, "a new node, not the stopped one");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "never two sessions of the account at once"
+    );
+    restarted.logout(&token).await;
+    restarted.stop().await;
+    watcher.abort();
+    counted.abort();
 }
