@@ -5,7 +5,12 @@
 //!   from the `login` request until every account is `ONLINE`, against the slowest network's
 //!   single-account login (median of several rounds; the goal is at most 1.2 times it);
 //! - **resident memory per connected idle account**: this process's RSS with 1, 50 and 200
-//!   XMPP accounts connected (and IRC, when offered), as the slope between the steps.
+//!   XMPP accounts connected (and IRC, when offered), as the slope between the steps;
+//! - **resumption after a restart**: 200 users with a live session and one XMPP account each;
+//!   the node shuts down and a new one starts, paced as configured: the time from the new
+//!   node's start until every account is `ONLINE`, and the most logins completed in any one
+//!   second (each login completes within tens of milliseconds of its start here, so this is
+//!   the peak of starts too, within that).
 //!
 //! The Switchboard node runs in this process (so its RSS is the node's). Environment, set by
 //! scripts/bench-live.sh: `SWITCHBOARD_TEST_DATABASE_URL`, `SWITCHBOARD_BENCH_XMPP_SERVER`
@@ -259,5 +264,120 @@ async fn main() {
     }
     let _ = stop.send(true);
     server.await.unwrap().unwrap();
+    common::drop_database(&url).await;
+    if only.is_empty() || only == "resume" {
+        resume_bench(&temp).await;
+    }
+}
+
+/// A node over `url` with this login pace; its GraphQL client, stop switch and server task.
+async fn node(
+    url: &str,
+    temp: &std::path::Path,
+    key: &Secret,
+    pace: (usize, f64),
+) -> (
+    Bench,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let settings = Settings {
+        max_db_connections: 16,
+        master_key: Some(key.clone()),
+        login_concurrency: pace.0,
+        login_rate: pace.1,
+        ..common::settings(url, temp)
+    };
+    let app = Application::build(settings).await.unwrap();
+    let bench = Bench {
+        url: format!("http://{}/graphql", app.address()),
+        http: reqwest::Client::new(),
+    };
+    let stop = app.stopper();
+    (bench, stop, tokio::spawn(app.run_until_stopped()))
+}
+
+/// Waits until `count` accounts are ONLINE under a valid lease.
+async fn all_online(pool: &sqlx::PgPool, count: i64) {
+    loop {
+        let online: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM account_status s WHERE s.state = 'ONLINE' AND EXISTS \
+               (SELECT 1 FROM live_leases l WHERE l.user_id = s.user_id \
+                  AND l.node_id = s.node_id AND l.expires_at > now())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if online >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn resume_bench(temp: &std::path::Path) {
+    const USERS: usize = 200;
+    let server = env("SWITCHBOARD_BENCH_XMPP_SERVER");
+    let (url, _) = common::fresh_database(temp).await;
+    let key = Secret::new(switchboard::store::vault::MasterKey::generate().to_base64());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    println!("\n### Resumption after a restart: {USERS} users, one XMPP account each\n");
+    println!("| pace (concurrency, logins/s) | all ONLINE after the new node's start | most logins completed in one second |");
+    println!("| --- | --- | --- |");
+    let (bench, stop, task) = node(&url, temp, &key, (16, 20.0)).await;
+    let names: Vec<usize> = (1..=USERS).collect();
+    for chunk in names.chunks(8) {
+        futures::future::join_all(chunk.iter().map(|n| {
+            let (bench, server) = (&bench, &server);
+            async move {
+                let name = format!("resume{n}");
+                bench
+                    .register(&name, json!([xmpp_bench_account(server, *n)]))
+                    .await
+            }
+        }))
+        .await;
+    }
+    all_online(&pool, USERS as i64).await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    for pace in [(16, 20.0), (64, 100.0)] {
+        let started = Instant::now();
+        let started_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let (_, stop, task) = node(&url, temp, &key, pace).await;
+        all_online(&pool, USERS as i64).await;
+        let took = started.elapsed();
+        let onlines: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT since FROM account_status WHERE state = 'ONLINE' AND since >= $1 ORDER BY since",
+        )
+        .bind(started_at)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let peak = onlines
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                onlines[i..]
+                    .iter()
+                    .take_while(|later| **later - *at < chrono::Duration::seconds(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        println!(
+            "| {}, {}/s | {:.2} s ({} accounts) | {peak} |",
+            pace.0,
+            pace.1,
+            took.as_secs_f64(),
+            onlines.len()
+        );
+        let _ = stop.send(true);
+        task.await.unwrap().unwrap();
+    }
+    pool.close().await;
     common::drop_database(&url).await;
 }
