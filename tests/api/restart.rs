@@ -135,6 +135,14 @@ async fn a_killed_nodes_users_are_taken_over_by_another_with_one_session_at_a_ti
     settings.master_key = Some(Secret::new(key.clone()));
     settings.lease_ttl = Duration::from_secs(3);
     let survivor = spawn_app_with(settings).await;
+    // What a client of the survivor is told about the account from here on.
+    let mut socket = open_socket(&survivor, &token).await;
+    send(
+        &mut socket,
+        json!({ "id": "s", "type": "subscribe", "payload": { "query":
+            "subscription { accountStatusChanged { id handle status { state } } }" } }),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         sessions.try_recv().is_err(),
@@ -162,6 +170,14 @@ async fn a_killed_nodes_users_are_taken_over_by_another_with_one_session_at_a_ti
         .wait_for_account(&token, "lea@localhost", "ONLINE")
         .await;
     assert_eq!(account["connected"], true);
+    // The story the subscription told: the takeover reconnecting, then online.
+    let told = states_until_online(&mut socket, account["id"].as_str().unwrap()).await;
+    assert_eq!(
+        told.first().map(String::as_str),
+        Some("RECONNECTING"),
+        "{told:?}"
+    );
+    assert!(!told.iter().any(|s| s == "DISCONNECTED"), "{told:?}");
     // The lease time (3 s) plus one look (2 s) plus one login.
     assert!(took < Duration::from_secs(10), "taken over after {took:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
