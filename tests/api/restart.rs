@@ -235,6 +235,36 @@ async fn sample_states(
     (longest, states)
 }
 
+/// The node holding the connections (one lease: one user in these tests).
+async fn holder(node: &TestApp) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT node_id FROM live_leases")
+        .fetch_one(&node.pool)
+        .await
+        .expect("one node holds the user")
+}
+
+/// Stops `stopping` gracefully while `taking` shows mia's account every 50 ms: it is never
+/// `DISCONNECTED` for 2 s or more, and ends `ONLINE`. Returns the node holding it then.
+async fn hand_over(stopping: TestApp, taking: &TestApp, token: &str) -> uuid::Uuid {
+    let (gap, states) = sample_states(taking, token, async {
+        stopping.stop().await;
+        taking
+            .wait_for_account(token, "mia@localhost", "ONLINE")
+            .await;
+    })
+    .await;
+    assert!(
+        gap < Duration::from_secs(2),
+        "disconnected for {gap:?}: {states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ONLINE"),
+        "{states:?}"
+    );
+    holder(taking).await
+}
+
 #[tokio::test]
 async fn a_rolling_restart_of_two_nodes_keeps_the_account_connected_but_for_the_reconnects() {
     let settings = test_settings(&fresh_database().await);
@@ -257,53 +287,13 @@ async fn a_rolling_restart_of_two_nodes_keeps_the_account_connected_but_for_the_
         .wait_for_account(&token, "mia@localhost", "ONLINE")
         .await;
 
-    let holder = |pool: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, uuid::Uuid>("SELECT node_id FROM live_leases")
-            .fetch_one(&pool)
-            .await
-            .expect("one node holds the user")
-    };
-    let before = holder(second.pool.clone()).await;
-
+    let before = holder(&second).await;
     // The first node restarts: the second takes over at once.
-    let (gap, states) = sample_states(&second, &token, async {
-        first.stop().await;
-        second
-            .wait_for_account(&token, "mia@localhost", "ONLINE")
-            .await;
-    })
-    .await;
-    assert!(
-        gap < Duration::from_secs(2),
-        "disconnected for {gap:?}: {states:?}"
-    );
-    assert_eq!(
-        states.last().map(String::as_str),
-        Some("ONLINE"),
-        "{states:?}"
-    );
-    let after_first = holder(second.pool.clone()).await;
+    let after_first = hand_over(first, &second, &token).await;
     assert_ne!(after_first, before, "the second node holds the user now");
-    let restarted = spawn_app_with(settings).await;
-
     // Then the second: the restarted first takes over.
-    let (gap, states) = sample_states(&restarted, &token, async {
-        second.stop().await;
-        restarted
-            .wait_for_account(&token, "mia@localhost", "ONLINE")
-            .await;
-    })
-    .await;
-    assert!(
-        gap < Duration::from_secs(2),
-        "disconnected for {gap:?}: {states:?}"
-    );
-    assert_eq!(
-        states.last().map(String::as_str),
-        Some("ONLINE"),
-        "{states:?}"
-    );
-    let after_second = holder(restarted.pool.clone()).await;
+    let restarted = spawn_app_with(settings).await;
+    let after_second = hand_over(second, &restarted, &token).await;
     assert_ne!(
         after_second, after_first,
         "the restarted node holds the user now"
