@@ -41,6 +41,32 @@ pub struct Settings {
     pub login_concurrency: usize,
     /// Login attempts a node starts per second at most.
     pub login_rate: f64,
+    /// What a client may ask of the server at most: body size, time, hashes, subscriptions.
+    pub limits: Limits,
+}
+
+/// Bounds on what one client can make the server do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The largest request body read, in bytes; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, and then its body.
+    pub request_timeout: Duration,
+    /// Password hashes (argon2, ~19 MiB each) computed at once at most; more wait their turn.
+    pub hash_concurrency: usize,
+    /// Subscriptions open at once per session, at most.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            hash_concurrency: 2,
+            max_subscriptions: 32,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -60,6 +86,7 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(30),
             login_concurrency: 16,
             login_rate: 20.0,
+            limits: Limits::default(),
         }
     }
 }
@@ -83,6 +110,10 @@ struct FileSettings {
     lease_secs: Option<u64>,
     login_concurrency: Option<usize>,
     login_rate: Option<f64>,
+    max_body_bytes: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    hash_concurrency: Option<usize>,
+    max_subscriptions: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +197,18 @@ impl Settings {
         if let Some(v) = f.login_rate {
             self.login_rate = v;
         }
+        if let Some(v) = f.max_body_bytes {
+            self.limits.max_body_bytes = v;
+        }
+        if let Some(v) = f.request_timeout_secs {
+            self.limits.request_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = f.hash_concurrency {
+            self.limits.hash_concurrency = v.max(1);
+        }
+        if let Some(v) = f.max_subscriptions {
+            self.limits.max_subscriptions = v;
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -219,15 +262,7 @@ impl Settings {
             self.lease_ttl = seconds("SWITCHBOARD_LEASE_SECS", &v)?;
         }
         if let Some(v) = get("SWITCHBOARD_LOGIN_CONCURRENCY") {
-            self.login_concurrency =
-                v.trim()
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::Env {
-                        name: "SWITCHBOARD_LOGIN_CONCURRENCY",
-                        message: "must be a whole number above 0".into(),
-                    })?;
+            self.login_concurrency = positive("SWITCHBOARD_LOGIN_CONCURRENCY", &v)?;
         }
         if let Some(v) = get("SWITCHBOARD_LOGIN_RATE") {
             self.login_rate = v
@@ -240,8 +275,33 @@ impl Settings {
                     message: "must be a number of logins per second above 0".into(),
                 })?;
         }
+        if let Some(v) = get("SWITCHBOARD_MAX_BODY_BYTES") {
+            self.limits.max_body_bytes = positive("SWITCHBOARD_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_REQUEST_TIMEOUT_SECS") {
+            self.limits.request_timeout = seconds("SWITCHBOARD_REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_HASH_CONCURRENCY") {
+            self.limits.hash_concurrency = positive("SWITCHBOARD_HASH_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_MAX_SUBSCRIPTIONS") {
+            self.limits.max_subscriptions = positive("SWITCHBOARD_MAX_SUBSCRIPTIONS", &v)?;
+        }
         Ok(())
     }
+}
+
+/// A whole number above 0.
+fn positive(name: &'static str, value: &str) -> Result<usize, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError::Env {
+            name,
+            message: "must be a whole number above 0".into(),
+        })
 }
 
 /// `domain=ip:port` pairs, comma-separated; domains in lower case.

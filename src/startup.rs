@@ -21,6 +21,8 @@ pub struct Application {
     address: SocketAddr,
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    /// How long a client may take to send a request's headers.
+    header_timeout: std::time::Duration,
     app: Arc<Switchboard>,
     stop: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
@@ -137,6 +139,8 @@ impl Application {
                 lease_ttl: settings.lease_ttl,
                 login_concurrency: settings.login_concurrency,
                 login_rate: settings.login_rate,
+                hash_concurrency: settings.limits.hash_concurrency,
+                max_subscriptions: settings.limits.max_subscriptions,
             },
         );
         let background = vec![
@@ -152,7 +156,12 @@ impl Application {
             tokio::spawn(app.clone().run_resumption(stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());
-        let router = crate::http::router(schema, app.clone(), settings.web_assets.clone());
+        let router = crate::http::router(
+            schema,
+            app.clone(),
+            settings.web_assets.clone(),
+            settings.limits.clone(),
+        );
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
@@ -161,6 +170,7 @@ impl Application {
             address,
             listener,
             router,
+            header_timeout: settings.limits.request_timeout,
             app,
             stop,
             background,
@@ -194,9 +204,7 @@ impl Application {
             let _ = stop.send(true);
         };
         tracing::info!(address = %self.address, "serving GraphQL at /graphql");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        crate::http::serve(self.listener, self.router, self.header_timeout, shutdown).await;
         let _ = self.stop.send(true);
         self.app.shutdown().await;
         for task in self.background {
@@ -209,7 +217,7 @@ impl Application {
                 .await
                 .context("stopping the embedded PostgreSQL")?;
         }
-        served.context("HTTP server failed")
+        Ok(())
     }
 }
 

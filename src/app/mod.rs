@@ -6,6 +6,7 @@ mod bindings;
 pub mod chat;
 mod commands;
 pub mod error;
+pub mod limits;
 mod link;
 pub mod live;
 mod matching;
@@ -62,6 +63,10 @@ pub struct ServiceSettings {
     pub login_concurrency: usize,
     /// Login attempts this node starts per second at most.
     pub login_rate: f64,
+    /// Password hashes computed at once at most.
+    pub hash_concurrency: usize,
+    /// Subscriptions open at once per session at most.
+    pub max_subscriptions: usize,
 }
 
 impl Default for ServiceSettings {
@@ -72,6 +77,8 @@ impl Default for ServiceSettings {
             lease_ttl: Duration::from_secs(30),
             login_concurrency: 16,
             login_rate: 20.0,
+            hash_concurrency: 2,
+            max_subscriptions: 32,
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Switchboard {
     cqrs: CqrsFramework<User, UserStore>,
     vault: Vault,
     sessions: SessionStore,
+    /// Hashes and checks Switchboard's own passwords, a bounded number at once.
+    hasher: password::Hasher,
     connectors: ConnectorRegistry,
     live: LiveConnections,
     live_views: LiveViews,
@@ -175,6 +184,7 @@ impl Switchboard {
             cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
             store,
             sessions: SessionStore::new(pool.clone()),
+            hasher: password::Hasher::new(settings.hash_concurrency),
             vault,
             connectors,
             live: LiveConnections::default(),

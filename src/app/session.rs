@@ -63,7 +63,7 @@ impl Switchboard {
                 self.keep_credential(user, account.account_id, session, &input.secret)
                     .await?;
             }
-            let password_hash = password::hash(password).await?;
+            let password_hash = self.hasher.hash(password).await?;
             self.execute(
                 user,
                 UserCommand::Register {
@@ -116,11 +116,13 @@ impl Switchboard {
         let user_id = UserId::for_name(&user_name);
         let user = self.load(user_id).await?;
         let registration = user.registration().cloned();
-        let ok = password::verify(
-            password,
-            registration.as_ref().map(|r| r.password_hash.clone()),
-        )
-        .await?;
+        let ok = self
+            .hasher
+            .verify(
+                password,
+                registration.as_ref().map(|r| r.password_hash.clone()),
+            )
+            .await?;
         let Some(registration) = registration.filter(|_| ok) else {
             return Err(refused());
         };

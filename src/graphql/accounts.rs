@@ -61,6 +61,7 @@ impl AccountMutation {
         #[graphql(default)] accounts: Vec<AccountInput>,
     ) -> async_graphql::Result<AuthPayload> {
         let app = app(ctx)?;
+        super::capped("accounts", &accounts, crate::app::limits::MAX_ACCOUNTS)?;
         let accounts = accounts.into_iter().map(Into::into).collect();
         let result = app
             .register(&user_name, Secret::new(password), accounts, request_id(ctx))

@@ -42,6 +42,9 @@ impl ContactQuery {
         until: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<HistoryPage> {
         let (app, caller) = caller(ctx).await?;
+        if let Some(kinds) = &kinds {
+            super::capped("kinds", kinds, crate::app::limits::MAX_KINDS)?;
+        }
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(api_error(AppError::BadInput(format!(
@@ -88,6 +91,7 @@ impl ContactQuery {
 pub struct ContactMutation;
 
 fn ids(field: &str, ids: &[ID]) -> async_graphql::Result<Vec<ContactId>> {
+    super::capped(field, ids, crate::app::limits::MAX_IDS)?;
     ids.iter()
         .map(|id| parse_id(field, id, ContactId))
         .collect()

@@ -123,6 +123,15 @@ pub async fn caller(ctx: &Context<'_>) -> async_graphql::Result<(Arc<Switchboard
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub Uuid);
 
+/// The network address the request came from (the TCP peer).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub std::net::IpAddr);
+
+/// Refuses a list argument longer than `max` before any of it is looked at.
+pub fn capped<T>(field: &str, list: &[T], max: usize) -> async_graphql::Result<()> {
+    api(crate::app::limits::check_list(field, list.len(), max))
+}
+
 /// Parses an `ID` argument into a typed id.
 pub fn parse_id<T>(
     field: &str,

@@ -11,6 +11,7 @@ mod event_store;
 mod flow;
 mod helpers;
 mod http;
+mod limits;
 mod lists;
 mod live;
 mod matching;

@@ -1,13 +1,21 @@
 //! The HTTP surface: `/graphql` (POST queries, GET GraphiQL), `/graphql/ws` (subscriptions),
 //! `/graphiql/assets/*` (GraphiQL's own files, served locally: no CDN), `/healthz`.
+//! Request bodies are read here, within a size and a time limit, not by async-graphql-axum's
+//! extractor (which reads any size).
 
+mod serve;
+
+pub use serve::serve;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{Path, State, WebSocketUpgrade};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -15,20 +23,31 @@ use axum::Router;
 use uuid::Uuid;
 
 use crate::app::Switchboard;
-use crate::graphql::{BearerToken, RequestId, SwitchboardSchema};
+use crate::config::Limits;
+use crate::graphql::{BearerToken, ClientAddress, RequestId, SwitchboardSchema};
+
+/// Operations in one batched request, at most.
+const MAX_BATCH: usize = 16;
 
 #[derive(Clone)]
 struct HttpState {
     schema: SwitchboardSchema,
     app: Arc<Switchboard>,
     web_assets: Arc<PathBuf>,
+    limits: Limits,
 }
 
-pub fn router(schema: SwitchboardSchema, app: Arc<Switchboard>, web_assets: PathBuf) -> Router {
+pub fn router(
+    schema: SwitchboardSchema,
+    app: Arc<Switchboard>,
+    web_assets: PathBuf,
+    limits: Limits,
+) -> Router {
     let state = HttpState {
         schema,
         app,
         web_assets: Arc::new(web_assets),
+        limits,
     };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
@@ -56,14 +75,96 @@ fn request_id(headers: &HeaderMap) -> RequestId {
 
 async fn graphql(
     State(state): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let mut request = request.into_inner().data(request_id(&headers));
-    if let Some(token) = bearer(&headers) {
-        request = request.data(token);
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&headers, body, &state.limits).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
+    };
+    let batch: async_graphql::BatchRequest = match serde_json::from_slice(&bytes) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("the body is not a GraphQL request in JSON: {e}"),
+            )
+        }
+    };
+    if let async_graphql::BatchRequest::Batch(requests) = &batch {
+        if requests.len() > MAX_BATCH {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("a batch holds at most {MAX_BATCH} operations"),
+            );
+        }
     }
-    state.schema.execute(request).await.into()
+    let mut batch = batch
+        .data(request_id(&headers))
+        .data(ClientAddress(peer.ip()));
+    if let Some(token) = bearer(&headers) {
+        batch = batch.data(token);
+    }
+    GraphQLResponse::from(state.schema.execute_batch(batch).await).into_response()
+}
+
+/// The body, read whole if it is within the size limit and arrives within the time limit;
+/// otherwise the answer to give (413 or 408), in the shape of a GraphQL error.
+async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Bytes, Response> {
+    let max = limits.max_body_bytes;
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the request body is larger than {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(limits.request_timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
+        Ok(Err(e)) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            format!("the request body could not be read: {e}"),
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "the request body did not arrive within {} s",
+                limits.request_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// An HTTP error answer with a GraphQL-shaped body: `{"errors": [{message, extensions.code}]}`.
+fn refuse(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, axum::Json(body)).into_response()
 }
 
 /// Subscriptions authenticate once, with `{"Authorization": "Bearer …"}` (or `{"token": …}`)
