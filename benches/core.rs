@@ -340,7 +340,10 @@ async fn main() {
     let (heavy, events) = synthetic_history("heavy", &hash, 9_994);
     insert_history(&pool, heavy, &events).await;
     wait_for_projections(&pool).await;
-    let heavy_token = SessionStore::new(pool.clone()).create(heavy).await.unwrap();
+    let heavy_token = SessionStore::new(pool.clone())
+        .create(heavy, &Default::default())
+        .await
+        .unwrap();
     let meta: String = sqlx::query_scalar(
         "SELECT meta_contact_id::text FROM meta_contact_view WHERE user_id = $1",
     )

@@ -22,6 +22,12 @@ pub enum AppError {
     AuthFailed(String),
     #[error("{0}")]
     UpstreamUnavailable(String),
+    /// A bound on what one session or client may hold at once.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// Too many failed attempts: try again after the delay.
+    #[error("too many failed attempts; try again in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: std::time::Duration },
     /// The change was recorded, but the views did not show it within the deadline: the answer
     /// would have been stale. Repeating the change would make it twice; reading later shows it.
     #[error("the change was recorded{}, but the views did not show it within {} ms; read again shortly instead of repeating it", event_id.map(|id| format!(" (event {id})")).unwrap_or_default(), waited.as_millis())]
@@ -45,6 +51,8 @@ impl AppError {
             AppError::Conflict(_) => "CONFLICT",
             AppError::AuthFailed(_) => "AUTH_FAILED",
             AppError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            AppError::LimitExceeded(_) => "LIMIT_EXCEEDED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::ViewsBehind { .. } => "VIEWS_BEHIND",
             AppError::Internal(_) => "INTERNAL",
         }

@@ -16,6 +16,7 @@ mod reads;
 mod reports;
 mod resume;
 mod session;
+mod subscribers;
 mod supervision;
 
 use std::collections::HashMap;
@@ -43,9 +44,11 @@ use crate::store::messages::MessageStore;
 use crate::store::sessions::SessionStore;
 use crate::store::vault::Vault;
 
+pub use crate::store::sessions::{Origin, SessionInfo};
 pub use error::AppError;
 use live::LiveConnections;
 pub use reports::{AccountReport, LoginReport};
+pub use subscribers::SubscriptionSlot;
 
 /// The presence of contact handles, by account and handle.
 pub type PresenceMap = HashMap<(AccountId, Handle), Presence>;
@@ -131,6 +134,8 @@ pub struct Switchboard {
     sessions: SessionStore,
     /// Hashes and checks Switchboard's own passwords, a bounded number at once.
     hasher: password::Hasher,
+    /// The sessions with open subscriptions on this node.
+    subscribers: subscribers::Subscribers,
     connectors: ConnectorRegistry,
     live: LiveConnections,
     live_views: LiveViews,
@@ -185,6 +190,7 @@ impl Switchboard {
             store,
             sessions: SessionStore::new(pool.clone()),
             hasher: password::Hasher::new(settings.hash_concurrency),
+            subscribers: subscribers::Subscribers::default(),
             vault,
             connectors,
             live: LiveConnections::default(),

@@ -1,11 +1,12 @@
-//! Signing up and in: register, login, authenticate and logout.
+//! Signing up and in: register, login, authenticate; the user's sessions, logout and
+//! revocation.
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::accounts::name_account;
-use super::{password, AccountInput, AppError, LoginResult, Switchboard};
+use super::{password, AccountInput, AppError, LoginResult, Origin, SessionInfo, Switchboard};
 use crate::domain::ids::{UserId, UserName};
 use crate::domain::metadata::Actor;
 use crate::domain::user::{User, UserCommand, UserError};
@@ -19,6 +20,7 @@ impl Switchboard {
         user_name: &str,
         password: Secret,
         accounts: Vec<AccountInput>,
+        origin: &Origin,
         request_id: Uuid,
     ) -> Result<LoginResult, AppError> {
         let user_name =
@@ -83,7 +85,7 @@ impl Switchboard {
             }
             return Err(e);
         }
-        let token = self.sessions.create(user).await?;
+        let token = self.sessions.create(user, origin).await?;
         self.sessions.record_login(user, request_id).await?;
         let held = self.hold_lease(user).await?;
         for (account, session) in live {
@@ -109,6 +111,7 @@ impl Switchboard {
         self: &Arc<Self>,
         user_name: &str,
         password: Secret,
+        origin: &Origin,
         request_id: Uuid,
     ) -> Result<LoginResult, AppError> {
         let refused = || AppError::Unauthenticated;
@@ -126,7 +129,7 @@ impl Switchboard {
         let Some(registration) = registration.filter(|_| ok) else {
             return Err(refused());
         };
-        let token = self.sessions.create(user_id).await?;
+        let token = self.sessions.create(user_id, origin).await?;
         // The login's id is its request's: its accounts' reconciliations carry it.
         self.sessions.record_login(user_id, request_id).await?;
         if self.hold_lease(user_id).await? {
@@ -144,15 +147,49 @@ impl Switchboard {
 
     /// The user behind a bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<UserId, AppError> {
+        Ok(self.session(token).await?.user)
+    }
+
+    /// The live session a bearer token opens.
+    pub async fn session(&self, token: &str) -> Result<crate::store::sessions::Session, AppError> {
         self.sessions
-            .user_of(token)
+            .find(token)
             .await?
             .ok_or(AppError::Unauthenticated)
     }
 
-    /// Ends the session; the last session of a user also closes the upstream connections.
-    pub async fn logout(&self, user: UserId, token: &str) -> Result<(), AppError> {
-        self.sessions.end(token).await?;
+    /// The user's live sessions, newest first.
+    pub async fn sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, AppError> {
+        Ok(self.sessions.list(user).await?)
+    }
+
+    /// Ends the session of `token`, or every session of the user when `everywhere`. Their
+    /// subscriptions end at once, on every node; the last session also closes the upstream
+    /// connections.
+    pub async fn logout(
+        &self,
+        user: UserId,
+        token: &str,
+        everywhere: bool,
+    ) -> Result<(), AppError> {
+        if everywhere {
+            self.sessions.end_all(user).await?;
+        } else {
+            self.sessions.end(token).await?;
+        }
+        self.after_session_end(user).await
+    }
+
+    /// Ends the user's session `id` (`NOT_FOUND` if the user has no such live session).
+    pub async fn revoke_session(&self, user: UserId, id: Uuid) -> Result<(), AppError> {
+        if !self.sessions.revoke(user, id).await? {
+            return Err(AppError::NotFound("no such session".into()));
+        }
+        self.after_session_end(user).await
+    }
+
+    /// With no session left, the user's connections end.
+    async fn after_session_end(&self, user: UserId) -> Result<(), AppError> {
         if !self.sessions.any_for(user).await? {
             self.live.detach_user(user).await;
             self.leases.release(user).await?;

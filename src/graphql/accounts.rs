@@ -3,7 +3,7 @@
 use async_graphql::{Context, Object, ID};
 use uuid::Uuid;
 
-use super::types::{Account, AccountInput, AuthPayload, BindAccountPayload, User};
+use super::types::{Account, AccountInput, AuthPayload, BindAccountPayload, Session, User};
 use super::{api, api_error, app, caller, parse_id, BearerToken, RequestId};
 use crate::app::AppError;
 use crate::domain::ids::AccountId;
@@ -19,6 +19,16 @@ impl AccountQuery {
         let (app, caller) = caller(ctx).await?;
         let name = api(app.user_name(caller.user).await)?;
         Ok(User::new(caller.user, name))
+    }
+
+    /// The user's live sessions (logins not yet logged out, revoked or expired), newest first.
+    async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Session>> {
+        let (app, caller) = caller(ctx).await?;
+        let current = api(app.session(&bearer(ctx)?.0).await)?.id;
+        Ok(api(app.sessions(caller.user).await)?
+            .into_iter()
+            .map(|s| Session::new(s, current))
+            .collect())
     }
 
     /// The user's bound third-party accounts.
@@ -38,6 +48,17 @@ fn request_id(ctx: &Context<'_>) -> Uuid {
     ctx.data_opt::<RequestId>()
         .map(|r| r.0)
         .unwrap_or_else(Uuid::now_v7)
+}
+
+fn bearer<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a BearerToken> {
+    ctx.data_opt::<BearerToken>()
+        .ok_or_else(|| api_error(AppError::Unauthenticated))
+}
+
+fn origin(ctx: &Context<'_>) -> crate::app::Origin {
+    ctx.data_opt::<crate::app::Origin>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn auth_payload(result: crate::app::LoginResult) -> AuthPayload {
@@ -64,7 +85,13 @@ impl AccountMutation {
         super::capped("accounts", &accounts, crate::app::limits::MAX_ACCOUNTS)?;
         let accounts = accounts.into_iter().map(Into::into).collect();
         let result = app
-            .register(&user_name, Secret::new(password), accounts, request_id(ctx))
+            .register(
+                &user_name,
+                Secret::new(password),
+                accounts,
+                &origin(ctx),
+                request_id(ctx),
+            )
             .await;
         Ok(auth_payload(api(result)?))
     }
@@ -78,18 +105,38 @@ impl AccountMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let app = app(ctx)?;
         let result = app
-            .login(&user_name, Secret::new(password), request_id(ctx))
+            .login(
+                &user_name,
+                Secret::new(password),
+                &origin(ctx),
+                request_id(ctx),
+            )
             .await;
         Ok(auth_payload(api(result)?))
     }
 
     /// Ends this session; the last session also disconnects the upstream accounts.
-    async fn logout(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+    async fn logout(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            default,
+            desc = "End every session of the user, on every device, not only this one."
+        )]
+        everywhere: bool,
+    ) -> async_graphql::Result<bool> {
         let (app, caller) = caller(ctx).await?;
-        let token = ctx
-            .data_opt::<BearerToken>()
-            .ok_or_else(|| api_error(AppError::Unauthenticated))?;
-        api(app.logout(caller.user, &token.0).await)?;
+        let token = bearer(ctx)?;
+        api(app.logout(caller.user, &token.0, everywhere).await)?;
+        Ok(true)
+    }
+
+    /// Ends one of the user's sessions (see `sessions`): its token stops working and its open
+    /// subscriptions end at once. `NOT_FOUND` if the user has no such live session.
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<bool> {
+        let (app, caller) = caller(ctx).await?;
+        let id = parse_id("id", &id, |u| u)?;
+        api(app.revoke_session(caller.user, id).await)?;
         Ok(true)
     }
 

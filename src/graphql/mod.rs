@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod chat;
 pub mod contacts;
 pub mod diff;
+mod guard;
 pub mod matching;
 pub mod reports;
 pub mod subscriptions;
@@ -16,7 +17,6 @@ use async_graphql::{Context, ErrorExtensions, MergedObject, Schema};
 use uuid::Uuid;
 
 use crate::app::{AppError, Caller, Switchboard};
-use crate::domain::ids::UserId;
 
 pub type SwitchboardSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
@@ -50,6 +50,7 @@ pub fn schema(app: Arc<Switchboard>) -> SwitchboardSchema {
         subscriptions::Subscription::default(),
     )
     .data(app)
+    .extension(guard::SessionBound)
     .limit_depth(16)
     .limit_complexity(2_000)
     .finish()
@@ -77,8 +78,16 @@ pub fn api_error(error: AppError) -> async_graphql::Error {
         AppError::ViewsBehind { event_id, .. } => Some(*event_id),
         _ => None,
     };
+    let retry_after = match &error {
+        AppError::RateLimited { retry_after } => Some(retry_after.as_secs_f64().ceil() as u64),
+        _ => None,
+    };
     async_graphql::Error::new(error.to_string()).extend_with(|_, e| {
         e.set("code", code);
+        // Seconds until another attempt may succeed.
+        if let Some(seconds) = retry_after {
+            e.set("retryAfter", seconds.max(1));
+        }
         // A client must not repeat a change that was made: say so, and which event it is.
         if let Some(event_id) = recorded {
             e.set("recorded", true);
@@ -102,16 +111,10 @@ pub fn app<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Arc<Switchboard>>
 /// The caller of an operation that needs a logged-in user.
 pub async fn caller(ctx: &Context<'_>) -> async_graphql::Result<(Arc<Switchboard>, Caller)> {
     let app = app(ctx)?.clone();
-    let user = match ctx.data_opt::<UserId>() {
-        // Subscriptions authenticate once, when the socket opens.
-        Some(user) => *user,
-        None => {
-            let token = ctx
-                .data_opt::<BearerToken>()
-                .ok_or_else(|| api_error(AppError::Unauthenticated))?;
-            api(app.authenticate(&token.0).await)?
-        }
-    };
+    let token = ctx
+        .data_opt::<BearerToken>()
+        .ok_or_else(|| api_error(AppError::Unauthenticated))?;
+    let user = api(app.authenticate(&token.0).await)?;
     let request_id = ctx
         .data_opt::<RequestId>()
         .map(|r| r.0)
@@ -122,10 +125,6 @@ pub async fn caller(ctx: &Context<'_>) -> async_graphql::Result<(Arc<Switchboard
 /// The id of the HTTP request or socket message an operation came from.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestId(pub Uuid);
-
-/// The network address the request came from (the TCP peer).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddress(pub std::net::IpAddr);
 
 /// Refuses a list argument longer than `max` before any of it is looked at.
 pub fn capped<T>(field: &str, list: &[T], max: usize) -> async_graphql::Result<()> {

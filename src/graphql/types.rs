@@ -604,3 +604,29 @@ pub struct HistoryPage {
     pub entries: Vec<HistoryEntry>,
     pub page_info: PageInfo,
 }
+
+/// One logged-in session of the user.
+#[derive(SimpleObject)]
+pub struct Session {
+    pub id: ID,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The client's network address when it logged in.
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+impl Session {
+    pub fn new(info: crate::app::SessionInfo, current: uuid::Uuid) -> Self {
+        Self {
+            id: ID(info.id.to_string()),
+            created_at: info.created_at,
+            expires_at: info.expires_at,
+            address: info.address,
+            user_agent: info.user_agent,
+            current: info.id == current,
+        }
+    }
+}

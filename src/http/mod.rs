@@ -22,9 +22,10 @@ use axum::routing::get;
 use axum::Router;
 use uuid::Uuid;
 
+use crate::app::Origin;
 use crate::app::Switchboard;
 use crate::config::Limits;
-use crate::graphql::{BearerToken, ClientAddress, RequestId, SwitchboardSchema};
+use crate::graphql::{BearerToken, RequestId, SwitchboardSchema};
 
 /// Operations in one batched request, at most.
 const MAX_BATCH: usize = 16;
@@ -102,9 +103,14 @@ async fn graphql(
             );
         }
     }
-    let mut batch = batch
-        .data(request_id(&headers))
-        .data(ClientAddress(peer.ip()));
+    let origin = Origin {
+        address: Some(peer.ip()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect()),
+    };
+    let mut batch = batch.data(request_id(&headers)).data(origin);
     if let Some(token) = bearer(&headers) {
         batch = batch.data(token);
     }
@@ -167,14 +173,16 @@ fn refuse(status: StatusCode, code: &str, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Subscriptions authenticate once, with `{"Authorization": "Bearer …"}` (or `{"token": …}`)
-/// in the `connection_init` payload.
+/// Subscriptions authenticate with `{"Authorization": "Bearer …"}` (or `{"token": …}`) in the
+/// `connection_init` payload; each subscription lives only as long as that session.
 async fn subscriptions(
     State(state): State<HttpState>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
+        .max_message_size(state.limits.max_body_bytes)
+        .max_frame_size(state.limits.max_body_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
             let app = state.app.clone();
@@ -189,12 +197,12 @@ async fn subscriptions(
                         .ok_or_else(|| {
                             async_graphql::Error::new("connection_init needs a bearer token")
                         })?;
-                    let user = app
-                        .authenticate(token.trim())
+                    // Checked here to refuse a bad socket early, and again at every
+                    // subscription: the session may end while the socket stays open.
+                    app.authenticate(token.trim())
                         .await
                         .map_err(crate::graphql::api_error)?;
                     let mut data = Data::default();
-                    data.insert(user);
                     data.insert(BearerToken(token.trim().to_owned()));
                     Ok(data)
                 })

@@ -1,5 +1,8 @@
 //! Bearer-token sessions. A token is 32 random bytes shown once to the client; only its SHA-256
-//! is stored, so a leaked table does not log anyone in.
+//! is stored, so a leaked table does not log anyone in. Each session also has an id, which is
+//! not secret: the user lists and revokes sessions by it. Every end of a session is announced
+//! on the `switchboard_sessions` channel (payload: its id), so that every node closes what the
+//! session had open.
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
@@ -12,6 +15,35 @@ use crate::domain::ids::UserId;
 
 /// How long a session lasts without a new login.
 pub const SESSION_TTL_DAYS: i64 = 30;
+
+/// The channel on which ended sessions' ids are announced.
+pub const CHANNEL: &str = "switchboard_sessions";
+
+/// A live session, found by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user: UserId,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session as its user sees it in the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The client's address when it logged in.
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Where a login comes from, as recorded with its session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub address: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
 
 /// One login of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,28 +69,109 @@ impl SessionStore {
     }
 
     /// Creates a session and returns its token.
-    pub async fn create(&self, user: UserId) -> Result<String, sqlx::Error> {
+    pub async fn create(&self, user: UserId, origin: &Origin) -> Result<String, sqlx::Error> {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(digest(&token))
-            .bind(user.0)
-            .bind(Utc::now() + Duration::days(SESSION_TTL_DAYS))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, expires_at, address, user_agent) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&token))
+        .bind(user.0)
+        .bind(Utc::now() + Duration::days(SESSION_TTL_DAYS))
+        .bind(origin.address.map(|a| a.to_string()))
+        .bind(origin.user_agent.as_deref())
+        .execute(&self.pool)
+        .await?;
         Ok(token)
     }
 
-    /// The user a live token belongs to.
-    pub async fn user_of(&self, token: &str) -> Result<Option<UserId>, sqlx::Error> {
+    /// The live session a token opens.
+    pub async fn find(&self, token: &str) -> Result<Option<Session>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_at > now()",
+            "SELECT id, user_id, expires_at FROM sessions \
+              WHERE token_hash = $1 AND expires_at > now()",
         )
         .bind(digest(token))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| r.try_get("user_id").map(UserId)).transpose()
+        row.map(|r| {
+            Ok(Session {
+                id: r.try_get("id")?,
+                user: UserId(r.try_get("user_id")?),
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn list(&self, user: UserId) -> Result<Vec<SessionInfo>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, expires_at, address, user_agent FROM sessions \
+              WHERE user_id = $1 AND expires_at > now() ORDER BY created_at DESC, id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SessionInfo {
+                    id: r.try_get("id")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    address: r.try_get("address")?,
+                    user_agent: r.try_get("user_agent")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the user's session `id`; returns whether it existed.
+    pub async fn revoke(&self, user: UserId, id: Uuid) -> Result<bool, sqlx::Error> {
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 AND id = $2 RETURNING id) \
+             SELECT id, pg_notify($3, id::text) FROM gone",
+        )
+        .bind(user.0)
+        .bind(id)
+        .bind(CHANNEL)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(!ended.is_empty())
+    }
+
+    /// Ends every session of the user; returns how many there were.
+    pub async fn end_all(&self, user: UserId) -> Result<usize, sqlx::Error> {
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 RETURNING id) \
+             SELECT id, pg_notify($2, id::text) FROM gone",
+        )
+        .bind(user.0)
+        .bind(CHANNEL)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ended.len())
+    }
+
+    /// Deletes the sessions that expired (their subscriptions ended at expiry, on their own).
+    pub async fn sweep_expired(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= now()")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Which of `ids` are no longer live sessions.
+    pub async fn gone(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT i FROM unnest($1::uuid[]) AS i WHERE NOT EXISTS \
+               (SELECT 1 FROM sessions s WHERE s.id = i AND s.expires_at > now())",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
     }
 
     /// Records a login under `login_id`; the reconciliation of its accounts carries that id.
@@ -103,11 +216,15 @@ impl SessionStore {
 
     /// Ends one session; returns whether it existed.
     pub async fn end(&self, token: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(digest(token))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let ended: Vec<Uuid> = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM sessions WHERE token_hash = $1 RETURNING id) \
+             SELECT id, pg_notify($2, id::text) FROM gone",
+        )
+        .bind(digest(token))
+        .bind(CHANNEL)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(!ended.is_empty())
     }
 
     /// The users among `users` without a live session.

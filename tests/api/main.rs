@@ -24,6 +24,7 @@ mod read_your_writes;
 mod reconciliation;
 mod restart;
 mod security;
+mod sessions;
 mod subscriptions;
 mod tls;
 mod upstream;
