@@ -132,6 +132,7 @@ impl Application {
                         max: settings.reconnect_max,
                         ..Backoff::default()
                     },
+                    ..SupervisorSettings::default()
                 },
                 view_wait: settings.view_wait,
                 lease_ttl: settings.lease_ttl,
