@@ -67,7 +67,7 @@ pub async fn database(settings: &Settings) -> anyhow::Result<(String, Option<Emb
             let embedded = EmbeddedPostgres::start(&settings.data_dir)
                 .await
                 .context("starting the embedded PostgreSQL (set DATABASE_URL to use another)")?;
-            tracing::info!(port = embedded.port(), data_dir = %settings.data_dir.display(), "embedded PostgreSQL running");
+            tracing::info!(socket = %embedded.socket_dir().display(), data_dir = %settings.data_dir.display(), "embedded PostgreSQL running");
             Ok((embedded.database_url(), Some(embedded)))
         }
     }
@@ -134,6 +134,7 @@ impl Application {
                         max: settings.reconnect_max,
                         ..Backoff::default()
                     },
+                    ..SupervisorSettings::default()
                 },
                 view_wait: settings.view_wait,
                 lease_ttl: settings.lease_ttl,

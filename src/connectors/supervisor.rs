@@ -1,6 +1,8 @@
 //! The supervisor of one bound account's connection: logs in, keeps the session, and after a
-//! drop or a failed attempt tries again with exponential backoff and jitter. A refused
-//! credential stops it for good (retrying a revoked password only gets accounts locked).
+//! drop or a failed attempt tries again with exponential backoff and jitter. A session that
+//! drops before it was stable counts as one more failure, so a server that lets us log in and
+//! then kicks us at once is retried ever more slowly, not every second. A refused credential
+//! stops it for good (retrying a revoked password only gets accounts locked).
 //!
 //! It knows nothing of users, vaults or views: an [`AccountHost`] gives it the login and takes
 //! what it sees. That keeps the retry logic testable with a fake connector.
@@ -70,7 +72,8 @@ impl LinkState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkStatus {
     pub state: LinkState,
-    /// Failed attempts since the last time it was online (0 while online).
+    /// Failed attempts since the connection was last stable (0 while online): a login that
+    /// failed, or a session that dropped within [`SupervisorSettings::stable_after`].
     pub attempt: u32,
     /// When the next attempt starts, while waiting for one.
     pub next_retry_at: Option<DateTime<Utc>>,
@@ -163,6 +166,10 @@ pub trait AccountHost: Send + Sync + 'static {
 pub struct SupervisorSettings {
     pub connect_timeout: Duration,
     pub backoff: Backoff,
+    /// How long a session must stay up before a drop starts the backoff afresh from
+    /// `backoff.initial`. A session that drops sooner counts as a failed attempt: the failures
+    /// before it are kept and the next wait grows (up to `backoff.max`).
+    pub stable_after: Duration,
 }
 
 impl Default for SupervisorSettings {
@@ -170,6 +177,7 @@ impl Default for SupervisorSettings {
         Self {
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
+            stable_after: Duration::from_secs(60),
         }
     }
 }
@@ -292,7 +300,7 @@ impl Run {
         let mut was_online = reconnecting;
         let end = loop {
             let outcome = match adopted.take() {
-                Some(session) => self.hold(session, &mut was_online).await,
+                Some(session) => self.hold(session, attempt, &mut was_online).await,
                 None => {
                     let Some(pass) = self.pass(attempt).await else {
                         break None;
@@ -403,7 +411,7 @@ impl Run {
         };
         drop(pass);
         match result {
-            Ok(session) => self.hold(session, was_online).await,
+            Ok(session) => self.hold(session, failures, was_online).await,
             Err(ConnectorError::AuthFailed) => Next::Finish(LinkStatus::new(
                 LinkState::AuthFailed,
                 failures + 1,
@@ -423,19 +431,27 @@ impl Run {
         }
     }
 
-    /// Keeps a logged-in session until it drops or the supervisor is stopped.
-    async fn hold(&mut self, mut session: LiveSession, was_online: &mut bool) -> Next {
+    /// Keeps a logged-in session until it drops or the supervisor is stopped. `failures` are
+    /// those before this login: a drop within `stable_after` adds one to them, a later drop
+    /// leaves one (itself).
+    async fn hold(
+        &mut self,
+        mut session: LiveSession,
+        failures: u32,
+        was_online: &mut bool,
+    ) -> Next {
         if let Err(e) = self.host.online(&mut session).await {
             session.disconnect().await;
             return if e.fatal {
                 Next::Finish(LinkStatus::new(LinkState::Disconnected, 0, Some(e.message)))
             } else {
                 Next::Retry {
-                    attempt: 1,
+                    attempt: failures + 1,
                     detail: e.message,
                 }
             };
         }
+        let up_since = tokio::time::Instant::now();
         *was_online = true;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Arc::clone(&session.control));
@@ -480,8 +496,9 @@ impl Run {
         self.forget_session();
         // Make sure the dead session's task is gone before a new one starts.
         session.disconnect().await;
+        let stable = up_since.elapsed() >= self.settings.stable_after;
         Next::Retry {
-            attempt: 1,
+            attempt: if stable { 1 } else { failures + 1 },
             detail: reason,
         }
     }

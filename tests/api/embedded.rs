@@ -84,14 +84,16 @@ async fn serve_without_database_url_runs_and_stops_its_own_postgres() {
         data_dir.join("master.key").exists(),
         "a master key was generated"
     );
-    let pg_port: u16 = std::fs::read_to_string(data_dir.join("postgres/switchboard-port"))
-        .expect("the embedded cluster records its port")
-        .trim()
-        .parse()
-        .unwrap();
+    // It listens on a unix socket in the data folder only: no TCP address in postmaster.pid.
+    let pid_file = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .expect("the embedded cluster is running");
+    let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+    assert_eq!(lines.get(5), Some(&""), "no TCP listener: {lines:?}");
+    let socket = data_dir.join("postgres-run/.s.PGSQL.5432");
+    assert!(socket.exists(), "{lines:?}");
     terminate(server).await;
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", pg_port)).is_err(),
+        !socket.exists(),
         "the embedded PostgreSQL stopped with the server"
     );
 

@@ -16,6 +16,11 @@ use crate::secret::Secret;
 struct Scripted {
     script: Mutex<VecDeque<Result<(), ConnectorError>>>,
     calls: AtomicUsize,
+    /// When each login started, on the paused clock.
+    logins: Mutex<Vec<tokio::time::Instant>>,
+    /// How long the next sessions last before the server drops them, in order; once empty,
+    /// sessions last until the test drops them.
+    lifetimes: Mutex<VecDeque<Duration>>,
     /// The event senders of the sessions handed out, newest last.
     sessions: Mutex<Vec<(mpsc::Sender<ConnectorEvent>, Arc<FakeControl>)>>,
 }
@@ -45,6 +50,14 @@ impl Scripted {
 
     fn session(&self) -> LiveSession {
         let (tx, events) = mpsc::channel(8);
+        if let Some(lifetime) = self.lifetimes.lock().unwrap().pop_front() {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(lifetime).await;
+                let reason = "kicked right after login".to_owned();
+                let _ = tx.send(ConnectorEvent::Disconnected { reason }).await;
+            });
+        }
         let control = Arc::new(FakeControl::default());
         self.sessions
             .lock()
@@ -74,6 +87,10 @@ impl Connector for Scripted {
 
     async fn connect(&self, _: &AccountLogin, _: Duration) -> Result<LiveSession, ConnectorError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.logins
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
         let next = self.script.lock().unwrap().pop_front();
         match next {
             Some(Ok(())) => Ok(self.session()),
@@ -351,4 +368,58 @@ async fn a_hand_over_logs_out_and_leaves_the_account_reconnecting() {
     assert!(control.closed.load(Ordering::SeqCst), "logged out");
     let last = h.expect(LinkState::Reconnecting, 0, false).await;
     assert!(last.detail.unwrap().contains("another node"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_that_drop_soon_after_login_back_off_until_one_is_stable() {
+    // The server accepts every login but kicks the first eight sessions after 1 s.
+    let mut h = start((0..10).map(|_| Ok(())).collect(), false);
+    h.connector
+        .lifetimes
+        .lock()
+        .unwrap()
+        .extend([Duration::from_secs(1); 8]);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+
+    let logins = h.connector.logins.lock().unwrap().clone();
+    let gaps: Vec<Duration> = logins.windows(2).map(|w| w[1] - w[0]).collect();
+    // 1 s online plus 1, 2, 4 … 32 s of backoff (less at most 25 % jitter) instead of ~2 s
+    // each time: a kicked session is a failure like a refused connection.
+    assert!(gaps.len() >= 6, "{gaps:?}");
+    assert!(gaps[5] >= gaps[0] * 8, "{gaps:?}");
+    assert_eq!(
+        logins.len(),
+        9,
+        "eight kicks, then a session that stays: {gaps:?}"
+    );
+
+    let mut statuses = Vec::new();
+    while let Ok(status) = h.statuses.try_recv() {
+        statuses.push(status);
+    }
+    let counted: Vec<u32> = statuses
+        .iter()
+        .filter(|s| s.state == LinkState::Reconnecting && s.next_retry_at.is_some())
+        .map(|s| s.attempt)
+        .collect();
+    assert_eq!(counted, (1..=8).collect::<Vec<_>>(), "{statuses:?}");
+    assert_eq!(statuses.last().map(|s| s.state), Some(LinkState::Online));
+
+    // The ninth session outlives `stable_after`; its drop starts again from the first wait.
+    let ninth = *logins.last().unwrap();
+    let stable_after = SupervisorSettings::default().stable_after;
+    tokio::time::sleep_until(ninth + stable_after + Duration::from_secs(1)).await;
+    let (events, _) = h.connector.last();
+    let dropped_at = tokio::time::Instant::now();
+    events
+        .send(ConnectorEvent::Disconnected {
+            reason: "server restart".into(),
+        })
+        .await
+        .unwrap();
+    h.expect(LinkState::Reconnecting, 1, true).await;
+    h.expect(LinkState::Reconnecting, 1, false).await;
+    h.expect(LinkState::Online, 0, false).await;
+    let tenth = *h.connector.logins.lock().unwrap().last().unwrap();
+    assert!(tenth - dropped_at <= Duration::from_secs(1));
 }

@@ -1,4 +1,5 @@
-//! Creating the cluster on first use (initdb, the `switchboard` database) and private folders.
+//! Creating the cluster on first use (initdb, the `switchboard` database), its pg_hba.conf, and
+//! private folders.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -21,15 +22,14 @@ impl EmbeddedPostgres {
         prepare_private_dir(&staging, self.run_as).await?;
         tracing::info!(cluster = %self.cluster_dir.display(), "initialising embedded PostgreSQL");
 
-        // Trust authentication is acceptable because the server listens on 127.0.0.1 only and
-        // its socket sits in a 0700 folder: nothing off this machine can reach it. Any local
-        // account can still connect over 127.0.0.1 as superuser, so on a shared multi-user host
-        // point DATABASE_URL at a properly secured server instead.
+        // Trust on the socket only, TCP refused: see `write_hba`, which replaces this file's
+        // rules on every start anyway.
         let output = self
             .command("initdb")
             .arg("-D")
             .arg(&staging)
-            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale"])
+            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=reject"])
+            .args(["-E", "UTF8", "--no-locale"])
             .output()
             .await
             .map_err(io_error("run", &self.bin_dir.join("initdb")))?;
@@ -80,6 +80,36 @@ impl EmbeddedPostgres {
         Ok(())
     }
 }
+
+impl EmbeddedPostgres {
+    /// Socket connections are trusted, and nothing else is allowed: the server has no TCP
+    /// listener, and were one configured by hand, no `host` rule would let anyone in. Trust is
+    /// safe because the socket's folder is 0700, owned by the server's account: only that
+    /// account and root can reach it (`peer` would not do: a root app connecting to a server
+    /// run as `postgres` is not `postgres`). Rewritten on every start, so that a cluster made
+    /// by an earlier version, which trusted 127.0.0.1, is closed too.
+    pub(super) async fn write_hba(&self) -> Result<(), EmbeddedError> {
+        let path = self.cluster_dir.join("pg_hba.conf");
+        if tokio::fs::read_to_string(&path).await.ok().as_deref() == Some(HBA) {
+            return Ok(());
+        }
+        // Written in place: the file keeps its owner (the server's account) and mode 0600.
+        tokio::fs::write(&path, HBA)
+            .await
+            .map_err(io_error("write", &path))?;
+        if let Some(account) = self.run_as {
+            chown(&path, account)?;
+        }
+        Ok(())
+    }
+}
+
+const HBA: &str = "\
+# Written by Switchboard on every start of its embedded PostgreSQL; edits are lost.
+# The server listens on a unix socket in a 0700 folder only, so only the account running it
+# (and root) can connect: trust them. No host rules: TCP connections are refused.
+local all all trust
+";
 
 /// PostgreSQL insists its data folder is 0700 (or 0750) and owned by the server's account.
 pub(super) async fn prepare_private_dir(

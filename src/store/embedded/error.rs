@@ -36,6 +36,12 @@ pub enum EmbeddedError {
         .0.display()
     )]
     UnsupportedPath(PathBuf),
+    #[error(
+        "the socket folder {} {reason}; remove it, or choose a data folder with a shorter path \
+         (then the socket lives inside it)",
+        .dir.display()
+    )]
+    UnsafeSocketDir { dir: PathBuf, reason: String },
     #[error("initdb failed ({status}):\n{stderr_tail}")]
     InitdbFailed {
         status: ExitStatus,

@@ -1,58 +1,64 @@
-//! Bringing the server up with pg_ctl: adopting a previous one, choosing the port, retrying.
+//! Bringing the server up with pg_ctl, on its private unix socket only: adopting a previous
+//! one, restarting one of an earlier version (which listened on TCP), retrying.
 
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::account::chown;
 use super::command::shell_quote;
 use super::error::io_error;
 use super::log::file_len;
-use super::ports::{accepts_connections, free_port, port_is_free};
+use super::socket::{accepts_connections, accepts_tcp, PORT};
 use super::{EmbeddedError, EmbeddedPostgres};
 
-/// Inside the cluster folder, so it lives and dies with the cluster it describes.
-const PORT_FILE: &str = "switchboard-port";
 const START_TIMEOUT_SECS: u64 = 30;
 /// How long to wait for a server left by a previous run to finish starting or exiting.
 const PREVIOUS_SERVER_WAIT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const LEFTOVER_RETRY_INTERVAL: Duration = Duration::from_millis(500);
-/// Another program can take the free port between our probe and the server's bind.
+/// A long crash recovery can outlast pg_ctl's wait.
 const START_ATTEMPTS: u32 = 3;
-/// `sun_path` holds 108 bytes including the NUL; PostgreSQL refuses longer socket paths.
-pub(super) const MAX_SOCKET_PATH: usize = 107;
-/// What PostgreSQL appends to the socket folder: `/.s.PGSQL.` and up to five port digits.
-const SOCKET_NAME_LEN: usize = "/.s.PGSQL.65535".len();
 
 /// What `postmaster.pid` says about a server started earlier in this cluster.
 enum Previous {
     /// No live server: none ever ran, it shut down, or it crashed (a stale file the server
     /// itself clears on start, once the recorded process is gone).
     None,
-    /// A live server accepting connections on this port: adopted rather than fought over.
-    Answering(u16),
+    /// A live server of ours (socket only, in our socket folder) accepting connections:
+    /// adopted rather than fought over.
+    Answering,
+    /// A live server started with other settings, by an earlier version listening on TCP:
+    /// stopped and started again on the socket alone.
+    Outdated { pid: String },
     /// A live process that is not (yet, or any more) accepting connections: starting up,
     /// shutting down, or a killed postmaster not yet reaped.
     Busy { pid: String },
 }
 
 impl EmbeddedPostgres {
-    /// Brings the server up: adopts one that is already running, waits out one that is starting
-    /// or exiting, otherwise starts it with `pg_ctl`, retrying on another port if ours was taken.
+    /// Brings the server up: adopts one of ours that is already running, restarts one started
+    /// with other settings, waits out one that is starting or exiting, otherwise starts it.
     pub(super) async fn launch(&mut self) -> Result<(), EmbeddedError> {
-        let mut preferred = self.recorded_port().await;
         let mut attempts = 0;
         // Set on the first wait for an earlier server; all such waits share one budget.
         let mut waiting_since: Option<Instant> = None;
         loop {
             match self.previous_server().await? {
-                Previous::Answering(found) => {
+                Previous::Answering => {
                     tracing::warn!(
-                        port = found,
                         "adopting an embedded PostgreSQL left running by a previous run"
                     );
-                    return self.finish_start(found).await;
+                    return self.finish_start();
+                }
+                Previous::Outdated { pid } => {
+                    tracing::warn!(
+                        pid,
+                        "restarting an embedded PostgreSQL started with older settings, so that \
+                         it listens on its private socket only"
+                    );
+                    self.shut_down().await?;
+                    continue;
                 }
                 Previous::Busy { pid } => {
                     if waited_out(&mut waiting_since) {
@@ -70,11 +76,6 @@ impl EmbeddedPostgres {
                 Previous::None => {}
             }
 
-            let port = match preferred {
-                Some(port) if port_is_free(port).await => port,
-                _ => free_port().await?,
-            };
-            preferred = Some(port);
             let log_offset = file_len(&self.log_file).await;
             let output = self
                 .command("pg_ctl")
@@ -85,13 +86,13 @@ impl EmbeddedPostgres {
                 .args(["-w", "-t"])
                 .arg(START_TIMEOUT_SECS.to_string())
                 .arg("-o")
-                .arg(self.server_options(port))
+                .arg(self.server_options())
                 .arg("start")
                 .output()
                 .await
                 .map_err(io_error("run", &self.bin_dir.join("pg_ctl")))?;
             if output.status.success() {
-                return self.finish_start(port).await;
+                return self.finish_start();
             }
 
             // pg_ctl's own words are short ("could not start server"); the log says why.
@@ -107,48 +108,31 @@ impl EmbeddedPostgres {
                 tokio::time::sleep(LEFTOVER_RETRY_INTERVAL).await;
                 continue;
             }
-            // pg_ctl gives up after its timeout while a long crash recovery carries on, and
-            // another program may have bound the port first; both deserve another look.
-            let server_left = self.registered_server().await?.is_some();
-            let port_taken = !port_is_free(port).await;
+            // pg_ctl gives up after its timeout while a long crash recovery carries on.
             attempts += 1;
-            if attempts >= START_ATTEMPTS || !(server_left || port_taken) {
+            if attempts >= START_ATTEMPTS || self.registered_server().await?.is_none() {
                 return Err(failure);
             }
-            if !server_left {
-                preferred = None;
-            }
-            tracing::warn!(port, error = %failure, "embedded PostgreSQL did not start; retrying");
+            tracing::warn!(error = %failure, "embedded PostgreSQL did not start; retrying");
         }
     }
 
-    async fn finish_start(&mut self, port: u16) -> Result<(), EmbeddedError> {
-        self.port = port;
+    fn finish_start(&mut self) -> Result<(), EmbeddedError> {
         self.running = true;
-        let port_file = self.cluster_dir.join(PORT_FILE);
-        tokio::fs::write(&port_file, format!("{port}\n"))
-            .await
-            .map_err(io_error("write", &port_file))?;
-        if let Some(account) = self.run_as {
-            chown(&port_file, account)?;
-        }
-        tracing::info!(port, cluster = %self.cluster_dir.display(), "embedded PostgreSQL running");
+        tracing::info!(
+            socket = %self.socket_dir.display(),
+            cluster = %self.cluster_dir.display(),
+            "embedded PostgreSQL running"
+        );
         Ok(())
     }
 
-    /// The `-o` string for pg_ctl, which pastes it into a `/bin/sh` command line.
-    fn server_options(&self, port: u16) -> String {
-        let socket_dir = self.socket_dir.to_string_lossy();
-        // A too-long socket path would stop the server from starting at all; TCP is enough.
-        let socket_dir = if socket_dir.len() + SOCKET_NAME_LEN > MAX_SOCKET_PATH {
-            tracing::info!(dir = %socket_dir, "socket path too long for a unix socket; embedded PostgreSQL uses TCP only");
-            String::new()
-        } else {
-            socket_dir.into_owned()
-        };
+    /// The `-o` string for pg_ctl, which pastes it into a `/bin/sh` command line. No listen
+    /// address: no TCP port at all, whatever postgresql.conf says.
+    fn server_options(&self) -> String {
         format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            shell_quote(&socket_dir)
+            "-p {PORT} -k {} -c listen_addresses='' -c unix_socket_permissions=0700",
+            shell_quote(&self.socket_dir.to_string_lossy())
         )
     }
 
@@ -176,30 +160,81 @@ impl EmbeddedPostgres {
         let Some(contents) = self.registered_server().await? else {
             return Ok(Previous::None);
         };
-        // Lines: pid, data dir, start time, port, socket dir, listen address, shmem key, status.
-        let lines: Vec<&str> = contents.lines().collect();
-        let pid = lines.first().map_or("?", |line| line.trim()).to_owned();
-        let port = lines
-            .get(3)
-            .and_then(|line| line.trim().parse::<u16>().ok());
-        let ready = lines.get(7).is_some_and(|line| line.trim() == "ready");
+        let recorded = Recorded::parse(&contents);
+        let pid = recorded.pid.to_owned();
         // A killed postmaster stays "alive" to signal 0 as a zombie until reaped, with "ready"
         // still in its file, so only an accepted connection proves the server is there.
-        match port {
-            Some(port) if ready && accepts_connections(port).await => Ok(Previous::Answering(port)),
-            _ => Ok(Previous::Busy { pid }),
+        let answers = recorded.ready && recorded.answers().await;
+        let ours = recorded.listen_address.is_empty()
+            && recorded.port == Some(PORT)
+            && Path::new(recorded.socket_dir) == self.socket_dir;
+        Ok(match (answers, ours) {
+            (true, true) => Previous::Answering,
+            (true, false) => Previous::Outdated { pid },
+            (false, _) => Previous::Busy { pid },
+        })
+    }
+}
+
+/// The lines of `postmaster.pid`: pid, data folder, start time, port, socket folder, listen
+/// address (empty when there is no TCP listener), shared memory key, status.
+struct Recorded<'a> {
+    pid: &'a str,
+    port: Option<u16>,
+    socket_dir: &'a str,
+    listen_address: &'a str,
+    ready: bool,
+}
+
+impl<'a> Recorded<'a> {
+    fn parse(contents: &'a str) -> Self {
+        let lines: Vec<&str> = contents.lines().map(str::trim).collect();
+        let line = |index: usize| lines.get(index).copied().unwrap_or("");
+        Recorded {
+            pid: Some(line(0)).filter(|pid| !pid.is_empty()).unwrap_or("?"),
+            port: line(3).parse().ok(),
+            socket_dir: line(4),
+            listen_address: line(5),
+            ready: line(7) == "ready",
         }
     }
 
-    async fn recorded_port(&self) -> Option<u16> {
-        let text = tokio::fs::read_to_string(self.cluster_dir.join(PORT_FILE))
-            .await
-            .ok()?;
-        text.trim().parse().ok().filter(|port| *port != 0)
+    /// Through its socket if it has one, else (an earlier version's server in a folder too
+    /// deep for a socket) on the TCP port it recorded.
+    async fn answers(&self) -> bool {
+        let Some(port) = self.port else {
+            return false;
+        };
+        if !self.socket_dir.is_empty() {
+            let socket = Path::new(self.socket_dir).join(format!(".s.PGSQL.{port}"));
+            if accepts_connections(&socket).await {
+                return true;
+            }
+        }
+        !self.listen_address.is_empty() && accepts_tcp(port).await
     }
 }
 
 /// Starts the shared wait budget on first use; true once it is spent.
 fn waited_out(since: &mut Option<Instant>) -> bool {
     since.get_or_insert_with(Instant::now).elapsed() >= PREVIOUS_SERVER_WAIT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_postmaster_pid_records() {
+        let old = "4242\n/data/postgres\n1700000000\n41234\n/data/postgres-run\n127.0.0.1\n  1 2\nready   \n";
+        let recorded = Recorded::parse(old);
+        assert_eq!(recorded.pid, "4242");
+        assert_eq!(recorded.port, Some(41234));
+        assert_eq!(recorded.socket_dir, "/data/postgres-run");
+        assert_eq!(recorded.listen_address, "127.0.0.1");
+        assert!(recorded.ready);
+        let starting = Recorded::parse("4243\n/data/postgres\n1700000000\n5432\n/s\n\n");
+        assert_eq!(starting.listen_address, "");
+        assert!(!starting.ready);
+    }
 }
