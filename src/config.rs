@@ -56,6 +56,10 @@ pub struct Limits {
     pub hash_concurrency: usize,
     /// Subscriptions open at once per session, at most.
     pub max_subscriptions: usize,
+    /// The first wait imposed on logins and registrations past their free attempts; each
+    /// further attempt doubles it (up to a cap per kind: see `app::throttle`). Zero turns
+    /// throttling off (benchmarks).
+    pub throttle_base: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +69,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             hash_concurrency: 2,
             max_subscriptions: 32,
+            throttle_base: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +119,7 @@ struct FileSettings {
     request_timeout_secs: Option<u64>,
     hash_concurrency: Option<usize>,
     max_subscriptions: Option<usize>,
+    throttle_base_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +215,9 @@ impl Settings {
         if let Some(v) = f.max_subscriptions {
             self.limits.max_subscriptions = v;
         }
+        if let Some(v) = f.throttle_base_ms {
+            self.limits.throttle_base = Duration::from_millis(v);
+        }
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -286,6 +295,16 @@ impl Settings {
         }
         if let Some(v) = get("SWITCHBOARD_MAX_SUBSCRIPTIONS") {
             self.limits.max_subscriptions = positive("SWITCHBOARD_MAX_SUBSCRIPTIONS", &v)?;
+        }
+        if let Some(v) = get("SWITCHBOARD_THROTTLE_BASE_MS") {
+            self.limits.throttle_base =
+                v.trim()
+                    .parse()
+                    .map(Duration::from_millis)
+                    .map_err(|_| ConfigError::Env {
+                        name: "SWITCHBOARD_THROTTLE_BASE_MS",
+                        message: "must be a whole number of milliseconds (0: off)".into(),
+                    })?;
         }
         Ok(())
     }

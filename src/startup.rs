@@ -142,6 +142,7 @@ impl Application {
                 login_rate: settings.login_rate,
                 hash_concurrency: settings.limits.hash_concurrency,
                 max_subscriptions: settings.limits.max_subscriptions,
+                throttle_base: settings.limits.throttle_base,
             },
         );
         let background = vec![

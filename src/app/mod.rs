@@ -18,6 +18,7 @@ mod resume;
 mod session;
 mod subscribers;
 mod supervision;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +71,8 @@ pub struct ServiceSettings {
     pub hash_concurrency: usize,
     /// Subscriptions open at once per session at most.
     pub max_subscriptions: usize,
+    /// The first delay of login and registration throttling; each further attempt doubles it.
+    pub throttle_base: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -82,6 +85,7 @@ impl Default for ServiceSettings {
             login_rate: 20.0,
             hash_concurrency: 2,
             max_subscriptions: 32,
+            throttle_base: Duration::from_secs(1),
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct Switchboard {
     sessions: SessionStore,
     /// Hashes and checks Switchboard's own passwords, a bounded number at once.
     hasher: password::Hasher,
+    /// Attempt counters of login and registration throttling.
+    throttle: crate::store::throttle::ThrottleStore,
     /// The sessions with open subscriptions on this node.
     subscribers: subscribers::Subscribers,
     connectors: ConnectorRegistry,
@@ -191,6 +197,7 @@ impl Switchboard {
             sessions: SessionStore::new(pool.clone()),
             hasher: password::Hasher::new(settings.hash_concurrency),
             subscribers: subscribers::Subscribers::default(),
+            throttle: crate::store::throttle::ThrottleStore::new(pool.clone()),
             vault,
             connectors,
             live: LiveConnections::default(),

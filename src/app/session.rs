@@ -26,6 +26,7 @@ impl Switchboard {
         let user_name =
             UserName::parse(user_name).map_err(|e| AppError::bad_input("userName", e))?;
         password::validate(&password)?;
+        self.admit_registration(origin).await?;
         let user = UserId::for_name(&user_name);
         let state = self.load(user).await?;
         if state.registration().is_some() {
@@ -116,6 +117,8 @@ impl Switchboard {
     ) -> Result<LoginResult, AppError> {
         let refused = || AppError::Unauthenticated;
         let user_name = UserName::parse(user_name).map_err(|_| refused())?;
+        let name = user_name.to_string();
+        self.admit_login("user", &name, origin).await?;
         let user_id = UserId::for_name(&user_name);
         let user = self.load(user_id).await?;
         let registration = user.registration().cloned();
@@ -129,6 +132,7 @@ impl Switchboard {
         let Some(registration) = registration.filter(|_| ok) else {
             return Err(refused());
         };
+        self.login_succeeded("user", &name, origin).await?;
         let token = self.sessions.create(user_id, origin).await?;
         // The login's id is its request's: its accounts' reconciliations carry it.
         self.sessions.record_login(user_id, request_id).await?;

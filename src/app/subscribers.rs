@@ -14,7 +14,8 @@ use super::{AppError, Switchboard};
 use crate::store::sessions::{Session, CHANNEL};
 
 /// How often the sessions of open subscriptions are checked without being told (a missed
-/// notification, e.g. while the listener reconnects), and expired sessions are swept.
+/// notification, e.g. while the listener reconnects), and expired sessions and forgotten
+/// throttling counters are swept.
 const RECHECK: Duration = Duration::from_secs(30);
 
 /// The sessions with open subscriptions on this node.
@@ -152,6 +153,11 @@ impl Switchboard {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "swept expired sessions"),
             Err(e) => tracing::warn!(error = %e, "cannot sweep expired sessions"),
+        }
+        let forgotten = chrono::Utc::now()
+            - chrono::Duration::from_std(super::throttle::FORGET).expect("small");
+        if let Err(e) = self.throttle.sweep(forgotten).await {
+            tracing::warn!(error = %e, "cannot sweep throttling counters");
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod intake;
 pub mod lease;
 pub mod messages;
 pub mod sessions;
+pub mod throttle;
 pub mod vault;
 
 use std::time::Duration;

@@ -44,6 +44,8 @@ pub async fn start_with(database_url: &str, key: &str, log: &Path, env: &[(&str,
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "debug")
         .env("SWITCHBOARD_RECONNECT_MAX_SECS", "2")
+        // Throttling off, as in the in-process tests' settings.
+        .env("SWITCHBOARD_THROTTLE_BASE_MS", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log_file)

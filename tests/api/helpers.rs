@@ -96,6 +96,12 @@ pub fn test_settings(database_url: &str) -> Settings {
         extra_ca_file: None,
         nip05_resolve: Vec::new(),
         view_wait: Duration::from_secs(5),
+        // Throttling off: tests of other things register and log in many times from
+        // 127.0.0.1. The throttling tests turn it on.
+        limits: switchboard::config::Limits {
+            throttle_base: Duration::ZERO,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

@@ -26,5 +26,6 @@ mod restart;
 mod security;
 mod sessions;
 mod subscriptions;
+mod throttle;
 mod tls;
 mod upstream;
