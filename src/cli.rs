@@ -42,6 +42,19 @@ pub enum Command {
     },
     /// Prints the GraphQL schema (SDL), as kept in `schema.graphql`.
     Schema,
+    /// Creates or removes auditors: read-only accounts that may read any user's data.
+    Auditor {
+        #[command(subcommand)]
+        action: AuditorAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditorAction {
+    /// Creates an auditor and prints their password, once.
+    Add { name: String },
+    /// Removes an auditor; their sessions end at once.
+    Remove { name: String },
 }
 
 impl Cli {
@@ -66,6 +79,13 @@ impl Cli {
                 with_database(&settings, |pool| async move {
                     replay(&pool, projection.as_deref()).await
                 })
+                .await
+            }
+            Command::Auditor { action } => {
+                with_database(
+                    &settings,
+                    |pool| async move { auditor(&pool, action).await },
+                )
                 .await
             }
             Command::Schema => Ok(()),
@@ -96,6 +116,34 @@ where
         embedded.stop().await?;
     }
     result
+}
+
+async fn auditor(pool: &sqlx::PgPool, action: AuditorAction) -> anyhow::Result<()> {
+    let store = crate::store::auditors::AuditorStore::new(pool.clone());
+    match action {
+        AuditorAction::Add { name } => {
+            // Auditor names follow the rules of user names.
+            let name = crate::domain::ids::UserName::parse(&name)
+                .map_err(|e| anyhow::anyhow!("not a valid auditor name: {e}"))?
+                .to_string();
+            let password = crate::app::password::generate();
+            let hash = crate::app::password::Hasher::new(1)
+                .hash(password.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            anyhow::ensure!(
+                store.add(&name, &hash).await?,
+                "an auditor named {name} exists already"
+            );
+            println!("auditor {name} created");
+            println!("password (shown once, keep it safe): {}", password.expose());
+        }
+        AuditorAction::Remove { name } => {
+            anyhow::ensure!(store.remove(&name).await?, "no auditor named {name}");
+            println!("auditor {name} removed; their sessions have ended");
+        }
+    }
+    Ok(())
 }
 
 async fn replay(pool: &sqlx::PgPool, only: Option<&str>) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 //! talks to connectors and the vault, and reads the views. No HTTP or GraphQL here.
 
 mod accounts;
+pub mod audit;
 mod bindings;
 pub mod chat;
 mod commands;
@@ -138,6 +139,8 @@ pub struct Switchboard {
     sessions: SessionStore,
     /// Hashes and checks Switchboard's own passwords, a bounded number at once.
     hasher: password::Hasher,
+    /// Auditors and their sessions.
+    auditors: crate::store::auditors::AuditorStore,
     /// Attempt counters of login and registration throttling.
     throttle: crate::store::throttle::ThrottleStore,
     /// The sessions with open subscriptions on this node.
@@ -198,6 +201,7 @@ impl Switchboard {
             hasher: password::Hasher::new(settings.hash_concurrency),
             subscribers: subscribers::Subscribers::default(),
             throttle: crate::store::throttle::ThrottleStore::new(pool.clone()),
+            auditors: crate::store::auditors::AuditorStore::new(pool.clone()),
             vault,
             connectors,
             live: LiveConnections::default(),

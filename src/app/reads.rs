@@ -125,20 +125,24 @@ impl Switchboard {
 /// The aggregate's state folded from stored events, with the time of each, for lists as they
 /// were (departures need their time).
 #[derive(Default)]
-struct PastList {
+pub(super) struct PastList {
     state: User,
     times: HashMap<usize, DateTime<Utc>>,
 }
 
 impl PastList {
-    fn replay(&mut self, events: &[StoredEvent]) {
+    pub(super) fn state(&self) -> &User {
+        &self.state
+    }
+
+    pub(super) fn replay(&mut self, events: &[StoredEvent]) {
         for stored in events {
             self.times.insert(stored.sequence, stored.recorded_at);
             cqrs_es::Aggregate::apply(&mut self.state, stored.event.clone());
         }
     }
 
-    fn list(&self) -> ContactList {
+    pub(super) fn list(&self) -> ContactList {
         ContactList::from_user(&self.state, |sequence| self.times.get(&sequence).copied())
     }
 }

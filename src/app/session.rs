@@ -156,10 +156,36 @@ impl Switchboard {
 
     /// The live session a bearer token opens.
     pub async fn session(&self, token: &str) -> Result<crate::store::sessions::Session, AppError> {
-        self.sessions
-            .find(token)
-            .await?
-            .ok_or(AppError::Unauthenticated)
+        if let Some(session) = self.sessions.find(token).await? {
+            return Ok(session);
+        }
+        if self.auditors.find_session(token).await?.is_some() {
+            return Err(AppError::Forbidden(
+                "auditors read users' data through the audit operations; they change nothing"
+                    .into(),
+            ));
+        }
+        Err(AppError::Unauthenticated)
+    }
+
+    /// The id and expiry of the live session (a user's or an auditor's) a token opens.
+    pub(super) async fn any_session(
+        &self,
+        token: &str,
+    ) -> Result<(Uuid, chrono::DateTime<chrono::Utc>), AppError> {
+        if let Some(session) = self.sessions.find(token).await? {
+            return Ok((session.id, session.expires_at));
+        }
+        match self.auditors.find_session(token).await? {
+            Some(session) => Ok((session.id, session.expires_at)),
+            None => Err(AppError::Unauthenticated),
+        }
+    }
+
+    /// Checks that a token opens a live session, a user's or an auditor's (subscription
+    /// sockets take both).
+    pub async fn check_token(&self, token: &str) -> Result<(), AppError> {
+        self.any_session(token).await.map(|_| ())
     }
 
     /// The user's live sessions, newest first.

@@ -10,8 +10,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+
 use super::{AppError, Switchboard};
-use crate::store::sessions::{Session, CHANNEL};
+use crate::store::sessions::CHANNEL;
 
 /// How often the sessions of open subscriptions are checked without being told (a missed
 /// notification, e.g. while the listener reconnects), and expired sessions and forgotten
@@ -32,7 +34,8 @@ struct Watched {
 
 /// One open subscription's hold on its session; it is let go when dropped.
 pub struct SubscriptionSlot {
-    session: Session,
+    session: Uuid,
+    expires_at: DateTime<Utc>,
     ended: watch::Receiver<bool>,
     app: Arc<Switchboard>,
 }
@@ -40,9 +43,7 @@ pub struct SubscriptionSlot {
 impl SubscriptionSlot {
     /// Completes when the session ends: logged out, revoked, or expired.
     pub async fn ended(mut self) {
-        let expiry = (self.session.expires_at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default();
+        let expiry = (self.expires_at - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = self.ended.wait_for(|ended| *ended) => {}
             () = tokio::time::sleep(expiry) => {}
@@ -53,10 +54,10 @@ impl SubscriptionSlot {
 impl Drop for SubscriptionSlot {
     fn drop(&mut self) {
         let mut sessions = self.app.subscribers.sessions.lock().expect("not poisoned");
-        if let Some(watched) = sessions.get_mut(&self.session.id) {
+        if let Some(watched) = sessions.get_mut(&self.session) {
             watched.open -= 1;
             if watched.open == 0 {
-                sessions.remove(&self.session.id);
+                sessions.remove(&self.session);
             }
         }
     }
@@ -80,20 +81,16 @@ impl Subscribers {
 }
 
 impl Switchboard {
-    /// A slot for one more subscription of the session `token` opens: `UNAUTHENTICATED` if the
-    /// session is not live, `LIMIT_EXCEEDED` if it already has its most subscriptions here.
+    /// A slot for one more subscription of the session (a user's or an auditor's) `token`
+    /// opens: `UNAUTHENTICATED` if the session is not live, `LIMIT_EXCEEDED` if it already has its most subscriptions here.
     pub async fn open_subscription(
         self: &Arc<Self>,
         token: &str,
     ) -> Result<SubscriptionSlot, AppError> {
-        let session = self
-            .sessions
-            .find(token)
-            .await?
-            .ok_or(AppError::Unauthenticated)?;
+        let (session, expires_at) = self.any_session(token).await?;
         let max = self.settings.max_subscriptions;
         let mut sessions = self.subscribers.sessions.lock().expect("not poisoned");
-        let watched = sessions.entry(session.id).or_insert_with(|| Watched {
+        let watched = sessions.entry(session).or_insert_with(|| Watched {
             open: 0,
             ended: watch::channel(false).0,
         });
@@ -107,6 +104,7 @@ impl Switchboard {
         drop(sessions);
         Ok(SubscriptionSlot {
             session,
+            expires_at,
             ended,
             app: self.clone(),
         })
@@ -148,6 +146,9 @@ impl Switchboard {
         match self.sessions.gone(&watched).await {
             Ok(gone) => gone.into_iter().for_each(|s| self.subscribers.end(s)),
             Err(e) => tracing::warn!(error = %e, "cannot check the sessions of subscriptions"),
+        }
+        if let Err(e) = self.auditors.sweep_expired().await {
+            tracing::warn!(error = %e, "cannot sweep expired auditor sessions");
         }
         match self.sessions.sweep_expired().await {
             Ok(0) => {}

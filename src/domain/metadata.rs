@@ -17,6 +17,8 @@ pub enum Actor {
     Reconciliation,
     /// An operator, by name.
     Admin(String),
+    /// An auditor, by name: only ever records a read.
+    Auditor(String),
 }
 
 impl fmt::Display for Actor {
@@ -25,6 +27,7 @@ impl fmt::Display for Actor {
             Actor::User(id) => write!(f, "user:{id}"),
             Actor::Reconciliation => f.write_str("system:reconciliation"),
             Actor::Admin(name) => write!(f, "admin:{name}"),
+            Actor::Auditor(name) => write!(f, "auditor:{name}"),
         }
     }
 }
@@ -35,6 +38,7 @@ impl Actor {
             ("user", id) => Uuid::parse_str(id).ok().map(|u| Actor::User(UserId(u))),
             ("system", "reconciliation") => Some(Actor::Reconciliation),
             ("admin", name) => Some(Actor::Admin(name.to_owned())),
+            ("auditor", name) => Some(Actor::Auditor(name.to_owned())),
             _ => None,
         }
     }

@@ -42,48 +42,93 @@ impl ContactQuery {
         until: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<HistoryPage> {
         let (app, caller) = caller(ctx).await?;
-        if let Some(kinds) = &kinds {
+        let args = HistoryArgs {
+            first,
+            after,
+            kinds,
+            contact_id,
+            meta_contact_id,
+            since,
+            until,
+        };
+        let (filter, before, first) = args.parse()?;
+        let entries = api(app
+            .history(caller.user, &filter, before, i64::from(first) + 1)
+            .await)?;
+        Ok(history_page(entries, first))
+    }
+}
+
+/// The arguments of a history query, as given.
+pub(super) struct HistoryArgs {
+    pub first: Option<i32>,
+    pub after: Option<String>,
+    pub kinds: Option<Vec<EventKind>>,
+    pub contact_id: Option<ID>,
+    pub meta_contact_id: Option<ID>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl HistoryArgs {
+    /// The filter, the position to read before, and the page size; `BAD_USER_INPUT` if any
+    /// argument is out of bounds.
+    pub fn parse(self) -> async_graphql::Result<(HistoryFilter, Option<i64>, i32)> {
+        if let Some(kinds) = &self.kinds {
             super::capped("kinds", kinds, crate::app::limits::MAX_KINDS)?;
         }
-        let first = first.unwrap_or(DEFAULT_PAGE);
+        let first = self.first.unwrap_or(DEFAULT_PAGE);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(api_error(AppError::BadInput(format!(
                 "first: must be between 1 and {MAX_PAGE}"
             ))));
         }
-        let before = after.map(|c| c.parse::<i64>()).transpose().map_err(|_| {
-            api_error(AppError::BadInput(
-                "after: not a cursor from this API".into(),
-            ))
-        })?;
+        let before = self
+            .after
+            .map(|c| c.parse::<i64>())
+            .transpose()
+            .map_err(|_| {
+                api_error(AppError::BadInput(
+                    "after: not a cursor from this API".into(),
+                ))
+            })?;
         let filter = HistoryFilter {
-            kinds: kinds
+            kinds: self
+                .kinds
                 .unwrap_or_default()
                 .into_iter()
                 .map(EventKind::stored_name)
                 .collect(),
-            contact_id: contact_id
+            contact_id: self
+                .contact_id
                 .map(|id| parse_id("contactId", &id, |u| u))
                 .transpose()?,
-            meta_contact_id: meta_contact_id
+            meta_contact_id: self
+                .meta_contact_id
                 .map(|id| parse_id("metaContactId", &id, |u| u))
                 .transpose()?,
-            since,
-            until,
+            since: self.since,
+            until: self.until,
         };
-        let mut entries = api(app
-            .history(caller.user, &filter, before, i64::from(first) + 1)
-            .await)?;
-        let has_next_page = entries.len() > first as usize;
-        entries.truncate(first as usize);
-        let end_cursor = entries.last().map(|e| e.position.to_string());
-        Ok(HistoryPage {
-            entries: entries.into_iter().map(HistoryEntry::from).collect(),
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor,
-            },
-        })
+        Ok((filter, before, first))
+    }
+}
+
+/// A page of `first` entries out of `entries` (read one more than the page, to know whether
+/// another page follows).
+pub(super) fn history_page(
+    mut entries: Vec<crate::projections::history::HistoryEntry>,
+    first: i32,
+) -> HistoryPage {
+    let has_next_page = entries.len() > first as usize;
+    entries.truncate(first as usize);
+    let end_cursor = entries.last().map(|e| e.position.to_string());
+    HistoryPage {
+        entries: entries.into_iter().map(HistoryEntry::from).collect(),
+        page_info: PageInfo {
+            has_next_page,
+            end_cursor,
+        },
     }
 }
 

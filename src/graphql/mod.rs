@@ -2,6 +2,7 @@
 //! application layer. State comes through schema data, never a global.
 
 pub mod accounts;
+pub mod audit;
 pub mod chat;
 pub mod contacts;
 pub mod diff;
@@ -23,6 +24,7 @@ pub type SwitchboardSchema = Schema<Query, Mutation, subscriptions::Subscription
 #[derive(MergedObject, Default)]
 pub struct Query(
     accounts::AccountQuery,
+    audit::AuditQuery,
     chat::ChatQuery,
     contacts::ContactQuery,
     diff::DiffQuery,
@@ -33,6 +35,7 @@ pub struct Query(
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     accounts::AccountMutation,
+    audit::AuditMutation,
     chat::ChatMutation,
     contacts::ContactMutation,
     matching::MatchMutation,

@@ -24,6 +24,7 @@ pub struct Subscription(
     ListSubscription,
     LiveSubscription,
     super::chat::ChatSubscription,
+    super::audit::AuditSubscription,
 );
 
 /// Changes of the event-sourced views.

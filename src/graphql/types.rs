@@ -484,6 +484,7 @@ pub enum EventKind {
     ContactProfileChanged,
     RoutePreferenceSet,
     ContactKept,
+    AuditorRead,
 }
 
 /// Why a contact left the roster (it stays in its meta-contact, dormant, for its return).

@@ -20,10 +20,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::app::Origin;
-use crate::app::Switchboard;
+use crate::app::{AppError, Switchboard};
 use crate::config::Limits;
 use crate::graphql::{BearerToken, RequestId, SwitchboardSchema};
 
@@ -54,6 +55,7 @@ pub fn router(
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(subscriptions))
         .route("/graphiql/assets/{file}", get(asset))
+        .route("/audit/export/{user_name}", get(export))
         .route("/healthz", get(healthz))
         .with_state(state)
 }
@@ -199,7 +201,7 @@ async fn subscriptions(
                         })?;
                     // Checked here to refuse a bad socket early, and again at every
                     // subscription: the session may end while the socket stays open.
-                    app.authenticate(token.trim())
+                    app.check_token(token.trim())
                         .await
                         .map_err(crate::graphql::api_error)?;
                     let mut data = Data::default();
@@ -208,6 +210,49 @@ async fn subscriptions(
                 })
                 .serve()
         })
+}
+
+/// A user's raw event stream as JSON Lines, streamed as it is read (auditors only; the read is
+/// recorded in the user's history).
+async fn export(
+    State(state): State<HttpState>,
+    Path(user_name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return refusal(AppError::Unauthenticated);
+    };
+    let auditor = match state.app.auditor(&token.0).await {
+        Ok(auditor) => auditor,
+        Err(e) => return refusal(e),
+    };
+    match state
+        .app
+        .audit_export(&auditor, &user_name, request_id(&headers).0)
+        .await
+    {
+        Ok(lines) => {
+            let body = Body::from_stream(lines.map(|line| line.map_err(std::io::Error::other)));
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+        }
+        Err(e) => refusal(e),
+    }
+}
+
+/// An application error outside GraphQL: its HTTP status, with the GraphQL error shape.
+fn refusal(error: AppError) -> Response {
+    let status = match &error {
+        AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AppError::NotFound(_) => StatusCode::NOT_FOUND,
+        AppError::BadInput(_) => StatusCode::BAD_REQUEST,
+        AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if let AppError::Internal(detail) = &error {
+        tracing::error!(%detail, "internal error");
+    }
+    refuse(status, error.code(), error.to_string())
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

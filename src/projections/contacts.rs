@@ -204,6 +204,31 @@ pub async fn accounts(pool: &PgPool, user: UserId) -> Result<Vec<AccountEntry>, 
     .collect()
 }
 
+/// Registered users by name, after `after`, at most `limit`: (id, name, registered at).
+pub async fn users_page(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(UserId, String, DateTime<Utc>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, user_name, registered_at FROM user_view \
+          WHERE $1::text IS NULL OR user_name > $1 ORDER BY user_name LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                UserId(r.try_get("user_id")?),
+                r.try_get("user_name")?,
+                r.try_get("registered_at")?,
+            ))
+        })
+        .collect()
+}
+
 /// The user's name as `user_view` has it; none until the registration is projected.
 pub async fn user_name(pool: &PgPool, user: UserId) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT user_name FROM user_view WHERE user_id = $1")
@@ -448,7 +473,8 @@ impl Projection for ContactsProjection {
             | UserEvent::MatchPolicySet { .. }
             | UserEvent::ContactProfileChanged { .. }
             | UserEvent::RoutePreferenceSet { .. }
-            | UserEvent::ContactKept { .. } => {}
+            | UserEvent::ContactKept { .. }
+            | UserEvent::AuditorRead { .. } => {}
             UserEvent::RosterContactDeparted {
                 contact_id, reason, ..
             } => {

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::domain::ids::{PersonRef, UserId};
 use crate::domain::matching::{Evidence, MatchTarget};
+use crate::domain::user::events::AuditedRead;
 use crate::domain::user::{DepartureReason, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
@@ -124,6 +125,20 @@ pub fn summary(event: &UserEvent) -> String {
                 format!("A contact's profile was read: {}", parts.join(", "))
             }
         }
+        UserEvent::AuditorRead { auditor, read } => match read {
+            AuditedRead::History => format!("Auditor {auditor} read your history"),
+            AuditedRead::ContactList { as_of: None } => {
+                format!("Auditor {auditor} read your contact list")
+            }
+            AuditedRead::ContactList { as_of: Some(at) } => format!(
+                "Auditor {auditor} read your contact list as it was at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            AuditedRead::Export => format!("Auditor {auditor} exported your event history"),
+            AuditedRead::Verify => {
+                format!("Auditor {auditor} checked your views against your history")
+            }
+        },
         UserEvent::MatchPolicySet { auto_bind_at } => match auto_bind_at {
             Some(t) => format!("Matches scoring {t} or more are bound automatically"),
             None => "Matches are only suggested".to_owned(),

@@ -9,6 +9,7 @@ pub mod live;
 pub mod login_report;
 pub mod notify;
 pub mod runner;
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Storage: the PostgreSQL pool and migrations, the event store, the credential vault,
 //! sessions, and the embedded PostgreSQL used when no database is configured.
 
+pub mod auditors;
 pub mod embedded;
 pub mod event_store;
 pub mod intake;

@@ -59,8 +59,16 @@ pub struct SessionStore {
     pool: PgPool,
 }
 
-fn digest(token: &str) -> Vec<u8> {
+/// What is stored of a token.
+pub(super) fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// A fresh token: 32 random bytes, base64url.
+pub(super) fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl SessionStore {
@@ -70,9 +78,7 @@ impl SessionStore {
 
     /// Creates a session and returns its token.
     pub async fn create(&self, user: UserId, origin: &Origin) -> Result<String, sqlx::Error> {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let token = new_token();
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, expires_at, address, user_agent) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -163,11 +169,13 @@ impl SessionStore {
         Ok(done.rows_affected())
     }
 
-    /// Which of `ids` are no longer live sessions.
+    /// Which of `ids` are no longer live sessions, users' or auditors'.
     pub async fn gone(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
         sqlx::query_scalar(
-            "SELECT i FROM unnest($1::uuid[]) AS i WHERE NOT EXISTS \
-               (SELECT 1 FROM sessions s WHERE s.id = i AND s.expires_at > now())",
+            "SELECT i FROM unnest($1::uuid[]) AS i \
+              WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = i AND s.expires_at > now()) \
+                AND NOT EXISTS (SELECT 1 FROM auditor_sessions a \
+                                 WHERE a.id = i AND a.expires_at > now())",
         )
         .bind(ids)
         .fetch_all(&self.pool)

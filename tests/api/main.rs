@@ -1,5 +1,6 @@
 //! Integration tests against real PostgreSQL and real Prosody (started by scripts/test.sh).
 
+mod audit;
 mod chat;
 mod chat_durability;
 #[path = "../common/mod.rs"]

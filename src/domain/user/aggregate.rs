@@ -654,6 +654,8 @@ impl Aggregate for User {
             UserEvent::MatchPolicySet { auto_bind_at } => {
                 self.auto_bind_at = auto_bind_at;
             }
+            // A record for the user to see; the state does not change.
+            UserEvent::AuditorRead { .. } => {}
             // Binding events were handled above through their change.
             UserEvent::ContactsMerged { .. }
             | UserEvent::ContactAddedToMetaContact { .. }
@@ -860,6 +862,9 @@ impl User {
                 self.suggestion(contact_id, target)
                     .ok_or(UserError::UnknownSuggestion(contact_id))?;
                 Ok(vec![UserEvent::MatchRejected { contact_id, target }])
+            }
+            UserCommand::RecordAuditorRead { auditor, read } => {
+                Ok(vec![UserEvent::AuditorRead { auditor, read }])
             }
             UserCommand::SetMatchPolicy { auto_bind_at } => {
                 if auto_bind_at.is_some_and(|t| !(1..=100).contains(&t)) {

@@ -4,7 +4,7 @@ use crate::domain::ids::{
     AccountId, ContactId, DisplayName, Handle, MetaContactId, PersonRef, Protocol, UserName,
 };
 use crate::domain::matching::{MatchTarget, Profile};
-use crate::domain::user::events::UserEvent;
+use crate::domain::user::events::{AuditedRead, UserEvent};
 
 /// An account to bind; its secret has already been verified upstream and put in the vault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,11 @@ pub enum UserCommand {
     },
     SetMatchPolicy {
         auto_bind_at: Option<u8>,
+    },
+    /// Record that an auditor read the user's data.
+    RecordAuditorRead {
+        auditor: String,
+        read: AuditedRead,
     },
     /// Send messages to `person` through `via`, one of its contacts (`None`: let the rules
     /// choose again).

@@ -28,6 +28,22 @@ pub struct BoundAccount {
     pub handle: Handle,
 }
 
+/// What an auditor read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "what")]
+pub enum AuditedRead {
+    /// Pages of the history.
+    History,
+    /// The contact list, now (`as_of` none) or as it was at an instant.
+    ContactList {
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// The raw event stream, exported.
+    Export,
+    /// A check of the views against a fresh fold of the stream.
+    Verify,
+}
+
 /// Why a contact left the visible list. A membership it had stays, dormant, for its return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -147,6 +163,12 @@ pub enum UserEvent {
     /// (`None`: never).
     MatchPolicySet {
         auto_bind_at: Option<u8>,
+    },
+    /// An auditor read the user's data: the user sees who, what and when in their history.
+    /// It changes nothing.
+    AuditorRead {
+        auditor: String,
+        read: AuditedRead,
     },
     /// Messages to `person` go through `via` (one of the person's contacts) while its account
     /// is connected; `None`: the routing rules decide again.
@@ -309,11 +331,12 @@ impl UserEvent {
             UserEvent::ContactRemovedFromMetaContact { .. } => "ContactRemovedFromMetaContact",
             UserEvent::MetaContactRenamed { .. } => "MetaContactRenamed",
             UserEvent::BindingUndone { .. } => "BindingUndone",
+            UserEvent::AuditorRead { .. } => "AuditorRead",
         }
     }
 
     /// Every kind, for filters and documentation.
-    pub const KINDS: [&'static str; 23] = [
+    pub const KINDS: [&'static str; 24] = [
         "UserRegistered",
         "AccountBound",
         "AccountUnbound",
@@ -337,6 +360,7 @@ impl UserEvent {
         "ContactProfileChanged",
         "RoutePreferenceSet",
         "ContactKept",
+        "AuditorRead",
     ];
 }
 

@@ -11,4 +11,6 @@ mod tests;
 pub use aggregate::User;
 pub use commands::{NewAccount, ProfileItem, RosterItem, UserCommand};
 pub use error::UserError;
-pub use events::{BindingChange, BoundAccount, DepartureReason, MetaContactState, UserEvent};
+pub use events::{
+    AuditedRead, BindingChange, BoundAccount, DepartureReason, MetaContactState, UserEvent,
+};
