@@ -838,6 +838,7 @@ impl Run {
 
     /// The live state against both folds of the stream, and the invariants.
     fn check_state(&self) -> Result<(), TestCaseError> {
+        self.check_open_suggestions()?;
         prop_assert_eq!(self.live.sequence(), self.log.len());
         prop_assert!(
             self.folded == self.live,
@@ -848,6 +849,44 @@ impl Run {
             "the fold of the stream read back from JSON is not the live state"
         );
         check_invariants(&self.live)
+    }
+
+    /// Every open suggestion can be taken (with an id never used), unless both sides are in
+    /// meta-contacts by now (there is no merging two meta-contacts); and turned down.
+    fn check_open_suggestions(&self) -> Result<(), TestCaseError> {
+        for s in self.live.open_suggestions() {
+            let accept = self.live.decide(UserCommand::AcceptMatch {
+                contact_id: s.contact_id,
+                target: s.target,
+                meta_contact_id: self.meta_contact(&MetaRef::Fresh),
+                name: None,
+            });
+            let meta_of =
+                |id: &ContactId| self.live.contacts().get(id).and_then(|c| c.meta_contact);
+            let both_bound = meta_of(&s.contact_id).is_some()
+                && match s.target {
+                    MatchTarget::Contact(other) => meta_of(&other).is_some(),
+                    MatchTarget::MetaContact(_) => true,
+                };
+            prop_assert!(
+                accept.is_ok()
+                    || (both_bound && matches!(accept, Err(UserError::ContactAlreadyBound { .. }))),
+                "open suggestion {:?} cannot be accepted: {:?}",
+                s,
+                accept
+            );
+            let reject = self.live.decide(UserCommand::RejectMatch {
+                contact_id: s.contact_id,
+                target: s.target,
+            });
+            prop_assert!(
+                reject.is_ok(),
+                "open suggestion {:?} cannot be rejected: {:?}",
+                s,
+                reject
+            );
+        }
+        Ok(())
     }
 
     /// An undo asked for in the sequence: exact, or refused as a conflict (a binding event), or
