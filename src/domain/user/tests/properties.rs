@@ -1011,6 +1011,52 @@ impl Run {
                 sequence,
                 event
             ),
+            UserEvent::MatchSuggested {
+                contact_id,
+                target,
+                score,
+                evidence,
+            } => {
+                prop_assert!(
+                    evidence.windows(2).all(|w| w[0] < w[1]),
+                    "evidence of {:?} not sorted and unique",
+                    event
+                );
+                prop_assert_eq!(*score, crate::domain::matching::score(evidence));
+                // Turned down for good, either way round.
+                let rejected = self.log.iter().any(|e| match (e, target) {
+                    (
+                        UserEvent::MatchRejected {
+                            contact_id: c,
+                            target: t,
+                        },
+                        _,
+                    ) if c == contact_id && t == target => true,
+                    (
+                        UserEvent::MatchRejected {
+                            contact_id: c,
+                            target: MatchTarget::Contact(t),
+                        },
+                        MatchTarget::Contact(other),
+                    ) => c == other && t == contact_id,
+                    _ => false,
+                });
+                prop_assert!(
+                    !rejected,
+                    "event {} suggests a rejected pair: {:?}",
+                    sequence,
+                    event
+                );
+                let account = |id: &ContactId| contact(id).map(|c| c.account_id);
+                if let MatchTarget::Contact(other) = target {
+                    prop_assert!(
+                        other != contact_id && account(other) != account(contact_id),
+                        "event {} pairs a contact with itself or its own account: {:?}",
+                        sequence,
+                        event
+                    );
+                }
+            }
             _ => {}
         }
         Ok(())
