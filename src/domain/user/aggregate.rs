@@ -19,13 +19,13 @@ mod matching;
 
 use matching::pair_key;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub user_name: UserName,
     pub password_hash: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     pub account: BoundAccount,
     pub roster_imported: bool,
@@ -38,7 +38,7 @@ pub struct Departure {
     pub sequence: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactState {
     pub account_id: AccountId,
     pub handle: Handle,
@@ -65,7 +65,9 @@ impl ContactState {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `PartialEq`: two states are equal when every field is, bookkeeping included; the property
+/// tests compare a replay of the stream with the state the commands built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     registration: Option<Registration>,
     accounts: BTreeMap<AccountId, AccountState>,

@@ -80,8 +80,9 @@ pub enum UserCommand {
     MarkContactsSeen {
         contact_ids: Option<Vec<ContactId>>,
     },
-    /// Takes an open suggestion: the contact joins the target's meta-contact, or the two form
-    /// a new one with `meta_contact_id` and `name` (default: the other contact's name).
+    /// Takes an open suggestion: the contact joins the target's meta-contact (the other contact
+    /// joins the contact's, if only the contact is in one by now), or the two form a new one
+    /// with `meta_contact_id` and `name` (default: the other contact's name).
     AcceptMatch {
         contact_id: ContactId,
         target: MatchTarget,

@@ -248,9 +248,10 @@ impl User {
         (best.score >= threshold && tied == 1).then_some(best)
     }
 
-    /// The binding event that takes a match: the contact joins the target's meta-contact, or
-    /// the two contacts form a new one. `contact_is_new`: the contact is added in the same
-    /// commit (so it is not in the state yet, and is free).
+    /// The binding event that takes a match: the contact joins the target's meta-contact (or
+    /// the other contact joins the contact's, when only the contact is in one), or the two
+    /// contacts form a new one. `contact_is_new`: the contact is added in the same commit (so
+    /// it is not in the state yet, and is free).
     pub(super) fn binding_for_match(
         &self,
         contact_id: ContactId,
@@ -259,6 +260,19 @@ impl User {
         name: Option<DisplayName>,
         contact_is_new: bool,
     ) -> Result<UserEvent, UserError> {
+        // The contact may have joined a meta-contact since the suggestion, the other still
+        // free: the other joins it (as a suggestion found today would have put it). Two
+        // meta-contacts are never merged: with both sides bound, the refusal below stands.
+        if let (MatchTarget::Contact(other), false) = (target, contact_is_new) {
+            let own = self.listed_contact(contact_id)?.meta_contact;
+            if let (Some(own), Ok(())) = (own, self.free_contact(other)) {
+                return Ok(UserEvent::ContactAddedToMetaContact {
+                    meta_contact_id: own,
+                    contact_id: other,
+                    before: self.meta_contact(own)?.clone(),
+                });
+            }
+        }
         if !contact_is_new {
             self.free_contact(contact_id)?;
         }

@@ -449,6 +449,60 @@ async fn accepting_a_match_whose_contact_joined_a_meta_contact_since_joins_that_
         ]);
 }
 
+/// The mirror of the case above, found by the property tests: the suggested contact itself
+/// has joined a meta-contact since, the other is still free. The suggestion stays open, so
+/// accepting it brings the other contact into that meta-contact (it was refused as "already
+/// bound: remove it there first").
+#[tokio::test]
+async fn accepting_a_match_whose_own_contact_joined_a_meta_contact_since_brings_the_other_in() {
+    let carol = contact(&account(1), "carol@localhost");
+    let b = account(2);
+    let carol_b = contact(&b, "carol@elsewhere");
+    let joined = MetaContactState::new(name("Carol"), [irc_contact("cj"), carol_b]);
+    let history = with(
+        carol_on_xmpp(),
+        [
+            irc_added("cj", "Carol Jones"),
+            carol_suggested(),
+            bound(&b),
+            named(&b, "carol@elsewhere", "Carol"),
+            UserEvent::ContactsMerged {
+                meta_contact_id: meta(2),
+                name: name("Carol"),
+                contact_ids: joined.members.clone(),
+            },
+        ],
+    );
+    let target = MatchTarget::Contact(carol);
+    assert!(
+        state_after(&history)
+            .suggestion(irc_contact("cj"), target)
+            .is_some(),
+        "still open"
+    );
+    fixture()
+        .given(history)
+        .when_async(UserCommand::AcceptMatch {
+            contact_id: irc_contact("cj"),
+            target,
+            meta_contact_id: meta(3),
+            name: None,
+        })
+        .await
+        .then_expect_events(vec![
+            UserEvent::MatchAccepted {
+                contact_id: irc_contact("cj"),
+                target,
+                automatic: false,
+            },
+            UserEvent::ContactAddedToMetaContact {
+                meta_contact_id: meta(2),
+                contact_id: carol,
+                before: joined,
+            },
+        ]);
+}
+
 /// A Nostr account (4) beside alice's XMPP accounts.
 fn nostr() -> NewAccount {
     NewAccount {

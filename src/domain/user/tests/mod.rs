@@ -127,6 +127,7 @@ fn state_after(events: &[UserEvent]) -> User {
 }
 
 mod matching;
+mod properties;
 mod reconciliation;
 
 #[tokio::test]
