@@ -188,6 +188,18 @@ _sbt_since() {
 # True once something accepts TCP connections on 127.0.0.1:$1.
 _sbt_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Args: PORT TENTHS PID. Waits up to TENTHS tenths of a second for 127.0.0.1:PORT to accept
+# connections while process PID lives; false if it did not. For the plugins.
+_sbt_wait_port() {
+	local port=$1 tenths=$2 pid=$3 i
+	for ((i = 0; i < tenths; i++)); do
+		_sbt_port_open "$port" && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
+
 # ----------------------------------------------------------------------------------------------
 # Install what is missing (Debian, as root)
 # ----------------------------------------------------------------------------------------------

@@ -76,16 +76,7 @@ _sbt_dns_start() {
 	_sbt_dns_pid=$!
 	_sbt_extra_pids+=("$_sbt_dns_pid")
 	_sbt_extra_logs+=("$dir/dnsmasq.log")
-	local i up=""
-	for ((i = 0; i < 100; i++)); do # up to 10 s; it normally takes a few ms
-		if _sbt_port_open "$port"; then
-			up=1
-			break
-		fi
-		kill -0 "$_sbt_dns_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if [[ -z $up ]]; then
+	if ! _sbt_wait_port "$port" 100 "$_sbt_dns_pid"; then # it normally takes a few ms
 		_sbt_tail "$dir/dnsmasq.log"
 		_sbt_die "dnsmasq did not start on 127.0.0.1:$port"
 	fi
