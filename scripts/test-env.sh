@@ -17,6 +17,9 @@
 # Servers: one PostgreSQL and two Prosodys with the same users and rosters: a plain one (no TLS at
 # all) and a TLS one that requires STARTTLS before login, with a certificate for "localhost" from a
 # throwaway CA made at start-up with openssl (its key is deleted once the certificate is signed).
+# The TLS one also has a direct TLS port (XEP-0368: TLS from the first byte) and hosts a second
+# domain, switchboard.test (certificate for it too; users ann and ben, no contacts), whose SRV
+# records the DNS plugin (scripts/servers/dns.sh) serves.
 # And one ejabberd, a second XMPP server implementation, plain (no TLS), with only the connector
 # tests' users ann, ben, cid, dot, eve and their rosters, so that tests/xmpp.rs holds the
 # connector to two independent servers.
@@ -27,6 +30,8 @@
 #   SWITCHBOARD_TEST_XMPP_DOMAIN   localhost        (both Prosodys)
 #   SWITCHBOARD_TEST_XMPP_TLS_SERVER  127.0.0.1:PORT  (Prosody c2s, STARTTLS required)
 #   SWITCHBOARD_TEST_XMPP_TLS_CA   PEM file of the CA that issued the TLS Prosody's certificate
+#   SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER  127.0.0.1:PORT  (the TLS Prosody's direct TLS port)
+#   SWITCHBOARD_TEST_XMPP_SRV_DOMAIN  switchboard.test  (the TLS Prosody's second domain)
 #   SWITCHBOARD_TEST_EJABBERD_SERVER  127.0.0.1:PORT  (ejabberd c2s, plain TCP, no TLS offered;
 #                                  domain localhost too)
 #   SWITCHBOARD_TEST_XMPP_SPARE_SERVER  127.0.0.1:PORT  (a third plain Prosody, same users and
@@ -182,6 +187,18 @@ _sbt_since() {
 
 # True once something accepts TCP connections on 127.0.0.1:$1.
 _sbt_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Args: PORT TENTHS PID. Waits up to TENTHS tenths of a second for 127.0.0.1:PORT to accept
+# connections while process PID lives; false if it did not. For the plugins.
+_sbt_wait_port() {
+	local port=$1 tenths=$2 pid=$3 i
+	for ((i = 0; i < tenths; i++)); do
+		_sbt_port_open "$port" && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	return 1
+}
 
 # ----------------------------------------------------------------------------------------------
 # Install what is missing (Debian, as root)
@@ -429,13 +446,16 @@ _sbt_start_postgres() {
 # A throwaway CA and a certificate for "localhost" signed by it, for the TLS Prosody.
 # ----------------------------------------------------------------------------------------------
 
-# Args: DIR [WHAT]. Writes DIR/ca.pem (the CA certificate, for the tests to trust) and
+# Args: DIR [WHAT [NAME...]]. Writes DIR/ca.pem (the CA certificate, for the tests to trust) and
 # localhost.crt/localhost.key (the server's). EC P-256 keys: generated in milliseconds. The
-# certificate names localhost in subjectAltName (TLS clients ignore the CN) and is a server
-# certificate only. The CA's key is deleted once it has signed: nothing else can be issued.
-# Plugins call it for CAs of their own (WHAT names it in the CA's subject and in errors).
+# certificate names localhost, and each NAME given, in subjectAltName (TLS clients ignore the CN)
+# and is a server certificate only. The CA's key is deleted once it has signed: nothing else can
+# be issued. Plugins call it for CAs of their own (WHAT names it in the CA's subject and in errors).
 _sbt_make_certs() {
-	local dir=$1 what=${2:-test}
+	local dir=$1 what=${2:-test} names=DNS:localhost name
+	for name in "${@:3}"; do
+		names+=,DNS:$name
+	done
 	mkdir -p "$dir"
 	if ! {
 		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -445,7 +465,7 @@ _sbt_make_certs() {
 				-subj /CN=localhost -keyout "$dir/localhost.key" -out "$dir/localhost.csr" &&
 			openssl x509 -req -in "$dir/localhost.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
 				-set_serial "0x$(openssl rand -hex 8)" -days 2 -out "$dir/localhost.crt" \
-				-extfile <(printf '%s\n' subjectAltName=DNS:localhost basicConstraints=critical,CA:FALSE \
+				-extfile <(printf '%s\n' "subjectAltName=$names" basicConstraints=critical,CA:FALSE \
 					keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth)
 	} >"$dir/openssl.log" 2>&1; then
 		_sbt_tail "$dir/openssl.log"
@@ -477,12 +497,21 @@ _sbt_xmpp_groups=(
 	"Pals:ann ben cid dot eve"
 )
 
+# The XMPP domain that only the TLS Prosody hosts besides localhost, with users of its own (no
+# contacts): the DNS plugin (scripts/servers/dns.sh) publishes its SRV records, so an account
+# given as just this domain is found through DNS. Not under "localhost", which resolvers answer
+# themselves (RFC 6761) without asking any DNS server.
+_sbt_xmpp_srv_domain=switchboard.test
+_sbt_xmpp_srv_users=(ann ben)
+
 # Usage: _sbt_start_prosody PORT INSTANCE TLS — INSTANCE is its folder in the temp folder (and its
 # name in messages), TLS is 1 for STARTTLS required (needs _sbt_make_certs first), 0 for no TLS.
-# Args: PORT INSTANCE TLS(0|1) [START(1|0)]. With START=0 only the configuration and the users
-# are made: the tests start and stop that one themselves (to take a server down and back).
+# Args: PORT INSTANCE TLS(0|1) [START(1|0) [DIRECT_TLS_PORT]]. With START=0 only the configuration
+# and the users are made: the tests start and stop that one themselves (to take a server down and
+# back). With TLS=1 and a DIRECT_TLS_PORT, that port speaks TLS from the first byte (XEP-0368),
+# and the server also hosts $_sbt_xmpp_srv_domain.
 _sbt_start_prosody() {
-	local port=$1 instance=$2 tls=$3 start=${4:-1} dir=$_sbt_tmp/$2
+	local port=$1 instance=$2 tls=$3 start=${4:-1} direct_tls_port=${5:-} dir=$_sbt_tmp/$2
 	local cfg=$dir/prosody.cfg.lua
 	mkdir -p "$dir/data" "$dir/certs" # certs stays empty without TLS, but Prosody wants the folder
 
@@ -515,6 +544,8 @@ _sbt_start_prosody() {
 				modules_disabled = { "s2s"; "offline" }
 			EOF
 		)
+	elif [[ -n $direct_tls_port ]]; then
+		_sbt_die "Prosody ($instance): a direct TLS port needs TLS"
 	else
 		tls_settings=$(
 			cat <<-EOF
@@ -534,7 +565,7 @@ _sbt_start_prosody() {
 		interfaces = { "127.0.0.1" }
 		local_interfaces = { "127.0.0.1" }
 		c2s_ports = { $port }
-		c2s_direct_tls_ports = { }
+		c2s_direct_tls_ports = { $direct_tls_port }
 		s2s_ports = { }
 		http_ports = { }
 		https_ports = { }
@@ -547,6 +578,11 @@ _sbt_start_prosody() {
 		log = { { levels = { min = "info" }; to = "file"; filename = "$dir/prosody.log" } }
 		VirtualHost "localhost"
 	EOF
+	local srv_users=()
+	if [[ -n $direct_tls_port ]]; then
+		printf 'VirtualHost "%s"\n' "$_sbt_xmpp_srv_domain" >>"$cfg"
+		srv_users=("${_sbt_xmpp_srv_users[@]}")
+	fi
 
 	# The spare keeps messages for users who are offline (mod_offline), as real servers do: the
 	# chat tests send to a contact who is not logged in. The others do not, so that messages of
@@ -564,6 +600,12 @@ _sbt_start_prosody() {
 			_sbt_die "prosodyctl register $u failed"
 		fi
 	done
+	for u in "${srv_users[@]}"; do
+		if ! prosodyctl --config "$cfg" register "$u" "$_sbt_xmpp_srv_domain" "$u-pw-7Q" >>"$dir/prosodyctl.log" 2>&1; then
+			_sbt_tail "$dir/prosodyctl.log"
+			_sbt_die "prosodyctl register $u@$_sbt_xmpp_srv_domain failed"
+		fi
+	done
 
 	if ((!start)); then
 		_sbt_log "Prosody ($instance) configured, not started: 127.0.0.1:$port ($cfg)"
@@ -575,7 +617,7 @@ _sbt_start_prosody() {
 
 	local i up=""
 	for ((i = 0; i < 300; i++)); do # up to 30 s; it normally takes ~0.1 s
-		if _sbt_port_open "$port"; then
+		if _sbt_port_open "$port" && { [[ -z $direct_tls_port ]] || _sbt_port_open "$direct_tls_port"; }; then
 			up=1
 			break
 		fi
@@ -587,7 +629,10 @@ _sbt_start_prosody() {
 		_sbt_tail "$dir/prosody.log"
 		_sbt_die "Prosody ($instance) did not accept connections on 127.0.0.1:$port"
 	fi
-	_sbt_log "Prosody ($instance) $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || true) up: 127.0.0.1:$port (domain localhost)"
+	local what="127.0.0.1:$port (domain localhost)"
+	[[ -z $direct_tls_port ]] ||
+		what="127.0.0.1:$port, direct TLS 127.0.0.1:$direct_tls_port (domains localhost, $_sbt_xmpp_srv_domain)"
+	_sbt_log "Prosody ($instance) $(dpkg-query -W -f='${Version}' prosody 2>/dev/null || true) up: $what"
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -1042,18 +1087,22 @@ _sbt_start() {
 	fi
 
 	local ports pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port spare_port
-	ports=$(_sbt_free_ports 6) || _sbt_die "could not find free ports on 127.0.0.1"
-	read -r pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port spare_port <<<"$ports"
+	local xmpp_direct_tls_port
+	ports=$(_sbt_free_ports 7) || _sbt_die "could not find free ports on 127.0.0.1"
+	read -r pg_port xmpp_port xmpp_tls_port ejabberd_port ejabberd_dist_port spare_port \
+		xmpp_direct_tls_port <<<"$ports"
 
 	_sbt_start_ejabberd "$ejabberd_port" "$ejabberd_dist_port" # boots while the others start
 	_sbt_start_postgres "$pg_port"
 	_sbt_start_prosody "$xmpp_port" prosody 0
 	export SWITCHBOARD_TEST_XMPP_SERVER="127.0.0.1:$xmpp_port"
 	export SWITCHBOARD_TEST_XMPP_DOMAIN="localhost"
-	_sbt_make_certs "$_sbt_tmp/tls"
+	_sbt_make_certs "$_sbt_tmp/tls" test "$_sbt_xmpp_srv_domain"
 	export SWITCHBOARD_TEST_XMPP_TLS_CA=$_sbt_tmp/tls/ca.pem
-	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1
+	_sbt_start_prosody "$xmpp_tls_port" prosody-tls 1 1 "$xmpp_direct_tls_port"
 	export SWITCHBOARD_TEST_XMPP_TLS_SERVER="127.0.0.1:$xmpp_tls_port"
+	export SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER="127.0.0.1:$xmpp_direct_tls_port"
+	export SWITCHBOARD_TEST_XMPP_SRV_DOMAIN=$_sbt_xmpp_srv_domain
 	_sbt_start_prosody "$spare_port" prosody-spare 0 0
 	export SWITCHBOARD_TEST_XMPP_SPARE_SERVER="127.0.0.1:$spare_port"
 	export SWITCHBOARD_TEST_XMPP_SPARE_CONFIG="$_sbt_tmp/prosody-spare/prosody.cfg.lua"
@@ -1088,6 +1137,8 @@ else
 		printf 'export SWITCHBOARD_TEST_XMPP_DOMAIN=%q\n' "$SWITCHBOARD_TEST_XMPP_DOMAIN"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_TLS_CA=%q\n' "$SWITCHBOARD_TEST_XMPP_TLS_CA"
+		printf 'export SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER"
+		printf 'export SWITCHBOARD_TEST_XMPP_SRV_DOMAIN=%q\n' "$SWITCHBOARD_TEST_XMPP_SRV_DOMAIN"
 		printf 'export SWITCHBOARD_TEST_EJABBERD_SERVER=%q\n' "$SWITCHBOARD_TEST_EJABBERD_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_SPARE_SERVER=%q\n' "$SWITCHBOARD_TEST_XMPP_SPARE_SERVER"
 		printf 'export SWITCHBOARD_TEST_XMPP_SPARE_CONFIG=%q\n' "$SWITCHBOARD_TEST_XMPP_SPARE_CONFIG"

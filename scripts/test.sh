@@ -5,7 +5,8 @@
 #    of GET /graphql serve;
 # 2. starts on loopback a private PostgreSQL, two Prosodys (plain, and STARTTLS with a throwaway
 #    CA) plus a spare one the tests run themselves, an ejabberd, and through the plugins in
-#    scripts/servers/ an ngIRCd, an InspIRCd with Atheme, a Synapse and a nostr-relay
+#    scripts/servers/ a dnsmasq (SRV records), an ngIRCd, an InspIRCd with Atheme, a Synapse and a
+#    nostr-relay
 #    (scripts/test-env.sh, sourced so they run for the whole test run and are stopped when this
 #    script exits, pass or fail; it installs what is missing with apt and pip) and exports their
 #    SWITCHBOARD_TEST_* variables (printed below);
@@ -22,7 +23,7 @@ echo "==> web assets (GraphiQL)"
 bash scripts/web-assets.sh
 export SWITCHBOARD_WEB_ASSETS=${SWITCHBOARD_WEB_ASSETS:-$repo/web/node_modules}
 
-echo "==> test servers (PostgreSQL, Prosody, ejabberd, ngIRCd, InspIRCd + Atheme, Synapse, nostr-relay)"
+echo "==> test servers (PostgreSQL, Prosody, ejabberd, dnsmasq, ngIRCd, InspIRCd + Atheme, Synapse, nostr-relay)"
 # shellcheck source=scripts/test-env.sh
 source "$repo/scripts/test-env.sh"
 echo "SWITCHBOARD_TEST_DATABASE_URL=$SWITCHBOARD_TEST_DATABASE_URL"
@@ -30,6 +31,8 @@ echo "SWITCHBOARD_TEST_XMPP_SERVER=$SWITCHBOARD_TEST_XMPP_SERVER"
 echo "SWITCHBOARD_TEST_XMPP_DOMAIN=$SWITCHBOARD_TEST_XMPP_DOMAIN"
 echo "SWITCHBOARD_TEST_XMPP_TLS_SERVER=$SWITCHBOARD_TEST_XMPP_TLS_SERVER"
 echo "SWITCHBOARD_TEST_XMPP_TLS_CA=$SWITCHBOARD_TEST_XMPP_TLS_CA"
+echo "SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER=$SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER"
+echo "SWITCHBOARD_TEST_XMPP_SRV_DOMAIN=$SWITCHBOARD_TEST_XMPP_SRV_DOMAIN"
 echo "SWITCHBOARD_TEST_EJABBERD_SERVER=$SWITCHBOARD_TEST_EJABBERD_SERVER"
 echo "SWITCHBOARD_TEST_XMPP_SPARE_SERVER=$SWITCHBOARD_TEST_XMPP_SPARE_SERVER"
 for var in "${_sbt_exports[@]}"; do # the servers of the plugins in scripts/servers/

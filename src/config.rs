@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connectors::RequireTls;
 use crate::secret::Secret;
 
 /// Everything `serve` needs.
@@ -41,6 +42,11 @@ pub struct Settings {
     pub login_concurrency: usize,
     /// Login attempts a node starts per second at most.
     pub login_rate: f64,
+    /// When XMPP logins without TLS are refused.
+    pub xmpp_require_tls: RequireTls,
+    /// The DNS server XMPP asks for SRV records and their targets' addresses; `None`: the
+    /// system's resolv.conf.
+    pub dns_server: Option<SocketAddr>,
     /// What a client may ask of the server at most: body size, time, hashes, subscriptions.
     pub limits: Limits,
 }
@@ -91,6 +97,8 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(30),
             login_concurrency: 16,
             login_rate: 20.0,
+            xmpp_require_tls: RequireTls::Auto,
+            dns_server: None,
             limits: Limits::default(),
         }
     }
@@ -115,6 +123,8 @@ struct FileSettings {
     lease_secs: Option<u64>,
     login_concurrency: Option<usize>,
     login_rate: Option<f64>,
+    xmpp_require_tls: Option<RequireTls>,
+    dns_server: Option<SocketAddr>,
     max_body_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
     hash_concurrency: Option<usize>,
@@ -203,6 +213,12 @@ impl Settings {
         if let Some(v) = f.login_rate {
             self.login_rate = v;
         }
+        if let Some(v) = f.xmpp_require_tls {
+            self.xmpp_require_tls = v;
+        }
+        if let Some(v) = f.dns_server {
+            self.dns_server = Some(v);
+        }
         if let Some(v) = f.max_body_bytes {
             self.limits.max_body_bytes = v;
         }
@@ -283,6 +299,18 @@ impl Settings {
                     name: "SWITCHBOARD_LOGIN_RATE",
                     message: "must be a number of logins per second above 0".into(),
                 })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_XMPP_REQUIRE_TLS") {
+            self.xmpp_require_tls = v.parse().map_err(|message| ConfigError::Env {
+                name: "SWITCHBOARD_XMPP_REQUIRE_TLS",
+                message,
+            })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_DNS_SERVER") {
+            self.dns_server = Some(v.trim().parse().map_err(|_| ConfigError::Env {
+                name: "SWITCHBOARD_DNS_SERVER",
+                message: "must be ip:port (IPv6 in brackets)".into(),
+            })?);
         }
         if let Some(v) = get("SWITCHBOARD_MAX_BODY_BYTES") {
             self.limits.max_body_bytes = positive("SWITCHBOARD_MAX_BODY_BYTES", &v)?;
@@ -443,6 +471,51 @@ mod tests {
                     })
                 ),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn xmpp_transport_settings_come_from_the_file_or_the_environment() {
+        let defaults = Settings::load(None, |_| None).unwrap();
+        assert_eq!(defaults.xmpp_require_tls, RequireTls::Auto);
+        assert_eq!(defaults.dns_server, None);
+
+        let dir = std::env::temp_dir().join(format!("sb-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            "xmpp_require_tls = \"never\"\ndns_server = \"127.0.0.1:5353\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file), |_| None).unwrap();
+        assert_eq!(settings.xmpp_require_tls, RequireTls::Never);
+        assert_eq!(settings.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+        let settings = Settings::load(Some(&file), |name| match name {
+            "SWITCHBOARD_XMPP_REQUIRE_TLS" => Some(" Always ".to_owned()),
+            "SWITCHBOARD_DNS_SERVER" => Some("[::1]:53".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(settings.xmpp_require_tls, RequireTls::Always);
+        assert_eq!(settings.dns_server, Some("[::1]:53".parse().unwrap()));
+        std::fs::write(&file, "xmpp_require_tls = \"sometimes\"\n").unwrap();
+        assert!(matches!(
+            Settings::load(Some(&file), |_| None),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+
+        for (name, bad) in [
+            ("SWITCHBOARD_XMPP_REQUIRE_TLS", "yes"),
+            ("SWITCHBOARD_DNS_SERVER", "127.0.0.1"),
+            ("SWITCHBOARD_DNS_SERVER", "dns.example.org:53"),
+        ] {
+            let result = Settings::load(None, |asked| (asked == name).then(|| bad.to_owned()));
+            assert!(
+                matches!(&result, Err(ConfigError::Env { name: got, .. }) if *got == name),
+                "{name}={bad}: {result:?}"
             );
         }
     }

@@ -85,6 +85,8 @@ fn builtin_connectors(settings: &Settings) -> anyhow::Result<ConnectorRegistry> 
     let options = ConnectorOptions {
         extra_roots_pem,
         nip05_resolve: settings.nip05_resolve.clone(),
+        xmpp_require_tls: settings.xmpp_require_tls,
+        dns_server: settings.dns_server,
     };
     ConnectorRegistry::with_builtin(&options).with_context(|| match &settings.extra_ca_file {
         Some(path) => format!("the extra CA file {}", path.display()),

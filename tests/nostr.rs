@@ -701,6 +701,7 @@ async fn contacts_profiles_are_reported_with_their_nip05_checked() {
             std::fs::read(env("SWITCHBOARD_TEST_NIP05_TLS_CA")).expect("the NIP-05 test CA"),
         ),
         nip05_resolve: vec![("localhost".to_owned(), server.address)],
+        ..ConnectorOptions::default()
     })
     .expect("the NIP-05 test CA is usable");
     let mut session = connector

@@ -6,8 +6,11 @@
 //! ben, cid, dot and eve (password `<name>-pw-7Q`) have the other four as contacts (roster group
 //! "Pals", names "Ann", "Ben", …); each test uses its own users for anything that changes
 //! presence, so the tests can run in parallel, and the two servers share nothing. A second
-//! Prosody with the same users requires STARTTLS, with a certificate from a throwaway CA. The last
-//! tests use a scripted server for the failure paths a real server will not produce on demand.
+//! Prosody with the same users requires STARTTLS, with a certificate from a throwaway CA; it also
+//! has a direct TLS port and a second domain, switchboard.test (users ann and ben, no contacts),
+//! whose SRV records a DNS server on loopback serves (scripts/servers/dns.sh): the transport
+//! tests find it the way an account given only as a domain is found. The last tests use a
+//! scripted server for the failure paths a real server will not produce on demand.
 //! vCards: both servers serve them (Prosody mod_vcard_legacy, ejabberd mod_vcard) and nobody has
 //! one at start; the vCard tests publish eve's and ann's as those users and empty them again.
 //! eve and ann are the contacts there because no other test watches their presence.
@@ -20,10 +23,11 @@ use common::{complete, env};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use switchboard::app::error::AppError;
 use switchboard::connectors::xmpp::XmppConnector;
 use switchboard::connectors::{
-    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ContactProfile,
-    Credential, LiveSession, RosterEntry,
+    AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorOptions,
+    ContactProfile, Credential, LiveSession, RequireTls, RosterEntry,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::domain::matching::Profile;
@@ -235,12 +239,12 @@ async fn malformed_settings_are_invalid_accounts() {
         );
     }
     for bad_server in [
-        "localhost",
         "localhost:",
         "localhost:0",
         "localhost:x",
         ":5222",
         "::1:5222",
+        "xmpps://localhost",
     ] {
         let mut login = login_as(&prosody(), "ann", "ann-pw-7Q");
         login.server = bad_server.to_owned();
@@ -447,9 +451,14 @@ async fn starttls_with_the_ca_trusted_logs_in_and_reads_the_roster() {
     session.disconnect().await;
 
     // The password is still checked once the stream is encrypted.
-    let wrong = login_as(&server, "ann", "not-the-password");
+    refuses_a_wrong_password(&connector, login_as(&server, "ann", "ann-pw-7Q")).await;
+}
+
+/// `login` with another password fails as a wrong password.
+async fn refuses_a_wrong_password(connector: &XmppConnector, mut login: AccountLogin) {
+    login.credential = Credential::Password(Secret::new("not-the-password"));
     let error = connector
-        .connect(&wrong, LOGIN_TIMEOUT)
+        .connect(&login, LOGIN_TIMEOUT)
         .await
         .expect_err("a wrong password must fail");
     assert!(matches!(error, ConnectorError::AuthFailed), "{error:?}");
@@ -492,6 +501,231 @@ async fn starttls_checks_the_certificate_against_the_jid_domain() {
                 && reason.contains("certificate not valid for name")),
         "{error:?}"
     );
+}
+
+/// The expected roster of ann@localhost: the other four Pals.
+fn pals_of_ann() -> Vec<RosterEntry> {
+    ["Ben", "Cid", "Dot", "Eve"]
+        .into_iter()
+        .map(|name| RosterEntry {
+            handle: handle(&format!("{}@localhost", name.to_lowercase())),
+            display_name: Some(name.to_owned()),
+        })
+        .collect()
+}
+
+/// A connector trusting the test CA, asking the loopback DNS server, requiring TLS as said.
+fn connector_with(require_tls: RequireTls) -> XmppConnector {
+    let (_, ca) = tls_server();
+    let dns_server = env("SWITCHBOARD_TEST_DNS_SERVER");
+    XmppConnector::with_options(&ConnectorOptions {
+        extra_roots_pem: Some(ca),
+        xmpp_require_tls: require_tls,
+        dns_server: Some(dns_server.parse().expect("the DNS server is ip:port")),
+        ..ConnectorOptions::default()
+    })
+    .expect("the test CA is usable")
+}
+
+/// The domain the TLS Prosody hosts besides localhost, with SRV records on the test DNS.
+fn srv_domain() -> String {
+    env("SWITCHBOARD_TEST_XMPP_SRV_DOMAIN")
+}
+
+/// `user@domain` (password `<user>-pw-7Q`) with this server field.
+fn login_at(server: &str, user: &str, domain: &str) -> AccountLogin {
+    let mut login = login_as(server, user, &format!("{user}-pw-7Q"));
+    login.handle = handle(&format!("{user}@{domain}"));
+    login
+}
+
+#[tokio::test]
+async fn required_tls_refuses_a_server_without_starttls_before_any_credential() {
+    // The plain Prosody offers no STARTTLS: what a client sees when an attacker on the path
+    // strips the offer. A tap between them keeps what the connector sent.
+    let tap = common::tap::Tap::start(&prosody()).await;
+    let login = login_as(&tap.address, "ann", "ann-pw-7Q");
+    let error = connector_with(RequireTls::Always)
+        .connect(&login, LOGIN_TIMEOUT)
+        .await
+        .expect_err("a login without TLS must be refused when TLS is required");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(why)
+            if why == "the server did not offer STARTTLS and TLS is required (require_tls)"),
+        "{error:?}"
+    );
+    assert_eq!(AppError::from(error).code(), "UPSTREAM_UNAVAILABLE");
+    let sent = tap.sent().await;
+    assert!(sent.contains("<stream:stream"), "{sent}");
+    // The password, raw or in a SASL PLAIN message, or any SASL exchange at all.
+    for secret in ["<auth", "<response", "ann-pw-7Q", "AGFubgBhbm4tcHctN1E="] {
+        assert!(
+            !sent.contains(secret),
+            "{secret} went out in the clear: {sent}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn by_default_tls_is_not_required_from_a_server_named_on_loopback() {
+    // `auto`: the plain Prosody is 127.0.0.1, so the login goes on without TLS, using SCRAM
+    // (PLAIN in the clear would be allowed only on loopback too).
+    let session = connector_with(RequireTls::Auto)
+        .connect(&login_as(&prosody(), "ann", "ann-pw-7Q"), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ann cannot log in on loopback without TLS: {e}"));
+    assert_eq!(sorted(complete(&session.roster)), pals_of_ann());
+    session.disconnect().await;
+}
+
+fn sorted(mut entries: Vec<RosterEntry>) -> Vec<RosterEntry> {
+    entries.sort_by(|a, b| a.handle.as_str().cmp(b.handle.as_str()));
+    entries
+}
+
+#[tokio::test]
+async fn an_account_given_as_a_domain_is_found_through_srv_and_logs_in_over_direct_tls() {
+    // switchboard.test has two _xmpps-client records: priority 5, a port where nothing listens,
+    // then priority 10, the TLS Prosody's direct TLS port; nothing else. So a login must pass
+    // the first and can only succeed over direct TLS.
+    let domain = srv_domain();
+    let connector = connector_with(RequireTls::Always);
+    for server in ["", domain.as_str()] {
+        let started = Instant::now();
+        let session = connector
+            .connect(&login_at(server, "ann", &domain), LOGIN_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("ann@{domain} (server {server:?}) cannot log in: {e}"));
+        assert_eq!(complete(&session.roster), [], "no contacts on {domain}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        session.disconnect().await;
+    }
+    // The password is checked there as anywhere.
+    refuses_a_wrong_password(&connector, login_at("", "ben", &domain)).await;
+}
+
+#[tokio::test]
+async fn every_srv_target_is_tried_in_order_and_each_failure_told() {
+    // Without the test CA, neither target can be used: the error names both, in SRV order.
+    let domain = srv_domain();
+    let dns_server = env("SWITCHBOARD_TEST_DNS_SERVER").parse().unwrap();
+    let connector = XmppConnector::with_options(&ConnectorOptions {
+        dns_server: Some(dns_server),
+        ..ConnectorOptions::default()
+    })
+    .unwrap();
+    let error = connector
+        .connect(&login_at("", "ann", &domain), LOGIN_TIMEOUT)
+        .await
+        .expect_err("no target is usable without the test CA");
+    let ConnectorError::Unreachable(why) = &error else {
+        panic!("{error:?}")
+    };
+    let dead = why
+        .find(&format!("xmpps://dead.{domain}:"))
+        .unwrap_or_else(|| panic!("the first target is not told: {why}"));
+    let direct = why
+        .find(&format!("xmpps://xmpp.{domain}:"))
+        .unwrap_or_else(|| panic!("the second target is not told: {why}"));
+    assert!(dead < direct, "{why}");
+    assert!(
+        why.starts_with(&format!("no server of {domain} could be used: ")),
+        "{why}"
+    );
+    assert!(why.contains("certificate not trusted"), "{why}");
+    assert!(!why.contains("ann-pw-7Q"), "{why}");
+}
+
+#[tokio::test]
+async fn a_domain_with_xmpp_client_records_logs_in_over_starttls() {
+    // The server field names another domain to look up: starttls.switchboard.test has one
+    // _xmpp-client record, the TLS Prosody's STARTTLS port. The certificate is still checked
+    // for the JID's domain.
+    let domain = srv_domain();
+    let server = env("SWITCHBOARD_TEST_XMPP_STARTTLS_SRV_DOMAIN");
+    let session = connector_with(RequireTls::Always)
+        .connect(&login_at(&server, "ann", &domain), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ann@{domain} cannot log in through {server}: {e}"));
+    assert_eq!(complete(&session.roster), []);
+    session.disconnect().await;
+}
+
+#[tokio::test]
+async fn xmpps_names_a_direct_tls_server() {
+    let server = format!("xmpps://{}", env("SWITCHBOARD_TEST_XMPP_DIRECT_TLS_SERVER"));
+    let connector = connector_with(RequireTls::Always);
+    let session = connector
+        .connect(&login_as(&server, "ann", "ann-pw-7Q"), LOGIN_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("ann cannot log in at {server}: {e}"));
+    assert_eq!(sorted(complete(&session.roster)), pals_of_ann());
+    session.disconnect().await;
+
+    // Direct TLS to a port that does not speak it fails as a TLS failure, not as XMPP.
+    let plain = format!("xmpps://{}", prosody());
+    let error = connector
+        .connect(&login_as(&plain, "ann", "ann-pw-7Q"), LOGIN_TIMEOUT)
+        .await
+        .expect_err("the plain port speaks no TLS");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(why) if why.contains("TLS handshake with localhost failed")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_without_srv_records_is_tried_on_5222_and_auto_requires_tls_there() {
+    // fallback.switchboard.test has an address (127.0.0.1) but no SRV records: the client
+    // must go to that address on port 5222, where this test listens, offering no STARTTLS. The
+    // account names no loopback server, so `auto` requires TLS although DNS pointed to loopback.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let domain = env("SWITCHBOARD_TEST_XMPP_NO_SRV_DOMAIN");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:5222")
+        .await
+        .expect("this test needs 127.0.0.1:5222 free (the fallback port of RFC 6120)");
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains("<stream:stream") {
+            let read = socket.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the client hung up before its stream header");
+            received.extend_from_slice(&buffer[..read]);
+        }
+        socket
+            .write_all(
+                b"<?xml version='1.0'?><stream:stream xmlns='jabber:client'                   xmlns:stream='http://etherx.jabber.org/streams' id='f1'                   from='fallback.switchboard.test' version='1.0'><stream:features>                  <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1                  </mechanism><mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+            )
+            .await
+            .unwrap();
+        while let Ok(read @ 1..) = socket.read(&mut buffer).await {
+            received.extend_from_slice(&buffer[..read]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    });
+    let error = connector_with(RequireTls::Auto)
+        .connect(&login_at("", "ann", &domain), LOGIN_TIMEOUT)
+        .await
+        .expect_err("a server without STARTTLS must be refused");
+    assert!(
+        matches!(&error, ConnectorError::Unreachable(why) if why.contains("did not offer STARTTLS and TLS is required")),
+        "{error:?}"
+    );
+    let received = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the client did not hang up")
+        .unwrap();
+    assert!(
+        received.contains(&format!("to='{domain}'"))
+            || received.contains(&format!("to=\"{domain}\"")),
+        "{received}"
+    );
+    assert!(!received.contains("<auth"), "{received}");
 }
 
 #[test]

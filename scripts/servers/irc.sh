@@ -42,17 +42,6 @@ _sbt_irc_missing_packages() {
 	return 0
 }
 
-# Waits up to $2 tenths of a second for 127.0.0.1:$1 to accept connections while pid $3 lives.
-_sbt_irc_wait_port() {
-	local port=$1 tenths=$2 pid=$3 i
-	for ((i = 0; i < tenths; i++)); do
-		_sbt_port_open "$port" && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.1
-	done
-	return 1
-}
-
 _sbt_irc_start_ngircd() {
 	local port=$1 dir=$_sbt_tmp/irc/ngircd
 	mkdir -p "$dir"
@@ -92,7 +81,7 @@ _sbt_irc_start_ngircd() {
 	local pid=$!
 	_sbt_extra_pids+=("$pid")
 	_sbt_extra_logs+=("$dir/ngircd.log")
-	if ! _sbt_irc_wait_port "$port" 300 "$pid"; then
+	if ! _sbt_wait_port "$port" 300 "$pid"; then
 		_sbt_tail "$dir/ngircd.log"
 		_sbt_die "ngIRCd did not accept connections on 127.0.0.1:$port"
 	fi
@@ -168,7 +157,7 @@ _sbt_irc_start_inspircd() {
 	local pid=$!
 	_sbt_extra_pids+=("$pid")
 	_sbt_extra_logs+=("$dir/inspircd.stdout" "$dir/inspircd.log")
-	if ! _sbt_irc_wait_port "$port" 300 "$pid"; then
+	if ! _sbt_wait_port "$port" 300 "$pid"; then
 		_sbt_tail "$dir/inspircd.stdout"
 		_sbt_tail "$dir/inspircd.log"
 		_sbt_die "InspIRCd did not accept connections on 127.0.0.1:$port"

@@ -345,6 +345,33 @@ pub trait Connector: Send + Sync {
 #[error("the extra CA certificates are not usable: {0}")]
 pub struct ExtraRootsError(pub String);
 
+/// When the XMPP connector refuses to log in over a connection without TLS
+/// (`SWITCHBOARD_XMPP_REQUIRE_TLS`). TLS offered is used whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequireTls {
+    /// Required, except with a server the account names as loopback (`localhost`, `127.0.0.1`,
+    /// `[::1]`, or the domain `localhost`) that is on loopback indeed: never decided by what DNS
+    /// answers.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl std::str::FromStr for RequireTls {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => Err("must be auto, always or never".to_owned()),
+        }
+    }
+}
+
 /// Server-wide settings for the built-in connectors.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectorOptions {
@@ -354,6 +381,11 @@ pub struct ConnectorOptions {
     /// instead of the one DNS gives, like curl's `--resolve`: still over HTTPS, the certificate
     /// checked for the domain. For tests on loopback and split-horizon set-ups; empty, DNS.
     pub nip05_resolve: Vec<(String, SocketAddr)>,
+    /// When XMPP logins without TLS are refused.
+    pub xmpp_require_tls: RequireTls,
+    /// The DNS server (`ip:port`, UDP then TCP) asked for XMPP's SRV records and the addresses
+    /// of the hosts they name. `None`: the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// The connectors this build has, by protocol.
@@ -368,10 +400,7 @@ impl ConnectorRegistry {
         #[allow(unused_mut)]
         let mut registry = Self::default();
         #[cfg(feature = "xmpp")]
-        registry.register(Arc::new(match &options.extra_roots_pem {
-            Some(pem) => xmpp::XmppConnector::with_extra_roots(pem)?,
-            None => xmpp::XmppConnector::default(),
-        }));
+        registry.register(Arc::new(xmpp::XmppConnector::with_options(options)?));
         #[cfg(feature = "irc")]
         registry.register(Arc::new(match &options.extra_roots_pem {
             Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,

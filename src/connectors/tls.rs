@@ -49,6 +49,14 @@ pub(crate) fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
     Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
+/// The same trust, offering `protocol` by ALPN (e.g. `xmpp-client` for XMPP's direct TLS).
+#[cfg(feature = "xmpp")]
+pub(crate) fn with_alpn(config: &ClientConfig, protocol: &[u8]) -> Arc<ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![protocol.to_vec()];
+    Arc::new(config)
+}
+
 /// The TLS handshake over a fresh connection to `host`.
 pub(crate) async fn handshake(
     tcp: TcpStream,

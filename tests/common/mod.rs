@@ -1,12 +1,13 @@
 //! Helpers every connector interop test shares (`mod common;` in tests/xmpp.rs, irc.rs,
 //! matrix.rs, nostr.rs, and the API tests): server settings from the environment, waiting for
-//! events, and plain XMPP, Matrix and Nostr clients for the other side.
+//! events, plain XMPP, Matrix and Nostr clients for the other side, and a tap on the wire.
 
 #![allow(dead_code)] // each test crate uses a part
 
 pub mod matrix_client;
 #[cfg(feature = "nostr")]
 pub mod nostr_client;
+pub mod tap;
 pub mod xmpp_client;
 
 use std::time::Duration;

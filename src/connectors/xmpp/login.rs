@@ -1,16 +1,11 @@
-//! The login: TCP, STARTTLS, SASL, resource binding and the roster, up to the initial presence.
+//! The login over an opened connection (`transport.rs`): SASL, resource binding and the roster,
+//! up to the initial presence.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
-use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufStream};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::ClientConfig;
-use tokio_rustls::TlsConnector;
 use tokio_xmpp::connect::AsyncReadAndWrite;
 use tokio_xmpp::error::{AuthError, Error as XmppError};
 use tokio_xmpp::jid::BareJid;
@@ -20,7 +15,6 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::roster::Roster as RosterQuery;
 use tokio_xmpp::parsers::sasl::DefinedCondition as SaslCondition;
-use tokio_xmpp::parsers::starttls::{Nonza as StartTls, Request as StartTlsRequest};
 use tokio_xmpp::parsers::stream_error::{DefinedCondition as StreamCondition, ReceivedStreamError};
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{
@@ -31,6 +25,7 @@ use tokio_xmpp::Stanza;
 use tracing::debug;
 
 use super::stanza::{parse_result, roster_of_answer};
+use super::transport::Opened;
 use super::Target;
 use crate::connectors::net::invalid;
 use crate::connectors::{ConnectorError, Roster};
@@ -59,33 +54,16 @@ pub(super) struct LoggedIn {
 }
 
 pub(super) async fn log_in(
+    opened: Opened,
     target: &Target,
     secret: &Secret,
-    timeouts: Timeouts,
-    tls: &Arc<ClientConfig>,
 ) -> Result<LoggedIn, ConnectorError> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| {
-            ConnectorError::Unreachable(format!("cannot connect to {}: {e}", target.server))
-        })?;
-    // Stanzas are small and latency matters more than packet count.
-    if let Err(e) = tcp.set_nodelay(true) {
-        debug!("cannot disable Nagle's algorithm: {e}");
-    }
-    let loopback = tcp.peer_addr().is_ok_and(|peer| peer.ip().is_loopback());
-    let (features, stream) = open_stream(tcp, &target.jid, timeouts).await?;
-
-    // Offered means used, required or not; once offered there is no way back to plain TCP.
-    let (features, stream, encrypted) = if features.can_starttls() {
-        let tls_stream = start_tls(stream, target, tls).await?;
-        // TLS starts a new stream, with new features (now with SASL mechanisms).
-        let (features, stream) = open_stream(tls_stream, &target.jid, timeouts).await?;
-        debug!(domain = %target.jid.domain(), "xmpp stream encrypted");
-        (features, stream.box_stream(), true)
-    } else {
-        (features, stream.box_stream(), false)
-    };
+    let Opened {
+        features,
+        stream,
+        encrypted,
+        loopback,
+    } = opened;
 
     // PLAIN puts the password itself on the wire: only inside TLS, or on loopback.
     let mechanisms = usable_mechanisms(&features.sasl_mechanisms, encrypted || loopback);
@@ -178,59 +156,8 @@ fn stream_header(jid: &BareJid) -> StreamHeader<'_> {
     }
 }
 
-/// Upgrades the connection: `<starttls/>`, the server's `<proceed/>`, then the TLS handshake.
-/// Every failure is [`ConnectorError::Unreachable`], and the connection is dropped: never go on
-/// in the clear. A JID domain that cannot be a certificate name (e.g. a non-ASCII one, which
-/// would need IDNA) is [`ConnectorError::InvalidAccount`], found before the STARTTLS request.
-async fn start_tls(
-    mut stream: XmppStream<BufStream<TcpStream>>,
-    target: &Target,
-    tls: &Arc<ClientConfig>,
-) -> Result<TlsStream<TcpStream>, ConnectorError> {
-    let domain = target.jid.domain().as_str();
-    let failed = |why: String| {
-        ConnectorError::Unreachable(format!("TLS handshake with {domain} failed: {why}"))
-    };
-    // The certificate must name the JID's domain, whatever host we connected to.
-    let name = ServerName::try_from(domain.to_owned())
-        .map_err(|_| invalid(format!("{domain} is not a name a certificate can be for")))?;
-    stream
-        .send(&XmppStreamElement::Starttls(StartTls::Request(
-            StartTlsRequest,
-        )))
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    loop {
-        match stream.next().await {
-            Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Starttls(answer)))) => {
-                match answer {
-                    StartTls::Proceed(_) => break,
-                    _ => return Err(failed("the server refused to start TLS".to_owned())),
-                }
-            }
-            Some(Err(ReadError::SoftTimeout)) => continue,
-            Some(Err(ReadError::HardError(e))) => return Err(failed(e.to_string())),
-            Some(Ok(other)) => {
-                return Err(failed(format!("unexpected answer to STARTTLS: {other:?}")))
-            }
-            Some(Err(ReadError::ParseError(e))) => {
-                return Err(failed(format!("unreadable answer to STARTTLS: {e}")))
-            }
-            Some(Err(ReadError::StreamFooterReceived)) | None => {
-                return Err(failed("the server closed the stream".to_owned()))
-            }
-        }
-    }
-    // The server says nothing more until our ClientHello, so no read-ahead is lost here.
-    let tcp = stream.into_inner().into_inner();
-    TlsConnector::from(Arc::clone(tls))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| failed(crate::connectors::tls::failure(&e)))
-}
-
 /// Opens an XML stream to `jid`'s domain over `io` and reads the server's stream features.
-async fn open_stream<Io: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn open_stream<Io: AsyncRead + AsyncWrite + Unpin>(
     io: Io,
     jid: &BareJid,
     timeouts: Timeouts,

@@ -8,15 +8,34 @@
 //! succeeds or fails with a clear [`ConnectorError`], and a lost connection ends the session
 //! with [`ConnectorEvent::Disconnected`]; reconnecting is the caller's decision.
 //!
-//! The transport is TCP to the configured `host:port` (no DNS SRV lookup). Whenever the server
-//! offers STARTTLS, required or not, the connection is upgraded before any login: the certificate
-//! must chain to the public web PKI roots (webpki-roots) or to extra roots the connector was
-//! configured with ([`XmppConnector::with_extra_roots`]), and must be valid for the JID's domain,
-//! not the host connected to (RFC 6120 §13.7.2.1). A failed upgrade ends the login with
-//! [`ConnectorError::Unreachable`]; it never falls back to plain TCP. A server that does not
-//! offer STARTTLS (or whose offer an attacker on the path stripped) is logged into in the clear,
-//! where SASL PLAIN (the password itself on the wire) is refused except on loopback; SCRAM never
-//! sends the password.
+//! Transport (`transport.rs`, `dns.rs`). The account's server says where to connect:
+//! - empty: the JID's domain, found through DNS as below;
+//! - a domain (`example.org`, no port): that domain's DNS SRV records, `_xmpps-client._tcp`
+//!   (direct TLS, XEP-0368) and `_xmpp-client._tcp` (STARTTLS, RFC 6120 §3.2) mixed into one
+//!   RFC 2782 order (priority, then a weighted draw), each target tried in turn; without
+//!   records, the domain's own addresses on port 5222. A record with target "." alone says
+//!   there is no service. The DNS server is the system's (resolv.conf) unless the connector was
+//!   given one ([`ConnectorOptions::dns_server`]), which then also gives the targets' addresses;
+//! - `host:port` (IPv6 in brackets): that server only, no SRV, resolved by the system;
+//! - `xmpps://host:port`: the same over direct TLS.
+//!
+//! Trying the next server happens for failures before SASL (connection, TLS, stream, TLS
+//! required but missing): no server is given credentials unless it is the one logged into. A
+//! server that drops packets is given up after 5 s while others are left; the whole login
+//! stays within its deadline.
+//!
+//! TLS. Direct TLS starts TLS on connecting, with ALPN `xmpp-client`. Otherwise, whenever the
+//! server offers STARTTLS, required or not, the connection is upgraded before any login. Either
+//! way the certificate must chain to the public web PKI roots (webpki-roots) or to extra roots
+//! the connector was configured with ([`XmppConnector::with_extra_roots`]), and must be valid
+//! for the JID's domain (also the SNI name), not the host connected to (RFC 6120 §13.7.2.1). A
+//! failed handshake ends that attempt with [`ConnectorError::Unreachable`]; it never falls back
+//! to plain TCP. A server that does not offer STARTTLS (or whose offer an attacker on the path
+//! stripped) is refused when TLS is required ([`RequireTls`]; by default it is, except with a
+//! server the account names as loopback — `localhost`, `127.0.0.1`, `[::1]` — that is on
+//! loopback indeed: DNS answers never make it optional), with [`ConnectorError::Unreachable`]
+//! saying so and nothing but the stream header sent. Where it is not required, the login goes on in the clear, where SASL PLAIN (the
+//! password itself on the wire) is refused except on loopback; SCRAM never sends the password.
 //!
 //! Roster: an answer to our roster request without a readable `<query/>` (RFC 6121 allows one
 //! for roster versioning, but we send no version, so it tells nothing), or a refusal, is
@@ -77,17 +96,20 @@
 //! after a week by default): after a longer absence the oldest are gone.
 
 mod archive;
+mod dns;
 mod login;
 mod session;
 mod stanza;
+mod transport;
 mod vcard;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::RootCertStore;
 use tokio_xmpp::jid::BareJid;
 use tokio_xmpp::xmlstream::Timeouts;
 use tracing::debug;
@@ -95,12 +117,16 @@ use tracing::debug;
 use super::net::{invalid, parse_host_port, require_protocol};
 use super::task::{Request, TaskControl};
 use super::tls;
+use super::{
+    AccountLogin, Connector, ConnectorError, ConnectorOptions, ExtraRootsError, LiveSession,
+};
 #[cfg(doc)]
-use super::ConnectorEvent;
-use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession};
+use super::{ConnectorEvent, RequireTls};
 use crate::domain::ids::Protocol;
+use dns::{Dns, Endpoint};
 use login::{log_in, LoggedIn};
 use session::{Session, CLOSE_TIMEOUT};
+use transport::{Route, Transport};
 
 /// Events a session may queue before the consumer reads them; beyond that the session waits
 /// (and stops reading the socket) rather than dropping presence updates.
@@ -114,19 +140,21 @@ const STREAM_TIMEOUTS: Timeouts = Timeouts {
 /// Messages that may wait for the session task to send them.
 const OUTBOX_QUEUE: usize = 16;
 
+/// The forms of the account's server field, for refusals.
+const SERVER_FORMS: &str = "the server must be empty (the JID's domain, found through DNS), a \
+    domain (its DNS SRV records), host:port, or xmpps://host:port for direct TLS (IPv6 addresses \
+    in brackets)";
+
 /// Logs XMPP accounts in; one instance serves every account.
 #[derive(Debug, Clone)]
 pub struct XmppConnector {
-    /// Liveness timeouts of every stream this connector opens.
-    timeouts: Timeouts,
-    /// What STARTTLS trusts: the roots and the crypto provider (ring).
-    tls: Arc<ClientConfig>,
+    transport: Transport,
 }
 
-/// Trusts the public web PKI roots only.
+/// Trusts the public web PKI roots only; the other options at their defaults.
 impl Default for XmppConnector {
     fn default() -> Self {
-        Self::with_roots(tls::public_roots())
+        Self::new(tls::public_roots(), &ConnectorOptions::default())
     }
 }
 
@@ -134,13 +162,31 @@ impl XmppConnector {
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
     /// `CERTIFICATE` blocks; other blocks are ignored), e.g. a private CA's.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        Ok(Self::with_roots(tls::roots_with(pem)?))
+        Ok(Self::new(
+            tls::roots_with(pem)?,
+            &ConnectorOptions::default(),
+        ))
     }
 
-    fn with_roots(roots: RootCertStore) -> Self {
+    /// Set up as `options` say: extra roots, when TLS is required, the DNS server.
+    pub fn with_options(options: &ConnectorOptions) -> Result<Self, ExtraRootsError> {
+        let roots = match &options.extra_roots_pem {
+            Some(pem) => tls::roots_with(pem)?,
+            None => tls::public_roots(),
+        };
+        Ok(Self::new(roots, options))
+    }
+
+    fn new(roots: RootCertStore, options: &ConnectorOptions) -> Self {
+        let starttls = tls::client_config(roots);
         Self {
-            timeouts: STREAM_TIMEOUTS,
-            tls: tls::client_config(roots),
+            transport: Transport {
+                timeouts: STREAM_TIMEOUTS,
+                direct_tls: transport::direct_tls_config(&starttls),
+                starttls,
+                require_tls: options.xmpp_require_tls,
+                dns: Dns::new(options.dns_server),
+            },
         }
     }
 }
@@ -157,16 +203,12 @@ impl Connector for XmppConnector {
         timeout: Duration,
     ) -> Result<LiveSession, ConnectorError> {
         let target = Target::parse(login)?;
-        // One deadline for the whole login: TCP connect, SASL, bind and roster.
-        let logged_in = tokio::time::timeout(
-            timeout,
-            log_in(
-                &target,
-                login.credential.password()?,
-                self.timeouts,
-                &self.tls,
-            ),
-        )
+        let password = login.credential.password()?;
+        // One deadline for the whole login: DNS, TCP connect, TLS, SASL, bind and roster.
+        let logged_in = tokio::time::timeout(timeout, async {
+            let opened = self.transport.open(&target).await?;
+            log_in(opened, &target, password).await
+        })
         .await
         .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.server, handle = %login.handle, "xmpp session online");
@@ -200,9 +242,8 @@ impl Connector for XmppConnector {
 
 /// Where and as whom to log in, validated before any network traffic.
 struct Target {
-    host: String,
-    port: u16,
-    /// `host:port` as configured, for messages.
+    route: Route,
+    /// The server as configured (the JID's domain when empty), for messages.
     server: String,
     jid: BareJid,
 }
@@ -214,13 +255,117 @@ impl Target {
             .ok()
             .filter(|jid| jid.node().is_some())
             .ok_or_else(|| invalid("the handle must be a bare JID such as user@example.org"))?;
-        let (host, port) = parse_host_port(&login.server)
-            .ok_or_else(|| invalid("the server must be host:port (IPv6 addresses in brackets)"))?;
+        let server = login.server.trim();
+        let route =
+            parse_route(server, jid.domain().as_str()).ok_or_else(|| invalid(SERVER_FORMS))?;
         Ok(Self {
-            host,
-            port,
-            server: login.server.clone(),
+            route,
+            server: if server.is_empty() {
+                jid.domain().to_string()
+            } else {
+                server.to_owned()
+            },
             jid,
         })
+    }
+}
+
+/// The server field's form (see the module docs); `None` if it has none of them.
+fn parse_route(server: &str, jid_domain: &str) -> Option<Route> {
+    let fixed = |(host, port), direct_tls| {
+        Route::Fixed(Endpoint {
+            host,
+            port,
+            direct_tls,
+            from_dns: false,
+        })
+    };
+    if server.is_empty() {
+        return Some(Route::Srv(jid_domain.to_owned()));
+    }
+    if let Some((scheme, address)) = server.split_once("://") {
+        return scheme
+            .eq_ignore_ascii_case("xmpps")
+            .then(|| parse_host_port(address))
+            .flatten()
+            .map(|address| fixed(address, true));
+    }
+    if let Some(address) = parse_host_port(server) {
+        return Some(fixed(address, false));
+    }
+    // An address alone is no domain to look up, and `::1:5222` would be read as one.
+    if server.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    let domain = server.strip_suffix('.').unwrap_or(server);
+    let plausible = domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    plausible.then(|| Route::Srv(domain.to_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(host: &str, port: u16, direct_tls: bool) -> Option<Route> {
+        Some(Route::Fixed(Endpoint {
+            host: host.to_owned(),
+            port,
+            direct_tls,
+            from_dns: false,
+        }))
+    }
+
+    #[test]
+    fn the_server_field_names_a_server_or_a_domain_to_look_up() {
+        let srv = |domain: &str| Some(Route::Srv(domain.to_owned()));
+        assert_eq!(parse_route("", "example.org"), srv("example.org"));
+        assert_eq!(parse_route("Example.ORG.", "x.test"), srv("example.org"));
+        assert_eq!(
+            parse_route("xmpp-1.example.org", "x.test"),
+            srv("xmpp-1.example.org")
+        );
+        assert_eq!(parse_route("localhost", "x.test"), srv("localhost"));
+        assert_eq!(
+            parse_route("localhost:5222", "x.test"),
+            fixed("localhost", 5222, false)
+        );
+        assert_eq!(
+            parse_route("[::1]:5222", "x.test"),
+            fixed("::1", 5222, false)
+        );
+        assert_eq!(
+            parse_route("xmpps://xmpp.example.org:5223", "x.test"),
+            fixed("xmpp.example.org", 5223, true)
+        );
+        assert_eq!(
+            parse_route("XMPPS://[::1]:5223", "x.test"),
+            fixed("::1", 5223, true)
+        );
+        for bad in [
+            "localhost:",
+            "localhost:0",
+            "localhost:x",
+            ":5222",
+            "::1:5222",
+            "127.0.0.1",
+            "xmpps://host",
+            "xmpps://",
+            "xmpp://host:5222",
+            "https://host:443",
+            "user@example.org",
+            "two words",
+            "a..b",
+            "-a.example",
+            "a/b",
+        ] {
+            assert_eq!(parse_route(bad, "x.test"), None, "{bad}");
+        }
     }
 }

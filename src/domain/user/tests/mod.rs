@@ -652,6 +652,10 @@ fn one_event_of_every_kind() -> Vec<UserEvent> {
         alice_with_contacts(),
         [
             merged_bob(),
+            UserEvent::AuditorRead {
+                auditor: "inspector".into(),
+                read: crate::domain::user::AuditedRead::ContactList { as_of: None },
+            },
             UserEvent::RoutePreferenceSet {
                 person: PersonRef::MetaContact(meta(1)),
                 via: Some(bob_pair()[0]),

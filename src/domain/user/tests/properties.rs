@@ -132,6 +132,8 @@ enum Op {
     AcceptMatch(SuggestionRef, MetaRef, Option<usize>),
     RejectMatch(SuggestionRef),
     SetPolicy(Option<u8>),
+    /// An auditor's read: recorded, changes nothing.
+    AuditorRead,
     SetRoute(PersonPick, Option<ViaPick>),
     Merge(MetaRef, usize, Vec<ContactRef>),
     AddTo(MetaRef, ContactRef),
@@ -226,6 +228,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => suggestion_ref().prop_map(Op::RejectMatch),
         2 => prop_oneof![Just(None), Just(Some(0)), Just(Some(40)), Just(Some(60)),
                          Just(Some(90)), Just(Some(101))].prop_map(Op::SetPolicy),
+        1 => Just(Op::AuditorRead),
         2 => (
             prop_oneof![
                 contact_ref().prop_map(PersonPick::Contact),
@@ -645,6 +648,10 @@ impl Run {
             }
             Op::SetPolicy(auto_bind_at) => UserCommand::SetMatchPolicy {
                 auto_bind_at: *auto_bind_at,
+            },
+            Op::AuditorRead => UserCommand::RecordAuditorRead {
+                auditor: "inspector".into(),
+                read: crate::domain::user::AuditedRead::History,
             },
             Op::SetRoute(p, via) => {
                 let person = match p {
