@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connectors::net::Network;
 use crate::connectors::RequireTls;
 use crate::secret::Secret;
 
@@ -47,6 +48,10 @@ pub struct Settings {
     /// The DNS server XMPP asks for SRV records and their targets' addresses; `None`: the
     /// system's resolv.conf.
     pub dns_server: Option<SocketAddr>,
+    /// Also deny bound accounts the private and loopback networks (public deployments).
+    pub upstream_deny_private: bool,
+    /// More networks bound accounts may not connect to, besides the built-in ones.
+    pub upstream_deny: Vec<Network>,
     /// What a client may ask of the server at most: body size, time, hashes, subscriptions.
     pub limits: Limits,
 }
@@ -99,6 +104,8 @@ impl Default for Settings {
             login_rate: 20.0,
             xmpp_require_tls: RequireTls::Auto,
             dns_server: None,
+            upstream_deny_private: false,
+            upstream_deny: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -125,6 +132,8 @@ struct FileSettings {
     login_rate: Option<f64>,
     xmpp_require_tls: Option<RequireTls>,
     dns_server: Option<SocketAddr>,
+    upstream_deny_private: Option<bool>,
+    upstream_deny: Option<Vec<String>>,
     max_body_bytes: Option<usize>,
     request_timeout_secs: Option<u64>,
     hash_concurrency: Option<usize>,
@@ -161,13 +170,13 @@ impl Settings {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
-            settings.apply_file(parsed);
+            settings.apply_file(parsed, path)?;
         }
         settings.apply_env(env)?;
         Ok(settings)
     }
 
-    fn apply_file(&mut self, f: FileSettings) {
+    fn apply_file(&mut self, f: FileSettings, path: &Path) -> Result<(), ConfigError> {
         if let Some(v) = f.database_url {
             self.database_url = Some(Secret::new(v));
         }
@@ -216,6 +225,19 @@ impl Settings {
         if let Some(v) = f.xmpp_require_tls {
             self.xmpp_require_tls = v;
         }
+        if let Some(v) = f.upstream_deny_private {
+            self.upstream_deny_private = v;
+        }
+        if let Some(v) = f.upstream_deny {
+            self.upstream_deny = v
+                .iter()
+                .map(|n| Network::parse(n))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: format!("upstream_deny: {message}"),
+                })?;
+        }
         if let Some(v) = f.dns_server {
             self.dns_server = Some(v);
         }
@@ -234,6 +256,7 @@ impl Settings {
         if let Some(v) = f.throttle_base_ms {
             self.limits.throttle_base = Duration::from_millis(v);
         }
+        Ok(())
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -305,6 +328,29 @@ impl Settings {
                 name: "SWITCHBOARD_XMPP_REQUIRE_TLS",
                 message,
             })?;
+        }
+        if let Some(v) = get("SWITCHBOARD_UPSTREAM_DENY_PRIVATE") {
+            self.upstream_deny_private = match v.trim() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "SWITCHBOARD_UPSTREAM_DENY_PRIVATE",
+                        message: "must be true or false".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = get("SWITCHBOARD_UPSTREAM_DENY") {
+            self.upstream_deny = v
+                .split(',')
+                .filter(|n| !n.trim().is_empty())
+                .map(Network::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Env {
+                    name: "SWITCHBOARD_UPSTREAM_DENY",
+                    message,
+                })?;
         }
         if let Some(v) = get("SWITCHBOARD_DNS_SERVER") {
             self.dns_server = Some(v.trim().parse().map_err(|_| ConfigError::Env {

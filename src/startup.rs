@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::app::{ServiceSettings, Switchboard};
 use crate::config::Settings;
+use crate::connectors::net::UpstreamPolicy;
 use crate::connectors::supervisor::{Backoff, SupervisorSettings};
 use crate::connectors::{ConnectorOptions, ConnectorRegistry};
 use crate::projections::notify::ViewChanges;
@@ -87,6 +88,10 @@ fn builtin_connectors(settings: &Settings) -> anyhow::Result<ConnectorRegistry> 
         nip05_resolve: settings.nip05_resolve.clone(),
         xmpp_require_tls: settings.xmpp_require_tls,
         dns_server: settings.dns_server,
+        upstream: UpstreamPolicy::new(
+            settings.upstream_deny_private,
+            settings.upstream_deny.clone(),
+        ),
     };
     ConnectorRegistry::with_builtin(&options).with_context(|| match &settings.extra_ca_file {
         Some(path) => format!("the extra CA file {}", path.display()),

@@ -107,6 +107,7 @@ impl From<ConnectorError> for AppError {
             ConnectorError::InvalidAccount(_) | ConnectorError::Unsupported(_) => {
                 AppError::BadInput(text)
             }
+            ConnectorError::Denied(_) => AppError::Forbidden(text),
         }
     }
 }

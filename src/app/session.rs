@@ -51,7 +51,9 @@ impl Switchboard {
         for (session, (account, _)) in sessions.into_iter().zip(&parsed) {
             match session {
                 Ok(session) => live.push((account.clone(), session)),
-                Err(e) if failure.is_none() => failure = Some(name_account(e, account)),
+                Err(e) if failure.is_none() => {
+                    failure = Some(for_anonymous(name_account(e, account)))
+                }
                 Err(_) => {}
             }
         }
@@ -225,5 +227,21 @@ impl Switchboard {
             self.leases.release(user).await?;
         }
         Ok(())
+    }
+}
+
+/// What an anonymous caller may learn of a failed upstream login: that the server could not be
+/// reached or did not answer as expected, or that it refused the credentials; never the socket
+/// error behind it ("connection refused" against "timed out" would make registration a port
+/// scanner of the server's network). The detail is logged.
+fn for_anonymous(error: AppError) -> AppError {
+    match error {
+        AppError::UpstreamUnavailable(detail) => {
+            tracing::info!(%detail, "registration: an account's server could not be reached");
+            AppError::UpstreamUnavailable(
+                "the account's server could not be reached, or did not answer as a server of its network; check the server and try again".into(),
+            )
+        }
+        other => other,
     }
 }

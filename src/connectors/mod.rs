@@ -28,7 +28,7 @@ pub mod irc;
 #[cfg(feature = "matrix")]
 pub mod matrix;
 #[cfg(any(feature = "xmpp", feature = "irc", feature = "matrix"))]
-mod net;
+pub mod net;
 #[cfg(feature = "nostr")]
 pub mod nostr;
 #[cfg(any(
@@ -259,6 +259,9 @@ pub enum ConnectorError {
     /// The server refused a message or a request; the reason is safe to show.
     #[error("the server refused: {0}")]
     Refused(String),
+    /// Switchboard does not connect there (upstream policy): no connection was attempted.
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// A logged-in connection. Dropping it, or calling [`LiveSession::disconnect`], logs out.
@@ -386,6 +389,8 @@ pub struct ConnectorOptions {
     /// The DNS server (`ip:port`, UDP then TCP) asked for XMPP's SRV records and the addresses
     /// of the hosts they name. `None`: the system's (`/etc/resolv.conf`).
     pub dns_server: Option<SocketAddr>,
+    /// The networks no bound account may connect to.
+    pub upstream: net::UpstreamPolicy,
 }
 
 /// The connectors this build has, by protocol.
@@ -402,15 +407,21 @@ impl ConnectorRegistry {
         #[cfg(feature = "xmpp")]
         registry.register(Arc::new(xmpp::XmppConnector::with_options(options)?));
         #[cfg(feature = "irc")]
-        registry.register(Arc::new(match &options.extra_roots_pem {
-            Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,
-            None => irc::IrcConnector::default(),
-        }));
+        registry.register(Arc::new(
+            match &options.extra_roots_pem {
+                Some(pem) => irc::IrcConnector::with_extra_roots(pem)?,
+                None => irc::IrcConnector::default(),
+            }
+            .with_upstream(options.upstream.clone()),
+        ));
         #[cfg(feature = "matrix")]
-        registry.register(Arc::new(match &options.extra_roots_pem {
-            Some(pem) => matrix::MatrixConnector::with_extra_roots(pem)?,
-            None => matrix::MatrixConnector::default(),
-        }));
+        registry.register(Arc::new(
+            match &options.extra_roots_pem {
+                Some(pem) => matrix::MatrixConnector::with_extra_roots(pem)?,
+                None => matrix::MatrixConnector::default(),
+            }
+            .with_upstream(options.upstream.clone()),
+        ));
         #[cfg(feature = "nostr")]
         registry.register(Arc::new(nostr::NostrConnector::with_options(options)?));
         #[cfg(not(any(

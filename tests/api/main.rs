@@ -30,3 +30,4 @@ mod subscriptions;
 mod throttle;
 mod tls;
 mod upstream;
+mod upstream_policy;

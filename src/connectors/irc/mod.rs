@@ -38,10 +38,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
+use super::net::UpstreamPolicy;
 use super::net::{invalid, parse_host_port, require_protocol};
 use super::tls;
 use super::{AccountLogin, Connector, ConnectorError, ExtraRootsError, LiveSession, RosterSource};
@@ -76,6 +76,8 @@ pub struct IrcConnector {
     keepalive: Keepalive,
     /// What `ircs://` trusts.
     tls: Arc<ClientConfig>,
+    /// Where no connection may go.
+    upstream: UpstreamPolicy,
 }
 
 /// Trusts the public web PKI roots only.
@@ -85,6 +87,7 @@ impl Default for IrcConnector {
             ison_interval: ISON_INTERVAL,
             keepalive: KEEPALIVE,
             tls: tls::client_config(tls::public_roots()),
+            upstream: UpstreamPolicy::default(),
         }
     }
 }
@@ -97,6 +100,12 @@ impl IrcConnector {
             tls: tls::client_config(tls::roots_with(pem)?),
             ..Self::default()
         })
+    }
+
+    /// Never connects to the networks `upstream` denies.
+    pub fn with_upstream(mut self, upstream: UpstreamPolicy) -> Self {
+        self.upstream = upstream;
+        self
     }
 
     /// Polls watched nicks with ISON this often on servers without MONITOR (default 30 s).
@@ -138,9 +147,12 @@ impl Connector for IrcConnector {
         if password.expose().contains(['\r', '\n', '\0']) {
             return Err(invalid("the password must not contain line breaks or NUL"));
         }
-        let registered = tokio::time::timeout(timeout, log_in(&target, password, &self.tls))
-            .await
-            .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        let registered = tokio::time::timeout(
+            timeout,
+            log_in(&target, password, &self.tls, &self.upstream),
+        )
+        .await
+        .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(server = %target.server, nick = %registered.nick, sasl = registered.sasl,
             "irc session online");
         Ok(session::start(
@@ -295,12 +307,9 @@ async fn log_in(
     target: &Target,
     password: &Secret,
     tls: &Arc<ClientConfig>,
+    upstream: &UpstreamPolicy,
 ) -> Result<Registered, ConnectorError> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| {
-            ConnectorError::Unreachable(format!("cannot connect to {}: {e}", target.server))
-        })?;
+    let tcp = upstream.connect(&target.host, target.port).await?;
     // Lines are small and latency matters more than packet count.
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot disable Nagle's algorithm: {e}");

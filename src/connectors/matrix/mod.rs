@@ -73,6 +73,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls::ClientConfig;
 use tracing::debug;
 
+use super::net::UpstreamPolicy;
 use super::net::{invalid, require_protocol};
 use super::task::{Request, TaskControl};
 use super::tls;
@@ -97,6 +98,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MatrixConnector {
     /// What HTTPS trusts: the public web PKI roots, plus any extra ones.
     tls: Arc<ClientConfig>,
+    /// Where no connection may go.
+    upstream: UpstreamPolicy,
 }
 
 /// Trusts the public web PKI roots only.
@@ -104,6 +107,7 @@ impl Default for MatrixConnector {
     fn default() -> Self {
         Self {
             tls: tls::client_config(tls::public_roots()),
+            upstream: UpstreamPolicy::default(),
         }
     }
 }
@@ -114,12 +118,21 @@ impl MatrixConnector {
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
         Ok(Self {
             tls: tls::client_config(tls::roots_with(pem)?),
+            ..Self::default()
         })
+    }
+
+    /// Never connects to the networks `upstream` denies.
+    pub fn with_upstream(mut self, upstream: UpstreamPolicy) -> Self {
+        self.upstream = upstream;
+        self
     }
 
     /// One HTTP client per session: its connections end with the session.
     fn http_client(&self, target: &Target) -> Result<reqwest::Client, ConnectorError> {
+        self.upstream.check_url(&target.base)?;
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(Arc::new(self.upstream.clone()))
             .use_preconfigured_tls((*self.tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))

@@ -109,6 +109,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
+use super::net::UpstreamPolicy;
 use super::task::TaskControl;
 use super::tls;
 use super::{
@@ -158,25 +159,43 @@ pub struct NostrConnector {
     tls: Arc<ClientConfig>,
     /// Checks contacts' NIP-05 identifiers; `None` if no HTTP client could be made (logged).
     nip05: Option<Nip05Client>,
+    /// Where no connection may go (relays, and contacts' NIP-05 domains).
+    upstream: UpstreamPolicy,
 }
 
 /// Trusts the public web PKI roots only.
 impl Default for NostrConnector {
     fn default() -> Self {
-        Self::new(tls::client_config(tls::public_roots()), &[])
+        Self::new(
+            tls::client_config(tls::public_roots()),
+            &[],
+            UpstreamPolicy::default(),
+        )
     }
 }
 
 impl NostrConnector {
-    fn new(tls: Arc<ClientConfig>, nip05_resolve: &[(String, SocketAddr)]) -> Self {
-        let nip05 = Nip05Client::new(&tls, nip05_resolve);
-        Self { tls, nip05 }
+    fn new(
+        tls: Arc<ClientConfig>,
+        nip05_resolve: &[(String, SocketAddr)],
+        upstream: UpstreamPolicy,
+    ) -> Self {
+        let nip05 = Nip05Client::new(&tls, nip05_resolve, &upstream);
+        Self {
+            tls,
+            nip05,
+            upstream,
+        }
     }
 
     /// Trusts the public web PKI roots plus every certificate in `pem` (one or more
     /// `CERTIFICATE` blocks), e.g. a private CA's, for wss:// relays and NIP-05 domains.
     pub fn with_extra_roots(pem: &[u8]) -> Result<Self, ExtraRootsError> {
-        Ok(Self::new(tls::client_config(tls::roots_with(pem)?), &[]))
+        Ok(Self::new(
+            tls::client_config(tls::roots_with(pem)?),
+            &[],
+            UpstreamPolicy::default(),
+        ))
     }
 
     /// Set up with the server-wide connector options: extra roots, and the NIP-05 domains to
@@ -186,7 +205,11 @@ impl NostrConnector {
             Some(pem) => tls::roots_with(pem)?,
             None => tls::public_roots(),
         };
-        Ok(Self::new(tls::client_config(roots), &options.nip05_resolve))
+        Ok(Self::new(
+            tls::client_config(roots),
+            &options.nip05_resolve,
+            options.upstream.clone(),
+        ))
     }
 }
 
@@ -217,10 +240,12 @@ impl Connector for NostrConnector {
         let tls = Arc::clone(&self.tls);
 
         let resume = cursor::Resume::new(login.message_cursor.as_deref(), Timestamp::now());
-        let logged_in =
-            tokio::time::timeout(timeout, log_in(&address, &keys, &tls, resume.wraps_since()))
-                .await
-                .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
+        let logged_in = tokio::time::timeout(
+            timeout,
+            log_in(&address, &keys, &tls, &self.upstream, resume.wraps_since()),
+        )
+        .await
+        .map_err(|_| ConnectorError::Unreachable("timed out".to_owned()))??;
         debug!(relay = %address.url, handle = %login.handle, "nostr session online");
 
         let roster = match &logged_in.follow_list {
@@ -282,9 +307,10 @@ async fn log_in(
     address: &RelayAddress,
     keys: &Keys,
     tls: &Arc<ClientConfig>,
+    upstream: &UpstreamPolicy,
     since: Timestamp,
 ) -> Result<LoggedIn, ConnectorError> {
-    let mut socket = relay::open(address, tls).await?;
+    let mut socket = relay::open(address, tls, upstream).await?;
     let mut state = LoginState::default();
     let mut backlog = Vec::new();
 

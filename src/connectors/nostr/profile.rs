@@ -181,8 +181,13 @@ impl Nip05Client {
     /// A client trusting `tls`'s roots, not following redirects, bounded in time; `resolve`
     /// dials those domains at those addresses instead of looking them up. `None` (logged) if
     /// the client cannot be built, which leaves every identifier unverified.
-    pub fn new(tls: &Arc<ClientConfig>, resolve: &[(String, SocketAddr)]) -> Option<Self> {
+    pub fn new(
+        tls: &Arc<ClientConfig>,
+        resolve: &[(String, SocketAddr)],
+        upstream: &crate::connectors::net::UpstreamPolicy,
+    ) -> Option<Self> {
         let mut builder = reqwest::Client::builder()
+            .dns_resolver(Arc::new(upstream.clone()))
             .use_preconfigured_tls((**tls).clone())
             .connect_timeout(NIP05_CONNECT_TIMEOUT)
             .timeout(NIP05_TIMEOUT)
@@ -755,7 +760,9 @@ mod tests {
         // here, which only `fetch` called directly can be made to use.
         let tls = crate::connectors::tls::client_config(crate::connectors::tls::public_roots());
         let unused = ("unused.test".to_owned(), "127.0.0.1:1".parse().unwrap());
-        let http = Nip05Client::new(&tls, &[unused]).unwrap().http;
+        let http = Nip05Client::new(&tls, &[unused], &Default::default())
+            .unwrap()
+            .http;
         let json = br#"{"names":{"bob":"00"}}"#;
         let (url, _) = serve(answer(
             "200 OK",
@@ -803,7 +810,7 @@ mod tests {
     #[tokio::test]
     async fn short_names_and_ip_addresses_are_not_asked_unless_given_an_address() {
         let tls = crate::connectors::tls::client_config(crate::connectors::tls::public_roots());
-        let client = Nip05Client::new(&tls, &[]).unwrap();
+        let client = Nip05Client::new(&tls, &[], &Default::default()).unwrap();
         for raw in [
             "bob@localhost",
             "bob@intranet",
@@ -823,7 +830,12 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = closed.local_addr().unwrap();
         drop(closed);
-        let client = Nip05Client::new(&tls, &[("LocalHost".to_owned(), address)]).unwrap();
+        let client = Nip05Client::new(
+            &tls,
+            &[("LocalHost".to_owned(), address)],
+            &Default::default(),
+        )
+        .unwrap();
         assert!(matches!(
             client.listed_key(&id("bob@localhost")).await,
             Err(Nip05Error::Request(_))
@@ -845,7 +857,12 @@ mod tests {
             }
         });
         let tls = crate::connectors::tls::client_config(crate::connectors::tls::public_roots());
-        let client = Nip05Client::new(&tls, &[("localhost".to_owned(), address)]).unwrap();
+        let client = Nip05Client::new(
+            &tls,
+            &[("localhost".to_owned(), address)],
+            &Default::default(),
+        )
+        .unwrap();
         let checks = Arc::new(Nip05Checks::new(Some(client)));
         let bob = id("bob@localhost");
         let mut all = JoinSet::new();

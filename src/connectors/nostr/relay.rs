@@ -7,13 +7,13 @@ use std::sync::Arc;
 use nostr::{ClientMessage, Event, Url};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use super::super::ConnectorError;
+use crate::connectors::net::UpstreamPolicy;
 
 /// Any byte stream a websocket can run over: TCP, or TLS over TCP.
 pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -71,15 +71,9 @@ impl RelayAddress {
 pub(super) async fn open(
     address: &RelayAddress,
     tls: &Arc<ClientConfig>,
+    upstream: &UpstreamPolicy,
 ) -> Result<Socket, ConnectorError> {
-    let tcp = TcpStream::connect((address.host.as_str(), address.port))
-        .await
-        .map_err(|e| {
-            ConnectorError::Unreachable(format!(
-                "cannot connect to {}:{}: {e}",
-                address.host, address.port
-            ))
-        })?;
+    let tcp = upstream.connect(&address.host, address.port).await?;
     let _ = tcp.set_nodelay(true);
     let io: Box<dyn Io> = if address.tls {
         Box::new(super::super::tls::handshake(tcp, &address.host, tls).await?)

@@ -186,6 +186,7 @@ impl XmppConnector {
                 starttls,
                 require_tls: options.xmpp_require_tls,
                 dns: Dns::new(options.dns_server),
+                upstream: options.upstream.clone(),
             },
         }
     }

@@ -24,6 +24,7 @@ use super::dns::{Dns, Endpoint};
 use super::login::{open_stream, Stream};
 use super::Target;
 use crate::connectors::net::invalid;
+use crate::connectors::net::UpstreamPolicy;
 use crate::connectors::{tls, ConnectorError, RequireTls};
 
 /// ALPN protocol of XMPP client streams over direct TLS (XEP-0368).
@@ -46,6 +47,8 @@ pub(super) struct Transport {
     pub(super) direct_tls: Arc<ClientConfig>,
     pub(super) require_tls: RequireTls,
     pub(super) dns: Dns,
+    /// Where no connection may go.
+    pub(super) upstream: UpstreamPolicy,
 }
 
 /// Where to connect, as the account says.
@@ -187,19 +190,23 @@ impl Transport {
         };
         let connecting = async {
             let addresses: Vec<SocketAddr> = if endpoint.from_dns {
-                self.dns.addresses(endpoint).await?
+                self.dns.addresses(endpoint).await
             } else {
                 tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-                    .await?
-                    .collect()
-            };
-            TcpStream::connect(&addresses[..]).await
+                    .await
+                    .map(Iterator::collect)
+            }
+            .map_err(|e| unreachable(e.to_string()))?;
+            let addresses = self.upstream.filter(addresses)?;
+            TcpStream::connect(&addresses[..])
+                .await
+                .map_err(|e| unreachable(e.to_string()))
         };
         if last {
-            return connecting.await.map_err(|e| unreachable(e.to_string()));
+            return connecting.await;
         }
         match tokio::time::timeout(CONNECT_TIMEOUT_BEFORE_NEXT, connecting).await {
-            Ok(connected) => connected.map_err(|e| unreachable(e.to_string())),
+            Ok(connected) => connected,
             Err(_) => Err(unreachable("timed out".to_owned())),
         }
     }
@@ -307,6 +314,7 @@ mod tests {
             direct_tls: tls::client_config(tls::public_roots()),
             require_tls,
             dns: Dns::new(None),
+            upstream: UpstreamPolicy::default(),
         };
         let auto = transport(RequireTls::Auto);
         assert!(!auto.tls_required(&fixed("127.0.0.1"), true));
