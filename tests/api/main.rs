@@ -15,6 +15,7 @@ mod http;
 mod limits;
 mod lists;
 mod live;
+mod load;
 mod matching;
 mod message_store;
 mod networks;
