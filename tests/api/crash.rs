@@ -84,7 +84,7 @@ pub async fn gql(
 }
 
 /// Every view row, in a stable order, as text.
-async fn views(pool: &sqlx::PgPool) -> Vec<String> {
+pub async fn views(pool: &sqlx::PgPool) -> Vec<String> {
     let mut rows = Vec::new();
     for table in [
         "user_view",

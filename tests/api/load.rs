@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgPool, Row};
 use switchboard::store::embedded::EmbeddedPostgres;
+
+use crate::crash::views;
 use tokio::process::{Child, Command};
 
 const CLIENTS: usize = 32;
@@ -352,24 +354,6 @@ fn reconcile(user: &str, attempts: &[Attempt], stored: &[Write]) -> (usize, usiz
         attempts.iter().map(|a| a.write).collect::<Vec<_>>()
     );
     (lost, unknown_recorded)
-}
-
-/// Every view row, in a stable order, as text.
-async fn views(pool: &PgPool) -> Vec<String> {
-    let mut rows = Vec::new();
-    for table in [
-        "user_view",
-        "account_view",
-        "meta_contact_view",
-        "contact_view",
-        "history_view",
-    ] {
-        let query = format!("SELECT t::text FROM {table} t ORDER BY t::text");
-        let mut table_rows: Vec<String> = sqlx::query_scalar(&query).fetch_all(pool).await.unwrap();
-        rows.push(format!("-- {table}: {}", table_rows.len()));
-        rows.append(&mut table_rows);
-    }
-    rows
 }
 
 /// Waits until every projection has applied every event.
