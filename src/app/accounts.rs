@@ -21,7 +21,17 @@ impl Switchboard {
         user: UserId,
         state: &User,
     ) -> Result<(NewAccount, AccountLogin), AppError> {
-        let server = input.server.trim();
+        let handle = Handle::parse(input.protocol, &input.handle)
+            .map_err(|e| AppError::bad_input("handle", e))?;
+        // XMPP finds its servers from the address's domain (DNS SRV): the domain is enough.
+        let server = match input.server.trim() {
+            "" if input.protocol == Protocol::Xmpp => handle
+                .as_str()
+                .split_once('@')
+                .map(|(_, domain)| domain.split('/').next().unwrap_or(domain))
+                .unwrap_or_default(),
+            given => given,
+        };
         if server.is_empty()
             || server.len() > MAX_SERVER_LEN
             || server.chars().any(char::is_whitespace)
@@ -30,8 +40,6 @@ impl Switchboard {
                 "server: must be host:port or a URL of at most {MAX_SERVER_LEN} characters"
             )));
         }
-        let handle = Handle::parse(input.protocol, &input.handle)
-            .map_err(|e| AppError::bad_input("handle", e))?;
         let account = NewAccount {
             account_id: state.account_id_for(user, input.protocol, server, &handle),
             protocol: input.protocol,

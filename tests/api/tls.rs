@@ -74,3 +74,31 @@ async fn an_unusable_extra_ca_file_stops_the_start() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn an_xmpp_account_given_by_its_address_alone_is_found_through_srv() {
+    let mut settings = test_settings(&fresh_database().await);
+    settings.extra_ca_file = Some(env("SWITCHBOARD_TEST_XMPP_TLS_CA").into());
+    settings.dns_server = Some(env("SWITCHBOARD_TEST_DNS_SERVER").parse().unwrap());
+    let app = spawn_app_with(settings).await;
+    let domain = env("SWITCHBOARD_TEST_XMPP_SRV_DOMAIN");
+    let token = app
+        .register(
+            "srv",
+            json!([{ "protocol": "XMPP", "server": "", "handle": format!("ann@{domain}"),
+                     "secret": xmpp_password("ann") }]),
+        )
+        .await;
+    let accounts = app
+        .gql(
+            Some(&token),
+            "{ accounts { server status { state } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        accounts.data()["accounts"],
+        json!([{ "server": domain, "status": { "state": "ONLINE" } }])
+    );
+    app.stop().await;
+}
