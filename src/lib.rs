@@ -14,6 +14,8 @@ pub mod domain;
 pub mod graphql;
 /// The axum router: GraphQL, GraphiQL, subscriptions, health.
 pub mod http;
+/// What `/metrics` exports, counted by every layer.
+pub mod metrics;
 /// Read models: contact list, accounts, history; their catch-up runner and notifications.
 pub mod projections;
 /// A string wrapper for third-party secrets that never prints.

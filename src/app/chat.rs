@@ -235,7 +235,15 @@ impl Switchboard {
                 },
             })
             .collect();
-        Ok(self.intake.record(user, incoming).await?)
+        let count = incoming.len() as u64;
+        let recorded = self.intake.record(user, incoming).await?;
+        self.metrics
+            .messages
+            .get_or_create(&crate::metrics::DirectionLabel {
+                direction: "in".into(),
+            })
+            .inc_by(count);
+        Ok(recorded)
     }
 
     /// One page of the conversation with `with` (a meta-contact, contact or stranger's contact

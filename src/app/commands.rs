@@ -43,13 +43,34 @@ impl Switchboard {
         request_id: Uuid,
     ) -> Result<usize, AppError> {
         let id = user.to_string();
+        let started = std::time::Instant::now();
+        let kind = command.name();
         let writer = self.writer(user);
         let _turn = writer.lock().await;
+        let result = self
+            .execute_in_turn(user, &id, command, actor, request_id)
+            .await;
+        self.metrics
+            .commands
+            .get_or_create(&crate::metrics::KindLabel { kind: kind.into() })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// [`Self::execute`] once the user's writer turn is taken.
+    async fn execute_in_turn(
+        &self,
+        user: UserId,
+        id: &str,
+        command: UserCommand,
+        actor: Actor,
+        request_id: Uuid,
+    ) -> Result<usize, AppError> {
         for attempt in 1..=COMMAND_ATTEMPTS {
             let metadata = EventMetadata::new(actor.clone(), request_id, Utc::now());
             match self
                 .cqrs
-                .execute_with_metadata(&id, command.clone(), metadata.to_map())
+                .execute_with_metadata(id, command.clone(), metadata.to_map())
                 .await
             {
                 Ok(()) => return Ok(self.load(user).await?.sequence()),

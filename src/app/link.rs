@@ -26,6 +26,8 @@ pub(super) struct AccountLink {
     /// The login (or binding) that started the supervisor: its reconciliations carry this id,
     /// so the login report can find them.
     pub(super) login_id: Uuid,
+    /// The account's network, for metrics.
+    pub(super) protocol: crate::domain::ids::Protocol,
 }
 
 impl AccountLink {
@@ -84,6 +86,19 @@ impl AccountHost for AccountLink {
     async fn report(&self, status: LinkStatus) {
         let Ok(app) = self.app() else { return };
         let online = status.state == LinkState::Online;
+        // The report made right before a login attempt that follows a failure or a drop.
+        let retrying = matches!(
+            status.state,
+            LinkState::Reconnecting | LinkState::Unreachable
+        ) && status.next_retry_at.is_none();
+        if retrying {
+            app.metrics
+                .reconnect_attempts
+                .get_or_create(&crate::metrics::ProtocolLabel {
+                    protocol: self.protocol.to_string(),
+                })
+                .inc();
+        }
         tracing::info!(user = %self.user, account = %self.account, state = status.state.as_str(),
             attempt = status.attempt, detail = status.detail.as_deref().unwrap_or(""), "account status");
         if let Err(e) = app

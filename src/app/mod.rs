@@ -139,6 +139,8 @@ pub struct Switchboard {
     sessions: SessionStore,
     /// Hashes and checks Switchboard's own passwords, a bounded number at once.
     hasher: password::Hasher,
+    /// What `/metrics` exports.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Auditors and their sessions.
     auditors: crate::store::auditors::AuditorStore,
     /// Attempt counters of login and registration throttling.
@@ -192,7 +194,8 @@ impl Switchboard {
         views: ViewChanges,
         settings: ServiceSettings,
     ) -> Arc<Self> {
-        let store = UserStore::new(pool.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let store = UserStore::new(pool.clone()).counting(metrics.events_appended.clone());
         let messages = MessageStore::new(pool.clone());
         Arc::new(Self {
             cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
@@ -202,6 +205,7 @@ impl Switchboard {
             subscribers: subscribers::Subscribers::default(),
             throttle: crate::store::throttle::ThrottleStore::new(pool.clone()),
             auditors: crate::store::auditors::AuditorStore::new(pool.clone()),
+            metrics,
             vault,
             connectors,
             live: LiveConnections::default(),
@@ -225,5 +229,9 @@ impl Switchboard {
 
     pub fn views(&self) -> &ViewChanges {
         &self.views
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 }

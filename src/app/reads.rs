@@ -99,6 +99,35 @@ impl Switchboard {
             .map_err(AppError::internal)
     }
 
+    /// The metrics in the Prometheus text format, with the gauges read now: projection lag,
+    /// and this node's connections.
+    pub async fn scrape(&self) -> Result<String, AppError> {
+        let metrics = &self.metrics;
+        for (projection, behind, age) in crate::projections::runner::lags(&self.pool).await? {
+            let label = crate::metrics::ProjectionLabel { projection };
+            metrics
+                .projection_lag_events
+                .get_or_create(&label)
+                .set(behind);
+            metrics
+                .projection_lag_seconds
+                .get_or_create(&label)
+                .set(age);
+        }
+        let counts = self
+            .live_views
+            .connection_counts(self.leases.node())
+            .await?;
+        metrics.connections.clear();
+        for (protocol, state, n) in counts {
+            metrics
+                .connections
+                .get_or_create(&crate::metrics::ConnectionLabels { protocol, state })
+                .set(n);
+        }
+        Ok(metrics.encode())
+    }
+
     /// The known presence of the contacts of the user's online accounts.
     pub async fn presence(&self, user: UserId) -> Result<PresenceMap, AppError> {
         Ok(self.live_views.presence(user).await?)

@@ -47,6 +47,7 @@ impl Switchboard {
             account,
             roster_source: connector.roster_source(),
             login_id,
+            protocol,
         });
         let launch = Launch {
             session,

@@ -57,6 +57,7 @@ pub fn router(
         .route("/graphiql/assets/{file}", get(asset))
         .route("/audit/export/{user_name}", get(export))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -82,27 +83,31 @@ async fn graphql(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let refused = |(status, code, message): (StatusCode, &str, String)| {
+        state.app.metrics().api_error(code);
+        refuse(status, code, message)
+    };
     let bytes = match read_body(&headers, body, &state.limits).await {
         Ok(bytes) => bytes,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refused(refusal),
     };
     let batch: async_graphql::BatchRequest = match serde_json::from_slice(&bytes) {
         Ok(batch) => batch,
         Err(e) => {
-            return refuse(
+            return refused((
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 format!("the body is not a GraphQL request in JSON: {e}"),
-            )
+            ))
         }
     };
     if let async_graphql::BatchRequest::Batch(requests) = &batch {
         if requests.len() > MAX_BATCH {
-            return refuse(
+            return refused((
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",
                 format!("a batch holds at most {MAX_BATCH} operations"),
-            );
+            ));
         }
     }
     let origin = Origin {
@@ -116,15 +121,36 @@ async fn graphql(
     if let Some(token) = bearer(&headers) {
         batch = batch.data(token);
     }
-    GraphQLResponse::from(state.schema.execute_batch(batch).await).into_response()
+    let response = state.schema.execute_batch(batch).await;
+    let responses = match &response {
+        async_graphql::BatchResponse::Single(one) => std::slice::from_ref(one),
+        async_graphql::BatchResponse::Batch(many) => many.as_slice(),
+    };
+    for error in responses.iter().flat_map(|r| &r.errors) {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(|c| match c {
+                async_graphql::Value::String(code) => Some(code.as_str()),
+                _ => None,
+            })
+            // Parse and validation errors carry no code of ours.
+            .unwrap_or("GRAPHQL_VALIDATION_FAILED");
+        state.app.metrics().api_error(code);
+    }
+    GraphQLResponse::from(response).into_response()
 }
 
+/// A refusal before GraphQL: status, code, message.
+type Refusal = (StatusCode, &'static str, String);
+
 /// The body, read whole if it is within the size limit and arrives within the time limit;
-/// otherwise the answer to give (413 or 408), in the shape of a GraphQL error.
-async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Bytes, Response> {
+/// otherwise the refusal to answer (413 or 408).
+async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<Bytes, Refusal> {
     let max = limits.max_body_bytes;
     let too_large = || {
-        refuse(
+        (
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             format!("the request body is larger than {max} bytes"),
@@ -140,12 +166,12 @@ async fn read_body(headers: &HeaderMap, body: Body, limits: &Limits) -> Result<B
     match tokio::time::timeout(limits.request_timeout, axum::body::to_bytes(body, max)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) if is_length_limit(&e) => Err(too_large()),
-        Ok(Err(e)) => Err(refuse(
+        Ok(Err(e)) => Err((
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
             format!("the request body could not be read: {e}"),
         )),
-        Err(_) => Err(refuse(
+        Err(_) => Err((
             StatusCode::REQUEST_TIMEOUT,
             "REQUEST_TIMEOUT",
             format!(
@@ -253,6 +279,21 @@ fn refusal(error: AppError) -> Response {
         tracing::error!(%detail, "internal error");
     }
     refuse(status, error.code(), error.to_string())
+}
+
+/// The metrics, in the OpenMetrics text format Prometheus scrapes.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    match state.app.scrape().await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => refusal(e),
+    }
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

@@ -189,6 +189,24 @@ impl LiveViews {
 
     /// The statuses of a user's accounts that have one under a valid lease; accounts missing
     /// here are disconnected.
+    /// This node's account connections by network and state: (protocol, state, count).
+    pub async fn connection_counts(
+        &self,
+        node: uuid::Uuid,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT a.protocol, s.state, count(*) AS n FROM account_status s \
+               JOIN account_view a ON a.account_id = s.account_id \
+              WHERE s.node_id = $1 GROUP BY a.protocol, s.state",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("protocol")?, r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
     pub async fn statuses(
         &self,
         user: UserId,

@@ -301,3 +301,20 @@ pub async fn wait_until_applied(
             .await;
     }
 }
+
+/// Each projection's lag: the events it has not applied yet, and the age in seconds of the
+/// oldest of them (0 when none).
+pub async fn lags(pool: &PgPool) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT c.name, count(e.position) AS behind, \
+                COALESCE(EXTRACT(EPOCH FROM now() - min(e.recorded_at)), 0)::float8 AS age \
+           FROM projection_checkpoints c \
+           LEFT JOIN events e ON (e.tx_id, e.position) > (c.tx_id, c.position) \
+          GROUP BY c.name ORDER BY c.name",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("behind")?, r.try_get("age")?)))
+        .collect()
+}

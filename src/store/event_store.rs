@@ -17,6 +17,8 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::domain::ids::UserId;
 use crate::domain::user::{User, UserEvent};
 
@@ -133,6 +135,8 @@ pub struct UserStore {
     repo: Arc<PostgresEventRepository>,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
     cache: Arc<Mutex<HashMap<String, (User, usize)>>>,
+    /// Events appended, for metrics.
+    appended: Counter,
 }
 
 impl UserStore {
@@ -142,7 +146,14 @@ impl UserStore {
             pool,
             upcasters: Arc::new(upcasters()),
             cache: Arc::new(Mutex::new(HashMap::new())),
+            appended: Counter::default(),
         }
+    }
+
+    /// Counts every event it appends on `appended`.
+    pub fn counting(mut self, appended: Counter) -> Self {
+        self.appended = appended;
+        self
     }
 
     /// Writes a big commit as one multi-row INSERT of the rows postgres-es writes one by one
@@ -402,6 +413,7 @@ impl EventStore<User> for UserStore {
             Ok(()) => {
                 let last = context.current_sequence + envelopes.len();
                 self.remember(&aggregate_id, &context.aggregate, last);
+                self.appended.inc_by(envelopes.len() as u64);
                 Ok(envelopes)
             }
             Err(e) => {

@@ -18,6 +18,7 @@ mod live;
 mod load;
 mod matching;
 mod message_store;
+mod metrics;
 mod networks;
 mod nostr_upstream;
 mod presence;

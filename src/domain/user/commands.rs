@@ -131,3 +131,31 @@ pub enum UserCommand {
         target: Box<UserEvent>,
     },
 }
+
+impl UserCommand {
+    /// The command's name, e.g. for metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UserCommand::Register { .. } => "Register",
+            UserCommand::BindAccount { .. } => "BindAccount",
+            UserCommand::UnbindAccount { .. } => "UnbindAccount",
+            UserCommand::SyncRoster { .. } => "SyncRoster",
+            UserCommand::UpdateProfiles { .. } => "UpdateProfiles",
+            UserCommand::AcceptMessageRequest { .. } => "AcceptMessageRequest",
+            UserCommand::AddContact { .. } => "AddContact",
+            UserCommand::RemoveContact { .. } => "RemoveContact",
+            UserCommand::ForgetContact { .. } => "ForgetContact",
+            UserCommand::MarkContactsSeen { .. } => "MarkContactsSeen",
+            UserCommand::AcceptMatch { .. } => "AcceptMatch",
+            UserCommand::RejectMatch { .. } => "RejectMatch",
+            UserCommand::SetMatchPolicy { .. } => "SetMatchPolicy",
+            UserCommand::RecordAuditorRead { .. } => "RecordAuditorRead",
+            UserCommand::SetRoutePreference { .. } => "SetRoutePreference",
+            UserCommand::MergeContacts { .. } => "MergeContacts",
+            UserCommand::AddToMetaContact { .. } => "AddToMetaContact",
+            UserCommand::RemoveFromMetaContact { .. } => "RemoveFromMetaContact",
+            UserCommand::RenameMetaContact { .. } => "RenameMetaContact",
+            UserCommand::Undo { .. } => "Undo",
+        }
+    }
+}
