@@ -103,7 +103,11 @@ impl Switchboard {
     /// and this node's connections.
     pub async fn scrape(&self) -> Result<String, AppError> {
         let metrics = &self.metrics;
-        for (projection, behind, age) in crate::projections::runner::lags(&self.pool).await? {
+        let projections = crate::projections::all();
+        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+        for (projection, behind, age) in
+            crate::projections::runner::lags(&self.pool, &names).await?
+        {
             let label = crate::metrics::ProjectionLabel { projection };
             metrics
                 .projection_lag_events

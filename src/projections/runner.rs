@@ -302,16 +302,19 @@ pub async fn wait_until_applied(
     }
 }
 
-/// Each projection's lag: the events it has not applied yet, and the age in seconds of the
-/// oldest of them (0 when none).
-pub async fn lags(pool: &PgPool) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+/// The lag of each of the projections named: the events it has not applied yet, and the age in
+/// seconds of the oldest of them (0 when none). One that never ran is behind every event.
+pub async fn lags(pool: &PgPool, names: &[&str]) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT c.name, count(e.position) AS behind, \
+        "SELECT n.name, count(e.position) AS behind, \
                 COALESCE(EXTRACT(EPOCH FROM now() - min(e.recorded_at)), 0)::float8 AS age \
-           FROM projection_checkpoints c \
-           LEFT JOIN events e ON (e.tx_id, e.position) > (c.tx_id, c.position) \
-          GROUP BY c.name ORDER BY c.name",
+           FROM unnest($1::text[]) AS n(name) \
+           LEFT JOIN projection_checkpoints c ON c.name = n.name \
+           LEFT JOIN events e ON (e.tx_id, e.position) > \
+                                 (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.position, 0)) \
+          GROUP BY n.name ORDER BY n.name",
     )
+    .bind(names)
     .fetch_all(pool)
     .await?;
     rows.into_iter()

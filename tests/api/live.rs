@@ -178,7 +178,12 @@ async fn login_does_not_wait_for_a_silent_server_and_a_revoked_password_stops_re
         .iter()
         .map(|a| a["status"]["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["CONNECTING", "CONNECTING"], "{answer}");
+    // The answer does not wait: eve's silent server keeps hers CONNECTING. carol's fast one may
+    // already have logged her in by the time the answer is read (a loaded machine).
+    assert!(
+        matches!(states[..], ["CONNECTING" | "ONLINE", "CONNECTING"]),
+        "{answer}"
+    );
     // carol's account comes up while eve's still waits for its silent server.
     app.wait_for_account(&token, "carol@localhost", "ONLINE")
         .await;
