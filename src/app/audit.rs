@@ -39,8 +39,13 @@ impl Switchboard {
         password: crate::secret::Secret,
         origin: &Origin,
     ) -> Result<String, AppError> {
-        self.admit_login("auditor", name, origin).await?;
-        let found = self.auditors.credentials(name).await?;
+        // Auditor names follow the rules of user names (`switchboard auditor add`): any other
+        // name is nobody's, and is not looked up (PostgreSQL takes no NUL in text, for one).
+        let name = UserName::parse(name)
+            .map_err(|_| AppError::Unauthenticated)?
+            .to_string();
+        self.admit_login("auditor", &name, origin).await?;
+        let found = self.auditors.credentials(&name).await?;
         let ok = self
             .hasher
             .verify(password, found.as_ref().map(|(_, hash)| hash.clone()))
@@ -48,7 +53,7 @@ impl Switchboard {
         let Some((auditor, _)) = found.filter(|_| ok) else {
             return Err(AppError::Unauthenticated);
         };
-        self.login_succeeded("auditor", name, origin).await?;
+        self.login_succeeded("auditor", &name, origin).await?;
         Ok(self.auditors.open_session(auditor.id).await?)
     }
 

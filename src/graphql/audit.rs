@@ -13,6 +13,7 @@ use super::types::{ContactList, EventKind, HistoryPage, PageInfo};
 use super::{api, api_error, app, BearerToken, RequestId};
 use crate::app::audit::Auditor;
 use crate::app::{AppError, Origin, Switchboard};
+use crate::domain::ids::UserName;
 use crate::secret::Secret;
 
 /// Users per page of `auditUsers`, at most.
@@ -97,6 +98,16 @@ impl AuditQuery {
             return Err(api_error(AppError::BadInput(format!(
                 "first: must be between 1 and {MAX_USERS_PAGE}"
             ))));
+        }
+        // A cursor is the last user name of a page: anything else is no cursor, and is not
+        // looked up (PostgreSQL takes no NUL in text, for one).
+        if after
+            .as_deref()
+            .is_some_and(|a| UserName::parse(a).is_err())
+        {
+            return Err(api_error(AppError::BadInput(
+                "after: not a cursor from this API".into(),
+            )));
         }
         let mut users = api(app
             .audited_users(after.as_deref(), i64::from(first) + 1)

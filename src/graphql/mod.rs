@@ -6,6 +6,7 @@ pub mod audit;
 pub mod chat;
 pub mod contacts;
 pub mod diff;
+mod expansion;
 mod guard;
 pub mod matching;
 pub mod reports;
@@ -54,6 +55,7 @@ pub fn schema(app: Arc<Switchboard>) -> SwitchboardSchema {
     )
     .data(app)
     .extension(guard::SessionBound)
+    .extension(expansion::BoundedExpansion)
     .limit_depth(16)
     .limit_complexity(2_000)
     .finish()

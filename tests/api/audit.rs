@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::helpers::*;
 
 /// Runs `switchboard auditor ARGS` against the test's database; its standard output.
-fn auditor_cli(database_url: &str, args: &[&str]) -> String {
+pub fn auditor_cli(database_url: &str, args: &[&str]) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("auditor")
         .args(args)
@@ -309,5 +309,47 @@ async fn an_auditor_reads_history_past_lists_and_exports_verifies_and_changes_no
         .code(),
         "UNAUTHENTICATED"
     );
+    app.stop().await;
+}
+
+/// Found by the fuzzer (tests/api/fuzz.rs): an auditor's name or a page cursor with a NUL in it
+/// went to PostgreSQL, which takes no NUL in text, and came back `INTERNAL`. No auditor has
+/// such a name, and no page such a cursor: they are refused as what they are.
+#[tokio::test]
+async fn auditor_names_and_cursors_that_cannot_be_are_refused_as_such() {
+    let app = spawn_app().await;
+    app.register("alpha", json!([])).await;
+    app.register("beta", json!([])).await;
+    let created = auditor_cli(&app.database_url, &["add", "inspector"]);
+    let password = created
+        .lines()
+        .find_map(|l| l.strip_prefix("password (shown once, keep it safe): "))
+        .expect("the password is printed")
+        .to_owned();
+    let login =
+        "mutation($n: String!, $p: String!) { auditorLogin(name: $n, password: $p) { token } }";
+    let refused = app
+        .gql(None, login, json!({ "n": "insp\u{0}ector", "p": password }))
+        .await;
+    assert_eq!(refused.code(), "UNAUTHENTICATED", "{refused:?}");
+    let auditor = app
+        .gql(None, login, json!({ "n": "inspector", "p": password }))
+        .await
+        .data()["auditorLogin"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let page = "query($a: String) { auditUsers(first: 1, after: $a) { users { userName } pageInfo { endCursor } } }";
+    let refused = app
+        .gql(Some(&auditor), page, json!({ "a": "alpha\u{0}" }))
+        .await;
+    assert_eq!(refused.code(), "BAD_USER_INPUT", "{refused:?}");
+    // The cursors of the pages themselves still page.
+    let first = app.gql(Some(&auditor), page, json!({ "a": null })).await;
+    assert_eq!(first.data()["auditUsers"]["users"][0]["userName"], "alpha");
+    let cursor = first.data()["auditUsers"]["pageInfo"]["endCursor"].clone();
+    let second = app.gql(Some(&auditor), page, json!({ "a": cursor })).await;
+    assert_eq!(second.data()["auditUsers"]["users"][0]["userName"], "beta");
     app.stop().await;
 }

@@ -299,6 +299,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Whether the server task is still running (it ends on a stop, an error or a panic).
+    pub fn is_running(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| !s.is_finished())
+    }
+
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(server) = self.server.take() {

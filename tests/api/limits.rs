@@ -164,3 +164,56 @@ async fn a_client_too_slow_to_send_its_request_is_cut_off() {
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
     app.stop().await;
 }
+
+/// Found by the fuzzer (tests/api/fuzz.rs): a 1 KB document whose fragments spread the next
+/// one seven times, twelve deep, expands to 7^12 selections, and async-graphql's depth and
+/// validation checks walk every one of them: the request held a core for good. Such documents,
+/// and fragment cycles, are now refused before those checks. The real binary serves here, so
+/// that a server stuck on one cannot hold the test's own runtime.
+#[tokio::test]
+async fn fragments_that_expand_exponentially_are_refused_at_once() {
+    let database_url = fresh_database().await;
+    let key = switchboard::store::vault::MasterKey::generate().to_base64();
+    let log =
+        std::env::temp_dir().join(format!("switchboard-spreads-{}.log", uuid::Uuid::new_v4()));
+    let server = crate::crash::start(&database_url, &key, &log).await;
+    let registered = crate::crash::gql(
+        &server,
+        None,
+        "mutation { register(userName: \"spreads\", password: \"correct horse battery\") { token } }",
+        json!({}),
+    )
+    .await;
+    let token = registered.data()["register"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut bomb = String::from("{ ...F0 }");
+    for level in 0..12 {
+        bomb.push_str(&format!(
+            " fragment F{level} on Query {{{} }}",
+            format!(" ...F{}", level + 1).repeat(7)
+        ));
+    }
+    bomb.push_str(" fragment F12 on Query { __typename }");
+    let cycle = "{ ...A } fragment A on Query { ...A ...A me { id } }";
+    for (name, query) in [("fan-out", bomb.as_str()), ("cycle", cycle)] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::crash::gql(&server, Some(&token), query, json!({})),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer to the {name} document within 10 s"));
+        assert_eq!(answer.code(), "BAD_USER_INPUT", "{name}: {:?}", answer);
+    }
+    // Fragments within the bound work as before.
+    let me = crate::crash::gql(
+        &server,
+        Some(&token),
+        "{ ...Q } fragment Q on Query { me { ...U ...U } } fragment U on User { id userName }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(me.data()["me"]["userName"], "spreads");
+    let _ = std::fs::remove_file(&log);
+}

@@ -10,6 +10,7 @@ mod embedded;
 mod errors;
 mod event_store;
 mod flow;
+mod fuzz;
 mod helpers;
 mod http;
 mod limits;

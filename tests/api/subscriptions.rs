@@ -87,3 +87,30 @@ async fn subscriptions_need_a_valid_token() {
     }
     app.stop().await;
 }
+
+/// Found by the fuzzer (tests/api/fuzz.rs): async-graphql closed a socket after an unreadable
+/// message with its parse error as the reason, longer than the 123 bytes a close frame holds
+/// (clients take that for a broken connection), and after a legacy `connection_terminate` it
+/// dropped the connection without a close frame. Both now end with a valid close frame.
+#[tokio::test]
+async fn a_socket_always_ends_with_a_valid_close_frame() {
+    let app = spawn_app().await;
+    let token = app.register("closer", json!([])).await;
+    let unreadable = json!({ "type": "next", "id": "1", "payload": {} });
+    let terminate = json!({ "type": "connection_terminate" });
+    for (message, code) in [(unreadable, 1002), (terminate, 1000)] {
+        let mut socket = open_socket(&app, &token).await;
+        send(&mut socket, message.clone()).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("an answer");
+        match answer {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), code, "after {message}: {frame:?}");
+                assert!(frame.reason.len() <= 123, "{frame:?}");
+            }
+            other => panic!("expected a close frame after {message}, got {other:?}"),
+        }
+    }
+    app.stop().await;
+}
