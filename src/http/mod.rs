@@ -1,27 +1,26 @@
-//! The HTTP surface: `/graphql` (POST queries, GET GraphiQL), `/graphql/ws` (subscriptions),
-//! `/graphiql/assets/*` (GraphiQL's own files, served locally: no CDN), `/healthz`.
+//! The HTTP surface: `/graphql` (POST queries, GET GraphiQL), `/graphql/ws` (subscriptions,
+//! `socket`), `/graphiql/assets/*` (`graphiql`), `/audit/export/{user}`, `/metrics`, `/healthz`.
 //! Request bodies are read here, within a size and a time limit, not by async-graphql-axum's
 //! extractor (which reads any size).
 
+mod graphiql;
 mod serve;
+mod socket;
 
 pub use serve::serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::Data;
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::GraphQLResponse;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::{future, SinkExt, StreamExt};
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::app::Origin;
@@ -53,9 +52,9 @@ pub fn router(
         limits,
     };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
-        .route("/graphql/ws", get(subscriptions))
-        .route("/graphiql/assets/{file}", get(asset))
+        .route("/graphql", get(graphiql::graphiql).post(graphql))
+        .route("/graphql/ws", get(socket::subscriptions))
+        .route("/graphiql/assets/{file}", get(graphiql::asset))
         .route("/audit/export/{user_name}", get(export))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -202,94 +201,6 @@ fn refuse(status: StatusCode, code: &str, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Subscriptions authenticate with `{"Authorization": "Bearer …"}` (or `{"token": …}`) in the
-/// `connection_init` payload; each subscription lives only as long as that session.
-async fn subscriptions(
-    State(state): State<HttpState>,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
-        .max_message_size(state.limits.max_body_bytes)
-        .max_frame_size(state.limits.max_body_bytes)
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve_socket(socket, state, protocol))
-}
-
-/// Serves one subscription socket, which then ends with a valid close frame. async-graphql
-/// alone closes with reasons longer than a close frame holds (its messages for unreadable
-/// input), which clients take for a broken connection; and it drops the connection without
-/// any close frame after a read error (a message over the size limit) or a legacy
-/// `connection_terminate`.
-async fn serve_socket(socket: WebSocket, state: HttpState, protocol: GraphQLProtocol) {
-    let (mut sink, stream) = socket.split();
-    let read_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let stream = {
-        let read_error = read_error.clone();
-        stream.inspect(move |item| {
-            if let Err(e) = item {
-                *read_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            }
-        })
-    };
-    let bounded =
-        (&mut sink).with(|message| future::ready(Ok::<_, axum::Error>(bounded_close(message))));
-    let app = state.app.clone();
-    GraphQLWebSocket::new_with_pair(bounded, stream, state.schema.clone(), protocol)
-        .on_connection_init(move |payload| async move {
-            let token = payload
-                .get("Authorization")
-                .or_else(|| payload.get("authorization"))
-                .and_then(|v| v.as_str())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .or_else(|| payload.get("token").and_then(|v| v.as_str()))
-                .ok_or_else(|| async_graphql::Error::new("connection_init needs a bearer token"))?;
-            // Checked here to refuse a bad socket early, and again at every
-            // subscription: the session may end while the socket stays open.
-            app.check_token(token.trim())
-                .await
-                .map_err(crate::graphql::api_error)?;
-            let mut data = Data::default();
-            data.insert(BearerToken(token.trim().to_owned()));
-            Ok(data)
-        })
-        .serve()
-        .await;
-    // The closing frame, unless one went already (the send then fails, harmlessly).
-    let read_error = read_error.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let frame = match read_error {
-        Some(error) => CloseFrame {
-            code: close_code::PROTOCOL,
-            reason: error.into(),
-        },
-        None => CloseFrame {
-            code: close_code::NORMAL,
-            reason: "".into(),
-        },
-    };
-    let _ = sink.send(bounded_close(Message::Close(Some(frame)))).await;
-}
-
-/// A close frame's reason holds at most 123 bytes (125 with the code): a longer one is cut at
-/// a character boundary.
-fn bounded_close(message: Message) -> Message {
-    const MAX_REASON: usize = 123;
-    match message {
-        Message::Close(Some(frame)) if frame.reason.len() > MAX_REASON => {
-            let reason = frame.reason.as_str();
-            let mut end = MAX_REASON;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            Message::Close(Some(CloseFrame {
-                code: frame.code,
-                reason: reason[..end].into(),
-            }))
-        }
-        other => other,
-    }
-}
-
 /// A user's raw event stream as JSON Lines, streamed as it is read (auditors only; the read is
 /// recorded in the user's history).
 async fn export(
@@ -357,77 +268,3 @@ async fn healthz(State(state): State<HttpState>) -> Response {
         }
     }
 }
-
-/// GraphiQL's files, by the names the page asks for, and where npm puts them.
-const ASSETS: [(&str, &str, &str); 4] = [
-    (
-        "react.js",
-        "react/umd/react.production.min.js",
-        "text/javascript",
-    ),
-    (
-        "react-dom.js",
-        "react-dom/umd/react-dom.production.min.js",
-        "text/javascript",
-    ),
-    ("graphiql.js", "graphiql/graphiql.min.js", "text/javascript"),
-    ("graphiql.css", "graphiql/graphiql.min.css", "text/css"),
-];
-
-async fn asset(State(state): State<HttpState>, Path(file): Path<String>) -> Response {
-    let Some((_, relative, mime)) = ASSETS.iter().find(|(name, _, _)| *name == file) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match tokio::fs::read(state.web_assets.join(relative)).await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, *mime),
-                (header::CACHE_CONTROL, "public, max-age=86400"),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(file = relative, error = %e, "GraphiQL asset missing: run scripts/web-assets.sh");
-            (
-                StatusCode::NOT_FOUND,
-                "GraphiQL assets are not installed: run scripts/web-assets.sh\n",
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn graphiql() -> Html<&'static str> {
-    Html(GRAPHIQL_PAGE)
-}
-
-/// Loads only same-origin files. Set an `Authorization: Bearer …` header in the Headers tab
-/// after `login`.
-const GRAPHIQL_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Switchboard GraphiQL</title>
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <link rel="stylesheet" href="/graphiql/assets/graphiql.css">
-  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL…</div>
-  <script src="/graphiql/assets/react.js"></script>
-  <script src="/graphiql/assets/react-dom.js"></script>
-  <script src="/graphiql/assets/graphiql.js"></script>
-  <script>
-    const fetcher = GraphiQL.createFetcher({ url: window.location.origin + '/graphql' });
-    ReactDOM.createRoot(document.getElementById('graphiql')).render(
-      React.createElement(GraphiQL, {
-        fetcher,
-        defaultEditorToolbarOpen: true,
-        defaultQuery: '# Log in, then set {"Authorization": "Bearer <token>"} in Headers.\nmutation { login(userName: "alice", password: "…") { token } }\n',
-      }),
-    );
-  </script>
-</body>
-</html>
-"#;
