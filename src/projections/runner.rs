@@ -85,11 +85,13 @@ pub async fn catch_up(
     let horizon = read_horizon(&mut tx).await?;
     // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
     // SQL would make each later read scan them again); only the user's events are applied.
+    // ORDER BY names the table's columns: a bare `tx_id` would be the text output column of
+    // EVENT_COLUMNS, which sorts transaction 1000 before 999.
     let query = format!(
         "SELECT aggregate_type, {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, position) > ($1::text::xid8, $2) \
            AND tx_id < $4::text::xid8 \
-         ORDER BY tx_id, position LIMIT $3"
+         ORDER BY events.tx_id, events.position LIMIT $3"
     );
     let rows = sqlx::query(&query)
         .bind(&after_tx)
