@@ -135,6 +135,31 @@ impl Metrics {
         text
     }
 
+    /// Records how long one command took.
+    pub fn command(&self, kind: &str, seconds: f64) {
+        self.commands
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .observe(seconds);
+    }
+
+    /// Counts `n` messages going `direction` (`in` or `out`).
+    pub fn messages(&self, direction: &str, n: u64) {
+        self.messages
+            .get_or_create(&DirectionLabel {
+                direction: direction.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts one login attempt after a failure or a drop.
+    pub fn reconnect_attempt(&self, protocol: &str) {
+        self.reconnect_attempts
+            .get_or_create(&ProtocolLabel {
+                protocol: protocol.into(),
+            })
+            .inc();
+    }
+
     /// Counts one error answered with `code`.
     pub fn api_error(&self, code: &str) {
         self.api_errors

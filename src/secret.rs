@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use base64::Engine;
+use rand::RngCore;
+
 /// A secret string. `Debug` and `Display` print `[redacted]`; the only way to read it is
 /// [`Secret::expose`], so every place that does so is easy to find.
 #[derive(Clone, PartialEq, Eq)]
@@ -35,6 +38,13 @@ impl Drop for Secret {
         // SAFETY: zeroes are valid UTF-8.
         unsafe { self.0.as_bytes_mut() }.fill(0);
     }
+}
+
+/// `bytes` random bytes from the OS, base64url without padding: tokens and generated passwords.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buffer);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer)
 }
 
 #[cfg(test)]

@@ -84,31 +84,34 @@ impl Switchboard {
         Ok(contacts::users_page(&self.pool, after, limit).await?)
     }
 
-    /// Records the auditor's read in the user's history; the user's id, or `NOT_FOUND`.
+    /// Records the auditor's read in the user's history: the user's id and the stream's
+    /// sequence with the record, or `NOT_FOUND` (the aggregate refuses an unregistered user).
     async fn record_read(
         &self,
         auditor: &Auditor,
         user_name: &str,
         read: AuditedRead,
         request_id: Uuid,
-    ) -> Result<UserId, AppError> {
+    ) -> Result<(UserId, usize), AppError> {
         let not_found = || AppError::NotFound(format!("no user named {user_name:?}"));
         let name = UserName::parse(user_name).map_err(|_| not_found())?;
         let user = UserId::for_name(&name);
-        if self.load(user).await?.registration().is_none() {
-            return Err(not_found());
+        let recorded = self
+            .execute(
+                user,
+                UserCommand::RecordAuditorRead {
+                    auditor: auditor.name.clone(),
+                    read,
+                },
+                Actor::Auditor(auditor.name.clone()),
+                request_id,
+            )
+            .await;
+        match recorded {
+            Ok(sequence) => Ok((user, sequence)),
+            Err(AppError::NotFound(_)) => Err(not_found()),
+            Err(e) => Err(e),
         }
-        self.execute(
-            user,
-            UserCommand::RecordAuditorRead {
-                auditor: auditor.name.clone(),
-                read,
-            },
-            Actor::Auditor(auditor.name.clone()),
-            request_id,
-        )
-        .await?;
-        Ok(user)
     }
 
     /// A page of the user's history, as the user would read it.
@@ -121,7 +124,7 @@ impl Switchboard {
         limit: i64,
         request_id: Uuid,
     ) -> Result<Vec<HistoryEntry>, AppError> {
-        let user = self
+        let (user, _) = self
             .record_read(auditor, user_name, AuditedRead::History, request_id)
             .await?;
         self.history(user, filter, before, limit).await
@@ -136,7 +139,7 @@ impl Switchboard {
         request_id: Uuid,
     ) -> Result<(UserId, ContactList), AppError> {
         let read = AuditedRead::ContactList { as_of };
-        let user = self
+        let (user, _) = self
             .record_read(auditor, user_name, read, request_id)
             .await?;
         Ok((user, self.contacts(user, as_of).await?))
@@ -151,7 +154,7 @@ impl Switchboard {
         user_name: &str,
         request_id: Uuid,
     ) -> Result<BoxStream<'static, Result<String, AppError>>, AppError> {
-        let user = self
+        let (user, _) = self
             .record_read(auditor, user_name, AuditedRead::Export, request_id)
             .await?;
         let pages = stream::try_unfold((self.clone(), 0i64), move |(app, after)| async move {
@@ -186,11 +189,10 @@ impl Switchboard {
         user_name: &str,
         request_id: Uuid,
     ) -> Result<Verification, AppError> {
-        let user = self
+        let (user, sequence) = self
             .record_read(auditor, user_name, AuditedRead::Verify, request_id)
             .await?;
         // The record just made must be in the views before they are compared with the stream.
-        let sequence = self.load(user).await?.sequence();
         self.settle(user, sequence).await?;
         let events = self
             .store

@@ -237,12 +237,7 @@ impl Switchboard {
             .collect();
         let count = incoming.len() as u64;
         let recorded = self.intake.record(user, incoming).await?;
-        self.metrics
-            .messages
-            .get_or_create(&crate::metrics::DirectionLabel {
-                direction: "in".into(),
-            })
-            .inc_by(count);
+        self.metrics.messages("in", count);
         Ok(recorded)
     }
 

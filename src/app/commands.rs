@@ -50,10 +50,7 @@ impl Switchboard {
         let result = self
             .execute_in_turn(user, &id, command, actor, request_id)
             .await;
-        self.metrics
-            .commands
-            .get_or_create(&crate::metrics::KindLabel { kind: kind.into() })
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.command(kind, started.elapsed().as_secs_f64());
         result
     }
 

@@ -92,12 +92,7 @@ impl AccountHost for AccountLink {
             LinkState::Reconnecting | LinkState::Unreachable
         ) && status.next_retry_at.is_none();
         if retrying {
-            app.metrics
-                .reconnect_attempts
-                .get_or_create(&crate::metrics::ProtocolLabel {
-                    protocol: self.protocol.to_string(),
-                })
-                .inc();
+            app.metrics.reconnect_attempt(&self.protocol.to_string());
         }
         tracing::info!(user = %self.user, account = %self.account, state = status.state.as_str(),
             attempt = status.attempt, detail = status.detail.as_deref().unwrap_or(""), "account status");

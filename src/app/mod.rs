@@ -128,6 +128,8 @@ pub struct LoginResult {
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user: UserId,
+    /// The session the request came with.
+    pub session: Uuid,
     pub request_id: Uuid,
 }
 

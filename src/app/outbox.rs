@@ -126,12 +126,7 @@ impl Switchboard {
                 self.messages
                     .mark_sent(user, message.id, &party, &reason, network_id)
                     .await?;
-                self.metrics
-                    .messages
-                    .get_or_create(&crate::metrics::DirectionLabel {
-                        direction: "out".into(),
-                    })
-                    .inc();
+                self.metrics.messages("out", 1);
             }
             Err(ConnectorError::Refused(why)) => {
                 self.messages.mark_failed(user, message.id, &why).await?;

@@ -28,11 +28,7 @@ pub fn validate(password: &Secret) -> Result<(), AppError> {
 
 /// A new random password: 24 bytes from the OS, base64url (32 characters).
 pub fn generate() -> Secret {
-    use argon2::password_hash::rand_core::RngCore;
-    use base64::Engine;
-    let mut bytes = [0u8; 24];
-    OsRng.fill_bytes(&mut bytes);
-    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    Secret::new(crate::secret::random_token(24))
 }
 
 /// Computes argon2 hashes, at most `concurrency` at once; the others wait their turn.

@@ -151,11 +151,6 @@ impl Switchboard {
         })
     }
 
-    /// The user behind a bearer token.
-    pub async fn authenticate(&self, token: &str) -> Result<UserId, AppError> {
-        Ok(self.session(token).await?.user)
-    }
-
     /// The live session a bearer token opens.
     pub async fn session(&self, token: &str) -> Result<crate::store::sessions::Session, AppError> {
         if let Some(session) = self.sessions.find(token).await? {

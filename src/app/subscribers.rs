@@ -136,12 +136,12 @@ impl Switchboard {
                         self.subscribers.end(session);
                     }
                 }
-                _ = recheck.tick() => self.recheck_sessions().await,
+                _ = recheck.tick() => self.housekeeping().await,
             }
         }
     }
 
-    async fn recheck_sessions(&self) {
+    async fn housekeeping(&self) {
         let watched = self.subscribers.watched();
         match self.sessions.gone(&watched).await {
             Ok(gone) => gone.into_iter().for_each(|s| self.subscribers.end(s)),

@@ -24,10 +24,9 @@ impl AccountQuery {
     /// The user's live sessions (logins not yet logged out, revoked or expired), newest first.
     async fn sessions(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Session>> {
         let (app, caller) = caller(ctx).await?;
-        let current = api(app.session(&bearer(ctx)?.0).await)?.id;
         Ok(api(app.sessions(caller.user).await)?
             .into_iter()
-            .map(|s| Session::new(s, current))
+            .map(|s| Session::new(s, caller.session))
             .collect())
     }
 

@@ -119,12 +119,19 @@ pub async fn caller(ctx: &Context<'_>) -> async_graphql::Result<(Arc<Switchboard
     let token = ctx
         .data_opt::<BearerToken>()
         .ok_or_else(|| api_error(AppError::Unauthenticated))?;
-    let user = api(app.authenticate(&token.0).await)?;
+    let session = api(app.session(&token.0).await)?;
     let request_id = ctx
         .data_opt::<RequestId>()
         .map(|r| r.0)
         .unwrap_or_else(Uuid::now_v7);
-    Ok((app, Caller { user, request_id }))
+    Ok((
+        app,
+        Caller {
+            user: session.user,
+            session: session.id,
+            request_id,
+        },
+    ))
 }
 
 /// The id of the HTTP request or socket message an operation came from.

@@ -4,9 +4,7 @@
 //! on the `switchboard_sessions` channel (payload: its id), so that every node closes what the
 //! session had open.
 
-use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -66,9 +64,7 @@ pub(super) fn digest(token: &str) -> Vec<u8> {
 
 /// A fresh token: 32 random bytes, base64url.
 pub(super) fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    crate::secret::random_token(32)
 }
 
 impl SessionStore {
