@@ -1,6 +1,6 @@
 //! The command line: `serve`, `migrate`, `replay`, `schema`.
 
-use std::io::Write;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -152,19 +152,46 @@ async fn replay(pool: &sqlx::PgPool, only: Option<&str>) -> anyhow::Result<()> {
             .with_context(|| format!("no projection named {name} (try contacts or history)"))?],
         None => crate::projections::all(),
     };
+    // A bar only for a person watching: redirected, stderr gets the final lines alone.
+    let terminal = std::io::stderr().is_terminal();
     for projection in projections {
         let started = std::time::Instant::now();
         let name = projection.name();
+        let bar = if terminal {
+            Some(progress_bar(name)?)
+        } else {
+            None
+        };
         let done = crate::projections::runner::rebuild(pool, projection.as_ref(), |done, total| {
-            eprint!("\r{name}: {done}/{total} events");
-            let _ = std::io::stderr().flush();
+            if let Some(bar) = &bar {
+                bar.set_length(total.max(done));
+                bar.set_position(done);
+            }
         })
-        .await?;
+        .await;
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let done = done?;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "\r{name}: rebuilt from {done} events in {secs:.2} s ({:.0} events/s)",
+            "{name}: rebuilt from {done} events in {secs:.2} s ({:.0} events/s)",
             done as f64 / secs.max(1e-9)
         );
     }
     Ok(())
+}
+
+/// A progress bar on stderr with the rate and the time left.
+fn progress_bar(name: &'static str) -> anyhow::Result<indicatif::ProgressBar> {
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix}: [{bar:30}] {human_pos}/{human_len} events, {per_sec}, {eta} left",
+    )
+    .context("the progress bar's template")?
+    .progress_chars("=> ");
+    Ok(
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr())
+            .with_style(style)
+            .with_prefix(name),
+    )
 }

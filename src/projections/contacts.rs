@@ -14,6 +14,8 @@ use crate::domain::user::{BindingChange, DepartureReason, MetaContactState, User
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
 
+mod fold;
+
 pub const NAME: &str = "contacts";
 
 /// One contact in the unified list.
@@ -383,26 +385,18 @@ impl Projection for ContactsProjection {
         NAME
     }
 
-    /// Runs of added contacts (a roster import is thousands of them) go in one statement each;
-    /// every other event is applied alone, in order.
+    /// The rows the batch touches are read once, every event is applied to them in memory
+    /// with the rules of [`Self::apply`], and each changed row is written once (see `fold`).
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), sqlx::Error> {
-        let mut run: Vec<&StoredEvent> = Vec::new();
-        for event in events {
-            if matches!(event.event, UserEvent::RosterContactAdded { .. }) {
-                run.push(event);
-                continue;
-            }
-            insert_added(conn, &run).await?;
-            run.clear();
-            self.apply(conn, event).await?;
-        }
-        insert_added(conn, &run).await
+        fold::apply_batch(conn, events).await
     }
 
+    /// One event's own statements: the reference the batch path is tested against
+    /// (`tests/api/projection_fold.rs`).
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
         let user = event.user_id.0;
         if let Some(change) = event.event.binding_change() {

@@ -21,6 +21,10 @@ use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
 
 /// How many events one transaction applies at most.
 pub const BATCH: i64 = 500;
+/// The same for a rebuild, which nobody waits on event by event: bigger transactions spread
+/// the per-batch costs (the horizon's lock-table read, the view rows' reads and writes, the
+/// commit) over more events.
+pub const REBUILD_BATCH: i64 = 5_000;
 /// How often to look again when a notification may have come before its rows were readable
 /// (an older transaction writing events was still open).
 const POLL: Duration = Duration::from_millis(200);
@@ -63,6 +67,17 @@ pub async fn catch_up(
     projection: &dyn Projection,
     upcasters: &[Box<dyn EventUpcaster>],
 ) -> Result<usize, ProjectionError> {
+    catch_up_limited(pool, projection, upcasters, BATCH).await
+}
+
+/// [`catch_up`] reading at most `limit` rows in its one transaction (a rebuild takes bigger
+/// batches than the live runner).
+pub async fn catch_up_limited(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    upcasters: &[Box<dyn EventUpcaster>],
+    limit: i64,
+) -> Result<usize, ProjectionError> {
     let name = projection.name();
     sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(name)
@@ -96,7 +111,7 @@ pub async fn catch_up(
     let rows = sqlx::query(&query)
         .bind(&after_tx)
         .bind(after_position)
-        .bind(BATCH)
+        .bind(limit)
         .bind(horizon.to_string())
         .fetch_all(&mut *tx)
         .await?;
@@ -239,7 +254,7 @@ pub async fn rebuild(
     }
     let mut done = 0u64;
     loop {
-        let n = catch_up(pool, projection, &upcasters).await? as u64;
+        let n = catch_up_limited(pool, projection, &upcasters, REBUILD_BATCH).await? as u64;
         if n == 0 {
             break;
         }

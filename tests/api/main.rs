@@ -23,6 +23,7 @@ mod metrics;
 mod networks;
 mod nostr_upstream;
 mod presence;
+mod projection_fold;
 mod projections;
 mod read_your_writes;
 mod reconciliation;
