@@ -14,6 +14,12 @@ use crate::domain::user::{DepartureReason, UserEvent};
 use crate::projections::runner::Projection;
 use crate::store::event_store::StoredEvent;
 
+mod copy;
+
+/// Batches of at least this many events are written with COPY; smaller ones (the live runner's
+/// usual one or few) with one INSERT, one round trip.
+const COPY_FROM: usize = 32;
+
 pub const NAME: &str = "history";
 
 /// One entry of the audit log.
@@ -306,51 +312,61 @@ impl Projection for HistoryProjection {
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
+        insert_rows(conn, std::slice::from_ref(event)).await
     }
 
-    /// Entries do not depend on each other: the whole batch is one INSERT.
+    /// Entries do not depend on each other: the whole batch is one INSERT, or one COPY when it
+    /// is big (a rebuild).
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), sqlx::Error> {
-        let mut rows = HistoryRows::default();
-        for event in events {
-            rows.push(event);
+        if events.len() >= COPY_FROM {
+            copy::copy_rows(conn, events).await
+        } else {
+            insert_rows(conn, events).await
         }
-        sqlx::query(
-            "INSERT INTO history_view (position, user_id, sequence, kind, summary, actor, request_id, \
-               recorded_at, contact_ids, meta_contact_ids, details) \
-             SELECT position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
-                    ARRAY(SELECT jsonb_array_elements_text(contacts)::uuid), \
-                    ARRAY(SELECT jsonb_array_elements_text(metas)::uuid), details \
-               FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
-                           $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[], $11::jsonb[]) \
-                 AS r(position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
-                      contacts, metas, details) \
-             ON CONFLICT (position) DO NOTHING",
-        )
-        .bind(rows.position)
-        .bind(rows.user_id)
-        .bind(rows.sequence)
-        .bind(rows.kind)
-        .bind(rows.summary)
-        .bind(rows.actor)
-        .bind(rows.request_id)
-        .bind(rows.recorded_at)
-        .bind(rows.contacts)
-        .bind(rows.metas)
-        .bind(rows.details)
-        .execute(conn)
-        .await?;
-        Ok(())
     }
 
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("TRUNCATE history_view").execute(conn).await?;
         Ok(())
     }
+}
+
+/// The rows of `events` in one INSERT.
+async fn insert_rows(conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), sqlx::Error> {
+    let mut rows = HistoryRows::default();
+    for event in events {
+        rows.push(event);
+    }
+    sqlx::query(
+        "INSERT INTO history_view (position, user_id, sequence, kind, summary, actor, request_id, \
+           recorded_at, contact_ids, meta_contact_ids, details) \
+         SELECT position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
+                ARRAY(SELECT jsonb_array_elements_text(contacts)::uuid), \
+                ARRAY(SELECT jsonb_array_elements_text(metas)::uuid), details \
+           FROM unnest($1::bigint[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+                       $7::text[], $8::timestamptz[], $9::jsonb[], $10::jsonb[], $11::jsonb[]) \
+             AS r(position, user_id, sequence, kind, summary, actor, request_id, recorded_at, \
+                  contacts, metas, details) \
+         ON CONFLICT (position) DO NOTHING",
+    )
+    .bind(rows.position)
+    .bind(rows.user_id)
+    .bind(rows.sequence)
+    .bind(rows.kind)
+    .bind(rows.summary)
+    .bind(rows.actor)
+    .bind(rows.request_id)
+    .bind(rows.recorded_at)
+    .bind(rows.contacts)
+    .bind(rows.metas)
+    .bind(rows.details)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 const ENTRY_COLUMNS: &str = "position, sequence, kind, summary, actor, request_id, recorded_at, \

@@ -39,6 +39,8 @@ const ACCOUNTS: [(Protocol, &str, &str); 3] = [
 ];
 const PEOPLE: [&str; 8] = ["bob", "carol", "dan", "erin", "fred", "gina", "hal", "ivy"];
 const NAMES: [&str; 6] = ["Bob", "bob", "Carol", "Dan", "Erin E.", "Fred"];
+/// Names as upstream rosters give them: anything, including what COPY and JSON must escape.
+const ROSTER_NAMES: [&str; 3] = ["Zoë \"Z\" \\ O'Neil", "tab\there", "two\nlines\r"];
 
 /// Each projection's `apply`, one event at a time: the reference.
 struct EventByEvent(Arc<dyn Projection>);
@@ -74,8 +76,11 @@ fn handle_of(protocol: Protocol, person: &str) -> Handle {
 }
 
 fn display_name(rng: &mut StdRng) -> Option<String> {
-    rng.gen_bool(0.8)
-        .then(|| NAMES.choose(rng).unwrap().to_string())
+    match rng.gen_range(0..10) {
+        0..=1 => None,
+        2 => Some(ROSTER_NAMES.choose(rng).unwrap().to_string()),
+        _ => Some(NAMES.choose(rng).unwrap().to_string()),
+    }
 }
 
 fn meta_name(rng: &mut StdRng) -> DisplayName {
