@@ -185,9 +185,16 @@ async fn replay(pool: &sqlx::PgPool, only: Option<&str>) -> anyhow::Result<()> {
 /// A progress bar on stderr with the rate and the time left.
 fn progress_bar(name: &'static str) -> anyhow::Result<indicatif::ProgressBar> {
     let style = indicatif::ProgressStyle::with_template(
-        "{prefix}: [{bar:30}] {human_pos}/{human_len} events, {per_sec}, {eta} left",
+        "{prefix}: [{bar:30}] {human_pos}/{human_len} events, {rate} events/s, {eta} left",
     )
     .context("the progress bar's template")?
+    // indicatif's own {per_sec} prints four decimals.
+    .with_key(
+        "rate",
+        |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = write!(out, "{:.0}", state.per_sec());
+        },
+    )
     .progress_chars("=> ");
     Ok(
         indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr())
