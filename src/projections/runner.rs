@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{broadcast, watch};
 
@@ -22,8 +21,8 @@ use crate::store::event_store::{decode, upcasters, CommitPoint, StoredEvent, EVE
 
 /// How many events one transaction applies at most.
 pub const BATCH: i64 = 500;
-/// How often to look again when a notification may have come before its rows were readable
-/// (an older transaction writing events was still open).
+/// How often a runner looks for events with no wake-up: commits of other nodes, and rows that
+/// were not readable yet at a wake-up (an older transaction writing events was still open).
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -191,15 +190,16 @@ fn point(tx_id: &str, position: i64) -> Result<CommitPoint, ProjectionError> {
 }
 
 /// Runs every projection, each in its own task, until `stop` turns true. Woken by `progress`
-/// (this node's commits), by the events table's notifications (every node's), and by a poll;
-/// each publishes its checkpoint on `progress` after every round.
+/// (this node's commits) and by a poll (other nodes' commits: the events table sends no
+/// notification, see migrations/0014); each publishes its checkpoint on `progress` after every
+/// round.
 pub async fn run(
     pool: PgPool,
     projections: Vec<Arc<dyn Projection>>,
     progress: Progress,
     stop: watch::Receiver<bool>,
 ) {
-    let mut tasks: Vec<_> = projections
+    let tasks: Vec<_> = projections
         .into_iter()
         .map(|projection| {
             tokio::spawn(run_one(
@@ -210,7 +210,6 @@ pub async fn run(
             ))
         })
         .collect();
-    tasks.push(tokio::spawn(forward_notifications(pool, progress, stop)));
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "projection task ended abnormally");
@@ -253,37 +252,6 @@ async fn run_one(
         }
         if *stop.borrow() {
             break;
-        }
-    }
-}
-
-/// Turns the events table's notifications (commits on any node) into wake-ups on `progress`.
-async fn forward_notifications(pool: PgPool, progress: Progress, mut stop: watch::Receiver<bool>) {
-    loop {
-        let forwarding = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen("switchboard_events").await?;
-            loop {
-                listener.recv().await?;
-                progress.wake();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        tokio::select! {
-            result = forwarding => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "event notifications interrupted; polling meanwhile");
-                }
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                }
-            }
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            return;
         }
     }
 }
