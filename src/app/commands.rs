@@ -47,6 +47,12 @@ impl Switchboard {
     }
 
     /// [`Self::execute`] once the user's writer turn is taken.
+    ///
+    /// The first decision is made on this node's cached state, without reading the stream:
+    /// events decided on a stale copy cannot be stored, since the next sequence is taken (the
+    /// append is refused and the command decided again on the stream as stored). A refusal or
+    /// a no-op proves nothing of the kind, so it is only answered once decided on the stored
+    /// stream.
     async fn execute_in_turn(
         &self,
         user: UserId,
@@ -54,11 +60,17 @@ impl Switchboard {
         actor: Actor,
         request_id: Uuid,
     ) -> Result<usize, AppError> {
-        for attempt in 1..=COMMAND_ATTEMPTS {
-            let state = self.load(user).await?;
+        let mut conflicts = 0;
+        let mut cached = self.store.cached_state(user);
+        loop {
+            let (state, verified) = match cached.take() {
+                Some(state) => (state, false),
+                None => (self.load(user).await?, true),
+            };
             let events = match state.decide(command.clone()) {
-                Ok(events) if events.is_empty() => return Ok(state.sequence()),
-                Ok(events) => events,
+                Ok(events) if !events.is_empty() => events,
+                _ if !verified => continue,
+                Ok(_) => return Ok(state.sequence()),
                 Err(e) => return Err(self.explain(user, e).await),
             };
             let metadata = EventMetadata::new(actor.clone(), request_id, Utc::now()).to_map();
@@ -67,18 +79,18 @@ impl Switchboard {
                     self.views.progress().wake();
                     return Ok(appended.sequence);
                 }
-                Err(AppendError::Conflict) if attempt < COMMAND_ATTEMPTS => {
-                    tracing::debug!(%user, attempt, "concurrent write; retrying");
-                }
                 Err(AppendError::Conflict) => {
-                    return Err(AppError::Conflict(
-                        "the user's data was changed concurrently; try again".into(),
-                    ))
+                    conflicts += 1;
+                    if conflicts == COMMAND_ATTEMPTS {
+                        return Err(AppError::Conflict(
+                            "the user's data was changed concurrently; try again".into(),
+                        ));
+                    }
+                    tracing::debug!(%user, conflicts, "concurrent write; deciding again");
                 }
                 Err(e) => return Err(AppError::internal(e)),
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Maps a domain error, naming events by their public id.

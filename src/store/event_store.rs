@@ -261,6 +261,12 @@ impl UserStore {
         Ok(appended)
     }
 
+    /// This node's cached state of the user, as it was after the last load or append here:
+    /// possibly behind the stream (another node may have appended since).
+    pub fn cached_state(&self, user: UserId) -> Option<Arc<User>> {
+        self.cached(user).map(|c| c.user)
+    }
+
     /// Where the user's event at `sequence` sits in commit order, if this node appended it
     /// last (the waiters of read-your-writes use it to wait without asking the database).
     pub fn commit_point(&self, user: UserId, sequence: usize) -> Option<CommitPoint> {
