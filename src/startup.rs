@@ -156,6 +156,7 @@ impl Application {
             tokio::spawn(crate::projections::runner::run(
                 pool.clone(),
                 crate::projections::all(),
+                views.progress().clone(),
                 stopped.clone(),
             )),
             tokio::spawn(views.run(pool.clone(), stopped.clone())),

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use cqrs_es::{AggregateError, EventStore};
 use uuid::Uuid;
 
 use super::{AppError, Switchboard};
@@ -12,7 +11,8 @@ use crate::domain::metadata::{Actor, EventMetadata};
 use crate::domain::user::{User, UserCommand, UserError};
 use crate::projections::contacts;
 use crate::projections::history;
-use crate::projections::runner::wait_until_applied;
+use crate::projections::runner::{wait_for_point, wait_until_applied};
+use crate::store::event_store::AppendError;
 
 const COMMAND_ATTEMPTS: usize = 3;
 
@@ -24,13 +24,8 @@ impl Switchboard {
         writers.entry(user).or_default().clone()
     }
 
-    pub(super) async fn load(&self, user: UserId) -> Result<User, AppError> {
-        let context = self
-            .store
-            .load_aggregate(&user.to_string())
-            .await
-            .map_err(AppError::internal)?;
-        Ok(context.aggregate)
+    pub(super) async fn load(&self, user: UserId) -> Result<Arc<User>, AppError> {
+        self.store.current(user).await.map_err(AppError::internal)
     }
 
     /// Executes a command, retrying optimistic-concurrency conflicts (every command is decided
@@ -42,48 +37,60 @@ impl Switchboard {
         actor: Actor,
         request_id: Uuid,
     ) -> Result<usize, AppError> {
-        let id = user.to_string();
         let started = std::time::Instant::now();
         let kind = command.name();
         let writer = self.writer(user);
         let _turn = writer.lock().await;
-        let result = self
-            .execute_in_turn(user, &id, command, actor, request_id)
-            .await;
+        let result = self.execute_in_turn(user, command, actor, request_id).await;
         self.metrics.command(kind, started.elapsed().as_secs_f64());
         result
     }
 
     /// [`Self::execute`] once the user's writer turn is taken.
+    ///
+    /// The first decision is made on this node's cached state, without reading the stream:
+    /// events decided on a stale copy cannot be stored, since the next sequence is taken (the
+    /// append is refused and the command decided again on the stream as stored). A refusal or
+    /// a no-op proves nothing of the kind, so it is only answered once decided on the stored
+    /// stream.
     async fn execute_in_turn(
         &self,
         user: UserId,
-        id: &str,
         command: UserCommand,
         actor: Actor,
         request_id: Uuid,
     ) -> Result<usize, AppError> {
-        for attempt in 1..=COMMAND_ATTEMPTS {
-            let metadata = EventMetadata::new(actor.clone(), request_id, Utc::now());
-            match self
-                .cqrs
-                .execute_with_metadata(id, command.clone(), metadata.to_map())
-                .await
-            {
-                Ok(()) => return Ok(self.load(user).await?.sequence()),
-                Err(AggregateError::AggregateConflict) if attempt < COMMAND_ATTEMPTS => {
-                    tracing::debug!(%user, attempt, "concurrent write; retrying");
+        let mut conflicts = 0;
+        let mut cached = self.store.cached_state(user);
+        loop {
+            let (state, verified) = match cached.take() {
+                Some(state) => (state, false),
+                None => (self.load(user).await?, true),
+            };
+            let events = match state.decide(command.clone()) {
+                Ok(events) if !events.is_empty() => events,
+                _ if !verified => continue,
+                Ok(_) => return Ok(state.sequence()),
+                Err(e) => return Err(self.explain(user, e).await),
+            };
+            let metadata = EventMetadata::new(actor.clone(), request_id, Utc::now()).to_map();
+            match self.store.append(user, &state, events, &metadata).await {
+                Ok(appended) => {
+                    self.views.progress().wake();
+                    return Ok(appended.sequence);
                 }
-                Err(AggregateError::AggregateConflict) => {
-                    return Err(AppError::Conflict(
-                        "the user's data was changed concurrently; try again".into(),
-                    ))
+                Err(AppendError::Conflict) => {
+                    conflicts += 1;
+                    if conflicts == COMMAND_ATTEMPTS {
+                        return Err(AppError::Conflict(
+                            "the user's data was changed concurrently; try again".into(),
+                        ));
+                    }
+                    tracing::debug!(%user, conflicts, "concurrent write; deciding again");
                 }
-                Err(AggregateError::UserError(e)) => return Err(self.explain(user, e).await),
                 Err(e) => return Err(AppError::internal(e)),
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Maps a domain error, naming events by their public id.
@@ -113,10 +120,20 @@ impl Switchboard {
         }
         let mut changes = self.views.subscribe();
         let deadline = tokio::time::Instant::now() + self.settings.view_wait;
+        // Known when this node appended the event: then the runners' published checkpoints
+        // answer without asking the database.
+        let point = self.store.commit_point(user, sequence);
         for view in [contacts::NAME, history::NAME] {
             let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let applied =
-                wait_until_applied(&self.pool, &mut changes, view, user, sequence, wait).await?;
+            let applied = match point {
+                Some(point) => {
+                    let progress = self.views.progress();
+                    wait_for_point(&self.pool, progress, view, user, sequence, point, wait).await?
+                }
+                None => {
+                    wait_until_applied(&self.pool, &mut changes, view, user, sequence, wait).await?
+                }
+            };
             if !applied {
                 tracing::warn!(%user, view, sequence, "views lag behind; answering VIEWS_BEHIND");
                 let event_id = self.store.position_of(user, sequence).await.ok().flatten();

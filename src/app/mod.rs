@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::CqrsFramework;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -35,7 +34,6 @@ use crate::connectors::supervisor::SupervisorSettings;
 use crate::connectors::ConnectorRegistry;
 use crate::domain::ids::{AccountId, Handle, Protocol, UserId};
 use crate::domain::presence::Presence;
-use crate::domain::user::User;
 use crate::projections::live::{AccountStatus, LiveViews};
 use crate::projections::notify::ViewChanges;
 use crate::secret::Secret;
@@ -136,7 +134,6 @@ pub struct Caller {
 pub struct Switchboard {
     pool: PgPool,
     store: UserStore,
-    cqrs: CqrsFramework<User, UserStore>,
     vault: Vault,
     sessions: SessionStore,
     /// Hashes and checks Switchboard's own passwords, a bounded number at once.
@@ -200,7 +197,6 @@ impl Switchboard {
         let store = UserStore::new(pool.clone()).counting(metrics.events_appended.clone());
         let messages = MessageStore::new(pool.clone());
         Arc::new(Self {
-            cqrs: CqrsFramework::new(store.clone(), Vec::new(), ()),
             store,
             sessions: SessionStore::new(pool.clone()),
             hasher: password::Hasher::new(settings.hash_concurrency),

@@ -8,6 +8,7 @@ pub mod horizon;
 pub mod live;
 pub mod login_report;
 pub mod notify;
+pub mod progress;
 pub mod runner;
 pub mod verify;
 

@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use crate::domain::ids::UserId;
+use crate::projections::progress::Progress;
 
 /// A projection committed changes for a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,21 +25,28 @@ struct Payload {
 }
 
 /// Where subscriptions get view changes from. Lagging receivers only lose wake-ups: they
-/// re-read the views, which hold the truth.
+/// re-read the views, which hold the truth. Also carries this node's [`Progress`] between
+/// the command side and the projection runners.
 #[derive(Debug, Clone)]
 pub struct ViewChanges {
     sender: broadcast::Sender<ViewChanged>,
+    progress: Progress,
 }
 
 impl Default for ViewChanges {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(1024).0,
+            progress: Progress::default(),
         }
     }
 }
 
 impl ViewChanges {
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<ViewChanged> {
         self.sender.subscribe()
     }

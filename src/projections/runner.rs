@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::{broadcast, watch};
 
@@ -17,7 +16,8 @@ use crate::domain::ids::UserId;
 use crate::domain::user::User;
 use crate::projections::horizon::read_horizon;
 use crate::projections::notify::ViewChanged;
-use crate::store::event_store::{decode, upcasters, StoredEvent, EVENT_COLUMNS};
+use crate::projections::progress::Progress;
+use crate::store::event_store::{decode, upcasters, CommitPoint, StoredEvent, EVENT_COLUMNS};
 
 /// How many events one transaction applies at most.
 pub const BATCH: i64 = 500;
@@ -25,8 +25,8 @@ pub const BATCH: i64 = 500;
 /// the per-batch costs (the horizon's lock-table read, the view rows' reads and writes, the
 /// commit) over more events.
 pub const REBUILD_BATCH: i64 = 5_000;
-/// How often to look again when a notification may have come before its rows were readable
-/// (an older transaction writing events was still open).
+/// How often a runner looks for events with no wake-up: commits of other nodes, and rows that
+/// were not readable yet at a wake-up (an older transaction writing events was still open).
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -78,23 +78,59 @@ pub async fn catch_up_limited(
     upcasters: &[Box<dyn EventUpcaster>],
     limit: i64,
 ) -> Result<usize, ProjectionError> {
+    Ok(catch_up_from(pool, projection, upcasters, limit).await?.read)
+}
+
+/// What one catch-up did.
+#[derive(Debug, Clone, Copy)]
+pub struct CaughtUp {
+    /// Rows read (other aggregates' rows are read and passed over).
+    pub read: usize,
+    /// The checkpoint after it: everything at or before it is applied.
+    pub checkpoint: CommitPoint,
+}
+
+/// [`catch_up_limited`], also telling where the checkpoint is now.
+pub async fn catch_up_from(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    upcasters: &[Box<dyn EventUpcaster>],
+    limit: i64,
+) -> Result<CaughtUp, ProjectionError> {
     let name = projection.name();
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(pool)
-        .await?;
     // READ COMMITTED whatever the server's default: the read below must take a newer snapshot
     // than the horizon's statement.
-    let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+    //
+    // No waiting for the disk at commit (synchronous_commit off): the views and their
+    // checkpoint are derived from the events, which are durable before this reads them, so a
+    // crash can only lose the last few of these commits whole, checkpoint with views, and
+    // they are applied again from the events at the next start. Read-your-writes holds: what
+    // a client saw committed is what the replay writes again.
+    let (mut tx, checkpoint) = loop {
+        let mut tx = pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off")
+            .await?;
+        // The row lock serialises runners of one projection across nodes.
+        let checkpoint = sqlx::query(
+            "SELECT tx_id::text AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_optional(&mut *tx)
         .await?;
-    // The row lock serialises runners of one projection across nodes.
-    let checkpoint = sqlx::query(
-        "SELECT tx_id::text AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-    )
-    .bind(name)
-    .fetch_one(&mut *tx)
-    .await?;
+        match checkpoint {
+            Some(row) => break (tx, row),
+            // A first run: the row is made on its own, so it stays whatever the batch does.
+            None => {
+                tx.rollback().await?;
+                sqlx::query(
+                    "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .bind(name)
+                .execute(pool)
+                .await?;
+            }
+        }
+    };
     let after_tx: String = checkpoint.try_get("tx_id")?;
     let after_position: i64 = checkpoint.try_get("position")?;
     let horizon = read_horizon(&mut tx).await?;
@@ -117,7 +153,10 @@ pub async fn catch_up_limited(
         .await?;
     let Some(last_row) = rows.last() else {
         tx.rollback().await?;
-        return Ok(0);
+        return Ok(CaughtUp {
+            read: 0,
+            checkpoint: point(&after_tx, after_position)?,
+        });
     };
     let last: (String, i64) = (last_row.try_get("tx_id")?, last_row.try_get("position")?);
     let mut events = Vec::with_capacity(rows.len());
@@ -137,92 +176,99 @@ pub async fn catch_up_limited(
     }
     projection.apply_batch(&mut tx, &events).await?;
     let touched: BTreeSet<UserId> = events.iter().map(|e| e.user_id).collect();
+    let touched: Vec<uuid::Uuid> = touched.into_iter().map(|u| u.0).collect();
+    // The checkpoint, and one notification per user for subscribers on every node, in one
+    // statement.
     sqlx::query(
-        "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
-         WHERE name = $1",
+        "WITH moved AS (UPDATE projection_checkpoints \
+                           SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
+                         WHERE name = $1) \
+         SELECT notify_view_change(u, $1) FROM unnest($4::uuid[]) AS u",
     )
     .bind(name)
     .bind(&last.0)
     .bind(last.1)
+    .bind(&touched)
     .execute(&mut *tx)
     .await?;
-    for user in &touched {
-        sqlx::query("SELECT notify_view_change($1, $2)")
-            .bind(user.0)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(CaughtUp {
+        read: rows.len(),
+        checkpoint: point(&last.0, last.1)?,
+    })
 }
 
-/// Runs every projection until `stop` turns true, woken by the events table's notifications.
+fn point(tx_id: &str, position: i64) -> Result<CommitPoint, ProjectionError> {
+    CommitPoint::parse(tx_id, position).map_err(|e| ProjectionError::Decode {
+        position: position.to_string(),
+        reason: format!("transaction id {tx_id}: {e}"),
+    })
+}
+
+/// Runs every projection, each in its own task, until `stop` turns true. Woken by `progress`
+/// (this node's commits) and by a poll (other nodes' commits: the events table sends no
+/// notification, see migrations/0014); each publishes its checkpoint on `progress` after every
+/// round.
 pub async fn run(
     pool: PgPool,
     projections: Vec<Arc<dyn Projection>>,
+    progress: Progress,
+    stop: watch::Receiver<bool>,
+) {
+    let tasks: Vec<_> = projections
+        .into_iter()
+        .map(|projection| {
+            tokio::spawn(run_one(
+                pool.clone(),
+                projection,
+                progress.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "projection task ended abnormally");
+        }
+    }
+}
+
+async fn run_one(
+    pool: PgPool,
+    projection: Arc<dyn Projection>,
+    progress: Progress,
     mut stop: watch::Receiver<bool>,
 ) {
     let upcasters = upcasters();
-    let mut listener = match listen(&pool).await {
-        Ok(listener) => Some(listener),
-        Err(e) => {
-            tracing::warn!(error = %e, "projections cannot LISTEN; polling only");
-            None
-        }
-    };
+    let mut wakes = progress.wakes();
     let mut failures = 0u32;
     loop {
-        let mut more = false;
-        let mut failed = false;
-        for projection in &projections {
-            match catch_up(&pool, projection.as_ref(), &upcasters).await {
-                Ok(n) => more |= n as i64 == BATCH,
-                Err(e) => {
-                    failed = true;
-                    tracing::error!(projection = projection.name(), error = %e, "projection stalled; retrying");
-                }
+        // Marked seen before the read: a commit during it wakes the next round.
+        wakes.borrow_and_update();
+        let more = match catch_up_from(&pool, projection.as_ref(), &upcasters, BATCH).await {
+            Ok(caught) => {
+                failures = 0;
+                progress.publish(projection.name(), caught.checkpoint);
+                caught.read as i64 == BATCH
             }
-        }
-        failures = if failed {
-            failures.saturating_add(1)
-        } else {
-            0
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(projection = projection.name(), error = %e, "projection stalled; retrying");
+                false
+            }
         };
-        if more && !failed {
+        if more {
             continue;
         }
-        let pause = if failed {
-            POLL * 2u32.saturating_pow(failures.min(5))
-        } else {
-            POLL
-        };
+        let pause = POLL * 2u32.saturating_pow(failures.min(5));
         tokio::select! {
             _ = stop.changed() => {}
-            _ = wait_for_notification(&mut listener) => {}
+            _ = wakes.changed(), if failures == 0 => {}
             _ = tokio::time::sleep(pause) => {}
         }
         if *stop.borrow() {
             break;
         }
-    }
-}
-
-async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen("switchboard_events").await?;
-    Ok(listener)
-}
-
-async fn wait_for_notification(listener: &mut Option<PgListener>) {
-    match listener {
-        Some(l) => {
-            if let Err(e) = l.recv().await {
-                tracing::warn!(error = %e, "event notifications interrupted");
-                tokio::time::sleep(POLL).await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 
@@ -316,6 +362,44 @@ pub async fn wait_until_applied(
         };
         let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), next_change)
             .await;
+    }
+}
+
+/// Waits until `projection` has applied the event of `user` at `sequence`, whose commit point
+/// this node knows, or `timeout`: on this node's published checkpoint, without a round trip.
+/// The database is asked too every 100 ms, for a runner that works on another node.
+pub async fn wait_for_point(
+    pool: &PgPool,
+    progress: &Progress,
+    projection: &str,
+    user: UserId,
+    sequence: usize,
+    point: CommitPoint,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut checkpoint = progress.watch(projection);
+    loop {
+        if *checkpoint.borrow_and_update() >= point {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        match tokio::time::timeout(wait, checkpoint.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out, or no runner publishes on this node: ask the database.
+            Ok(Err(_)) | Err(_) => {
+                if is_applied(pool, projection, user, sequence).await? {
+                    return Ok(true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+            }
+        }
     }
 }
 

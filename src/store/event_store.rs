@@ -8,11 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{
-    EventStoreAggregateContext, EventUpcaster, PersistedEventRepository, PersistenceError,
-    SerializedEvent,
+    EventStoreAggregateContext, EventUpcaster, PersistenceError, SerializedEvent,
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
-use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -40,6 +38,47 @@ pub struct StoredEvent {
     pub actor: String,
     pub request_id: Option<String>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// Where an event sits in commit order, the order projections apply events in: a projection
+/// has applied an event once its checkpoint is at or past the event's point.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CommitPoint {
+    /// The writing transaction (xid8).
+    pub tx_id: u64,
+    pub position: i64,
+}
+
+impl CommitPoint {
+    /// From the text form of an xid8 and a position.
+    pub fn parse(tx_id: &str, position: i64) -> Result<Self, std::num::ParseIntError> {
+        Ok(Self {
+            tx_id: tx_id.parse()?,
+            position,
+        })
+    }
+}
+
+/// What [`UserStore::append`] stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The stream's sequence after the append.
+    pub sequence: usize,
+    /// The point of the last event appended.
+    pub at: CommitPoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer stored the next sequence first: decide again on fresh state.
+    #[error("the stream was written concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("event cannot be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("unexpected answer from the event store: {0}")]
+    Answer(String),
 }
 
 /// One stored event exactly as the table holds it (secrets redacted), for export.
@@ -122,19 +161,24 @@ fn sql(e: sqlx::Error) -> PersistenceError {
     PersistenceError::UnknownError(Box::new(e))
 }
 
-/// Commits of more events than this (a first roster import) are written in one statement.
-const BATCH_FROM: usize = 16;
-
 /// How many users' aggregates stay cached.
 const CACHE_CAPACITY: usize = 10_000;
+
+/// A cached aggregate: the state after `sequence`, and where its last append (if this node
+/// made it) sits in commit order.
+#[derive(Clone)]
+struct Cached {
+    user: Arc<User>,
+    sequence: usize,
+    last_append: Option<Appended>,
+}
 
 /// The event store the command side uses. Clones share one cache.
 #[derive(Clone)]
 pub struct UserStore {
     pool: PgPool,
-    repo: Arc<PostgresEventRepository>,
     upcasters: Arc<Vec<Box<dyn EventUpcaster>>>,
-    cache: Arc<Mutex<HashMap<String, (User, usize)>>>,
+    cache: Arc<Mutex<HashMap<UserId, Cached>>>,
     /// Events appended, for metrics.
     appended: Counter,
 }
@@ -142,7 +186,6 @@ pub struct UserStore {
 impl UserStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            repo: Arc::new(PostgresEventRepository::new(pool.clone())),
             pool,
             upcasters: Arc::new(upcasters()),
             cache: Arc::new(Mutex::new(HashMap::new())),
@@ -156,24 +199,100 @@ impl UserStore {
         self
     }
 
-    /// Writes a big commit as one multi-row INSERT of the rows postgres-es writes one by one
-    /// (10,000 events: 0.1 s instead of 2 s). One statement is atomic by itself, and a
-    /// sequence already taken fails it as postgres-es's optimistic lock does.
-    async fn insert_batch(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+    /// The user's current state: the cached aggregate plus what was stored since, which is
+    /// one indexed read of usually no rows, whatever the length of the history.
+    pub async fn current(&self, user: UserId) -> Result<Arc<User>, PersistenceError> {
+        let cached = self.cached(user);
+        let (mut state, mut sequence) = cached
+            .as_ref()
+            .map(|c| (c.user.clone(), c.sequence))
+            .unwrap_or_default();
+        let newer = self.read_stream(user, sequence).await?;
+        if newer.is_empty() {
+            if cached.is_none() {
+                self.remember(user, state.clone(), sequence, None);
+            }
+            return Ok(state);
+        }
+        let aggregate = Arc::make_mut(&mut state);
+        for stored in newer {
+            sequence = stored.sequence;
+            aggregate.apply(stored.event);
+        }
+        self.remember(user, state.clone(), sequence, None);
+        Ok(state)
+    }
+
+    /// Appends `events`, decided on `state` (the user's state at its sequence), in one
+    /// statement: atomic by itself, one round trip, and a sequence already taken fails it
+    /// (optimistic concurrency). The new state is cached.
+    pub async fn append(
+        &self,
+        user: UserId,
+        state: &User,
+        events: Vec<UserEvent>,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Appended, AppendError> {
+        let base = state.sequence();
+        let rows = events
+            .iter()
+            .zip(base + 1..)
+            .map(|(event, sequence)| {
+                SerializedEvent::try_from(&EventEnvelope::<User> {
+                    aggregate_id: user.to_string(),
+                    sequence,
+                    payload: event.clone(),
+                    metadata: metadata.clone(),
+                })
+                .map_err(|e| AppendError::Answer(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let at = self.insert(&rows).await?;
+        let mut next = state.clone();
+        for event in events {
+            next.apply(event);
+        }
+        let appended = Appended {
+            sequence: next.sequence(),
+            at,
+        };
+        self.appended.inc_by(rows.len() as u64);
+        self.remember(user, Arc::new(next), appended.sequence, Some(appended));
+        Ok(appended)
+    }
+
+    /// This node's cached state of the user, as it was after the last load or append here:
+    /// possibly behind the stream (another node may have appended since).
+    pub fn cached_state(&self, user: UserId) -> Option<Arc<User>> {
+        self.cached(user).map(|c| c.user)
+    }
+
+    /// Where the user's event at `sequence` sits in commit order, if this node appended it
+    /// last (the waiters of read-your-writes use it to wait without asking the database).
+    pub fn commit_point(&self, user: UserId, sequence: usize) -> Option<CommitPoint> {
+        self.cached(user)?
+            .last_append
+            .filter(|a| a.sequence == sequence)
+            .map(|a| a.at)
+    }
+
+    /// Writes rows in one multi-row INSERT (10,000 events: 0.1 s, where one INSERT each took
+    /// 2 s), returning the point of the last.
+    async fn insert(&self, events: &[SerializedEvent]) -> Result<CommitPoint, AppendError> {
         let column = |f: fn(&SerializedEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
         let sequences = events
             .iter()
-            .map(|e| {
-                i64::try_from(e.sequence).map_err(|e| PersistenceError::UnknownError(e.into()))
-            })
+            .map(|e| i64::try_from(e.sequence).map_err(|e| AppendError::Answer(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let json =
             |f: fn(&SerializedEvent) -> &Value| events.iter().map(f).cloned().collect::<Vec<_>>();
         let inserted = sqlx::query(
-            "INSERT INTO events \
+            "WITH rows AS (INSERT INTO events \
                (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                                  $6::jsonb[], $7::jsonb[])",
+                                  $6::jsonb[], $7::jsonb[]) \
+             RETURNING tx_id, position) \
+             SELECT max(tx_id::text) AS tx_id, max(position) AS position FROM rows",
         )
         .bind(column(|e| e.aggregate_type.clone()))
         .bind(column(|e| e.aggregate_id.clone()))
@@ -182,14 +301,21 @@ impl UserStore {
         .bind(column(|e| e.event_version.clone()))
         .bind(json(|e| &e.payload))
         .bind(json(|e| &e.metadata))
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await;
-        match inserted {
-            Ok(_) => Ok(()),
+        let row = match inserted {
+            Ok(row) => row,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(PersistenceError::OptimisticLockError)
+                return Err(AppendError::Conflict)
             }
-            Err(e) => Err(sql(e)),
+            Err(e) => return Err(e.into()),
+        };
+        let tx_id: Option<String> = row.try_get("tx_id")?;
+        let position: Option<i64> = row.try_get("position")?;
+        match (tx_id, position) {
+            (Some(tx_id), Some(position)) => CommitPoint::parse(&tx_id, position)
+                .map_err(|e| AppendError::Answer(format!("tx_id {tx_id}: {e}"))),
+            _ => Err(AppendError::Answer("no row inserted".into())),
         }
     }
 
@@ -309,24 +435,44 @@ impl UserStore {
     }
 
     /// Drops a cached aggregate, e.g. after a failed commit.
-    fn forget(&self, aggregate_id: &str) {
+    fn forget(&self, user: UserId) {
         if let Ok(mut cache) = self.cache.lock() {
-            cache.remove(aggregate_id);
+            cache.remove(&user);
         }
     }
 
-    fn remember(&self, aggregate_id: &str, user: &User, sequence: usize) {
+    fn remember(
+        &self,
+        user: UserId,
+        state: Arc<User>,
+        sequence: usize,
+        last_append: Option<Appended>,
+    ) {
         if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_CAPACITY && !cache.contains_key(aggregate_id) {
+            if cache.len() >= CACHE_CAPACITY && !cache.contains_key(&user) {
                 // Crude but bounded: start over rather than track recency.
                 cache.clear();
             }
-            cache.insert(aggregate_id.to_owned(), (user.clone(), sequence));
+            let entry = cache.entry(user).or_insert_with(|| Cached {
+                user: state.clone(),
+                sequence,
+                last_append: None,
+            });
+            // Another task may have cached a newer state meanwhile: keep the newest.
+            if sequence >= entry.sequence {
+                let last_append =
+                    last_append.or(entry.last_append.filter(|a| a.sequence == sequence));
+                *entry = Cached {
+                    user: state,
+                    sequence,
+                    last_append,
+                };
+            }
         }
     }
 
-    fn cached(&self, aggregate_id: &str) -> Option<(User, usize)> {
-        self.cache.lock().ok()?.get(aggregate_id).cloned()
+    fn cached(&self, user: UserId) -> Option<Cached> {
+        self.cache.lock().ok()?.get(&user).cloned()
     }
 }
 
@@ -358,40 +504,34 @@ impl EventStore<User> for UserStore {
             .collect())
     }
 
-    /// Starts from the cached aggregate and applies only what was stored since: one indexed
-    /// read of usually no rows, whatever the length of the history.
+    /// [`UserStore::current`], for cqrs-es.
     async fn load_aggregate(
         &self,
         aggregate_id: &str,
     ) -> Result<Self::AC, AggregateError<crate::domain::user::UserError>> {
         let user = parse_user(aggregate_id)?;
-        let (mut aggregate, mut sequence) = self.cached(aggregate_id).unwrap_or_default();
-        for stored in self.read_stream(user, sequence).await? {
-            sequence = stored.sequence;
-            aggregate.apply(stored.event);
-        }
-        self.remember(aggregate_id, &aggregate, sequence);
+        let state = self.current(user).await?;
         Ok(EventStoreAggregateContext {
             aggregate_id: aggregate_id.to_owned(),
-            aggregate,
-            current_sequence: sequence,
+            current_sequence: state.sequence(),
+            aggregate: Arc::unwrap_or_clone(state),
             current_snapshot: None,
         })
     }
 
+    /// The same one-statement append as [`UserStore::append`].
     async fn commit(
         &self,
         events: Vec<UserEvent>,
         context: Self::AC,
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<User>>, AggregateError<crate::domain::user::UserError>> {
-        let aggregate_id = context.aggregate_id.clone();
-        let first = context.current_sequence + 1;
+        let user = parse_user(&context.aggregate_id)?;
         let envelopes: Vec<EventEnvelope<User>> = events
             .into_iter()
-            .zip(first..)
+            .zip(context.current_sequence + 1..)
             .map(|(payload, sequence)| EventEnvelope {
-                aggregate_id: aggregate_id.clone(),
+                aggregate_id: context.aggregate_id.clone(),
                 sequence,
                 payload,
                 metadata: metadata.clone(),
@@ -404,21 +544,21 @@ impl EventStore<User> for UserStore {
             .iter()
             .map(SerializedEvent::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let written = if serialized.len() > BATCH_FROM {
-            self.insert_batch(&serialized).await
-        } else {
-            self.repo.persist::<User>(&serialized, None).await
-        };
-        match written {
-            Ok(()) => {
-                let last = context.current_sequence + envelopes.len();
-                self.remember(&aggregate_id, &context.aggregate, last);
+        match self.insert(&serialized).await {
+            Ok(_) => {
+                // The context's aggregate is not trusted for the cache: a caller of this trait
+                // may not have applied the events to it. The next load reads them.
+                self.forget(user);
                 self.appended.inc_by(envelopes.len() as u64);
                 Ok(envelopes)
             }
+            Err(AppendError::Conflict) => {
+                self.forget(user);
+                Err(AggregateError::AggregateConflict)
+            }
             Err(e) => {
-                self.forget(&aggregate_id);
-                Err(e.into())
+                self.forget(user);
+                Err(AggregateError::UnexpectedError(Box::new(e)))
             }
         }
     }

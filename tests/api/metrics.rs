@@ -4,8 +4,12 @@
 use std::time::Duration;
 
 use prometheus_parse::{Sample, Value as Metric};
-use serde_json::json;
+use serde_json::{json, Value};
 
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::message::{Lang, Message};
+
+use crate::common::xmpp_client::raw_client;
 use crate::helpers::*;
 
 /// The scrape, parsed.
@@ -123,6 +127,59 @@ async fn metrics_are_scraped_and_move_with_what_they_count() {
         ),
         1.0
     );
+
+    // Messages out and in, on the spare server (this test's alone, so no other test's
+    // archive sees them): to alice as dave's contact there, and back from alice's own client.
+    let dave = app.account_id(&token, "dave@localhost").await;
+    let list = app.contacts(&token).await;
+    let alice: Vec<&Value> = list["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(
+            list["metaContacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|m| m["members"].as_array().unwrap()),
+        )
+        .filter(|c| c["handle"] == "alice@localhost" && c["accountId"] == dave.as_str())
+        .collect();
+    assert_eq!(alice.len(), 1, "alice is dave's contact: {list}");
+    let sent = app
+        .gql(
+            Some(&token),
+            "mutation($to: ID!) { sendMessage(to: $to, text: \"metered hello\") { state } }",
+            json!({ "to": alice[0]["id"] }),
+        )
+        .await;
+    sent.data();
+    let spare_server = spare.account("alice")["server"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut alice_client = raw_client(&spare_server, "alice", &xmpp_password("alice")).await;
+    let reply = Message::chat(Some(Jid::from(BareJid::new("dave@localhost").unwrap())))
+        .with_body(Lang::default(), "metered reply".to_owned());
+    alice_client.send_stanza(reply.into()).await.unwrap();
+    let mut counted = (0.0, 0.0);
+    for _ in 0..100 {
+        let now = scrape(&app).await;
+        let of = |direction| {
+            value(
+                &now,
+                "switchboard_messages_total",
+                &[("direction", direction)],
+            )
+        };
+        counted = (of("out"), of("in"));
+        if counted.0 >= 1.0 && counted.1 >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, (1.0, 1.0), "messages (out, in) counted");
+    let _ = alice_client.send_end().await;
 
     // A server going down: the account reconnects, and the attempts are counted.
     spare.kill();

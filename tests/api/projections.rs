@@ -11,17 +11,28 @@ use switchboard::store::event_store::upcasters;
 use crate::helpers::{fresh_database, open_transaction};
 
 async fn insert_registration(conn: &mut sqlx::PgConnection, name: &str) -> i64 {
+    insert_registration_as(conn, name, None).await
+}
+
+/// Inserts a registration, under the given transaction id instead of the writer's own if any.
+async fn insert_registration_as(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    tx_id: Option<&str>,
+) -> i64 {
     let user_name = UserName::parse(name).unwrap();
     let event = UserEvent::UserRegistered {
         user_name: user_name.clone(),
         password_hash: "$argon2id$test".into(),
     };
     sqlx::query_scalar(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, '{\"actor\": \"admin:test\"}') RETURNING position",
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, tx_id) \
+         VALUES ('User', $1, 1, 'UserRegistered', '1.0', $2, '{\"actor\": \"admin:test\"}', \
+                 COALESCE($3::text::xid8, pg_current_xact_id())) RETURNING position",
     )
     .bind(UserId::for_name(&user_name).to_string())
     .bind(serde_json::to_value(&event).unwrap())
+    .bind(tx_id)
     .fetch_one(conn)
     .await
     .unwrap()
@@ -235,5 +246,43 @@ async fn events_written_after_another_table_in_one_transaction_are_refused() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    pool.close().await;
+}
+
+/// Transaction ids compare as numbers, not as text: a batch holding transactions 9 and 10 must
+/// end its checkpoint at 10 (as text, "10" sorts before "9": the checkpoint would land on 9 and
+/// the next read would apply transaction 10's event a second time).
+#[tokio::test]
+async fn a_batch_spanning_a_digit_boundary_of_transaction_ids_keeps_commit_order() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+    let mut conn = pool.acquire().await.unwrap();
+    // The later transaction takes the earlier position, so position order cannot hide the bug.
+    let tenth = insert_registration_as(&mut conn, "tenth", Some("10")).await;
+    let ninth = insert_registration_as(&mut conn, "ninth", Some("9")).await;
+    drop(conn);
+
+    let read = catch_up(&pool, &HistoryProjection, &upcasters)
+        .await
+        .unwrap();
+    assert_eq!(read, 2);
+    let checkpoint: (String, i64) = sqlx::query_as(
+        "SELECT tx_id::text, position FROM projection_checkpoints WHERE name = 'history'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(checkpoint, ("10".to_owned(), tenth));
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        0,
+        "nothing is read twice"
+    );
+    let mut both = vec![ninth, tenth];
+    both.sort();
+    assert_eq!(history_positions(&pool).await, both);
     pool.close().await;
 }

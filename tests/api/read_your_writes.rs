@@ -129,3 +129,72 @@ async fn a_mutation_whose_views_cannot_catch_up_answers_views_behind() {
     assert_eq!(app.event_count().await, events_before + 1);
     app.stop().await;
 }
+
+/// Two nodes serve one user. Each decides a command first on its own cached copy of the user,
+/// without reading the stream; a copy gone stale must never show: a refusal is decided again
+/// on the stored stream, and events decided on a stale copy are refused by the store and
+/// decided again.
+#[tokio::test]
+async fn commands_on_two_nodes_are_decided_on_the_stored_stream_not_a_stale_copy() {
+    let app = spawn_app().await;
+    let other = spawn_app_on(&app.database_url).await;
+    let token = app.register("alice", json!([xmpp_account("alice")])).await;
+    let elsewhere = other.login("alice").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The meta-contact is made on the other node: this node's copy does not know it.
+    let list = other.contacts(&elsewhere).await;
+    let ids: Vec<String> = ["bob@localhost", "carol@localhost"]
+        .iter()
+        .flat_map(|h| ids_of(&list, h))
+        .collect();
+    let merged = other
+        .gql(Some(&elsewhere), MERGE, json!({ "ids": ids }))
+        .await;
+    let meta = merged.data()["mergeContacts"]["metaContactId"].clone();
+    let renamed = app
+        .gql(
+            Some(&token),
+            RENAME,
+            json!({ "id": meta, "name": "Robert" }),
+        )
+        .await;
+    assert_eq!(
+        renamed.data()["renameMetaContact"]["metaContacts"][0]["name"],
+        "Robert",
+        "refused on a stale copy: {:?}",
+        renamed.0
+    );
+
+    // The other node renames; this node, deciding the same rename on its stale copy, would
+    // record a second rename: the store refuses it, and on the stored stream it is a no-op.
+    other
+        .gql(
+            Some(&elsewhere),
+            RENAME,
+            json!({ "id": meta, "name": "Robbie" }),
+        )
+        .await
+        .data();
+    let again = app
+        .gql(
+            Some(&token),
+            RENAME,
+            json!({ "id": meta, "name": "Robbie" }),
+        )
+        .await;
+    assert_eq!(
+        again.data()["renameMetaContact"]["metaContacts"][0]["name"],
+        "Robbie"
+    );
+    let renames: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MetaContactRenamed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(renames, 2, "Robert, then Robbie once");
+    other.stop().await;
+    app.stop().await;
+}
