@@ -164,6 +164,7 @@ impl Application {
             tokio::spawn(renew_leases(app.clone(), stopped.clone())),
             tokio::spawn(app.clone().run_outbox(stopped.clone())),
             tokio::spawn(app.clone().run_session_watch(stopped.clone())),
+            tokio::spawn(app.clone().run_presence_feeds(stopped.clone())),
             tokio::spawn(app.clone().run_resumption(stopped)),
         ];
         let schema = crate::graphql::schema(app.clone());

@@ -118,3 +118,21 @@ impl Bench {
         body["data"].clone()
     }
 }
+
+/// A logged-in synthetic session with this roster, and the sender of its events: what is sent
+/// there reaches Switchboard as if the network had said it.
+pub fn scripted_session(
+    roster: Vec<RosterEntry>,
+) -> (
+    LiveSession,
+    tokio::sync::mpsc::Sender<switchboard::connectors::ConnectorEvent>,
+) {
+    let (tx, events) = tokio::sync::mpsc::channel(1024);
+    let session = LiveSession {
+        roster: Roster::Complete(roster),
+        events,
+        control: Arc::new(Idle),
+        session_credential: None,
+    };
+    (session, tx)
+}

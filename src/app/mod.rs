@@ -13,6 +13,7 @@ pub mod live;
 mod matching;
 pub mod outbox;
 pub mod password;
+mod presence_feed;
 mod reads;
 mod reports;
 mod resume;
@@ -47,6 +48,7 @@ use crate::store::vault::Vault;
 pub use crate::store::sessions::{Origin, SessionInfo};
 pub use error::AppError;
 use live::LiveConnections;
+pub use presence_feed::{ContactPresence, ContactRef, MemberPresence, PresenceChanges};
 pub use reports::{AccountReport, LoginReport};
 pub use subscribers::SubscriptionSlot;
 
@@ -146,6 +148,8 @@ pub struct Switchboard {
     throttle: crate::store::throttle::ThrottleStore,
     /// The sessions with open subscriptions on this node.
     subscribers: subscribers::Subscribers,
+    /// One shared `presenceChanged` feed per user with subscribers on this node.
+    presence_feeds: presence_feed::PresenceFeeds,
     connectors: ConnectorRegistry,
     live: LiveConnections,
     live_views: LiveViews,
@@ -201,6 +205,7 @@ impl Switchboard {
             sessions: SessionStore::new(pool.clone()),
             hasher: password::Hasher::new(settings.hash_concurrency),
             subscribers: subscribers::Subscribers::default(),
+            presence_feeds: presence_feed::PresenceFeeds::default(),
             throttle: crate::store::throttle::ThrottleStore::new(pool.clone()),
             auditors: crate::store::auditors::AuditorStore::new(pool.clone()),
             metrics,

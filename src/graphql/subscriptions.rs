@@ -9,13 +9,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::reports::AccountLoginReport;
 use super::types::{
-    meta_contact_presence, protocol_of, Account, ContactList, HistoryEntry, Presence,
-    PresenceChange,
+    protocol_of, Account, ContactList, HistoryEntry, MetaContactPresence, Presence, PresenceChange,
 };
 use super::{api, caller};
-use crate::app::{AppError, PresenceMap, Switchboard};
-use crate::domain::ids::{Handle, UserId};
-use crate::projections::contacts::{ContactEntry, ContactList as ListView, MetaContactEntry};
+use crate::app::{AppError, ContactPresence, Switchboard};
+use crate::domain::ids::UserId;
 use crate::projections::notify::ViewChanged;
 use crate::projections::{contacts, history, live};
 
@@ -128,25 +126,27 @@ pub(super) async fn next_change(
     }
 }
 
-/// Every contact of the live list with its presence and its meta-contact's.
-fn presence_of_all(list: &ListView, known: &PresenceMap) -> Vec<PresenceChange> {
-    let one = |c: &ContactEntry, meta: Option<&MetaContactEntry>| PresenceChange {
+/// One item of a presence feed as the API shows it.
+fn presence_change(item: &ContactPresence) -> PresenceChange {
+    let c = &item.contact;
+    PresenceChange {
         contact_id: ID(c.contact_id.to_string()),
         account_id: ID(c.account_id.to_string()),
         protocol: protocol_of(&c.protocol),
         handle: c.handle.clone(),
-        presence: known
-            .get(&(c.account_id, Handle::from_stored(&c.handle)))
-            .map(Presence::from),
-        meta_contact_id: meta.map(|m| ID(m.meta_contact_id.to_string())),
-        meta_contact_presence: meta.and_then(|m| meta_contact_presence(&m.members, known)),
-    };
-    let mut all = Vec::new();
-    for meta in &list.meta_contacts {
-        all.extend(meta.members.iter().map(|c| one(c, Some(meta))));
+        presence: item.presence.as_ref().map(Presence::from),
+        meta_contact_id: item.meta_contact_id.map(|m| ID(m.to_string())),
+        meta_contact_presence: item.meta_contact_presence.as_ref().map(|best| {
+            MetaContactPresence {
+                availability: best.presence.availability.into(),
+                status: best.presence.status.clone(),
+                protocol: protocol_of(&best.member.protocol),
+                contact_id: ID(best.member.contact_id.to_string()),
+                account_id: ID(best.member.account_id.to_string()),
+                handle: best.member.handle.clone(),
+            }
+        }),
     }
-    all.extend(list.single_contacts.iter().map(|c| one(c, None)));
-    all
 }
 
 /// The items of `read` (keyed by `key`) that differ from what the subscriber saw last,
@@ -256,14 +256,12 @@ impl LiveSubscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = PresenceChange>> {
         let (app, caller) = caller(ctx).await?;
-        let user = caller.user;
-        const VIEWS: &[&str] = &[live::PRESENCE, live::STATUS, contacts::NAME];
-        let key = |c: &PresenceChange| c.contact_id.clone();
-        changes_of(app, user, VIEWS, key, move |app| async move {
-            let list = app.contacts(user, None).await?;
-            let known = app.presence(user).await?;
-            Ok(presence_of_all(&list, &known))
-        })
-        .await
+        let changes = api(app.presence_changes(caller.user).await)?;
+        let batches = stream::unfold(changes, |mut changes| async move {
+            let batch = changes.next().await?;
+            let items: Vec<PresenceChange> = batch.iter().map(presence_change).collect();
+            Some((stream::iter(items), changes))
+        });
+        Ok(batches.flatten())
     }
 }

@@ -5,11 +5,13 @@
 //! and command handling never replays it (its cost stays proportional to bindings and
 //! contacts). Rows are written by the node holding the user's lease and trusted by readers
 //! only while that lease is valid; the meta-contact presence is derived at read time from the
-//! contact list and these rows. Every write notifies `switchboard_views` for subscriptions.
+//! contact list and these rows. Status writes notify `switchboard_views`; presence writes
+//! notify `switchboard_presence` with the handles they changed, so subscriptions read just those.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -19,8 +21,38 @@ use crate::domain::presence::{Availability, Presence};
 
 /// The view name in change notifications for statuses.
 pub const STATUS: &str = "account_status";
-/// The view name in change notifications for presence.
-pub const PRESENCE: &str = "presence";
+/// The channel presence writes notify, with a [`PresenceChanged`].
+pub const PRESENCE_CHANNEL: &str = "switchboard_presence";
+
+/// The largest notification payload PostgreSQL takes is 8000 bytes; a burst naming more
+/// handles than fit says "the whole account" instead.
+const PAYLOAD_MAX: usize = 7900;
+
+/// A presence write: some handles of one account of a user changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceChanged {
+    pub user_id: UserId,
+    pub account_id: AccountId,
+    /// `None`: too many to name; any of the account's handles may have changed.
+    pub handles: Option<Vec<Handle>>,
+}
+
+impl PresenceChanged {
+    /// Reads a notification's payload.
+    pub fn parse(payload: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(payload)
+    }
+
+    /// The notification's payload, within PostgreSQL's limit.
+    fn payload(mut self) -> String {
+        let named = serde_json::to_string(&self).expect("plain data serialises");
+        if named.len() <= PAYLOAD_MAX {
+            return named;
+        }
+        self.handles = None;
+        serde_json::to_string(&self).expect("plain data serialises")
+    }
+}
 
 /// One presence observation to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,12 +215,19 @@ impl LiveViews {
         .bind(&statuses)
         .execute(&mut *tx)
         .await?;
-        notify(&mut tx, user, PRESENCE).await?;
+        let change = PresenceChanged {
+            user_id: user,
+            account_id: account,
+            handles: Some(handles.iter().map(|h| Handle::from_stored(h)).collect()),
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(PRESENCE_CHANNEL)
+            .bind(change.payload())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 
-    /// The statuses of a user's accounts that have one under a valid lease; accounts missing
-    /// here are disconnected.
     /// This node's account connections by network and state: (protocol, state, count).
     pub async fn connection_counts(
         &self,
@@ -207,6 +246,8 @@ impl LiveViews {
             .collect()
     }
 
+    /// The statuses of a user's accounts that have one under a valid lease; accounts missing
+    /// here are disconnected.
     pub async fn statuses(
         &self,
         user: UserId,
@@ -256,21 +297,44 @@ impl LiveViews {
         .await?;
         rows.into_iter()
             .map(|row| {
-                let handle: String = row.try_get("handle")?;
-                let availability: String = row.try_get("availability")?;
-                Ok((
-                    (
-                        AccountId(row.try_get("account_id")?),
-                        Handle::from_stored(&handle),
-                    ),
-                    Presence {
-                        availability: parse_availability(&availability),
-                        status: row.try_get("status")?,
-                    },
-                ))
+                let (handle, presence) = presence_row(&row)?;
+                Ok(((AccountId(row.try_get("account_id")?), handle), presence))
             })
             .collect()
     }
+
+    /// The known presence of some of an account's handles (those missing are unknown), read
+    /// as [`Self::presence`] reads them: one indexed lookup each.
+    pub async fn presence_of(
+        &self,
+        account: AccountId,
+        handles: &[Handle],
+    ) -> Result<HashMap<Handle, Presence>, sqlx::Error> {
+        let handles: Vec<&str> = handles.iter().map(Handle::as_str).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT p.handle, p.availability, p.status \
+               FROM presence p JOIN account_status s ON s.account_id = p.account_id \
+              WHERE p.account_id = $1 AND p.handle = ANY($2) AND s.state = 'ONLINE' \
+                AND {VALID_LEASE}"
+        ))
+        .bind(account.0)
+        .bind(&handles)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(presence_row).collect()
+    }
+}
+
+fn presence_row(row: &sqlx::postgres::PgRow) -> Result<(Handle, Presence), sqlx::Error> {
+    let handle: String = row.try_get("handle")?;
+    let availability: String = row.try_get("availability")?;
+    Ok((
+        Handle::from_stored(&handle),
+        Presence {
+            availability: parse_availability(&availability),
+            status: row.try_get("status")?,
+        },
+    ))
 }
 
 async fn notify(
