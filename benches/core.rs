@@ -11,8 +11,9 @@
 //!
 //! Uses `SWITCHBOARD_TEST_DATABASE_URL` when set (scripts/test-env.sh), else a private
 //! PostgreSQL in a temporary folder. The upstream network is a synthetic connector: this bench
-//! measures Switchboard, not an IM server. `SWITCHBOARD_BENCH_ONLY=commands` or `=replay` runs
-//! one part.
+//! measures Switchboard, not an IM server. `SWITCHBOARD_BENCH_ONLY=commands`, `=write` (the
+//! throughput alone) or `=replay` runs one part; `SWITCHBOARD_BENCH_SCALE=N` makes the
+//! throughput runs N times longer.
 
 mod common;
 
@@ -297,7 +298,12 @@ fn password_hash() -> String {
 }
 
 /// Mutation throughput and command latency, through a running server.
-async fn command_benches(url: &str, temp: &std::path::Path, pool: &sqlx::PgPool) {
+async fn command_benches(
+    url: &str,
+    temp: &std::path::Path,
+    pool: &sqlx::PgPool,
+    throughput_only: bool,
+) {
     let settings = Settings {
         max_db_connections: 48,
         ..common::settings(url, temp)
@@ -313,18 +319,28 @@ async fn command_benches(url: &str, temp: &std::path::Path, pool: &sqlx::PgPool)
         http: reqwest::Client::new(),
     });
 
-    let g1 = graphql_throughput(&bench, 1, 300, "one").await;
-    let r1 = raw_insert_throughput(pool, 1, 300, "one").await;
+    // SWITCHBOARD_BENCH_SCALE multiplies the throughput runs' length (e.g. to profile them).
+    let scale: usize = std::env::var("SWITCHBOARD_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let g1 = graphql_throughput(&bench, 1, 300 * scale, "one").await;
+    let r1 = raw_insert_throughput(pool, 1, 300 * scale, "one").await;
     println!(
-        "mutations/s, 1 client:   GraphQL {g1:>8.0}   raw inserts {r1:>8.0}   ratio {:.1}x",
-        r1 / g1
+        "mutations/s, 1 client:   GraphQL {g1:>8.0}   raw inserts {r1:>8.0}   GraphQL = {:.0} % of raw (goal 40 %)",
+        100.0 * g1 / r1
     );
-    let g32 = graphql_throughput(&bench, 32, 50, "many").await;
-    let r32 = raw_insert_throughput(pool, 32, 50, "many").await;
+    let g32 = graphql_throughput(&bench, 32, 50 * scale, "many").await;
+    let r32 = raw_insert_throughput(pool, 32, 50 * scale, "many").await;
     println!(
-        "mutations/s, 32 clients: GraphQL {g32:>8.0}   raw inserts {r32:>8.0}   ratio {:.1}x",
-        r32 / g32
+        "mutations/s, 32 clients: GraphQL {g32:>8.0}   raw inserts {r32:>8.0}   GraphQL = {:.0} % of raw (goal 60 %)",
+        100.0 * g32 / r32
     );
+    if throughput_only {
+        let _ = stop.send(true);
+        server.await.unwrap().unwrap();
+        return;
+    }
 
     // Latency: a user with 10,000 events against a fresh one.
     let (heavy, events) = synthetic_history("heavy", &password_hash(), 9_994);
@@ -435,7 +451,8 @@ async fn main() {
         println!("core bench: run it with `cargo bench --bench core` (skipped under cargo test)");
         return;
     }
-    // `commands` or `replay` runs only that part.
+    // `commands` (throughput and latency), `write` (throughput alone) or `replay` runs only
+    // that part.
     let only = std::env::var("SWITCHBOARD_BENCH_ONLY").unwrap_or_default();
     let temp = common::temp_folder();
     let (url, embedded) = common::fresh_database(&temp).await;
@@ -448,8 +465,8 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    if only.is_empty() || only == "commands" {
-        command_benches(&url, &temp, &pool).await;
+    if only.is_empty() || only == "commands" || only == "write" {
+        command_benches(&url, &temp, &pool, only == "write").await;
     }
     if only.is_empty() || only == "replay" {
         replay_benches(&pool).await;
