@@ -3,11 +3,23 @@
 #
 # Starts the test servers (scripts/test-env.sh: PostgreSQL, Prosody, ejabberd, and every
 # plugin in scripts/servers/), plus one more Prosody with N bench users (bench1..benchN,
-# password "bench-pw"; N = SWITCHBOARD_BENCH_USERS, default 200), then runs the bench with:
+# password "bench-pw"; N = SWITCHBOARD_BENCH_USERS, default 1000), then runs the bench with:
 #   SWITCHBOARD_BENCH_XMPP_SERVER  that Prosody
 #   SWITCHBOARD_BENCH_ACCOUNTS     one account per network the environment offers, for the
 #                                  login bench (JSON array of AccountInput)
-# Set SWITCHBOARD_BENCH_ONLY=login or =memory to run one part. Stops everything afterwards.
+#   SWITCHBOARD_BENCH_NOSTR_KEYS   SWITCHBOARD_BENCH_NOSTR_USERS (default 200) Nostr identities
+#                                  the test relay lets read and write, for the memory bench
+#                                  (IRC uses ngIRCd, which needs no accounts; Matrix users are
+#                                  registered by the bench with Synapse's shared secret)
+# Set SWITCHBOARD_BENCH_ONLY=login, =memory, =resume or =bulk to run one part (memory:
+# SWITCHBOARD_BENCH_NETWORK=xmpp|irc|matrix|nostr for one network). Stops everything afterwards.
+#
+# `scripts/bench-live.sh --exec CMD ARGS...` runs CMD instead of `cargo bench` in the same
+# environment, e.g. a bench binary already built under a heap profiler:
+#   SWITCHBOARD_BENCH_ONLY=memory SWITCHBOARD_BENCH_NETWORK=xmpp SWITCHBOARD_BENCH_EXIT_CONNECTED=1 \
+#     scripts/bench-live.sh --exec heaptrack target/release/deps/live-HASH --bench
+# (SWITCHBOARD_BENCH_EXIT_CONNECTED: exit with the accounts still connected, so what is left
+# allocated at exit is what they hold).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,11 +27,11 @@ cd "$repo"
 # shellcheck source=scripts/test-env.sh
 source "$repo/scripts/test-env.sh"
 
-users=${SWITCHBOARD_BENCH_USERS:-200}
+users=${SWITCHBOARD_BENCH_USERS:-1000}
 dir=$_sbt_tmp/prosody-bench
 mkdir -p "$dir/data/localhost/accounts" "$dir/certs"
 port=$(_sbt_free_ports 1)
-# Plain-text account files, written directly: registering 200 users one prosodyctl call at a
+# Plain-text account files, written directly: registering 1000 users one prosodyctl call at a
 # time takes minutes. Only this throwaway server stores passwords like that.
 for ((i = 1; i <= users; i++)); do
 	printf 'return {\n\t["password"] = "bench-pw";\n};\n' >"$dir/data/localhost/accounts/bench$i.dat"
@@ -73,6 +85,19 @@ SWITCHBOARD_BENCH_ACCOUNTS="[$(
 )]"
 export SWITCHBOARD_BENCH_ACCOUNTS
 
+if [[ -n ${SWITCHBOARD_TEST_NOSTR_RELAY:-} ]]; then
+	export SWITCHBOARD_BENCH_NOSTR_KEYS=$_sbt_tmp/nostr/bench-keys.txt
+	"$(_sbt_nostr_venv)/bin/python" "$repo/scripts/servers/nostr-bench-keys.py" \
+		"$_sbt_tmp/nostr/config.yaml" "${SWITCHBOARD_BENCH_NOSTR_USERS:-200}" \
+		"$SWITCHBOARD_BENCH_NOSTR_KEYS" >"$_sbt_tmp/nostr/bench-keys.log" 2>&1 ||
+		_sbt_die "could not grant the Nostr bench identities (log: $_sbt_tmp/nostr/bench-keys.log)"
+fi
+
 rc=0
-cargo bench --bench live "$@" || rc=$?
+if [[ ${1:-} == --exec ]]; then
+	shift
+	"$@" || rc=$?
+else
+	cargo bench --bench live "$@" || rc=$?
+fi
 exit "$rc"

@@ -181,7 +181,7 @@ struct Session {
     last_regain: Option<Instant>,
     events: mpsc::Sender<ConnectorEvent>,
     stop: mpsc::Receiver<()>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Box<Request>>,
 }
 
 impl Session {
@@ -229,7 +229,7 @@ impl Session {
                     Err(e) => return Err(End::Remote(format!("the connection failed: {e}"))),
                 },
                 request = self.requests.recv() => match request {
-                    Some(request) => self.handle_request(request).await?,
+                    Some(request) => self.handle_request(*request).await?,
                     None => return Err(End::Local),
                 },
                 _ = tokio::time::sleep_until(deadline) => self.on_timer().await?,

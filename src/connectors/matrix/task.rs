@@ -39,7 +39,7 @@ impl Session {
         self,
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<Box<Request>>,
     ) {
         Live {
             session: self,
@@ -78,7 +78,7 @@ struct Live {
     events: mpsc::Sender<ConnectorEvent>,
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Box<Request>>,
     /// Strangers' invitations reported in this session (room ids): reported once each.
     invited: HashSet<String>,
     /// Ids of messages reported from the history of rooms joined on the user's acceptance,
@@ -135,7 +135,7 @@ impl Live {
             let wake = tokio::select! {
                 _ = self.stop.recv() => Wake::Stop,
                 _ = self.events.closed() => Wake::Stop,
-                Some(request) = self.requests.recv() => Wake::Asked(request),
+                Some(request) = self.requests.recv() => Wake::Asked(*request),
                 result = &mut pending => Wake::Synced(result),
             };
             let step = match wake {

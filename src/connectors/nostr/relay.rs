@@ -8,6 +8,7 @@ use nostr::{ClientMessage, Event, Url};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::ClientConfig;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
@@ -67,6 +68,11 @@ impl RelayAddress {
     }
 }
 
+/// The websocket's read buffer. tungstenite's default, 128 KiB, is zero-filled on the first
+/// read, so it was resident for every idle session; relay messages are mostly far smaller, and
+/// a larger frame (a gift wrap, up to the relay's limit) grows the buffer as it arrives.
+const READ_BUFFER: usize = 4096;
+
 /// Opens the websocket; every failure is [`ConnectorError::Unreachable`].
 pub(super) async fn open(
     address: &RelayAddress,
@@ -80,19 +86,21 @@ pub(super) async fn open(
     } else {
         Box::new(tcp)
     };
-    let (socket, _) = tokio_tungstenite::client_async(address.url.as_str(), io)
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(response) => ConnectorError::Unreachable(format!(
-                "{} is not a websocket relay (HTTP {})",
-                address.url,
-                response.status()
-            )),
-            other => ConnectorError::Unreachable(format!(
-                "websocket handshake with {} failed: {other}",
-                address.url
-            )),
-        })?;
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(address.url.as_str(), io, Some(config))
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => ConnectorError::Unreachable(format!(
+                    "{} is not a websocket relay (HTTP {})",
+                    address.url,
+                    response.status()
+                )),
+                other => ConnectorError::Unreachable(format!(
+                    "websocket handshake with {} failed: {other}",
+                    address.url
+                )),
+            })?;
     Ok(socket)
 }
 

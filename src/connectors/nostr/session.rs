@@ -113,7 +113,7 @@ pub(super) struct Session {
     events: mpsc::Sender<ConnectorEvent>,
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
-    outbox: mpsc::Receiver<Outgoing>,
+    outbox: mpsc::Receiver<Box<Outgoing>>,
     /// Stored messages whose rumors are dated before this were reported by an earlier session
     /// (or are older than a first login reports).
     report_from: Timestamp,
@@ -154,7 +154,7 @@ impl Session {
         keys: Keys,
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
-        outbox: mpsc::Receiver<Outgoing>,
+        outbox: mpsc::Receiver<Box<Outgoing>>,
         resume: Resume,
         nip05: Option<Nip05Client>,
     ) -> Self {
@@ -206,7 +206,7 @@ impl Session {
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
-                Some(outgoing) = self.outbox.recv() => self.send_message(outgoing).await,
+                Some(outgoing) = self.outbox.recv() => self.send_message(*outgoing).await,
                 frame = self.socket.next() => self.handle_frame(frame).await,
                 checked = self.profiles.next_checked() => {
                     self.profiles.on_checked(checked);

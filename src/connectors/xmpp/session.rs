@@ -145,7 +145,7 @@ pub(super) struct Session {
     /// Receives on close; yields `None` once the control side is dropped. Either way: stop.
     stop: mpsc::Receiver<()>,
     /// Messages to send and requests to accept, each with where to say how it went.
-    requests: mpsc::Receiver<Request>,
+    requests: mpsc::Receiver<Box<Request>>,
     /// The contacts known: the whole roster when `roster_complete`, else the contacts
     /// Switchboard holds for the account (so their presence is still seen) and those pushed
     /// since login.
@@ -165,7 +165,7 @@ impl Session {
         own: BareJid,
         events: mpsc::Sender<ConnectorEvent>,
         stop: mpsc::Receiver<()>,
-        requests: mpsc::Receiver<Request>,
+        requests: mpsc::Receiver<Box<Request>>,
         roster: Roster,
         login: &AccountLogin,
     ) -> Self {
@@ -219,7 +219,7 @@ impl Session {
             end = tokio::select! {
                 _ = self.stop.recv() => Err(End::Local),
                 _ = self.events.closed() => Err(End::Local),
-                Some(request) = self.requests.recv() => match request {
+                Some(request) = self.requests.recv() => match *request {
                     Request::Send(outgoing) => self.send_message(outgoing).await,
                     Request::Accept(acceptance) => self.accept(acceptance).await,
                 },

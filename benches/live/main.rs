@@ -4,29 +4,37 @@
 //! - **login wall time**: one user with one account on each network the environment offers,
 //!   from the `login` request until every account is `ONLINE`, against the slowest network's
 //!   single-account login (median of several rounds; the goal is at most 1.2 times it);
-//! - **resident memory per connected idle account**: this process's RSS with 1, 50 and 200
-//!   XMPP accounts connected (and IRC, when offered), as the slope between the steps;
+//! - **resident memory per connected idle account** (`memory.rs`): this process's RSS as one
+//!   user binds 1, 50 and up to 200 accounts of one network, as the slope between the steps, for
+//!   every network offered; and the bare XMPP session alone;
 //! - **resumption after a restart**: 200 users with a live session and one XMPP account each;
 //!   the node shuts down and a new one starts, paced as configured: the time from the new
 //!   node's start until every account is `ONLINE`, and the most logins completed in any one
 //!   second (each login completes within tens of milliseconds of its start here, so this is
-//!   the peak of starts too, within that).
+//!   the peak of starts too, within that);
+//! - **bulk login** (`bulk.rs`): 1,000 XMPP accounts of many users logging in at once, against a
+//!   bare pool of the connector logging the same accounts in with the same concurrency.
 //!
 //! The Switchboard node runs in this process (so its RSS is the node's). Environment, set by
 //! scripts/bench-live.sh: `SWITCHBOARD_TEST_DATABASE_URL`, `SWITCHBOARD_BENCH_XMPP_SERVER`
 //! (a Prosody with users bench1..benchN, password `bench-pw`), `SWITCHBOARD_BENCH_ACCOUNTS`
-//! (a JSON array of one account input per network for the login bench).
+//! (a JSON array of one account input per network for the login bench), the test servers'
+//! variables (ngIRCd, Synapse's shared secret, the Nostr relay) and `SWITCHBOARD_BENCH_NOSTR_KEYS`
+//! (Nostr identities the relay lets write) for the memory bench: see `accounts.rs`.
 
+#[path = "../common/mod.rs"]
 mod common;
+
+mod accounts;
+mod bulk;
+mod memory;
 
 use std::time::{Duration, Instant};
 
+use accounts::{xmpp_account, Network};
 use common::Bench;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
-use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector, Credential};
-use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
 
@@ -64,10 +72,8 @@ impl Bench {
             .await;
     }
 
-    /// Logs in and waits until every account is ONLINE; the time from the request to the
-    /// first observation of that.
-    async fn timed_login(&self, name: &str) -> (Duration, String) {
-        let started = Instant::now();
+    /// Logs in; the session token.
+    async fn login(&self, name: &str) -> String {
         let data = self
             .gql(
                 None,
@@ -75,7 +81,14 @@ impl Bench {
                 json!({ "u": name, "p": PASSWORD }),
             )
             .await;
-        let token = data["login"]["token"].as_str().unwrap().to_owned();
+        data["login"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Logs in and waits until every account is ONLINE; the time from the request to the
+    /// first observation of that.
+    async fn timed_login(&self, name: &str) -> (Duration, String) {
+        let started = Instant::now();
+        let token = self.login(name).await;
         loop {
             let data = self
                 .gql(
@@ -112,26 +125,6 @@ impl Bench {
     }
 }
 
-/// This process's resident set size, in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
-fn xmpp_bench_account(server: &str, n: usize) -> Value {
-    json!({ "protocol": "XMPP", "server": server, "handle": format!("bench{n}@localhost"), "secret": "bench-pw" })
-}
-
-async fn settled_rss() -> u64 {
-    // Let the sessions finish their login chatter and the allocator settle.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    rss_kib()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -163,65 +156,6 @@ async fn login_bench(bench: &Bench) {
         ms(slowest),
         all.as_secs_f64() / slowest.as_secs_f64()
     );
-}
-
-async fn memory_bench(bench: &Bench) {
-    let server = env("SWITCHBOARD_BENCH_XMPP_SERVER");
-    println!("\n### Resident memory per connected idle XMPP account");
-    let baseline = settled_rss().await;
-    let token = bench
-        .register("memory", json!([xmpp_bench_account(&server, 1)]))
-        .await;
-    let mut steps = vec![(1usize, settled_rss().await)];
-    let mut bound = 1;
-    for target in [50usize, 200] {
-        while bound < target {
-            bound += 1;
-            bench.bind(&token, xmpp_bench_account(&server, bound)).await;
-        }
-        steps.push((bound, settled_rss().await));
-    }
-    println!("RSS before any account: {baseline} KiB");
-    for (n, rss) in &steps {
-        println!("RSS with {n:>3} accounts connected: {rss} KiB");
-    }
-    for pair in steps.windows(2) {
-        let ((n0, r0), (n1, r1)) = (pair[0], pair[1]);
-        println!(
-            "slope {n0:>3} -> {n1:>3}: {:.1} KiB per account (BitlBee: 13.5 KiB)",
-            (r1 as f64 - r0 as f64) / (n1 - n0) as f64
-        );
-    }
-    bench.logout(&token).await;
-
-    // The same accounts through the bare connector (no supervisor, app or views): how much of
-    // the per-account cost is the XMPP session itself.
-    let before = settled_rss().await;
-    let mut sessions = Vec::new();
-    for n in 1..=150 {
-        let login = AccountLogin {
-            protocol: Protocol::Xmpp,
-            server: server.clone(),
-            handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
-            credential: Credential::Password(Secret::new("bench-pw")),
-            contacts: Vec::new(),
-            message_cursor: None,
-        };
-        sessions.push(
-            XmppConnector::default()
-                .connect(&login, Duration::from_secs(10))
-                .await
-                .unwrap(),
-        );
-    }
-    let after = settled_rss().await;
-    println!(
-        "bare XmppConnector sessions, 150 of them: {:.1} KiB per session",
-        (after as f64 - before as f64) / 150.0
-    );
-    for session in sessions {
-        session.disconnect().await;
-    }
 }
 
 #[tokio::main]
@@ -260,13 +194,16 @@ async fn main() {
         login_bench(&bench).await;
     }
     if only.is_empty() || only == "memory" {
-        memory_bench(&bench).await;
+        memory::memory_bench(&bench, &Network::offered()).await;
     }
     let _ = stop.send(true);
     server.await.unwrap().unwrap();
     common::drop_database(&url).await;
     if only.is_empty() || only == "resume" {
         resume_bench(&temp).await;
+    }
+    if only.is_empty() || only == "bulk" {
+        bulk::bulk_bench(&temp, &env("SWITCHBOARD_BENCH_XMPP_SERVER")).await;
     }
 }
 
@@ -332,7 +269,7 @@ async fn resume_bench(temp: &std::path::Path) {
             async move {
                 let name = format!("resume{n}");
                 bench
-                    .register(&name, json!([xmpp_bench_account(server, *n)]))
+                    .register(&name, json!([xmpp_account(server, *n)]))
                     .await
             }
         }))
