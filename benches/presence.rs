@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::{
     AccountLogin, Availability, Connector, ConnectorError, ConnectorEvent, ConnectorRegistry,
-    LiveSession, RosterEntry,
+    LiveSession,
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::startup::Application;
@@ -64,20 +64,7 @@ impl Connector for Scripted {
         login: &AccountLogin,
         _: Duration,
     ) -> Result<LiveSession, ConnectorError> {
-        let n: usize = login
-            .handle
-            .as_str()
-            .trim_start_matches('n')
-            .split('@')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let roster = (0..n)
-            .map(|i| RosterEntry {
-                handle: handle(&format!("c{i}@big.example")),
-                display_name: Some(format!("Contact {i}")),
-            })
-            .collect();
+        let roster = common::numbered_roster(login);
         let (session, events) = common::scripted_session(roster);
         self.sessions
             .lock()

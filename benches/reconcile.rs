@@ -22,7 +22,7 @@ use cqrs_es::Aggregate;
 use serde_json::json;
 use switchboard::config::Settings;
 use switchboard::connectors::{
-    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession, RosterEntry,
+    AccountLogin, Connector, ConnectorError, ConnectorRegistry, LiveSession,
 };
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserName};
 use switchboard::domain::user::{BoundAccount, RosterItem, User, UserCommand, UserEvent};
@@ -178,20 +178,7 @@ impl Connector for Big {
         login: &AccountLogin,
         _: Duration,
     ) -> Result<LiveSession, ConnectorError> {
-        let n: usize = login
-            .handle
-            .as_str()
-            .trim_start_matches('n')
-            .split('@')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let roster = (0..n)
-            .map(|i| RosterEntry {
-                handle: handle(&format!("c{i}@big.example")),
-                display_name: Some(format!("Contact {i}")),
-            })
-            .collect();
+        let roster = common::numbered_roster(login);
         Ok(common::synthetic_session(roster))
     }
 }

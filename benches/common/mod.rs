@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use switchboard::config::Settings;
 use switchboard::connectors::{
-    ConnectorError, LiveSession, OutgoingMessage, Roster, RosterEntry, Sent, SessionControl,
+    AccountLogin, ConnectorError, LiveSession, OutgoingMessage, Roster, RosterEntry, Sent,
+    SessionControl,
 };
+use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 use switchboard::store::embedded::EmbeddedPostgres;
 use switchboard::store::vault::MasterKey;
@@ -36,6 +38,25 @@ pub fn synthetic_session(roster: Vec<RosterEntry>) -> LiveSession {
         control: Arc::new(Idle),
         session_credential: None,
     }
+}
+
+/// The roster a bench account's handle asks for: `n<count>@…` lists `count` contacts
+/// `c0@big.example`, `c1@big.example`, … (any other handle: none).
+pub fn numbered_roster(login: &AccountLogin) -> Vec<RosterEntry> {
+    let n: usize = login
+        .handle
+        .as_str()
+        .trim_start_matches('n')
+        .split('@')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (0..n)
+        .map(|i| RosterEntry {
+            handle: Handle::parse(Protocol::Xmpp, &format!("c{i}@big.example")).unwrap(),
+            display_name: Some(format!("Contact {i}")),
+        })
+        .collect()
 }
 
 /// A new temporary folder for one run.
