@@ -78,7 +78,9 @@ pub async fn catch_up_limited(
     upcasters: &[Box<dyn EventUpcaster>],
     limit: i64,
 ) -> Result<usize, ProjectionError> {
-    Ok(catch_up_from(pool, projection, upcasters, limit).await?.read)
+    Ok(catch_up_from(pool, projection, upcasters, limit)
+        .await?
+        .read)
 }
 
 /// What one catch-up did.
