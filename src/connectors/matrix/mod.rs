@@ -64,7 +64,7 @@ mod api;
 mod session;
 mod task;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -100,6 +100,9 @@ pub struct MatrixConnector {
     tls: Arc<ClientConfig>,
     /// Where no connection may go.
     upstream: UpstreamPolicy,
+    /// The HTTP clients every session shares (for servers off loopback, and on it), made at
+    /// first use: a client of its own per session cost an idle account about 40 KiB.
+    clients: Arc<[OnceLock<reqwest::Client>; 2]>,
 }
 
 /// Trusts the public web PKI roots only.
@@ -108,6 +111,7 @@ impl Default for MatrixConnector {
         Self {
             tls: tls::client_config(tls::public_roots()),
             upstream: UpstreamPolicy::default(),
+            clients: Arc::default(),
         }
     }
 }
@@ -125,19 +129,32 @@ impl MatrixConnector {
     /// Never connects to the networks `upstream` denies.
     pub fn with_upstream(mut self, upstream: UpstreamPolicy) -> Self {
         self.upstream = upstream;
+        self.clients = Arc::default();
         self
     }
 
-    /// One HTTP client per session: its connections end with the session.
+    /// The HTTP client for `target`, shared by every session of this connector. A session's
+    /// requests end with it: its long poll's connection closes when the poll is dropped, and
+    /// an idle connection left in the pool carries nothing of the account (the access token
+    /// goes with each request).
     fn http_client(&self, target: &Target) -> Result<reqwest::Client, ConnectorError> {
         self.upstream.check_url(&target.base)?;
+        let slot = &self.clients[usize::from(target.loopback)];
+        if let Some(client) = slot.get() {
+            return Ok(client.clone());
+        }
+        let client = self.build_client(target.loopback)?;
+        Ok(slot.get_or_init(|| client).clone())
+    }
+
+    fn build_client(&self, loopback: bool) -> Result<reqwest::Client, ConnectorError> {
         let mut builder = reqwest::Client::builder()
             .dns_resolver(Arc::new(self.upstream.clone()))
             .use_preconfigured_tls((*self.tls).clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("Switchboard/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none());
-        if target.loopback {
+        if loopback {
             // An HTTP proxy from the environment cannot reach our own loopback.
             builder = builder.no_proxy();
         }
