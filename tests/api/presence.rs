@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector, Credential};
+use switchboard::connectors::{AccountLogin, Connector, Credential, LiveSession};
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
 
@@ -46,6 +46,24 @@ fn availability_in(message: &Value) -> String {
         .to_owned()
 }
 
+/// bob logged in on his own, with a second, independent XMPP connection.
+async fn bob_online() -> LiveSession {
+    XmppConnector::default()
+        .connect(
+            &AccountLogin {
+                protocol: Protocol::Xmpp,
+                server: xmpp_server(),
+                handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
+                credential: Credential::Password(Secret::new(xmpp_password("bob"))),
+                contacts: Vec::new(),
+                message_cursor: None,
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("bob logs in")
+}
+
 #[tokio::test]
 async fn a_contact_logging_in_upstream_shows_online_then_offline() {
     let _bob = BOB.lock().await;
@@ -66,20 +84,7 @@ async fn a_contact_logging_in_upstream_shows_online_then_offline() {
     let mut seen = Vec::new();
     for attempt in 1..=3 {
         // bob logs in on his own, with a second, independent XMPP connection.
-        let bob = XmppConnector::default()
-            .connect(
-                &AccountLogin {
-                    protocol: Protocol::Xmpp,
-                    server: xmpp_server(),
-                    handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
-                    credential: Credential::Password(Secret::new(xmpp_password("bob"))),
-                    contacts: Vec::new(),
-                    message_cursor: None,
-                },
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("bob logs in");
+        let bob = bob_online().await;
         wait_for_presence(&app, &token, "bob@localhost", "ONLINE").await;
         let online = next_within(&mut socket, Duration::from_secs(5)).await;
         bob.disconnect().await;
@@ -273,20 +278,7 @@ async fn presence_changed_sends_the_changed_contacts_and_their_meta_contact_pres
     // No "ready" answer: bob comes and goes until both subscribers have seen him come.
     let mut bob = None;
     for attempt in 1..=3 {
-        let session = XmppConnector::default()
-            .connect(
-                &AccountLogin {
-                    protocol: Protocol::Xmpp,
-                    server: xmpp_server(),
-                    handle: Handle::parse(Protocol::Xmpp, "bob@localhost").unwrap(),
-                    credential: Credential::Password(Secret::new(xmpp_password("bob"))),
-                    contacts: Vec::new(),
-                    message_cursor: None,
-                },
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("bob logs in");
+        let session = bob_online().await;
         let mut all_saw = true;
         for w in &mut watchers {
             all_saw &= w.until_bobs(&bobs, &meta, "ONLINE").await;
