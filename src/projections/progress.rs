@@ -2,10 +2,10 @@
 //! commits here wakes the runners at once, and waits on the checkpoint they publish after each
 //! batch, with no database round trip on either side.
 //!
-//! It is a shortcut, never the only path: commits of other nodes still wake the runners through
-//! the events table's notification (and their poll), and a waiter still asks the database now
-//! and then, so a runner that works on another node, or a missed wake-up, costs time, never
-//! correctness.
+//! It is a shortcut, never the only path: the runners also poll (commits of other nodes; the
+//! events table sends no notification, see migrations/0014), and a waiter still asks the
+//! database now and then, so a runner that works on another node, or a missed wake-up, costs
+//! time, never correctness.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
