@@ -233,24 +233,12 @@ impl UserStore {
         events: Vec<UserEvent>,
         metadata: &HashMap<String, String>,
     ) -> Result<Appended, AppendError> {
-        let base = state.sequence();
-        let rows = events
-            .iter()
-            .zip(base + 1..)
-            .map(|(event, sequence)| {
-                SerializedEvent::try_from(&EventEnvelope::<User> {
-                    aggregate_id: user.to_string(),
-                    sequence,
-                    payload: event.clone(),
-                    metadata: metadata.clone(),
-                })
-                .map_err(|e| AppendError::Answer(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let envelopes = envelopes(user, state.sequence(), events, metadata);
+        let rows = rows(&envelopes)?;
         let at = self.insert(&rows).await?;
         let mut next = state.clone();
-        for event in events {
-            next.apply(event);
+        for envelope in envelopes {
+            next.apply(envelope.payload);
         }
         let appended = Appended {
             sequence: next.sequence(),
@@ -476,6 +464,33 @@ impl UserStore {
     }
 }
 
+/// A commit's events numbered from `base + 1` on `user`'s stream, each with the metadata.
+fn envelopes(
+    user: UserId,
+    base: usize,
+    events: Vec<UserEvent>,
+    metadata: &HashMap<String, String>,
+) -> Vec<EventEnvelope<User>> {
+    events
+        .into_iter()
+        .zip(base + 1..)
+        .map(|(payload, sequence)| EventEnvelope {
+            aggregate_id: user.to_string(),
+            sequence,
+            payload,
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
+/// The rows the events table stores for `envelopes`.
+fn rows(envelopes: &[EventEnvelope<User>]) -> Result<Vec<SerializedEvent>, AppendError> {
+    envelopes
+        .iter()
+        .map(|e| SerializedEvent::try_from(e).map_err(|e| AppendError::Answer(e.to_string())))
+        .collect()
+}
+
 fn parse_user(
     aggregate_id: &str,
 ) -> Result<UserId, AggregateError<crate::domain::user::UserError>> {
@@ -527,23 +542,12 @@ impl EventStore<User> for UserStore {
         metadata: HashMap<String, String>,
     ) -> Result<Vec<EventEnvelope<User>>, AggregateError<crate::domain::user::UserError>> {
         let user = parse_user(&context.aggregate_id)?;
-        let envelopes: Vec<EventEnvelope<User>> = events
-            .into_iter()
-            .zip(context.current_sequence + 1..)
-            .map(|(payload, sequence)| EventEnvelope {
-                aggregate_id: context.aggregate_id.clone(),
-                sequence,
-                payload,
-                metadata: metadata.clone(),
-            })
-            .collect();
+        let envelopes = envelopes(user, context.current_sequence, events, &metadata);
         if envelopes.is_empty() {
             return Ok(envelopes);
         }
-        let serialized = envelopes
-            .iter()
-            .map(SerializedEvent::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
+        let serialized =
+            rows(&envelopes).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
         match self.insert(&serialized).await {
             Ok(_) => {
                 // The context's aggregate is not trusted for the cache: a caller of this trait
