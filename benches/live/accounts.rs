@@ -4,6 +4,9 @@
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha1::Sha1;
+use switchboard::connectors::{AccountLogin, Credential};
+use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::secret::Secret;
 
 /// A network the memory bench measures, and how to get its `n`th account.
 pub enum Network {
@@ -111,6 +114,18 @@ impl Network {
 /// The `n`th user of the bench Prosody.
 pub fn xmpp_account(server: &str, n: usize) -> Value {
     json!({ "protocol": "XMPP", "server": server, "handle": format!("bench{n}@localhost"), "secret": "bench-pw" })
+}
+
+/// The login of the `n`th user of the bench Prosody, for the connector alone.
+pub fn xmpp_login(server: &str, n: usize) -> AccountLogin {
+    AccountLogin {
+        protocol: Protocol::Xmpp,
+        server: server.to_owned(),
+        handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
+        credential: Credential::Password(Secret::new("bench-pw")),
+        contacts: Vec::new(),
+        message_cursor: None,
+    }
 }
 
 /// Registers a Matrix user with Synapse's shared-secret admin API (HMAC-SHA1 over nonce, user,

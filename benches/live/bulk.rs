@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::json;
 use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector, Credential, LiveSession};
-use switchboard::domain::ids::{Handle, Protocol};
+use switchboard::connectors::{Connector, LiveSession};
 use switchboard::secret::Secret;
 
-use super::accounts::xmpp_account;
+use super::accounts::{xmpp_account, xmpp_login};
 use super::{all_online, node};
 
 /// The goal: the node takes at most this many times the bare pool's time.
@@ -57,14 +56,7 @@ async fn bare_pool(server: &str, accounts: usize, concurrency: usize) -> Duratio
     let started = Instant::now();
     let sessions: Vec<LiveSession> = futures::stream::iter(1..=accounts)
         .map(|n| {
-            let login = AccountLogin {
-                protocol: Protocol::Xmpp,
-                server: server.to_owned(),
-                handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
-                credential: Credential::Password(Secret::new("bench-pw")),
-                contacts: Vec::new(),
-                message_cursor: None,
-            };
+            let login = xmpp_login(server, n);
             let connector = &connector;
             async move {
                 connector

@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard::connectors::xmpp::XmppConnector;
-use switchboard::connectors::{AccountLogin, Connector, Credential};
-use switchboard::domain::ids::{Handle, Protocol};
-use switchboard::secret::Secret;
+use switchboard::connectors::Connector;
 
-use super::accounts::Network;
+use super::accounts::{xmpp_login, Network};
 use crate::common::Bench;
 
 /// BitlBee's cost of an idle account, the goal.
@@ -104,14 +102,7 @@ async fn bare_xmpp_sessions(server: &str) {
     let before = settled_rss().await;
     let mut sessions = Vec::new();
     for n in 1..=SESSIONS {
-        let login = AccountLogin {
-            protocol: Protocol::Xmpp,
-            server: server.to_owned(),
-            handle: Handle::parse(Protocol::Xmpp, &format!("bench{n}@localhost")).unwrap(),
-            credential: Credential::Password(Secret::new("bench-pw")),
-            contacts: Vec::new(),
-            message_cursor: None,
-        };
+        let login = xmpp_login(server, n);
         sessions.push(
             XmppConnector::default()
                 .connect(&login, Duration::from_secs(10))
