@@ -387,11 +387,16 @@ impl Projection for ContactsProjection {
 
     /// The rows the batch touches are read once, every event is applied to them in memory
     /// with the rules of [`Self::apply`], and each changed row is written once (see `fold`).
+    /// A lone event, the usual live batch, takes its own statements: fewer than the fold's
+    /// read and write of the same rows.
     async fn apply_batch(
         &self,
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<(), sqlx::Error> {
+        if let [event] = events {
+            return self.apply(conn, event).await;
+        }
         fold::apply_batch(conn, events).await
     }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use cqrs_es::persist::EventUpcaster;
 use cqrs_es::Aggregate;
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::ids::UserId;
 use crate::domain::user::User;
@@ -99,7 +99,34 @@ pub async fn catch_up_from(
     upcasters: &[Box<dyn EventUpcaster>],
     limit: i64,
 ) -> Result<CaughtUp, ProjectionError> {
-    let name = projection.name();
+    let together = catch_up_together(pool, &[projection], upcasters, limit).await?;
+    Ok(CaughtUp {
+        read: together.read,
+        checkpoint: together.checkpoints[0],
+    })
+}
+
+/// What one catch-up of several projections did.
+#[derive(Debug, Clone)]
+pub struct CaughtUpTogether {
+    /// Rows read (other aggregates' rows are read and passed over).
+    pub read: usize,
+    /// Each projection's checkpoint after it, in the order given.
+    pub checkpoints: Vec<CommitPoint>,
+}
+
+/// Applies the next batch of unread events to every projection in `projections`, in one
+/// transaction: one horizon, one read and one decoding of the events, one checkpoint statement
+/// and one commit serve them all, where a round per projection would repeat each. Projections
+/// whose checkpoints differ (one was rebuilt) are served from the oldest: each applies only the
+/// events past its own checkpoint, and no checkpoint moves back.
+pub async fn catch_up_together(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    upcasters: &[Box<dyn EventUpcaster>],
+    limit: i64,
+) -> Result<CaughtUpTogether, ProjectionError> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
     // READ COMMITTED whatever the server's default: the read below must take a newer snapshot
     // than the horizon's statement.
     //
@@ -108,33 +135,40 @@ pub async fn catch_up_from(
     // crash can only lose the last few of these commits whole, checkpoint with views, and
     // they are applied again from the events at the next start. Read-your-writes holds: what
     // a client saw committed is what the replay writes again.
-    let (mut tx, checkpoint) = loop {
+    let (mut tx, checkpoints) = loop {
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off")
             .await?;
-        // The row lock serialises runners of one projection across nodes.
-        let checkpoint = sqlx::query(
-            "SELECT tx_id::text AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        // The row locks serialise runners of one projection across nodes; taken in name order
+        // (ORDER BY sorts before locking), so two groups never wait on each other in a cycle.
+        let rows = sqlx::query(
+            "SELECT name, tx_id::text AS tx_id, position FROM projection_checkpoints \
+              WHERE name = ANY($1) ORDER BY name FOR UPDATE",
         )
-        .bind(name)
-        .fetch_optional(&mut *tx)
+        .bind(&names)
+        .fetch_all(&mut *tx)
         .await?;
-        match checkpoint {
-            Some(row) => break (tx, row),
-            // A first run: the row is made on its own, so it stays whatever the batch does.
-            None => {
-                tx.rollback().await?;
-                sqlx::query(
-                    "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
-                .bind(name)
-                .execute(pool)
-                .await?;
-            }
+        let mut found = Vec::with_capacity(names.len());
+        for name in &names {
+            let Some(row) = rows.iter().find(|r| r.get::<&str, _>("name") == *name) else {
+                break;
+            };
+            found.push(point(row.try_get("tx_id")?, row.try_get("position")?)?);
         }
+        if found.len() == names.len() {
+            break (tx, found);
+        }
+        // A first run: the rows are made on their own, so they stay whatever the batch does.
+        tx.rollback().await?;
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name) SELECT unnest($1::text[]) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&names)
+        .execute(pool)
+        .await?;
     };
-    let after_tx: String = checkpoint.try_get("tx_id")?;
-    let after_position: i64 = checkpoint.try_get("position")?;
+    let after = checkpoints.iter().min().copied().unwrap_or_default();
     let horizon = read_horizon(&mut tx).await?;
     // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
     // SQL would make each later read scan them again); only the user's events are applied.
@@ -147,56 +181,64 @@ pub async fn catch_up_from(
          ORDER BY events.tx_id, events.position LIMIT $3"
     );
     let rows = sqlx::query(&query)
-        .bind(&after_tx)
-        .bind(after_position)
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
         .bind(limit)
         .bind(horizon.to_string())
         .fetch_all(&mut *tx)
         .await?;
     let Some(last_row) = rows.last() else {
         tx.rollback().await?;
-        return Ok(CaughtUp {
+        return Ok(CaughtUpTogether {
             read: 0,
-            checkpoint: point(&after_tx, after_position)?,
+            checkpoints,
         });
     };
-    let last: (String, i64) = (last_row.try_get("tx_id")?, last_row.try_get("position")?);
+    let last = point(last_row.try_get("tx_id")?, last_row.try_get("position")?)?;
     let mut events = Vec::with_capacity(rows.len());
+    let mut points = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<String, _>("aggregate_type")? != User::TYPE {
             continue;
         }
-        events.push(decode(row, upcasters).map_err(|e| {
-            ProjectionError::Decode {
-                position: row
-                    .try_get::<i64, _>("position")
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-                reason: e.to_string(),
-            }
-        })?);
+        let event = decode(row, upcasters).map_err(|e| ProjectionError::Decode {
+            position: row
+                .try_get::<i64, _>("position")
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        points.push(point(&event.tx_id, event.position)?);
+        events.push(event);
     }
-    projection.apply_batch(&mut tx, &events).await?;
-    let touched: BTreeSet<UserId> = events.iter().map(|e| e.user_id).collect();
-    let touched: Vec<uuid::Uuid> = touched.into_iter().map(|u| u.0).collect();
-    // The checkpoint, and one notification per user for subscribers on every node, in one
-    // statement.
+    // Each projection applies the events past its own checkpoint: a suffix of the batch.
+    let mut notices: Vec<(uuid::Uuid, &str)> = Vec::new();
+    for (projection, checkpoint) in projections.iter().zip(&checkpoints) {
+        let mine = &events[points.partition_point(|at| at <= checkpoint)..];
+        projection.apply_batch(&mut tx, mine).await?;
+        let touched: BTreeSet<UserId> = mine.iter().map(|e| e.user_id).collect();
+        notices.extend(touched.into_iter().map(|u| (u.0, projection.name())));
+    }
+    let (users, views): (Vec<uuid::Uuid>, Vec<&str>) = notices.into_iter().unzip();
+    // The checkpoints, and one notification per user and view for subscribers on every node,
+    // in one statement.
     sqlx::query(
         "WITH moved AS (UPDATE projection_checkpoints \
                            SET tx_id = $2::text::xid8, position = $3, updated_at = now() \
-                         WHERE name = $1) \
-         SELECT notify_view_change(u, $1) FROM unnest($4::uuid[]) AS u",
+                         WHERE name = ANY($1) AND (tx_id, position) < ($2::text::xid8, $3)) \
+         SELECT notify_view_change(u, v) FROM unnest($4::uuid[], $5::text[]) AS n(u, v)",
     )
-    .bind(name)
-    .bind(&last.0)
-    .bind(last.1)
-    .bind(&touched)
+    .bind(&names)
+    .bind(last.tx_id.to_string())
+    .bind(last.position)
+    .bind(&users)
+    .bind(&views)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(CaughtUp {
+    Ok(CaughtUpTogether {
         read: rows.len(),
-        checkpoint: point(&last.0, last.1)?,
+        checkpoints: checkpoints.iter().map(|c| (*c).max(last)).collect(),
     })
 }
 
@@ -207,27 +249,41 @@ fn point(tx_id: &str, position: i64) -> Result<CommitPoint, ProjectionError> {
     })
 }
 
-/// Runs every projection, each in its own task, until `stop` turns true. Woken by `progress`
-/// (this node's commits) and by a poll (other nodes' commits: the events table sends no
-/// notification, see migrations/0014); each publishes its checkpoint on `progress` after every
-/// round.
+/// Runs every projection until `stop` turns true: together, in one task whose rounds serve
+/// them all in one transaction ([`catch_up_together`]). Woken by `progress` (this node's
+/// commits) and by a poll (other nodes' commits: the events table sends no notification, see
+/// migrations/0014); each checkpoint is published on `progress` after every round.
+///
+/// A projection that fails on its own (a bug, an event it cannot apply) must not hold the
+/// others back: when a round fails, each projection is tried alone, and those that fail alone
+/// leave the group for a task of their own, which retries with backoff. When all fail alone
+/// (the database is away) the group stays whole and backs off.
 pub async fn run(
     pool: PgPool,
     projections: Vec<Arc<dyn Projection>>,
     progress: Progress,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let tasks: Vec<_> = projections
-        .into_iter()
-        .map(|projection| {
-            tokio::spawn(run_one(
+    let (split_tx, mut split) = mpsc::unbounded_channel();
+    let mut tasks = vec![tokio::spawn(run_group(
+        pool.clone(),
+        projections,
+        progress.clone(),
+        stop.clone(),
+        split_tx.clone(),
+    ))];
+    while !*stop.borrow() {
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() { break },
+            Some(alone) = split.recv() => tasks.push(tokio::spawn(run_group(
                 pool.clone(),
-                projection,
+                vec![alone],
                 progress.clone(),
                 stop.clone(),
-            ))
-        })
-        .collect();
+                split_tx.clone(),
+            ))),
+        }
+    }
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "projection task ended abnormally");
@@ -235,11 +291,12 @@ pub async fn run(
     }
 }
 
-async fn run_one(
+async fn run_group(
     pool: PgPool,
-    projection: Arc<dyn Projection>,
+    mut group: Vec<Arc<dyn Projection>>,
     progress: Progress,
     mut stop: watch::Receiver<bool>,
+    split: mpsc::UnboundedSender<Arc<dyn Projection>>,
 ) {
     let upcasters = upcasters();
     let mut wakes = progress.wakes();
@@ -247,15 +304,35 @@ async fn run_one(
     loop {
         // Marked seen before the read: a commit during it wakes the next round.
         wakes.borrow_and_update();
-        let more = match catch_up_from(&pool, projection.as_ref(), &upcasters, BATCH).await {
+        let members: Vec<&dyn Projection> = group.iter().map(|p| p.as_ref()).collect();
+        let more = match catch_up_together(&pool, &members, &upcasters, BATCH).await {
             Ok(caught) => {
                 failures = 0;
-                progress.publish(projection.name(), caught.checkpoint);
+                for (projection, checkpoint) in members.iter().zip(&caught.checkpoints) {
+                    progress.publish(projection.name(), *checkpoint);
+                }
                 caught.read as i64 == BATCH
             }
             Err(e) => {
+                let names: Vec<&str> = members.iter().map(|p| p.name()).collect();
+                tracing::error!(projections = ?names, error = %e, "projections stalled; retrying");
+                let failing = failing_alone(&pool, &members, &progress, &upcasters).await;
+                if group.len() > 1 && failing.len() < group.len() && !failing.is_empty() {
+                    let (sick, healthy) =
+                        group.into_iter().partition(|p| failing.contains(&p.name()));
+                    group = healthy;
+                    for projection in sick {
+                        tracing::error!(
+                            projection = projection.name(),
+                            "projection fails on its own; it runs apart from the others now"
+                        );
+                        // The receiver lives as long as `run`, which outlives this task.
+                        let _ = split.send(projection);
+                    }
+                    failures = 0;
+                    continue;
+                }
                 failures = failures.saturating_add(1);
-                tracing::error!(projection = projection.name(), error = %e, "projection stalled; retrying");
                 false
             }
         };
@@ -272,6 +349,30 @@ async fn run_one(
             break;
         }
     }
+}
+
+/// After a failed round of a group: catches up each member alone, publishing those that
+/// succeed, and names those that fail alone too (none for a group of one).
+async fn failing_alone(
+    pool: &PgPool,
+    members: &[&dyn Projection],
+    progress: &Progress,
+    upcasters: &[Box<dyn EventUpcaster>],
+) -> Vec<&'static str> {
+    let mut failing = Vec::new();
+    if members.len() < 2 {
+        return failing;
+    }
+    for projection in members {
+        match catch_up_from(pool, *projection, upcasters, BATCH).await {
+            Ok(caught) => progress.publish(projection.name(), caught.checkpoint),
+            Err(e) => {
+                tracing::error!(projection = projection.name(), error = %e, "projection fails alone");
+                failing.push(projection.name());
+            }
+        }
+    }
+    failing
 }
 
 /// Rebuilds one projection from the first event, reporting progress as (done, total).

@@ -286,3 +286,113 @@ async fn a_batch_spanning_a_digit_boundary_of_transaction_ids_keeps_commit_order
     assert_eq!(history_positions(&pool).await, both);
     pool.close().await;
 }
+
+async fn checkpoint_position(pool: &PgPool, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn projections_caught_up_together_each_start_from_their_own_checkpoint() {
+    use switchboard::projections::contacts::ContactsProjection;
+    use switchboard::projections::runner::{catch_up_together, Projection};
+
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let upcasters = upcasters();
+    let mut conn = pool.acquire().await.unwrap();
+    let first = insert_registration(&mut conn, "first").await;
+    // The history is ahead: it has applied the first event, the contact list nothing.
+    assert_eq!(
+        catch_up(&pool, &HistoryProjection, &upcasters)
+            .await
+            .unwrap(),
+        1
+    );
+    let second = insert_registration(&mut conn, "second").await;
+    drop(conn);
+
+    let both: [&dyn Projection; 2] = [&ContactsProjection, &HistoryProjection];
+    let caught = catch_up_together(&pool, &both, &upcasters, 500)
+        .await
+        .unwrap();
+    assert_eq!(caught.read, 2, "read from the older checkpoint");
+    assert_eq!(caught.checkpoints[0], caught.checkpoints[1]);
+    assert_eq!(caught.checkpoints[0].position, second);
+    // The history applied only the second event; the contact list both.
+    assert_eq!(history_positions(&pool).await, vec![first, second]);
+    let users: Vec<String> =
+        sqlx::query_scalar("SELECT user_name FROM user_view ORDER BY user_name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(users, ["first", "second"]);
+    assert_eq!(checkpoint_position(&pool, "contacts").await, second);
+    assert_eq!(checkpoint_position(&pool, "history").await, second);
+    // Nothing is left, and nothing moves back.
+    let again = catch_up_together(&pool, &both, &upcasters, 500)
+        .await
+        .unwrap();
+    assert_eq!(again.read, 0);
+    assert_eq!(again.checkpoints, caught.checkpoints);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_projection_that_fails_alone_does_not_hold_the_others_back() {
+    use std::time::Duration;
+    use switchboard::projections::progress::Progress;
+
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    // The history cannot take a row; the contact list is fine.
+    sqlx::query("ALTER TABLE history_view ADD CONSTRAINT no_rows CHECK (false) NOT VALID")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let event = insert_registration(&mut conn, "first").await;
+    drop(conn);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let progress = Progress::default();
+    let runner = tokio::spawn(switchboard::projections::runner::run(
+        pool.clone(),
+        switchboard::projections::all(),
+        progress.clone(),
+        stop,
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while checkpoint_position(&pool, "contacts").await < event {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the contact list never caught up while the history failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(checkpoint_position(&pool, "history").await, 0);
+    assert_eq!(progress.watch("contacts").borrow().position, event);
+
+    // Mended, the history catches up on its own too.
+    sqlx::query("ALTER TABLE history_view DROP CONSTRAINT no_rows")
+        .execute(&pool)
+        .await
+        .unwrap();
+    while checkpoint_position(&pool, "history").await < event {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the history never caught up once mended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(history_positions(&pool).await, vec![event]);
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .expect("the runner stops when told")
+        .unwrap();
+    pool.close().await;
+}
