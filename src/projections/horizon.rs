@@ -26,32 +26,42 @@
 //! `pg_locks` reports 32-bit transaction ids; [`widen`] puts them in the epoch of the
 //! snapshot's 64-bit `xmax`.
 
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
 
 /// Lock modes on `events` that let their holder insert rows (SELECT takes ACCESS SHARE, SELECT
 /// FOR UPDATE takes ROW SHARE, neither can write).
 const WRITING_MODES: &str =
     "'RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'";
 
-/// The first transaction id a reader must not read yet, as a 64-bit `xid8`.
+/// The CTE the horizon's columns read the lock table from, once.
+pub const LOCKS: &str = "locks AS MATERIALIZED (SELECT * FROM pg_locks)";
+
+/// The horizon's two columns, `next` and `writers`, for a statement `WITH` [`LOCKS`] that may do
+/// more besides (the runner locks its checkpoints in the same one); [`horizon_of`] turns them
+/// into the first transaction id a reader must not read yet, as a 64-bit `xid8`.
 ///
-/// Must run in its own statement *before* the statement that reads events, inside a READ
-/// COMMITTED transaction, so that the read's snapshot is taken after the lock table was read.
-pub async fn read_horizon(conn: &mut PgConnection) -> Result<u64, sqlx::Error> {
-    // One read of the lock table (MATERIALIZED), joined with itself to find the transaction id of
-    // each writer: every transaction holds an exclusive lock on its own id.
-    let query = format!(
-        "WITH locks AS MATERIALIZED (SELECT * FROM pg_locks) \
-         SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next, \
-                ARRAY(SELECT DISTINCT own.transactionid::text \
-                        FROM locks l JOIN locks own ON own.virtualtransaction = l.virtualtransaction \
-                       WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass \
-                         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-                         AND l.mode IN ({WRITING_MODES}) \
-                         AND own.locktype = 'transactionid' AND own.mode = 'ExclusiveLock' \
-                         AND own.granted) AS writers"
-    );
-    let row = sqlx::query(&query).fetch_one(conn).await?;
+/// The statement must come *before* the one that reads events, inside a READ COMMITTED
+/// transaction, so that the read's snapshot is taken after the lock table was read. The
+/// columns see the statement's own snapshot, taken when it starts, so the lock table is read
+/// after it, whatever else the statement waits for.
+pub fn columns() -> String {
+    // The lock table joined with itself to find the transaction id of each writer: every
+    // transaction holds an exclusive lock on its own id.
+    format!(
+        "pg_snapshot_xmax(pg_current_snapshot())::text AS next, \
+         ARRAY(SELECT DISTINCT own.transactionid::text \
+                 FROM locks l JOIN locks own ON own.virtualtransaction = l.virtualtransaction \
+                WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass \
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                  AND l.mode IN ({WRITING_MODES}) \
+                  AND own.locktype = 'transactionid' AND own.mode = 'ExclusiveLock' \
+                  AND own.granted) AS writers"
+    )
+}
+
+/// The horizon from a row holding [`columns`].
+pub fn horizon_of(row: &PgRow) -> Result<u64, sqlx::Error> {
     let next: String = row.try_get("next")?;
     let writers: Vec<String> = row.try_get("writers")?;
     let next: u64 = next.parse().map_err(|e| decode_error("xmax", e))?;

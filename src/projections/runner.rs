@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::domain::ids::UserId;
 use crate::domain::user::User;
-use crate::projections::horizon::read_horizon;
+use crate::projections::horizon;
 use crate::projections::notify::ViewChanged;
 use crate::projections::progress::Progress;
 use crate::store::event_store::{decode, upcasters, CommitPoint, StoredEvent, EVENT_COLUMNS};
@@ -135,28 +135,35 @@ pub async fn catch_up_together(
     // crash can only lose the last few of these commits whole, checkpoint with views, and
     // they are applied again from the events at the next start. Read-your-writes holds: what
     // a client saw committed is what the replay writes again.
-    let (mut tx, checkpoints) = loop {
+    let (mut tx, checkpoints, horizon) = loop {
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off")
             .await?;
         // The row locks serialise runners of one projection across nodes; taken in name order
         // (ORDER BY sorts before locking), so two groups never wait on each other in a cycle.
-        let rows = sqlx::query(
-            "SELECT name, tx_id::text AS tx_id, position FROM projection_checkpoints \
-              WHERE name = ANY($1) ORDER BY name FOR UPDATE",
-        )
-        .bind(&names)
-        .fetch_all(&mut *tx)
-        .await?;
+        // The horizon is read in the same statement (one round trip fewer): see `horizon`.
+        let query = format!(
+            "WITH cp AS MATERIALIZED (SELECT name, tx_id::text AS tx_id, position \
+                                        FROM projection_checkpoints WHERE name = ANY($1) \
+                                       ORDER BY name FOR UPDATE), {} \
+             SELECT h.*, cp.* FROM (SELECT {}) AS h LEFT JOIN cp ON true",
+            horizon::LOCKS,
+            horizon::columns()
+        );
+        let rows = sqlx::query(&query).bind(&names).fetch_all(&mut *tx).await?;
         let mut found = Vec::with_capacity(names.len());
         for name in &names {
-            let Some(row) = rows.iter().find(|r| r.get::<&str, _>("name") == *name) else {
+            let Some(row) = rows
+                .iter()
+                .find(|r| r.get::<Option<&str>, _>("name") == Some(*name))
+            else {
                 break;
             };
             found.push(point(row.try_get("tx_id")?, row.try_get("position")?)?);
         }
         if found.len() == names.len() {
-            break (tx, found);
+            let horizon = horizon::horizon_of(&rows[0])?;
+            break (tx, found, horizon);
         }
         // A first run: the rows are made on their own, so they stay whatever the batch does.
         tx.rollback().await?;
@@ -169,7 +176,6 @@ pub async fn catch_up_together(
         .await?;
     };
     let after = checkpoints.iter().min().copied().unwrap_or_default();
-    let horizon = read_horizon(&mut tx).await?;
     // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
     // SQL would make each later read scan them again); only the user's events are applied.
     // ORDER BY names the table's columns: a bare `tx_id` would be the text output column of
