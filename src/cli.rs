@@ -107,6 +107,9 @@ where
         crate::store::migrate(&pool)
             .await
             .context("running migrations")?;
+        crate::projections::runner::restore_indexes(&pool)
+            .await
+            .context("building the indexes a cut-short rebuild deferred")?;
         let result = work(pool.clone()).await;
         pool.close().await;
         result

@@ -125,6 +125,9 @@ impl Application {
         crate::store::migrate(&pool)
             .await
             .context("running migrations")?;
+        crate::projections::runner::restore_indexes(&pool)
+            .await
+            .context("building the indexes a cut-short rebuild deferred")?;
 
         let (stop, stopped) = watch::channel(false);
         let vault = Vault::new(pool.clone(), &key);

@@ -58,6 +58,11 @@ pub trait Projection: Send + Sync {
     }
     /// Empties the views so the projection can be rebuilt from the first event.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error>;
+    /// Views whose secondary indexes (those that back no constraint) a rebuild drops, and
+    /// builds once at its end: only for views the projection never reads while it applies.
+    fn rebuild_defers_indexes_of(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Applies the next batch of unread events; returns how many rows it read (other aggregates'
@@ -397,6 +402,7 @@ pub async fn rebuild(
             .bind(projection.name())
             .execute(&mut *tx)
             .await?;
+        defer_indexes(&mut tx, projection).await?;
         projection.reset(&mut tx).await?;
         sqlx::query(
             "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) \
@@ -416,7 +422,77 @@ pub async fn rebuild(
         done += n;
         progress(done, total.max(0) as u64);
     }
+    restore_indexes(pool).await?;
     Ok(done)
+}
+
+/// Keeps the definitions of the secondary indexes of the views `projection` lets a rebuild
+/// defer, and drops those indexes (in the rebuild's reset transaction).
+async fn defer_indexes(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+) -> Result<(), sqlx::Error> {
+    let tables = projection.rebuild_defers_indexes_of();
+    if tables.is_empty() {
+        return Ok(());
+    }
+    // An index that backs a constraint (a primary key, a unique key an upsert relies on) stays.
+    let deferred: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO projection_deferred_indexes (name, projection, definition) \
+         SELECT i.indexname, $1, i.indexdef FROM pg_indexes i \
+          WHERE i.schemaname = current_schema() AND i.tablename = ANY($2) \
+            AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
+                             WHERE c.conindid = format('%I.%I', i.schemaname, i.indexname)::regclass) \
+         ON CONFLICT (name) DO NOTHING RETURNING name",
+    )
+    .bind(projection.name())
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    for name in deferred {
+        sqlx::query(&format!("DROP INDEX IF EXISTS {}", quote_ident(&name)))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Builds every index a rebuild deferred and has not built yet: at a rebuild's end, and at
+/// start-up after a rebuild that was cut short.
+pub async fn restore_indexes(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let waiting: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, definition FROM projection_deferred_indexes ORDER BY name")
+            .fetch_all(pool)
+            .await?;
+    for (name, definition) in waiting {
+        let mut tx = pool.begin().await?;
+        // The row lock makes a second node wait rather than build the same index again.
+        let still: Option<String> = sqlx::query_scalar(
+            "DELETE FROM projection_deferred_indexes WHERE name = $1 RETURNING name",
+        )
+        .bind(&name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if still.is_none() {
+            continue;
+        }
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass(format('%I', $1::text)) IS NOT NULL")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            tracing::info!(index = %name, "building a deferred index");
+            sqlx::query(&definition).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Whether `projection` has applied the event at `sequence` of `user`'s stream.

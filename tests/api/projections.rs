@@ -396,3 +396,60 @@ async fn a_projection_that_fails_alone_does_not_hold_the_others_back() {
         .unwrap();
     pool.close().await;
 }
+
+async fn history_indexes(pool: &PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+          WHERE tablename = 'history_view' ORDER BY indexname",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_rebuild_cut_short_loses_no_index_and_a_whole_one_builds_them_as_they_were() {
+    use switchboard::projections::runner::{rebuild, restore_indexes};
+
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    let before = history_indexes(&pool).await;
+    assert_eq!(before.len(), 5, "the key and four lookups: {before:?}");
+    let mut conn = pool.acquire().await.unwrap();
+    insert_registration(&mut conn, "first").await;
+    insert_registration(&mut conn, "second").await;
+    drop(conn);
+
+    // Cut short after its first batch: the lookups are gone, their definitions kept.
+    let cut = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            rebuild(&pool, &HistoryProjection, |_, _| panic!("cut short"))
+                .await
+                .ok();
+        })
+    };
+    assert!(cut.await.unwrap_err().is_panic());
+    let during = history_indexes(&pool).await;
+    assert_eq!(during.len(), 1, "only the primary key stays: {during:?}");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_deferred_indexes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 4);
+
+    // What a start does: every index is back, as the migrations made it.
+    restore_indexes(&pool).await.unwrap();
+    assert_eq!(history_indexes(&pool).await, before);
+
+    // A whole rebuild ends with the same indexes, and nothing left waiting.
+    rebuild(&pool, &HistoryProjection, |_, _| {}).await.unwrap();
+    assert_eq!(history_indexes(&pool).await, before);
+    assert_eq!(history_positions(&pool).await.len(), 2);
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_deferred_indexes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
+    pool.close().await;
+}
