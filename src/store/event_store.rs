@@ -12,6 +12,7 @@ use cqrs_es::persist::{
 };
 use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use serde_json::Value;
+use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -117,6 +118,9 @@ pub const EVENT_COLUMNS: &str = "position, tx_id::text AS tx_id, aggregate_id, s
      event_type, event_version, payload, metadata, recorded_at";
 
 /// Decodes one row selected with [`EVENT_COLUMNS`], upcasting older versions.
+///
+/// An event of the current version is decoded straight from the row's bytes; only one that an
+/// upcaster rewrites goes through a `serde_json::Value`.
 pub fn decode(
     row: &sqlx::postgres::PgRow,
     upcasters: &[Box<dyn EventUpcaster>],
@@ -126,35 +130,52 @@ pub fn decode(
         .map(UserId)
         .map_err(|e| PersistenceError::UnknownError(Box::new(e)))?;
     let sequence: i64 = row.try_get("sequence").map_err(sql)?;
-    let metadata: Value = row.try_get("metadata").map_err(sql)?;
-    let serialized = SerializedEvent::new(
-        aggregate_id,
-        usize::try_from(sequence).unwrap_or_default(),
-        User::TYPE.to_owned(),
-        row.try_get("event_type").map_err(sql)?,
-        row.try_get("event_version").map_err(sql)?,
-        row.try_get("payload").map_err(sql)?,
-        metadata.clone(),
-    );
-    let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
-        if upcaster.can_upcast(&event.event_type, &event.event_version) {
-            upcaster.upcast(event)
-        } else {
-            event
-        }
-    });
-    let event: UserEvent = serde_json::from_value(serialized.payload)?;
-    let text = |key: &str| metadata.get(key).and_then(Value::as_str).map(str::to_owned);
+    let sequence = usize::try_from(sequence).unwrap_or_default();
+    let event_type: String = row.try_get("event_type").map_err(sql)?;
+    let event_version: String = row.try_get("event_version").map_err(sql)?;
+    let Json(metadata): Json<Metadata> = row.try_get("metadata").map_err(sql)?;
+    let event: UserEvent = if upcasters
+        .iter()
+        .any(|u| u.can_upcast(&event_type, &event_version))
+    {
+        let serialized = SerializedEvent::new(
+            aggregate_id,
+            sequence,
+            User::TYPE.to_owned(),
+            event_type,
+            event_version,
+            row.try_get("payload").map_err(sql)?,
+            row.try_get("metadata").map_err(sql)?,
+        );
+        let serialized = upcasters.iter().fold(serialized, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        });
+        serde_json::from_value(serialized.payload)?
+    } else {
+        let Json(event) = row.try_get("payload").map_err(sql)?;
+        event
+    };
     Ok(StoredEvent {
         position: row.try_get("position").map_err(sql)?,
         tx_id: row.try_get("tx_id").map_err(sql)?,
         user_id,
-        sequence: serialized.sequence,
+        sequence,
         event,
-        actor: text("actor").unwrap_or_else(|| "unknown".to_owned()),
-        request_id: text("request_id"),
+        actor: metadata.actor.unwrap_or_else(|| "unknown".to_owned()),
+        request_id: metadata.request_id,
         recorded_at: row.try_get("recorded_at").map_err(sql)?,
     })
+}
+
+/// What a reader takes from an event's metadata (other keys are passed over).
+#[derive(serde::Deserialize)]
+struct Metadata {
+    actor: Option<String>,
+    request_id: Option<String>,
 }
 
 fn sql(e: sqlx::Error) -> PersistenceError {
