@@ -10,7 +10,7 @@ use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserId, U
 use switchboard::domain::user::UserEvent;
 use switchboard::store::event_store::UserStore;
 
-use crate::helpers::fresh_database;
+use crate::helpers::migrated_database;
 
 fn contacts(account: AccountId, from: usize, count: usize) -> Vec<UserEvent> {
     (from..from + count)
@@ -37,8 +37,7 @@ async fn stored(pool: &PgPool, user: UserId) -> Vec<i64> {
 
 #[tokio::test]
 async fn big_and_small_commits_are_stored_in_order_and_stale_ones_refused_whole() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let store = UserStore::new(pool.clone());
     let user_name = UserName::parse("stella").unwrap();
     let user = UserId::for_name(&user_name);

@@ -62,6 +62,13 @@ pub async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
+/// A pool on a new database with the migrations run.
+pub async fn migrated_database() -> PgPool {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    switchboard::store::migrate(&pool).await.unwrap();
+    pool
+}
+
 /// A transaction on `url`, left open after `statements`, holding a transaction id (so it holds
 /// the cluster's snapshot xmin back) and no writing lock on `events`.
 pub async fn open_transaction(

@@ -3,12 +3,11 @@
 //! commit, is skipped), every user's change numbers in a row, positions in the order given.
 
 use chrono::Utc;
-use sqlx::PgPool;
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserId};
 use switchboard::store::intake::Intake;
 use switchboard::store::messages::{Incoming, MessageKind, MessageStore, Party};
 
-use crate::helpers::fresh_database;
+use crate::helpers::migrated_database;
 
 fn incoming(account: AccountId, from: &str, body: &str, id: Option<&str>) -> Incoming {
     let handle = Handle::parse(Protocol::Xmpp, from).unwrap();
@@ -32,8 +31,7 @@ fn bodies(messages: &[switchboard::store::messages::Message]) -> Vec<&str> {
 
 #[tokio::test]
 async fn one_commit_stores_several_users_batches_each_message_once_in_order() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let store = MessageStore::new(pool.clone());
     let (ann, ben) = (
         UserId(uuid::Uuid::from_u128(1)),

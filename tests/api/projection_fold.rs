@@ -27,7 +27,7 @@ use switchboard::projections::runner::{catch_up_limited, rebuild, Projection, BA
 use switchboard::store::event_store::{upcasters, StoredEvent};
 use uuid::Uuid;
 
-use crate::helpers::fresh_database;
+use crate::helpers::migrated_database;
 
 const EVENTS: usize = 10_000;
 const USERS: usize = 12;
@@ -407,8 +407,7 @@ async fn batch_folding_projections_equal_the_event_by_event_ones_on_a_random_str
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(12);
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let kinds = store_random_stream(&pool, seed, EVENTS).await;
     // The stream exercises what the folds must get right.
     for kind in [

@@ -8,7 +8,20 @@ use switchboard::projections::history::HistoryProjection;
 use switchboard::projections::runner::catch_up;
 use switchboard::store::event_store::upcasters;
 
-use crate::helpers::{fresh_database, open_transaction};
+use crate::helpers::{fresh_database, migrated_database, open_transaction};
+
+/// Breaks the history view (no row can be written) or mends it.
+async fn refuse_history_rows(pool: &PgPool, refuse: bool) {
+    let change = if refuse {
+        "ADD CONSTRAINT no_rows CHECK (false) NOT VALID"
+    } else {
+        "DROP CONSTRAINT no_rows"
+    };
+    sqlx::query(&format!("ALTER TABLE history_view {change}"))
+        .execute(pool)
+        .await
+        .unwrap();
+}
 
 async fn insert_registration(conn: &mut sqlx::PgConnection, name: &str) -> i64 {
     insert_registration_as(conn, name, None).await
@@ -47,8 +60,7 @@ async fn history_positions(pool: &PgPool) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_late_commit_is_read_in_commit_order_not_skipped() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let upcasters = upcasters();
 
     // A takes the earlier position but stays open; B takes a later one and commits first.
@@ -86,17 +98,13 @@ async fn a_late_commit_is_read_in_commit_order_not_skipped() {
 
 #[tokio::test]
 async fn a_failing_batch_leaves_the_checkpoint_where_it_was() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let upcasters = upcasters();
     let mut conn = pool.acquire().await.unwrap();
     insert_registration(&mut conn, "first").await;
     drop(conn);
     // Break the view: the batch fails, nothing is written, and nothing is skipped.
-    sqlx::query("ALTER TABLE history_view ADD CONSTRAINT no_rows CHECK (false) NOT VALID")
-        .execute(&pool)
-        .await
-        .unwrap();
+    refuse_history_rows(&pool, true).await;
     assert!(catch_up(&pool, &HistoryProjection, &upcasters)
         .await
         .is_err());
@@ -106,10 +114,7 @@ async fn a_failing_batch_leaves_the_checkpoint_where_it_was() {
             .await
             .unwrap();
     assert_eq!(checkpoint, 0);
-    sqlx::query("ALTER TABLE history_view DROP CONSTRAINT no_rows")
-        .execute(&pool)
-        .await
-        .unwrap();
+    refuse_history_rows(&pool, false).await;
     assert_eq!(
         catch_up(&pool, &HistoryProjection, &upcasters)
             .await
@@ -168,8 +173,7 @@ async fn transactions_that_cannot_write_events_do_not_hold_the_reader_back() {
 
 #[tokio::test]
 async fn a_writer_that_locked_events_before_its_id_is_read_after_commit() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let upcasters = upcasters();
 
     // A holds the writing lock but no transaction id yet: it gets a newer id than B when it
@@ -209,8 +213,7 @@ async fn a_writer_that_locked_events_before_its_id_is_read_after_commit() {
 
 #[tokio::test]
 async fn events_written_after_another_table_in_one_transaction_are_refused() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     sqlx::query("CREATE TABLE unrelated (n int)")
         .execute(&pool)
         .await
@@ -254,8 +257,7 @@ async fn events_written_after_another_table_in_one_transaction_are_refused() {
 /// the next read would apply transaction 10's event a second time).
 #[tokio::test]
 async fn a_batch_spanning_a_digit_boundary_of_transaction_ids_keeps_commit_order() {
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let upcasters = upcasters();
     let mut conn = pool.acquire().await.unwrap();
     // The later transaction takes the earlier position, so position order cannot hide the bug.
@@ -301,8 +303,7 @@ async fn projections_caught_up_together_each_start_from_their_own_checkpoint() {
     use switchboard::projections::contacts::ContactsProjection;
     use switchboard::projections::runner::{catch_up_together, Projection};
 
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let upcasters = upcasters();
     let mut conn = pool.acquire().await.unwrap();
     let first = insert_registration(&mut conn, "first").await;
@@ -347,13 +348,9 @@ async fn a_projection_that_fails_alone_does_not_hold_the_others_back() {
     use std::time::Duration;
     use switchboard::projections::progress::Progress;
 
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     // The history cannot take a row; the contact list is fine.
-    sqlx::query("ALTER TABLE history_view ADD CONSTRAINT no_rows CHECK (false) NOT VALID")
-        .execute(&pool)
-        .await
-        .unwrap();
+    refuse_history_rows(&pool, true).await;
     let mut conn = pool.acquire().await.unwrap();
     let event = insert_registration(&mut conn, "first").await;
     drop(conn);
@@ -377,10 +374,7 @@ async fn a_projection_that_fails_alone_does_not_hold_the_others_back() {
     assert_eq!(progress.watch("contacts").borrow().position, event);
 
     // Mended, the history catches up on its own too.
-    sqlx::query("ALTER TABLE history_view DROP CONSTRAINT no_rows")
-        .execute(&pool)
-        .await
-        .unwrap();
+    refuse_history_rows(&pool, false).await;
     while checkpoint_position(&pool, "history").await < event {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -407,12 +401,19 @@ async fn history_indexes(pool: &PgPool) -> Vec<(String, String)> {
     .unwrap()
 }
 
+/// Index definitions a rebuild keeps while it runs.
+async fn waiting_indexes(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM projection_deferred_indexes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_rebuild_cut_short_loses_no_index_and_a_whole_one_builds_them_as_they_were() {
     use switchboard::projections::runner::{rebuild, restore_indexes};
 
-    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
-    switchboard::store::migrate(&pool).await.unwrap();
+    let pool = migrated_database().await;
     let before = history_indexes(&pool).await;
     assert_eq!(before.len(), 5, "the key and four lookups: {before:?}");
     let mut conn = pool.acquire().await.unwrap();
@@ -432,11 +433,7 @@ async fn a_rebuild_cut_short_loses_no_index_and_a_whole_one_builds_them_as_they_
     assert!(cut.await.unwrap_err().is_panic());
     let during = history_indexes(&pool).await;
     assert_eq!(during.len(), 1, "only the primary key stays: {during:?}");
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_deferred_indexes")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(kept, 4);
+    assert_eq!(waiting_indexes(&pool).await, 4);
 
     // What a start does: every index is back, as the migrations made it.
     restore_indexes(&pool).await.unwrap();
@@ -446,10 +443,6 @@ async fn a_rebuild_cut_short_loses_no_index_and_a_whole_one_builds_them_as_they_
     rebuild(&pool, &HistoryProjection, |_, _| {}).await.unwrap();
     assert_eq!(history_indexes(&pool).await, before);
     assert_eq!(history_positions(&pool).await.len(), 2);
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM projection_deferred_indexes")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(kept, 0);
+    assert_eq!(waiting_indexes(&pool).await, 0);
     pool.close().await;
 }
