@@ -248,6 +248,16 @@ fn involved(event: &UserEvent) -> (Vec<Uuid>, Vec<Uuid>) {
 }
 
 /// The event as JSON, minus anything secret.
+/// [`public_details`] as JSON text. Serialised straight from the event, with no `Value` in
+/// between, unless the text names a password hash anywhere (a registration): that one takes the
+/// scrubbing path.
+pub fn public_details_text(event: &UserEvent) -> String {
+    match serde_json::to_string(event) {
+        Ok(text) if !text.contains("\"password_hash\"") => text,
+        _ => public_details(event).to_string(),
+    }
+}
+
 pub fn public_details(event: &UserEvent) -> Value {
     fn scrub(value: &mut Value) {
         match value {
@@ -452,4 +462,31 @@ pub async fn latest_position(pool: &PgPool, user: UserId) -> Result<i64, sqlx::E
         .bind(user.0)
         .fetch_one(pool)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{AccountId, Handle, Protocol, UserName};
+    use crate::domain::user::BoundAccount;
+
+    #[test]
+    fn details_as_text_equal_the_scrubbed_details_and_never_hold_a_password_hash() {
+        let registered = UserEvent::UserRegistered {
+            user_name: UserName::parse("ada").unwrap(),
+            password_hash: "$argon2id$secret".into(),
+        };
+        let bound = UserEvent::AccountBound(BoundAccount {
+            account_id: AccountId(Uuid::from_u128(1)),
+            protocol: Protocol::Xmpp,
+            server: "example.org".into(),
+            handle: Handle::parse(Protocol::Xmpp, "ada@example.org").unwrap(),
+        });
+        for event in [registered, bound] {
+            let text = public_details_text(&event);
+            assert!(!text.contains("argon2id"), "{text}");
+            let parsed: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed, public_details(&event));
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{involved, public_details, summary};
+use super::{involved, public_details_text, summary};
 use crate::store::event_store::StoredEvent;
 
 /// Writes one row per event. Each position is written once: the runner's checkpoint, read and
@@ -63,21 +63,28 @@ fn push_row(out: &mut Vec<u8>, event: &StoredEvent) {
     out.push(b'\t');
     push_uuids(out, &metas);
     out.push(b'\t');
-    push_text(out, &public_details(&event.event).to_string());
+    push_text(out, &public_details_text(&event.event));
     out.push(b'\n');
 }
 
-/// A text value with COPY's escapes for the characters that delimit rows and columns.
+/// A text value with COPY's escapes for the characters that delimit rows and columns; the runs
+/// between them are copied whole.
 fn push_text(out: &mut Vec<u8>, text: &str) {
-    for byte in text.bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.push(byte),
-        }
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// A uuid array literal: `{a,b}`; uuids need no quoting.
