@@ -274,12 +274,20 @@ async fn wait_for_projections(pool: &sqlx::PgPool) {
     }
 }
 
-async fn command_latency(bench: &Bench, token: &str, meta: &str, samples: usize) -> Vec<Duration> {
-    let mut times = Vec::new();
+/// The latency of `samples` renames for each of `users` (token, meta-contact), taken in turns,
+/// so that every user's commands meet the same warm-up and the same machine.
+async fn command_latency(
+    bench: &Bench,
+    users: &[(&str, &str)],
+    samples: usize,
+) -> Vec<Vec<Duration>> {
+    let mut times = vec![Vec::with_capacity(samples); users.len()];
     for i in 0..samples {
-        let started = Instant::now();
-        bench.rename(token, meta, 1_000_000 + i).await;
-        times.push(started.elapsed());
+        for ((token, meta), times) in users.iter().zip(&mut times) {
+            let started = Instant::now();
+            bench.rename(token, meta, 1_000_000 + i).await;
+            times.push(started.elapsed());
+        }
     }
     times
 }
@@ -357,10 +365,18 @@ async fn command_benches(
     .fetch_one(pool)
     .await
     .unwrap();
-    let cold = command_latency(&bench, &heavy_token, &meta, 1).await[0];
-    let heavy_times = command_latency(&bench, &heavy_token, &meta, 200).await;
     let (fresh_token, fresh_meta) = bench.user("fresh").await;
-    let fresh_times = command_latency(&bench, &fresh_token, &fresh_meta, 200).await;
+    let started = Instant::now();
+    bench.rename(&heavy_token, &meta, 999_999).await;
+    let cold = started.elapsed();
+    let mut times = command_latency(
+        &bench,
+        &[(&heavy_token, &meta), (&fresh_token, &fresh_meta)],
+        200,
+    )
+    .await;
+    let fresh_times = times.pop().unwrap_or_default();
+    let heavy_times = times.pop().unwrap_or_default();
     println!(
         "command latency, fresh user:          p50 {}  p95 {}",
         ms(median(fresh_times.clone())),
