@@ -327,24 +327,34 @@ async fn run_group(
             Err(e) => {
                 let names: Vec<&str> = members.iter().map(|p| p.name()).collect();
                 tracing::error!(projections = ?names, error = %e, "projections stalled; retrying");
-                let failing = failing_alone(&pool, &members, &progress, &upcasters).await;
-                if group.len() > 1 && failing.len() < group.len() && !failing.is_empty() {
-                    let (sick, healthy) =
-                        group.into_iter().partition(|p| failing.contains(&p.name()));
-                    group = healthy;
-                    for projection in sick {
-                        tracing::error!(
-                            projection = projection.name(),
-                            "projection fails on its own; it runs apart from the others now"
-                        );
-                        // The receiver lives as long as `run`, which outlives this task.
-                        let _ = split.send(projection);
+                match failing_alone(&pool, &members, &progress, &upcasters).await {
+                    // Each caught up alone: the failure passed.
+                    Some(failing) if failing.is_empty() => {
+                        failures = 0;
+                        false
                     }
-                    failures = 0;
-                    continue;
+                    // Some fail alone: they leave the group, which goes on without them.
+                    Some(failing) if failing.len() < group.len() => {
+                        let (sick, healthy) =
+                            group.into_iter().partition(|p| failing.contains(&p.name()));
+                        group = healthy;
+                        for projection in sick {
+                            tracing::error!(
+                                projection = projection.name(),
+                                "projection fails on its own; it runs apart from the others now"
+                            );
+                            // The receiver lives as long as `run`, which outlives this task.
+                            let _ = split.send(projection);
+                        }
+                        failures = 0;
+                        continue;
+                    }
+                    // All fail, alone too, or a group of one: the cause is shared; back off.
+                    _ => {
+                        failures = failures.saturating_add(1);
+                        false
+                    }
                 }
-                failures = failures.saturating_add(1);
-                false
             }
         };
         if more {
@@ -363,17 +373,17 @@ async fn run_group(
 }
 
 /// After a failed round of a group: catches up each member alone, publishing those that
-/// succeed, and names those that fail alone too (none for a group of one).
+/// succeed, and names those that fail alone too (`None` for a group of one: nothing to learn).
 async fn failing_alone(
     pool: &PgPool,
     members: &[&dyn Projection],
     progress: &Progress,
     upcasters: &[Box<dyn EventUpcaster>],
-) -> Vec<&'static str> {
-    let mut failing = Vec::new();
+) -> Option<Vec<&'static str>> {
     if members.len() < 2 {
-        return failing;
+        return None;
     }
+    let mut failing = Vec::new();
     for projection in members {
         match catch_up_from(pool, *projection, upcasters, BATCH).await {
             Ok(caught) => progress.publish(projection.name(), caught.checkpoint),
@@ -383,7 +393,7 @@ async fn failing_alone(
             }
         }
     }
-    failing
+    Some(failing)
 }
 
 /// Rebuilds one projection from the first event, reporting progress as (done, total).
