@@ -13,7 +13,8 @@
 //!   second (each login completes within tens of milliseconds of its start here, so this is
 //!   the peak of starts too, within that);
 //! - **bulk login** (`bulk.rs`): 1,000 XMPP accounts of many users logging in at once, against a
-//!   bare pool of the connector logging the same accounts in with the same concurrency.
+//!   bare pool of the connector logging the same accounts in with the same concurrency; then
+//!   the same accounts resumed on a new node (no password checks), against the same pool.
 //!
 //! The Switchboard node runs in this process (so its RSS is the node's). Environment, set by
 //! scripts/bench-live.sh: `SWITCHBOARD_TEST_DATABASE_URL`, `SWITCHBOARD_BENCH_XMPP_SERVER`
@@ -234,6 +235,15 @@ async fn node(
     (bench, stop, tokio::spawn(app.run_until_stopped()))
 }
 
+/// Stops a node from [`node`] and waits until it has shut down (its leases given up).
+async fn shut_down(
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+}
+
 /// Waits until `count` accounts are ONLINE under a valid lease.
 async fn all_online(pool: &sqlx::PgPool, count: i64) {
     loop {
@@ -276,8 +286,7 @@ async fn resume_bench(temp: &std::path::Path) {
         .await;
     }
     all_online(&pool, USERS as i64).await;
-    let _ = stop.send(true);
-    task.await.unwrap().unwrap();
+    shut_down(stop, task).await;
     for pace in [(16, 20.0), (64, 100.0)] {
         let started = Instant::now();
         let started_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
@@ -312,8 +321,7 @@ async fn resume_bench(temp: &std::path::Path) {
             took.as_secs_f64(),
             onlines.len()
         );
-        let _ = stop.send(true);
-        task.await.unwrap().unwrap();
+        shut_down(stop, task).await;
     }
     pool.close().await;
     common::drop_database(&url).await;
