@@ -244,9 +244,28 @@ async fn shut_down(
     task.await.unwrap().unwrap();
 }
 
+/// How long a bench waits for every account to be `ONLINE` (the slowest run so far took
+/// about 35 s).
+const ONLINE_DEADLINE: Duration = Duration::from_secs(300);
+
 /// Waits until `count` accounts are ONLINE under a valid lease.
+/// Waits until `count` accounts are `ONLINE` under a live lease; fails loudly after
+/// [`ONLINE_DEADLINE`], saying where the accounts are, rather than waiting for ever.
 async fn all_online(pool: &sqlx::PgPool, count: i64) {
+    let deadline = std::time::Instant::now() + ONLINE_DEADLINE;
     loop {
+        if std::time::Instant::now() > deadline {
+            let states: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT s.state || CASE WHEN EXISTS (SELECT 1 FROM live_leases l \
+                   WHERE l.user_id = s.user_id AND l.node_id = s.node_id AND l.expires_at > now()) \
+                   THEN ' (live lease)' ELSE ' (no live lease)' END AS what, count(*) \
+                   FROM account_status s GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            panic!("{count} accounts not all ONLINE after {ONLINE_DEADLINE:?}: {states:?}");
+        }
         let online: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM account_status s WHERE s.state = 'ONLINE' AND EXISTS \
                (SELECT 1 FROM live_leases l WHERE l.user_id = s.user_id \

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -20,8 +19,6 @@ use crate::domain::ids::UserId;
 pub const RESUME_TICK: Duration = Duration::from_secs(2);
 /// Users taken over per look at most: nodes that look at the same time share the rest.
 const RESUME_BATCH: i64 = 64;
-/// Users resumed at once within a look (the logins themselves wait at the pacer).
-const RESUME_CONCURRENCY: usize = 8;
 /// Where a node that gives leases up says so.
 pub(super) const LEASES_CHANNEL: &str = "switchboard_leases";
 
@@ -72,22 +69,13 @@ impl Switchboard {
     pub async fn resume_orphans(self: &Arc<Self>) -> Result<usize, AppError> {
         let users = self.leases.orphans(RESUME_BATCH).await?;
         let found = users.len();
-        // A few users at a time: each costs its lease, a load of its stream (a new node has
-        // none cached) and a status write per account, round trips that would otherwise line up
-        // before the pacer ever sees the last user's logins.
-        let taken: Vec<Result<(), AppError>> = futures::stream::iter(users)
-            .map(|user| async move {
-                if self.hold_lease(user).await? {
-                    if let Err(e) = self.resume(user).await {
-                        tracing::warn!(%user, error = %e, "connections not resumed; the lease expires and another round retries");
-                    }
+        for user in users {
+            if self.hold_lease(user).await? {
+                if let Err(e) = self.resume(user).await {
+                    tracing::warn!(%user, error = %e, "connections not resumed; the lease expires and another round retries");
                 }
-                Ok(())
-            })
-            .buffer_unordered(RESUME_CONCURRENCY)
-            .collect()
-            .await;
-        taken.into_iter().collect::<Result<(), _>>()?;
+            }
+        }
         Ok(found)
     }
 
