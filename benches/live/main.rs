@@ -6,7 +6,8 @@
 //!   single-account login (median of several rounds; the goal is at most 1.2 times it);
 //! - **resident memory per connected idle account** (`memory.rs`): this process's RSS as one
 //!   user binds 1, 50 and up to 200 accounts of one network, as the slope between the steps, for
-//!   every network offered; and the bare XMPP session alone;
+//!   every network offered; BitlBee's at the same steps with the same XMPP users, the anchor;
+//!   and the bare XMPP session alone;
 //! - **resumption after a restart**: 200 users with a live session and one XMPP account each;
 //!   the node shuts down and a new one starts, paced as configured: the time from the new
 //!   node's start until every account is `ONLINE`, and the most logins completed in any one
@@ -20,8 +21,10 @@
 //! scripts/bench-live.sh: `SWITCHBOARD_TEST_DATABASE_URL`, `SWITCHBOARD_BENCH_XMPP_SERVER`
 //! (a Prosody with users bench1..benchN, password `bench-pw`), `SWITCHBOARD_BENCH_ACCOUNTS`
 //! (a JSON array of one account input per network for the login bench), the test servers'
-//! variables (ngIRCd, Synapse's shared secret, the Nostr relay) and `SWITCHBOARD_BENCH_NOSTR_KEYS`
-//! (Nostr identities the relay lets write) for the memory bench: see `accounts.rs`.
+//! variables (ngIRCd, Synapse's shared secret, the Nostr relay), `SWITCHBOARD_BENCH_NOSTR_KEYS`
+//! (Nostr identities the relay lets write) and `SWITCHBOARD_BENCH_BITLBEE`, `_BITLBEE_PID` and
+//! `_BITLBEE_XMPP_SERVER` (BitlBee and the Prosody port it reaches) for the memory bench: see
+//! `accounts.rs` and `memory.rs`.
 
 #[path = "../common/mod.rs"]
 mod common;
