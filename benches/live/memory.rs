@@ -59,6 +59,12 @@ fn steps(network: &Network) -> [usize; 3] {
             // Each account is a user made upstream first, and a long-poll sync in Synapse.
             Network::Matrix { .. } | Network::Nostr { .. } => 150,
         });
+    // The middle step needs accounts after it for a slope.
+    let last: usize = last;
+    assert!(
+        last > 50,
+        "SWITCHBOARD_BENCH_MEMORY_ACCOUNTS must be above 50 (the middle step), not {last}"
+    );
     [1, 50, last]
 }
 
