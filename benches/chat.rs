@@ -20,7 +20,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::Bench;
 use futures::StreamExt;
 use serde_json::json;
 use switchboard::domain::ids::{AccountId, ContactId, Handle, Protocol, UserId};
@@ -94,38 +93,19 @@ async fn relay_latency(url: &str, temp: &std::path::Path) {
     let app = Application::build(common::settings(url, temp))
         .await
         .unwrap();
-    let address = app.address();
-    let stop = app.stopper();
-    let server = tokio::spawn(app.run_until_stopped());
-    let bench = Bench {
-        url: format!("http://{address}/graphql"),
-        http: reqwest::Client::new(),
-    };
+    let (bench, stop, server) = common::serve(app, None);
     let token = bench
-        .gql(
-            None,
-            "mutation($a: [AccountInput!]!) { register(userName: \"chatbench\", password: \"bench password 1\", accounts: $a) { token } }",
-            json!({ "a": [{ "protocol": "XMPP", "server": env("SWITCHBOARD_TEST_XMPP_SERVER"),
-                            "handle": "alice@localhost", "secret": "alice-pw-7Q" }] }),
-        )
-        .await["register"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let list = bench
-        .gql(
-            Some(&token),
-            "{ contacts { contacts { id handle } } }",
-            json!({}),
+        .register(
+            "chatbench",
+            json!([{ "protocol": "XMPP", "server": env("SWITCHBOARD_TEST_XMPP_SERVER"),
+                     "handle": "alice@localhost", "secret": "alice-pw-7Q" }]),
         )
         .await;
-    let bob = list["contacts"]["contacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["handle"] == "bob@localhost")
-        .expect("bob is on alice's roster")["id"]
-        .clone();
+    let bob = bench
+        .contact_ids(&token)
+        .await
+        .remove("bob@localhost")
+        .expect("bob is on alice's roster");
     let mut bob_client = raw("bob").await;
     let mut carol_client = raw("carol").await;
     tokio::time::sleep(Duration::from_millis(500)).await;

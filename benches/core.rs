@@ -34,7 +34,7 @@ use switchboard::domain::user::{BoundAccount, MetaContactState, UserEvent};
 use switchboard::startup::Application;
 use switchboard::store::sessions::SessionStore;
 
-const PASSWORD: &str = "bench password 1";
+use common::PASSWORD;
 
 /// A network where every login works and the roster has four people.
 struct Synthetic;
@@ -60,14 +60,12 @@ impl Connector for Synthetic {
 impl Bench {
     /// A user with a synthetic account and one meta-contact; returns (token, meta id).
     async fn user(&self, name: &str) -> (String, String) {
-        let data = self
-            .gql(
-                None,
-                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) { register(userName: $u, password: $p, accounts: $a) { token } }",
-                json!({ "u": name, "p": PASSWORD, "a": [{ "protocol": "XMPP", "server": "bench:1", "handle": format!("{name}@bench"), "secret": "x" }] }),
+        let token = self
+            .register(
+                name,
+                json!([{ "protocol": "XMPP", "server": "bench:1", "handle": format!("{name}@bench"), "secret": "x" }]),
             )
             .await;
-        let token = data["register"]["token"].as_str().unwrap().to_owned();
         let list = self
             .gql(Some(&token), "{ contacts { contacts { id } } }", json!({}))
             .await;
@@ -319,13 +317,8 @@ async fn command_benches(
     let mut registry = ConnectorRegistry::default();
     registry.register(Arc::new(Synthetic));
     let app = Application::build_with(settings, registry).await.unwrap();
-    let address = app.address();
-    let stop = app.stopper();
-    let server = tokio::spawn(app.run_until_stopped());
-    let bench = Arc::new(Bench {
-        url: format!("http://{address}/graphql"),
-        http: reqwest::Client::new(),
-    });
+    let (bench, stop, server) = common::serve(app, None);
+    let bench = Arc::new(bench);
 
     // SWITCHBOARD_BENCH_SCALE multiplies the throughput runs' length (e.g. to profile them).
     let scale: usize = std::env::var("SWITCHBOARD_BENCH_SCALE")

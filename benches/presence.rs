@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::Bench;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use switchboard::config::Settings;
@@ -231,42 +230,16 @@ async fn fan_out(
     registry.register(network.clone());
     let app = Application::build_with(settings, registry).await.unwrap();
     let address = app.address();
-    let stop = app.stopper();
-    let server = tokio::spawn(app.run_until_stopped());
-    let bench = Bench {
-        url: format!("http://{address}/graphql"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(900))
-            .build()
-            .unwrap(),
-    };
+    let (bench, stop, server) = common::serve(app, Some(Duration::from_secs(900)));
     let account = format!("n{size}@bench.example");
     let token = bench
-        .gql(
-            None,
-            "mutation($a: [AccountInput!]!) { register(userName: \"watched\", password: \"bench password 1\", accounts: $a) { token } }",
-            json!({ "a": [{ "protocol": "XMPP", "server": "big.example:5222", "handle": account, "secret": "x" }] }),
-        )
-        .await["register"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let list = bench
-        .gql(
-            Some(&token),
-            "{ contacts { contacts { id handle } } }",
-            json!({}),
+        .register(
+            "watched",
+            json!([{ "protocol": "XMPP", "server": "big.example:5222", "handle": account, "secret": "x" }]),
         )
         .await;
-    let id_of = |wanted: &str| {
-        list["contacts"]["contacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["handle"] == wanted)
-            .unwrap()["id"]
-            .clone()
-    };
+    let ids = bench.contact_ids(&token).await;
+    let id_of = |wanted: &str| ids[wanted].clone();
     bench
         .gql(
             Some(&token),

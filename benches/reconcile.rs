@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::Bench;
 use cqrs_es::Aggregate;
 use serde_json::json;
 use switchboard::config::Settings;
@@ -207,26 +206,8 @@ async fn main() {
     let mut registry = ConnectorRegistry::default();
     registry.register(Arc::new(Big));
     let app = Application::build_with(settings, registry).await.unwrap();
-    let address = app.address();
-    let stop = app.stopper();
-    let server = tokio::spawn(app.run_until_stopped());
-    let bench = Bench {
-        url: format!("http://{address}/graphql"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(900))
-            .build()
-            .unwrap(),
-    };
-    let token = bench
-        .gql(
-            None,
-            "mutation { register(userName: \"big\", password: \"bench password 1\", accounts: []) { token } }",
-            json!({}),
-        )
-        .await["register"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (bench, stop, server) = common::serve(app, Some(Duration::from_secs(900)));
+    let token = bench.register("big", json!([])).await;
     println!("## First import until the list shows it (bindAccount, whole path)\n");
     println!("| roster | bindAccount answered | events written |\n| --- | --- | --- |");
     let pool = sqlx::PgPool::connect(&url).await.unwrap();

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each bench uses a part
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -15,6 +17,7 @@ use switchboard::connectors::{
 };
 use switchboard::domain::ids::{Handle, Protocol};
 use switchboard::secret::Secret;
+use switchboard::startup::Application;
 use switchboard::store::embedded::EmbeddedPostgres;
 use switchboard::store::vault::MasterKey;
 
@@ -118,13 +121,68 @@ pub async fn drop_database(url: &str) {
     admin.close().await;
 }
 
+/// The password of every bench user.
+pub const PASSWORD: &str = "bench password 1";
+
 pub struct Bench {
     /// `http://ADDRESS/graphql`.
     pub url: String,
     pub http: reqwest::Client,
 }
 
+/// A node serving in the background: its bench client, what stops it, and its task.
+pub type Served = (
+    Bench,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Starts a built node and a bench client of it, whose requests time out after `timeout`
+/// (none: reqwest's default, no limit).
+pub fn serve(app: Application, timeout: Option<Duration>) -> Served {
+    let mut http = reqwest::Client::builder();
+    if let Some(timeout) = timeout {
+        http = http.timeout(timeout);
+    }
+    let bench = Bench {
+        url: format!("http://{}/graphql", app.address()),
+        http: http.build().unwrap(),
+    };
+    let stop = app.stopper();
+    (bench, stop, tokio::spawn(app.run_until_stopped()))
+}
+
 impl Bench {
+    /// Registers `name` with [`PASSWORD`] and `accounts`; returns the session token.
+    pub async fn register(&self, name: &str, accounts: Value) -> String {
+        let data = self
+            .gql(
+                None,
+                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
+                   register(userName: $u, password: $p, accounts: $a) { token } }",
+                json!({ "u": name, "p": PASSWORD, "a": accounts }),
+            )
+            .await;
+        data["register"]["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The ids of the user's contacts, by handle.
+    pub async fn contact_ids(&self, token: &str) -> HashMap<String, Value> {
+        let list = self
+            .gql(
+                Some(token),
+                "{ contacts { contacts { id handle } } }",
+                json!({}),
+            )
+            .await;
+        list["contacts"]["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["handle"].as_str().unwrap().to_owned(), c["id"].clone()))
+            .collect()
+    }
+
     /// One GraphQL request; panics on GraphQL errors (a bench must not measure failures).
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut request = self

@@ -42,7 +42,7 @@ use switchboard::config::Settings;
 use switchboard::secret::Secret;
 use switchboard::startup::Application;
 
-const PASSWORD: &str = "bench password 1";
+use common::PASSWORD;
 const ROUNDS: usize = 7;
 
 fn env(name: &str) -> String {
@@ -50,18 +50,6 @@ fn env(name: &str) -> String {
 }
 
 impl Bench {
-    async fn register(&self, name: &str, accounts: Value) -> String {
-        let data = self
-            .gql(
-                None,
-                "mutation($u: String!, $p: String!, $a: [AccountInput!]!) {
-                   register(userName: $u, password: $p, accounts: $a) { token } }",
-                json!({ "u": name, "p": PASSWORD, "a": accounts }),
-            )
-            .await;
-        data["register"]["token"].as_str().unwrap().to_owned()
-    }
-
     async fn bind(&self, token: &str, account: Value) {
         self.gql(
             Some(token),
@@ -180,13 +168,7 @@ async fn main() {
         settings.extra_ca_file = Some(ca.into());
     }
     let app = Application::build(settings).await.unwrap();
-    let address = app.address();
-    let stop = app.stopper();
-    let server = tokio::spawn(app.run_until_stopped());
-    let bench = Bench {
-        url: format!("http://{address}/graphql"),
-        http: reqwest::Client::new(),
-    };
+    let (bench, stop, server) = common::serve(app, None);
     println!(
         "## Switchboard live-connection benchmark ({} CPUs)",
         std::thread::available_parallelism()
@@ -217,11 +199,7 @@ async fn node(
     temp: &std::path::Path,
     key: &Secret,
     pace: (usize, f64),
-) -> (
-    Bench,
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
+) -> common::Served {
     let settings = Settings {
         max_db_connections: 16,
         master_key: Some(key.clone()),
@@ -229,13 +207,7 @@ async fn node(
         login_rate: pace.1,
         ..common::settings(url, temp)
     };
-    let app = Application::build(settings).await.unwrap();
-    let bench = Bench {
-        url: format!("http://{}/graphql", app.address()),
-        http: reqwest::Client::new(),
-    };
-    let stop = app.stopper();
-    (bench, stop, tokio::spawn(app.run_until_stopped()))
+    common::serve(Application::build(settings).await.unwrap(), None)
 }
 
 /// Stops a node from [`node`] and waits until it has shut down (its leases given up).
