@@ -13,6 +13,12 @@ const MERGE: &str =
 const RENAME: &str = "mutation($id: ID!, $name: String!) {
   renameMetaContact(metaContactId: $id, name: $name) { metaContacts { id name } } }";
 
+/// Renames the meta-contact `meta` through `app`.
+async fn rename(app: &TestApp, token: &str, meta: &impl serde::Serialize, name: &str) -> Response {
+    app.gql(Some(token), RENAME, json!({ "id": meta, "name": name }))
+        .await
+}
+
 /// Alice with her XMPP roster and one meta-contact holding bob and carol; its id.
 async fn alice_with_a_meta_contact(app: &TestApp) -> (String, String) {
     let token = app.register("alice", json!([xmpp_account("alice")])).await;
@@ -51,13 +57,7 @@ async fn a_mutation_shows_its_change_while_unrelated_transactions_stay_open() {
     let batch = open_transaction(&app.database_url, &["INSERT INTO batch_job VALUES (1)"]).await;
 
     let started = Instant::now();
-    let renamed = app
-        .gql(
-            Some(&token),
-            RENAME,
-            json!({ "id": meta, "name": "Robert" }),
-        )
-        .await;
+    let renamed = rename(&app, &token, &meta, "Robert").await;
     let took = started.elapsed();
     let metas = &renamed.data()["renameMetaContact"]["metaContacts"];
     assert_eq!(metas[0]["id"], meta.as_str());
@@ -91,13 +91,7 @@ async fn a_mutation_whose_views_cannot_catch_up_answers_views_behind() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let renamed = app
-        .gql(
-            Some(&token),
-            RENAME,
-            json!({ "id": meta, "name": "Robert" }),
-        )
-        .await;
+    let renamed = rename(&app, &token, &meta, "Robert").await;
     assert_eq!(renamed.code(), "VIEWS_BEHIND", "{renamed:?}");
     let error = &renamed.0["errors"][0];
     assert_eq!(error["extensions"]["recorded"], true, "{error}");
@@ -154,13 +148,7 @@ async fn commands_on_two_nodes_are_decided_on_the_stored_stream_not_a_stale_copy
         .gql(Some(&elsewhere), MERGE, json!({ "ids": ids }))
         .await;
     let meta = merged.data()["mergeContacts"]["metaContactId"].clone();
-    let renamed = app
-        .gql(
-            Some(&token),
-            RENAME,
-            json!({ "id": meta, "name": "Robert" }),
-        )
-        .await;
+    let renamed = rename(&app, &token, &meta, "Robert").await;
     assert_eq!(
         renamed.data()["renameMetaContact"]["metaContacts"][0]["name"],
         "Robert",
@@ -170,21 +158,8 @@ async fn commands_on_two_nodes_are_decided_on_the_stored_stream_not_a_stale_copy
 
     // The other node renames; this node, deciding the same rename on its stale copy, would
     // record a second rename: the store refuses it, and on the stored stream it is a no-op.
-    other
-        .gql(
-            Some(&elsewhere),
-            RENAME,
-            json!({ "id": meta, "name": "Robbie" }),
-        )
-        .await
-        .data();
-    let again = app
-        .gql(
-            Some(&token),
-            RENAME,
-            json!({ "id": meta, "name": "Robbie" }),
-        )
-        .await;
+    rename(&other, &elsewhere, &meta, "Robbie").await.data();
+    let again = rename(&app, &token, &meta, "Robbie").await;
     assert_eq!(
         again.data()["renameMetaContact"]["metaContacts"][0]["name"],
         "Robbie"
