@@ -3,7 +3,7 @@
 //! across crashes or several nodes.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,6 +36,33 @@ pub enum ProjectionError {
     #[error("event at position {position} cannot be decoded: {reason}")]
     Decode { position: String, reason: String },
 }
+
+/// A round's first statement: the checkpoints' row locks and the horizon (see `horizon`), built
+/// once. Row locks serialise runners of one projection across nodes; taken in name order (ORDER
+/// BY sorts before locking), so two groups never wait on each other in a cycle.
+static LOCK_CHECKPOINTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH cp AS MATERIALIZED (SELECT name, tx_id::text AS tx_id, position \
+                                    FROM projection_checkpoints WHERE name = ANY($1) \
+                                   ORDER BY name FOR UPDATE), {} \
+         SELECT h.*, cp.* FROM (SELECT {}) AS h LEFT JOIN cp ON true",
+        horizon::LOCKS,
+        horizon::columns()
+    )
+});
+
+/// A round's read: every stream, so the checkpoint passes other aggregates' rows too (filtering
+/// them in SQL would make each later read scan them again). ORDER BY names the table's columns:
+/// a bare `tx_id` would be the text output column of EVENT_COLUMNS, which sorts transaction 1000
+/// before 999.
+static READ_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT aggregate_type, {EVENT_COLUMNS} FROM events \
+         WHERE (tx_id, position) > ($1::text::xid8, $2) \
+           AND tx_id < $4::text::xid8 \
+         ORDER BY events.tx_id, events.position LIMIT $3"
+    )
+});
 
 /// One read model built from the events.
 #[async_trait]
@@ -144,18 +171,11 @@ pub async fn catch_up_together(
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off")
             .await?;
-        // The row locks serialise runners of one projection across nodes; taken in name order
-        // (ORDER BY sorts before locking), so two groups never wait on each other in a cycle.
-        // The horizon is read in the same statement (one round trip fewer): see `horizon`.
-        let query = format!(
-            "WITH cp AS MATERIALIZED (SELECT name, tx_id::text AS tx_id, position \
-                                        FROM projection_checkpoints WHERE name = ANY($1) \
-                                       ORDER BY name FOR UPDATE), {} \
-             SELECT h.*, cp.* FROM (SELECT {}) AS h LEFT JOIN cp ON true",
-            horizon::LOCKS,
-            horizon::columns()
-        );
-        let rows = sqlx::query(&query).bind(&names).fetch_all(&mut *tx).await?;
+        // The horizon is read in the same statement (one round trip fewer).
+        let rows = sqlx::query(&LOCK_CHECKPOINTS)
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut found = Vec::with_capacity(names.len());
         for name in &names {
             let Some(row) = rows
@@ -181,17 +201,8 @@ pub async fn catch_up_together(
         .await?;
     };
     let after = checkpoints.iter().min().copied().unwrap_or_default();
-    // Every stream is read so the checkpoint passes other aggregates' rows too (filtering them in
-    // SQL would make each later read scan them again); only the user's events are applied.
-    // ORDER BY names the table's columns: a bare `tx_id` would be the text output column of
-    // EVENT_COLUMNS, which sorts transaction 1000 before 999.
-    let query = format!(
-        "SELECT aggregate_type, {EVENT_COLUMNS} FROM events \
-         WHERE (tx_id, position) > ($1::text::xid8, $2) \
-           AND tx_id < $4::text::xid8 \
-         ORDER BY events.tx_id, events.position LIMIT $3"
-    );
-    let rows = sqlx::query(&query)
+    // Every stream is read; only the user's events are applied.
+    let rows = sqlx::query(&READ_EVENTS)
         .bind(after.tx_id.to_string())
         .bind(after.position)
         .bind(limit)
